@@ -1,0 +1,104 @@
+//! Builds every policy crate in `policies/` into a WebAssembly component, so
+//! that `cargo build`, `cargo run` and `cargo test` need no hand-run step.
+//!
+//! Each policy is compiled for `wasm32-unknown-unknown` by a nested cargo
+//! invocation with its own target directory inside `OUT_DIR` (sharing the
+//! outer one would deadlock on cargo's lock), then encoded as a component with
+//! `wit-component`. The result imports only `edgeward:policy/host`: no WASI.
+//! `OUT_DIR/policies.rs` lists them as `(name, path)` pairs for the engine
+//! (which embeds `nearest`) and the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+
+    for watched in ["policies", "sdk", "wit", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let policies = policy_crates(&root.join("policies"));
+    let target_dir = out_dir.join("policy-target");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .args(["--target", WASM_TARGET, "--profile", "policy"])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    for (package, _) in &policies {
+        cmd.args(["--package", package]);
+    }
+    // Flags meant for the host build (coverage, sanitizers, clippy as a
+    // wrapper) must not leak into the guest build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("failed to run cargo for the policies");
+    if !status.success() {
+        panic!(
+            "building the policies in policies/ for {WASM_TARGET} failed (see above).\n\
+             If the target is missing, install it with: rustup target add {WASM_TARGET}"
+        );
+    }
+
+    let mut listing =
+        String::from("/// Every policy built from `policies/`, as `(name, component path)`.\n");
+    listing.push_str("pub const BUILT: &[(&str, &str)] = &[\n");
+    for (package, lib_name) in &policies {
+        let module = target_dir
+            .join(WASM_TARGET)
+            .join("policy")
+            .join(format!("{lib_name}.wasm"));
+        let bytes =
+            std::fs::read(&module).unwrap_or_else(|e| panic!("reading {}: {e}", module.display()));
+        let component = wit_component::ComponentEncoder::default()
+            .module(&bytes)
+            .and_then(|enc| enc.validate(true).encode())
+            .unwrap_or_else(|e| panic!("encoding policy `{package}` as a component: {e:#}"));
+        let dest = out_dir.join(format!("{package}.wasm"));
+        std::fs::write(&dest, component).unwrap();
+        listing.push_str(&format!(
+            "    ({package:?}, {:?}),\n",
+            dest.display().to_string()
+        ));
+    }
+    listing.push_str("];\n");
+    std::fs::write(out_dir.join("policies.rs"), listing).unwrap();
+}
+
+/// `(package name, library file stem)` of every crate directly below `dir`.
+fn policy_crates(dir: &Path) -> Vec<(String, String)> {
+    let mut crates = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("reading policies/") {
+        let path = entry.unwrap().path();
+        let manifest = path.join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let parsed: toml::Table =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", manifest.display()));
+        let name = parsed
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or_else(|| panic!("no package name in {}", manifest.display()))
+            .to_string();
+        let lib = name.replace('-', "_");
+        crates.push((name, lib));
+    }
+    crates.sort();
+    crates
+}

@@ -1,0 +1,122 @@
+//! The player-facing HTTP listener.
+//!
+//! One OS thread per worker, each with its own current-thread tokio runtime
+//! and its own `SO_REUSEPORT` listening socket on the same address: the
+//! kernel spreads connections over the workers, and everything a request
+//! touches on its worker (the [`Decider`] and its warm policy instance) is
+//! thread-local, so the request path takes no lock. Responses go out with
+//! title-case header names (`Location`), which some smart-TV players require.
+
+mod respond;
+
+use crate::policy::PolicyHost;
+use crate::routing::Decider;
+use crate::routing::client::TrustedProxies;
+use crate::topology::store::TopologyStore;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the player listener is set up.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Number of worker threads (each with its own accept loop).
+    pub workers: usize,
+    /// Proxies whose `X-Real-IP` is believed.
+    pub trusted: TrustedProxies,
+}
+
+/// Binds one `SO_REUSEPORT` socket per worker on `config.listen` (port 0
+/// picks a free port, shared by all). Returns the sockets and the bound
+/// address.
+pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let mut addr = config.listen;
+    let mut sockets = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok((sockets, addr))
+}
+
+/// Starts one worker thread per socket. The threads run until the process
+/// exits.
+pub fn spawn_workers(
+    sockets: Vec<std::net::TcpListener>,
+    trusted: TrustedProxies,
+    topology: Arc<TopologyStore>,
+    policies: Arc<PolicyHost>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let trusted = trusted.clone();
+            let topology = topology.clone();
+            let policies = policies.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker(socket, trusted, Decider::new(topology, policies)))
+        })
+        .collect()
+}
+
+fn worker(socket: std::net::TcpListener, trusted: TrustedProxies, decider: Decider) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a worker runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = tokio::net::TcpListener::from_std(socket).expect("registering the listener");
+        let decider = Rc::new(RefCell::new(decider));
+        let trusted = Rc::new(trusted);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not die.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let decider = decider.clone();
+            let trusted = trusted.clone();
+            tokio::task::spawn_local(async move {
+                let service = service_fn(move |req| {
+                    let response = respond::answer(&decider, &trusted, peer, &req);
+                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
+                });
+                let conn = http1::Builder::new()
+                    .title_case_headers(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+    });
+}

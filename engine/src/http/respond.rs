@@ -1,0 +1,99 @@
+//! From an HTTP request to an HTTP response: method, route, client address,
+//! decision, wire format.
+
+use crate::routing::client::TrustedProxies;
+use crate::routing::url::{self, UrlError};
+use crate::routing::{Decider, Outcome};
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+/// Seconds a player is asked to wait after a `503`.
+const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
+/// Answers one player request.
+pub(super) fn answer<B>(
+    decider: &RefCell<crate::routing::Decider>,
+    trusted: &TrustedProxies,
+    peer: SocketAddr,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
+    let outcome = decide(decider, trusted, peer, req);
+    render(outcome)
+}
+
+fn decide<B>(
+    decider: &RefCell<Decider>,
+    trusted: &TrustedProxies,
+    peer: SocketAddr,
+    req: &Request<B>,
+) -> Result<Outcome, Response<Full<Bytes>>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        resp.headers_mut().insert(ALLOW, GET_HEAD);
+        return Err(resp);
+    }
+    let route = match url::parse(req.uri().path()) {
+        Ok(route) => route,
+        Err(UrlError::NoRoute) => return Ok(Outcome::refuse(404, "no such route")),
+        Err(UrlError::Malformed(why)) => return Ok(Outcome::refuse(400, why)),
+    };
+    let x_real_ip = req.headers().get("x-real-ip").map(HeaderValue::as_bytes);
+    let client = match trusted.client(peer.ip(), x_real_ip) {
+        Ok(ip) => ip,
+        Err(why) => return Ok(Outcome::refuse(400, why)),
+    };
+    Ok(decider
+        .borrow_mut()
+        .decide(&route, req.uri().query(), client))
+}
+
+/// The response for an outcome. (For `HEAD`, hyper sends the same head
+/// without the body.)
+fn render(outcome: Result<Outcome, Response<Full<Bytes>>>) -> Response<Full<Bytes>> {
+    let mut resp = match outcome {
+        Err(resp) => resp,
+        Ok(Outcome::Redirect(location)) => {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::FOUND;
+            match HeaderValue::try_from(location) {
+                Ok(v) => {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+                Err(_) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "unrepresentable Location",
+                    );
+                }
+            }
+            resp
+        }
+        Ok(Outcome::Refuse { status, reason }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut resp = error(status, &reason);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                resp.headers_mut().insert(RETRY_AFTER, RETRY_AFTER_SECS);
+            }
+            resp
+        }
+    };
+    resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    resp
+}
+
+fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    let mut body = String::with_capacity(reason.len() + 1);
+    body.push_str(reason);
+    body.push('\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, TEXT);
+    resp
+}

@@ -1,0 +1,17 @@
+//! edgeward: a redirect engine for video CDNs.
+//!
+//! A player asks for a stream; edgeward answers at once with a redirect to
+//! the edge server that should serve it. The crate is organised by concern:
+//!
+//! - [`topology`]: what exists (regions, subnets, servers, channels,
+//!   programs), validated and indexed into immutable snapshots;
+//! - [`policy`]: the WebAssembly routing policies that decide who serves;
+//! - [`routing`]: one request from URL to decision to `Location`;
+//! - [`http`]: the listener, workers and wire format;
+//! - [`builtin`]: the policies and demo topology embedded in the binary.
+
+pub mod builtin;
+pub mod http;
+pub mod policy;
+pub mod routing;
+pub mod topology;

@@ -1,0 +1,106 @@
+//! Per-instance host state and the host functions a policy may call.
+
+use super::bindings::edgeward::policy::{host, types};
+use super::bindings::{GroupInfo, LogLevel, RegionInfo, ServerInfo, SubnetInfo};
+use crate::topology::Topology;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use std::sync::Arc;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+
+/// What the host keeps for one policy instance.
+pub struct HostState {
+    /// The topology of the call in progress (its indices are what the
+    /// policy sees), `None` between calls.
+    pub(crate) topology: Option<Arc<Topology>>,
+    rng: SmallRng,
+    pub(crate) limits: StoreLimits,
+    policy: Arc<str>,
+}
+
+impl HostState {
+    /// State for a new instance of the policy `policy`. With a `seed` the
+    /// random stream is reproducible; without, it is seeded from the OS.
+    pub fn new(policy: &str, seed: Option<u64>, max_memory_bytes: usize) -> Self {
+        HostState {
+            topology: None,
+            rng: match seed {
+                Some(seed) => SmallRng::seed_from_u64(seed),
+                None => SmallRng::from_os_rng(),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory_bytes)
+                .instances(4)
+                .tables(4)
+                .memories(2)
+                .build(),
+            policy: policy.into(),
+        }
+    }
+
+    fn topo(&self) -> Option<&Topology> {
+        self.topology.as_deref()
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let policy = &*self.policy;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "policy", policy, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "policy", policy, "{message}"),
+            LogLevel::Info => tracing::info!(target: "policy", policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "policy", policy, "{message}"),
+            LogLevel::Error => tracing::error!(target: "policy", policy, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    fn lookup_server(&mut self, server: u32) -> Option<ServerInfo> {
+        let s = self.topo()?.servers.get(server as usize)?;
+        Some(ServerInfo {
+            id: s.id.to_string(),
+            host: s.host.to_string(),
+            port: s.port,
+            weight: s.weight,
+            active: s.active,
+        })
+    }
+
+    fn lookup_region(&mut self, region: u32) -> Option<RegionInfo> {
+        let r = self.topo()?.regions.get(region as usize)?;
+        Some(RegionInfo {
+            id: r.id.to_string(),
+            name: r.name.to_string(),
+            active: r.active,
+        })
+    }
+
+    fn lookup_group(&mut self, group: u32) -> Option<GroupInfo> {
+        let g = self.topo()?.groups.get(group as usize)?;
+        Some(GroupInfo {
+            id: g.id.to_string(),
+            active: g.active,
+        })
+    }
+
+    fn lookup_subnet(&mut self, subnet: u32) -> Option<SubnetInfo> {
+        let s = self.topo()?.subnets.get(subnet as usize)?;
+        Some(SubnetInfo {
+            cidr: s.net.to_string(),
+            name: s.name.as_deref().unwrap_or_default().to_string(),
+            region: s.region,
+        })
+    }
+}

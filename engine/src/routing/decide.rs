@@ -1,0 +1,343 @@
+//! The decision: resolve what was asked, offer the policy the candidate
+//! tiers for this client, check what it answers, render the `Location`.
+//!
+//! A [`Decider`] belongs to one worker thread and owns that worker's warm
+//! policy instance; it is never shared, so the request path takes no lock.
+//! The topology snapshot is loaded once per request and used throughout, so
+//! a concurrent topology swap cannot mix two versions in one decision.
+
+use super::Outcome;
+use super::url::Route;
+use crate::policy::bindings::{
+    self as wit, Candidate, CandidateState, Decision, IpAddress, RequestKind, Tier,
+};
+use crate::policy::{PolicyHost, WarmInstance};
+use crate::topology::store::TopologyStore;
+use crate::topology::{Encryption, Protocol, Topology};
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Longest reason text passed on from a policy's rejection.
+const MAX_REASON: usize = 256;
+
+/// Decides requests for one worker thread.
+pub struct Decider {
+    topology: Arc<TopologyStore>,
+    policies: Arc<PolicyHost>,
+    instance: Option<WarmInstance>,
+}
+
+/// What the request resolved to in the topology.
+struct Resolved<'a> {
+    kind: RequestKind,
+    channel: Option<u32>,
+    /// Path on the edge, after `scheme://host[:port]/`, in up to three parts.
+    path: [&'a str; 3],
+}
+
+impl Decider {
+    /// A decider reading the shared topology store and policy host.
+    pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>) -> Self {
+        Decider {
+            topology,
+            policies,
+            instance: None,
+        }
+    }
+
+    /// Decides one request: `route` parsed from the path, `query` the raw
+    /// query string (without `?`), `client` the client address.
+    pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Outcome {
+        let topology = self.topology.load();
+        let resolved = match resolve(&topology, route) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        let tiers = build_tiers(&topology, client, resolved.channel);
+        let (protocol, encryption, target) = match *route {
+            Route::Live {
+                protocol,
+                encryption,
+                epg_id,
+            }
+            | Route::Catchup {
+                protocol,
+                encryption,
+                epg_id,
+            } => (Some(protocol.into()), encryption.into(), epg_id),
+            Route::Vod(path) | Route::Static(path) => (None, wit::Encryption::None, path),
+        };
+        let request = wit::Request {
+            kind: resolved.kind,
+            protocol,
+            encryption,
+            target: target.to_owned(),
+            query: query.unwrap_or_default().to_owned(),
+            client: ip_to_wit(client),
+            topology_version: topology.version,
+        };
+
+        let Some(instance) = self.warm_instance() else {
+            return Outcome::refuse(503, "routing policy unavailable");
+        };
+        let decision = match instance.select(&topology, &request, &tiers) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, deadline = e.deadline, "policy call failed; instance discarded");
+                self.instance = None;
+                return Outcome::refuse(503, "routing policy failed");
+            }
+        };
+        match check_decision(&topology, decision, &tiers, &resolved, query) {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                let policy = instance.policy();
+                tracing::warn!(policy = %policy.name, version = policy.version, why, "policy answer refused");
+                Outcome::refuse(503, "routing policy gave an invalid answer")
+            }
+        }
+    }
+
+    /// This worker's instance of the active policy, (re)created when the
+    /// active version changed or the previous instance failed.
+    fn warm_instance(&mut self) -> Option<&mut WarmInstance> {
+        let active = self.policies.active();
+        let stale = self
+            .instance
+            .as_ref()
+            .is_none_or(|i| i.policy().version != active.version);
+        if stale {
+            self.instance = None;
+            match self.policies.instantiate(&active) {
+                Ok(i) => self.instance = Some(i),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot instantiate the active policy");
+                    return None;
+                }
+            }
+        }
+        self.instance.as_mut()
+    }
+}
+
+fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>, Outcome> {
+    match *route {
+        Route::Live {
+            protocol,
+            encryption,
+            epg_id,
+        } => {
+            let (idx, channel) = topology
+                .channel(epg_id)
+                .ok_or(Outcome::refuse(404, "unknown channel"))?;
+            if !channel.active {
+                return Err(Outcome::refuse(404, "channel is not active"));
+            }
+            let stream = channel.stream(protocol, encryption).ok_or(Outcome::refuse(
+                404,
+                "no active stream with this protocol and encryption",
+            ))?;
+            Ok(Resolved {
+                kind: RequestKind::Live,
+                channel: Some(idx),
+                path: [&stream.path, "", ""],
+            })
+        }
+        Route::Catchup {
+            protocol,
+            encryption,
+            epg_id,
+        } => {
+            let (_, program) = topology
+                .program(epg_id)
+                .ok_or(Outcome::refuse(404, "unknown program"))?;
+            let record = program.record(protocol, encryption).ok_or(Outcome::refuse(
+                404,
+                "no completed record with this protocol and encryption",
+            ))?;
+            let dvr = &topology.servers[record.server as usize];
+            let prefix = dvr.prefix.as_deref().unwrap_or_default();
+            Ok(Resolved {
+                kind: RequestKind::Catchup,
+                channel: Some(program.channel),
+                path: ["dvr/", prefix, &record.path],
+            })
+        }
+        Route::Vod(path) => Ok(Resolved {
+            kind: RequestKind::Vod,
+            channel: None,
+            path: ["vod/", path, ""],
+        }),
+        Route::Static(path) => Ok(Resolved {
+            kind: RequestKind::StaticFile,
+            channel: None,
+            path: ["static/", path, ""],
+        }),
+    }
+}
+
+/// One tier per matched subnet (longest prefix first), then the default
+/// region; a region already offered is not repeated.
+fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>) -> Vec<Tier> {
+    let mut tiers: Vec<Tier> = Vec::new();
+    let push = |region: u32, subnet: Option<u32>, tiers: &mut Vec<Tier>| {
+        if tiers.iter().any(|t| t.region == region) {
+            return;
+        }
+        let r = &topology.regions[region as usize];
+        let candidates = r
+            .members
+            .iter()
+            .map(|m| {
+                let server = &topology.servers[m.server as usize];
+                let group = &topology.groups[m.group as usize];
+                let mut state = CandidateState::AVAILABLE;
+                if server.active {
+                    state |= CandidateState::SERVER_ACTIVE;
+                }
+                if group.active {
+                    state |= CandidateState::GROUP_ACTIVE;
+                }
+                if group.serves(channel) {
+                    state |= CandidateState::SERVES_RESOURCE;
+                }
+                Candidate {
+                    server: m.server,
+                    group: m.group,
+                    weight: server.weight,
+                    state,
+                    health: None,
+                }
+            })
+            .collect();
+        tiers.push(Tier {
+            region,
+            region_active: r.active,
+            subnet,
+            candidates,
+        });
+    };
+    for subnet in topology.matching_subnets(client) {
+        push(
+            topology.subnets[subnet as usize].region,
+            Some(subnet),
+            &mut tiers,
+        );
+    }
+    if let Some(region) = topology.default_region {
+        push(region, None, &mut tiers);
+    }
+    tiers
+}
+
+/// Never trust what a policy returns: a server must be one offered, a
+/// status must be an error status, a URL must be absolute http(s).
+fn check_decision(
+    topology: &Topology,
+    decision: Decision,
+    tiers: &[Tier],
+    resolved: &Resolved<'_>,
+    query: Option<&str>,
+) -> Result<Outcome, &'static str> {
+    match decision {
+        Decision::Choose(server) => {
+            let offered = tiers
+                .iter()
+                .any(|t| t.candidates.iter().any(|c| c.server == server));
+            if !offered {
+                return Err("chose a server that was not a candidate");
+            }
+            Ok(Outcome::Redirect(location(
+                &topology.servers[server as usize].base_url,
+                resolved,
+                query,
+            )))
+        }
+        Decision::Reject(r) => {
+            if !(400..=599).contains(&r.status) {
+                return Err("rejected with a status outside 400-599");
+            }
+            Ok(Outcome::Refuse {
+                status: r.status,
+                reason: Cow::Owned(sanitize_reason(&r.reason)),
+            })
+        }
+        Decision::Redirect(url) => {
+            let ok = url.len() <= 8192
+                && http::HeaderValue::from_str(&url).is_ok()
+                && url.parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                });
+            if !ok {
+                return Err("redirected to something that is not an absolute http(s) URL");
+            }
+            Ok(Outcome::Redirect(url))
+        }
+    }
+}
+
+/// `{base}/{path}[?{query}]`.
+fn location(base: &str, resolved: &Resolved<'_>, query: Option<&str>) -> String {
+    let [a, b, c] = resolved.path;
+    let q = query.map_or(0, |q| q.len() + 1);
+    let mut s = String::with_capacity(base.len() + 2 + a.len() + b.len() + c.len() + q);
+    s.push_str(base);
+    s.push('/');
+    s.push_str(a);
+    s.push_str(b);
+    if !c.is_empty() {
+        s.push('/');
+        s.push_str(c);
+    }
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    s
+}
+
+fn sanitize_reason(reason: &str) -> String {
+    let mut out: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
+    if out.trim().is_empty() {
+        out = "refused by routing policy".into();
+    }
+    out
+}
+
+fn ip_to_wit(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(a) => {
+            let [a, b, c, d] = a.octets();
+            IpAddress::V4((a, b, c, d))
+        }
+        IpAddr::V6(a) => {
+            let [a, b, c, d, e, f, g, h] = a.segments();
+            IpAddress::V6((a, b, c, d, e, f, g, h))
+        }
+    }
+}
+
+impl From<Protocol> for wit::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Hls => wit::Protocol::Hls,
+            Protocol::Mpd => wit::Protocol::Mpd,
+        }
+    }
+}
+
+impl From<Encryption> for wit::Encryption {
+    fn from(e: Encryption) -> Self {
+        match e {
+            Encryption::None => wit::Encryption::None,
+            Encryption::Widevine => wit::Encryption::Widevine,
+            Encryption::Playready => wit::Encryption::Playready,
+            Encryption::Cenc => wit::Encryption::Cenc,
+        }
+    }
+}

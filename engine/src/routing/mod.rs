@@ -1,0 +1,40 @@
+//! One player request, from URL to answer.
+//!
+//! Read top to bottom, this is the request path: [`url::parse`] turns the
+//! path into a [`url::Route`]; [`decide::Decider::decide`] resolves the
+//! channel, program or asset in the current topology, builds the candidate
+//! tiers for the client address, asks the policy, checks its answer and
+//! renders the `Location`. The HTTP layer only translates the resulting
+//! [`Outcome`] to the wire.
+
+pub mod client;
+pub mod decide;
+pub mod url;
+
+pub use decide::Decider;
+
+use std::borrow::Cow;
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `302 Found` to this URL.
+    Redirect(String),
+    /// An error status with a short plain-text reason.
+    Refuse {
+        /// HTTP status code.
+        status: u16,
+        /// Reason sent as the body.
+        reason: Cow<'static, str>,
+    },
+}
+
+impl Outcome {
+    /// A refusal with a static reason.
+    pub const fn refuse(status: u16, reason: &'static str) -> Self {
+        Outcome::Refuse {
+            status,
+            reason: Cow::Borrowed(reason),
+        }
+    }
+}

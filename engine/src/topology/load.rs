@@ -1,0 +1,512 @@
+//! Turning bytes into a validated [`Topology`]: parse (JSON or MessagePack),
+//! check every reference, id and value, then index.
+//!
+//! Every problem found is reported, not only the first, and each message
+//! names the object (`servers[3] "edge-x"`), the field and the offending
+//! value, so an operator can fix a file in one pass. Nothing here touches the
+//! published topology: a file that fails never replaces a good one.
+
+use super::model::*;
+use super::prefix_table::{NONE, PrefixTable};
+use super::{Channel, Group, Member, Program, Record, Region, Server, Stream, Subnet, Topology};
+use foldhash::{HashMap, HashMapExt};
+use ipnet::IpNet;
+use std::fmt;
+use std::path::Path;
+
+/// At most this many problems are listed; the rest are counted.
+const MAX_LISTED: usize = 50;
+
+/// Why a topology was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// The file could not be read.
+    #[error("cannot read topology file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The document is not well-formed JSON/MessagePack of the right shape.
+    #[error("topology is not valid {format}: at {at}: {message}")]
+    Syntax {
+        /// `JSON` or `MessagePack`.
+        format: &'static str,
+        /// Path of the offending element, e.g. `servers[2].kind`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The document is well-formed but inconsistent.
+    #[error("{}", Problems(.0))]
+    Invalid(Vec<String>),
+}
+
+struct Problems<'a>(&'a [String]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "topology has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in self.0.iter().take(MAX_LISTED) {
+            write!(f, "\n  - {p}")?;
+        }
+        if n > MAX_LISTED {
+            write!(f, "\n  ... and {} more", n - MAX_LISTED)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a topology document. JSON is recognised by its first non-blank
+/// byte (`{`); anything else is read as MessagePack.
+pub fn parse(bytes: &[u8]) -> Result<TopologyDoc, TopologyError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') || first.is_none() {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let doc: TopologyDoc =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| TopologyError::Syntax {
+                format: "JSON",
+                at: path_or_root(e.path()),
+                message: e.inner().to_string(),
+            })?;
+        de.end().map_err(|e| TopologyError::Syntax {
+            format: "JSON",
+            at: "end of document".into(),
+            message: e.to_string(),
+        })?;
+        Ok(doc)
+    } else {
+        let mut de = rmp_serde::Deserializer::new(bytes);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| TopologyError::Syntax {
+            format: "MessagePack",
+            at: path_or_root(e.path()),
+            message: e.inner().to_string(),
+        })
+    }
+}
+
+fn path_or_root(p: &serde_path_to_error::Path) -> String {
+    let s = p.to_string();
+    if s == "." { "the top level".into() } else { s }
+}
+
+/// Encodes a document as MessagePack with field names (the compact snapshot
+/// form [`parse`] accepts).
+pub fn to_msgpack(doc: &TopologyDoc) -> Vec<u8> {
+    rmp_serde::to_vec_named(doc).expect("a topology document always serialises")
+}
+
+/// Reads, parses, validates and indexes a topology file.
+pub fn load_file(path: &Path, version: u64) -> Result<Topology, TopologyError> {
+    let bytes = std::fs::read(path).map_err(|source| TopologyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    build(&parse(&bytes)?, version)
+}
+
+/// Validates a document and builds the indexed snapshot.
+pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError> {
+    let mut v = Validator::default();
+
+    let region_ids = v.unique_ids("regions", "id", doc.regions.iter().map(|r| r.id.as_str()));
+    let group_ids = v.unique_ids(
+        "server_groups",
+        "id",
+        doc.server_groups.iter().map(|g| g.id.as_str()),
+    );
+    let server_ids = v.unique_ids("servers", "id", doc.servers.iter().map(|s| s.id.as_str()));
+    let channel_ids = v.unique_ids(
+        "channels",
+        "epg_id",
+        doc.channels.iter().map(|c| c.epg_id.as_str()),
+    );
+    v.unique_ids(
+        "programs",
+        "epg_id",
+        doc.programs.iter().map(|p| p.epg_id.as_str()),
+    );
+
+    let default_region = doc.default_region.as_deref().and_then(|id| {
+        let found = region_ids.get(id).copied();
+        if found.is_none() {
+            v.problem(format!(
+                "field `default_region`: {id:?} is not the id of any region"
+            ));
+        }
+        found
+    });
+
+    // Servers.
+    let mut servers = Vec::with_capacity(doc.servers.len());
+    for (i, s) in doc.servers.iter().enumerate() {
+        let obj = format!("servers[{i}] {:?}", s.id);
+        let port = match u16::try_from(s.port) {
+            Ok(p) if p != 0 => p,
+            _ => {
+                v.problem(format!(
+                    "{obj}: field `port`: {} is out of range (1-65535)",
+                    s.port
+                ));
+                80
+            }
+        };
+        let base_url = base_url(&s.host, port);
+        if s.host.is_empty() || base_url.parse::<http::Uri>().is_err() || s.host.contains('/') {
+            v.problem(format!(
+                "{obj}: field `host`: {:?} is not a valid host name or IP address",
+                s.host
+            ));
+        }
+        let prefix = match (s.kind, &s.prefix) {
+            (ServerKind::Dvr, None) => {
+                v.problem(format!("{obj}: field `prefix` is required on a dvr server"));
+                None
+            }
+            (_, Some(p)) => {
+                if p.is_empty() || p.contains('/') || !is_uri_path(p) {
+                    v.problem(format!(
+                        "{obj}: field `prefix`: {p:?} must be one non-empty URL path segment"
+                    ));
+                }
+                Some(p.as_str().into())
+            }
+            (ServerKind::Edge, None) => None,
+        };
+        let healthcheck_path = s.healthcheck.as_ref().map(|h| {
+            if !h.path.starts_with('/') || !is_uri_path(&h.path) {
+                v.problem(format!(
+                    "{obj}: field `healthcheck.path`: {:?} must be a URL path starting with `/`",
+                    h.path
+                ));
+            }
+            h.path.as_str().into()
+        });
+        servers.push(Server {
+            id: s.id.as_str().into(),
+            kind: s.kind,
+            host: s.host.as_str().into(),
+            port,
+            weight: s.weight,
+            active: s.active,
+            prefix,
+            base_url: base_url.into(),
+            healthcheck_path,
+        });
+    }
+
+    // Channels.
+    let mut channels = Vec::with_capacity(doc.channels.len());
+    for (i, c) in doc.channels.iter().enumerate() {
+        let obj = format!("channels[{i}] {:?}", c.epg_id);
+        v.check_resource_id(&obj, "epg_id", &c.epg_id);
+        let streams = c
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(j, s)| Stream {
+                protocol: s.protocol,
+                encryption: s.encryption,
+                path: v.edge_path(&format!("{obj}.streams[{j}]"), &s.path),
+                active: s.active,
+            })
+            .collect();
+        channels.push(Channel {
+            epg_id: c.epg_id.as_str().into(),
+            name: c.name.as_deref().map(Into::into),
+            active: c.active,
+            dvr_enabled: c.dvr_enabled,
+            streams,
+        });
+    }
+
+    // Server groups.
+    let mut groups = Vec::with_capacity(doc.server_groups.len());
+    for (i, g) in doc.server_groups.iter().enumerate() {
+        let obj = format!("server_groups[{i}] {:?}", g.id);
+        for (j, s) in g.servers.iter().enumerate() {
+            if !server_ids.contains_key(s.as_str()) {
+                v.problem(format!(
+                    "{obj}: field `servers[{j}]`: {s:?} is not the id of any server"
+                ));
+            }
+        }
+        let channels = if g.channels.is_empty() {
+            None
+        } else {
+            let mut list: Vec<u32> = Vec::with_capacity(g.channels.len());
+            for (j, c) in g.channels.iter().enumerate() {
+                match channel_ids.get(c.as_str()) {
+                    Some(&idx) => list.push(idx),
+                    None => v.problem(format!(
+                        "{obj}: field `channels[{j}]`: {c:?} is not the epg_id of any channel"
+                    )),
+                }
+            }
+            list.sort_unstable();
+            list.dedup();
+            Some(list.into_boxed_slice())
+        };
+        groups.push(Group {
+            id: g.id.as_str().into(),
+            active: g.active,
+            channels,
+        });
+    }
+
+    // Regions, with their (edge server, group) members flattened.
+    let mut regions = Vec::with_capacity(doc.regions.len());
+    for (i, r) in doc.regions.iter().enumerate() {
+        let obj = format!("regions[{i}] {:?}", r.id);
+        let mut members = Vec::new();
+        for (j, gid) in r.server_groups.iter().enumerate() {
+            let Some(&g) = group_ids.get(gid.as_str()) else {
+                v.problem(format!(
+                    "{obj}: field `server_groups[{j}]`: {gid:?} is not the id of any server group"
+                ));
+                continue;
+            };
+            for sid in &doc.server_groups[g as usize].servers {
+                if let Some(&s) = server_ids.get(sid.as_str())
+                    && doc.servers[s as usize].kind == ServerKind::Edge
+                {
+                    let m = Member {
+                        server: s,
+                        group: g,
+                    };
+                    if !members.contains(&m) {
+                        members.push(m);
+                    }
+                }
+            }
+        }
+        regions.push(Region {
+            id: r.id.as_str().into(),
+            name: r.name.as_deref().unwrap_or(&r.id).into(),
+            active: r.active,
+            members: members.into_boxed_slice(),
+        });
+    }
+
+    // Subnets.
+    let mut subnets = Vec::with_capacity(doc.subnets.len());
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut seen: HashMap<IpNet, usize> = HashMap::with_capacity(doc.subnets.len());
+    for (i, s) in doc.subnets.iter().enumerate() {
+        let obj = format!("subnets[{i}]");
+        let region = match region_ids.get(s.region.as_str()) {
+            Some(&r) => r,
+            None => {
+                v.problem(format!(
+                    "{obj} {:?}: field `region`: {:?} is not the id of any region",
+                    s.cidr, s.region
+                ));
+                NONE
+            }
+        };
+        let net = match s.cidr.trim().parse::<IpNet>() {
+            Ok(n) => n.trunc(),
+            Err(_) => {
+                v.problem(format!(
+                    "{obj}: field `cidr`: {:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)",
+                    s.cidr
+                ));
+                continue;
+            }
+        };
+        if let Some(prev) = seen.insert(net, i) {
+            v.problem(format!(
+                "{obj}: field `cidr`: {:?} is the same network ({net}) as subnets[{prev}]",
+                s.cidr
+            ));
+            continue;
+        }
+        let id = subnets.len() as u32;
+        match net {
+            IpNet::V4(n) => v4.push((u32::from(n.network()), n.prefix_len(), id)),
+            IpNet::V6(n) => v6.push((u128::from(n.network()), n.prefix_len(), id)),
+        }
+        subnets.push(Subnet {
+            net,
+            name: s.name.as_deref().map(Into::into),
+            region,
+            parent: NONE,
+        });
+    }
+
+    // Programs.
+    let mut programs = Vec::with_capacity(doc.programs.len());
+    for (i, p) in doc.programs.iter().enumerate() {
+        let obj = format!("programs[{i}] {:?}", p.epg_id);
+        v.check_resource_id(&obj, "epg_id", &p.epg_id);
+        let channel = match channel_ids.get(p.channel.as_str()) {
+            Some(&c) => c,
+            None => {
+                v.problem(format!(
+                    "{obj}: field `channel`: {:?} is not the epg_id of any channel",
+                    p.channel
+                ));
+                NONE
+            }
+        };
+        if let (Some(start), Some(end)) = (p.start, p.end)
+            && end < start
+        {
+            v.problem(format!(
+                "{obj}: field `end`: {end} is before `start` {start}"
+            ));
+        }
+        let mut records = Vec::with_capacity(p.records.len());
+        for (j, r) in p.records.iter().enumerate() {
+            let robj = format!("{obj}.records[{j}]");
+            let server = match server_ids.get(r.server.as_str()) {
+                Some(&s) if doc.servers[s as usize].kind == ServerKind::Dvr => s,
+                Some(_) => {
+                    v.problem(format!(
+                        "{robj}: field `server`: {:?} is an edge server, not a dvr server",
+                        r.server
+                    ));
+                    NONE
+                }
+                None => {
+                    v.problem(format!(
+                        "{robj}: field `server`: {:?} is not the id of any server",
+                        r.server
+                    ));
+                    NONE
+                }
+            };
+            records.push(Record {
+                server,
+                protocol: r.protocol,
+                encryption: r.encryption,
+                path: v.edge_path(&robj, &r.path),
+                status: r.status,
+            });
+        }
+        programs.push(Program {
+            epg_id: p.epg_id.as_str().into(),
+            channel,
+            records: records.into_boxed_slice(),
+        });
+    }
+
+    if !v.problems.is_empty() {
+        return Err(TopologyError::Invalid(v.problems));
+    }
+
+    let (v4_table, parents) = PrefixTable::build(&v4);
+    for (&(_, _, id), parent) in v4.iter().zip(parents) {
+        subnets[id as usize].parent = parent;
+    }
+    let (v6_table, parents) = PrefixTable::build(&v6);
+    for (&(_, _, id), parent) in v6.iter().zip(parents) {
+        subnets[id as usize].parent = parent;
+    }
+
+    Ok(Topology {
+        version,
+        regions,
+        groups,
+        channel_by_epg: index_by(channels.iter().map(|c| &c.epg_id)),
+        program_by_epg: index_by(programs.iter().map(|p| &p.epg_id)),
+        server_by_id: index_by(servers.iter().map(|s| &s.id)),
+        servers,
+        subnets,
+        channels,
+        programs,
+        default_region,
+        v4: v4_table,
+        v6: v6_table,
+    })
+}
+
+/// Collects problems while a document is checked.
+#[derive(Default)]
+struct Validator {
+    problems: Vec<String>,
+}
+
+impl Validator {
+    fn problem(&mut self, message: String) {
+        self.problems.push(message);
+    }
+
+    /// Maps ids to their index, reporting empty and duplicate ids.
+    fn unique_ids<'a>(
+        &mut self,
+        collection: &str,
+        field: &str,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> HashMap<&'a str, u32> {
+        let mut map = HashMap::new();
+        for (i, id) in ids.enumerate() {
+            if id.is_empty() {
+                self.problem(format!("{collection}[{i}]: field `{field}` is empty"));
+            }
+            if let Some(first) = map.insert(id, i as u32) {
+                self.problem(format!(
+                    "{collection}[{i}]: field `{field}`: {id:?} is a duplicate of {collection}[{first}]"
+                ));
+                // Keep the first occurrence authoritative.
+                map.insert(id, first);
+            }
+        }
+        map
+    }
+
+    /// An id that appears as one segment of a player URL.
+    fn check_resource_id(&mut self, obj: &str, field: &str, id: &str) {
+        if !id.is_empty() && (id.contains('/') || !is_uri_path(id)) {
+            self.problem(format!(
+                "{obj}: field `{field}`: {id:?} must be usable as one URL path segment"
+            ));
+        }
+    }
+
+    /// A path on an edge, stored without its leading `/`.
+    fn edge_path(&mut self, obj: &str, path: &str) -> Box<str> {
+        let trimmed = path.trim_start_matches('/');
+        if trimmed.is_empty() || !is_uri_path(trimmed) {
+            self.problem(format!(
+                "{obj}: field `path`: {path:?} is not a non-empty URL path"
+            ));
+        }
+        trimmed.into()
+    }
+}
+
+/// Whether `s` is made only of characters allowed in a URL path (RFC 3986
+/// unreserved, sub-delims, `:`, `@`, `/` and `%`-escapes).
+fn is_uri_path(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b))
+}
+
+/// `scheme://host[:port]`: 443 is https, 80 is http, any other port is
+/// written out with http. IPv6 literals are bracketed.
+pub fn base_url(host: &str, port: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match port {
+        443 => format!("https://{host}"),
+        80 => format!("http://{host}"),
+        _ => format!("http://{host}:{port}"),
+    }
+}
+
+fn index_by<'a>(ids: impl Iterator<Item = &'a Box<str>>) -> HashMap<Box<str>, u32> {
+    ids.enumerate()
+        .map(|(i, id)| (id.clone(), i as u32))
+        .collect()
+}

@@ -1,0 +1,194 @@
+//! What the engine offers a policy: logging, time, randomness and look-ups of
+//! topology objects by the indices that requests and candidates carry.
+//!
+//! Inside the engine these call the host. Compiled natively (a policy's unit
+//! tests), they are served in-process instead: logs go to stderr, time is the
+//! system clock, randomness comes from a per-thread generator that
+//! [`testing::seed`] makes deterministic, and look-ups answer from what
+//! [`testing::set_servers`] and friends installed.
+
+use crate::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+
+/// Severity of a log line.
+pub use crate::bindings::edgeward::policy::host::LogLevel;
+
+/// Writes a line to the engine's log, tagged with the policy's name.
+pub fn log(level: LogLevel, message: &str) {
+    imp::log(level, message)
+}
+
+/// Logs at `info` level.
+pub fn info(message: &str) {
+    log(LogLevel::Info, message)
+}
+
+/// Logs at `warn` level.
+pub fn warn(message: &str) {
+    log(LogLevel::Warn, message)
+}
+
+/// Logs at `error` level.
+pub fn error(message: &str) {
+    log(LogLevel::Error, message)
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    imp::now_ms()
+}
+
+/// 64 random bits from the host's (seedable) generator.
+pub fn random() -> u64 {
+    imp::random()
+}
+
+/// The server with this index in the topology of the current call.
+pub fn server_info(server: u32) -> Option<ServerInfo> {
+    imp::server_info(server)
+}
+
+/// The region with this index in the topology of the current call.
+pub fn region_info(region: u32) -> Option<RegionInfo> {
+    imp::region_info(region)
+}
+
+/// The server group with this index in the topology of the current call.
+pub fn group_info(group: u32) -> Option<GroupInfo> {
+    imp::group_info(group)
+}
+
+/// The client subnet with this index in the topology of the current call.
+pub fn subnet_info(subnet: u32) -> Option<SubnetInfo> {
+    imp::subnet_info(subnet)
+}
+
+/// Forwards panic messages to the engine's log: a policy built for
+/// `wasm32-unknown-unknown` has no stderr, so without this a panic would
+/// reach the operator only as a bare trap. Called by [`crate::export_policy!`].
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                error(&format!("policy panicked: {info}"));
+            }));
+        });
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use crate::bindings::edgeward::policy::host as h;
+    pub use h::{
+        lookup_group as group_info, lookup_region as region_info, lookup_server as server_info,
+        lookup_subnet as subnet_info, now_ms, random,
+    };
+
+    pub fn log(level: h::LogLevel, message: &str) {
+        h::log(level, message)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::LogLevel;
+    use super::testing::STATE;
+    use crate::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+
+    pub fn log(level: LogLevel, message: &str) {
+        eprintln!("[policy {level:?}] {message}");
+    }
+
+    pub fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    pub fn random() -> u64 {
+        STATE.with(|s| s.borrow_mut().next_random())
+    }
+
+    pub fn server_info(i: u32) -> Option<ServerInfo> {
+        STATE.with(|s| s.borrow().servers.get(i as usize).cloned())
+    }
+
+    pub fn region_info(i: u32) -> Option<RegionInfo> {
+        STATE.with(|s| s.borrow().regions.get(i as usize).cloned())
+    }
+
+    pub fn group_info(i: u32) -> Option<GroupInfo> {
+        STATE.with(|s| s.borrow().groups.get(i as usize).cloned())
+    }
+
+    pub fn subnet_info(i: u32) -> Option<SubnetInfo> {
+        STATE.with(|s| s.borrow().subnets.get(i as usize).cloned())
+    }
+}
+
+/// In-process stand-ins for the host, for a policy's native unit tests.
+/// They have no effect inside the engine.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use crate::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+    use std::cell::RefCell;
+
+    pub(super) struct State {
+        pub(super) rng: u64,
+        pub(super) servers: Vec<ServerInfo>,
+        pub(super) regions: Vec<RegionInfo>,
+        pub(super) groups: Vec<GroupInfo>,
+        pub(super) subnets: Vec<SubnetInfo>,
+    }
+
+    impl State {
+        /// splitmix64: tiny, fast and good enough for test draws.
+        pub(super) fn next_random(&mut self) -> u64 {
+            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    thread_local! {
+        pub(super) static STATE: RefCell<State> = const {
+            RefCell::new(State {
+                rng: 0x5eed,
+                servers: Vec::new(),
+                regions: Vec::new(),
+                groups: Vec::new(),
+                subnets: Vec::new(),
+            })
+        };
+    }
+
+    /// Reseeds this thread's generator behind [`super::random`].
+    pub fn seed(seed: u64) {
+        STATE.with(|s| s.borrow_mut().rng = seed);
+    }
+
+    /// Installs the servers [`super::server_info`] answers from (by index).
+    pub fn set_servers(servers: Vec<ServerInfo>) {
+        STATE.with(|s| s.borrow_mut().servers = servers);
+    }
+
+    /// Installs the regions [`super::region_info`] answers from (by index).
+    pub fn set_regions(regions: Vec<RegionInfo>) {
+        STATE.with(|s| s.borrow_mut().regions = regions);
+    }
+
+    /// Installs the groups [`super::group_info`] answers from (by index).
+    pub fn set_groups(groups: Vec<GroupInfo>) {
+        STATE.with(|s| s.borrow_mut().groups = groups);
+    }
+
+    /// Installs the subnets [`super::subnet_info`] answers from (by index).
+    pub fn set_subnets(subnets: Vec<SubnetInfo>) {
+        STATE.with(|s| s.borrow_mut().subnets = subnets);
+    }
+}

@@ -1,0 +1,177 @@
+//! The SDK for writing edgeward routing policies in Rust.
+//!
+//! A policy is a WebAssembly component that the edgeward engine calls once per
+//! player request to decide which edge server the player is redirected to.
+//! This crate hides the generated WIT bindings behind a small API:
+//!
+//! - implement [`Policy`] (a constructor taking your configuration, and
+//!   [`Policy::select`]);
+//! - export it with [`export_policy!`];
+//! - use the helpers in [`choose`] (weighted random choice, consistent
+//!   hashing) and [`host`] (log, time, randomness, topology look-ups).
+//!
+//! ```ignore
+//! use edgeward_sdk::{export_policy, choose, Decision, Policy, Request, Tier};
+//!
+//! struct FirstTier;
+//!
+//! impl Policy for FirstTier {
+//!     type Config = edgeward_sdk::NoConfig;
+//!     fn new(_: Self::Config) -> Result<Self, String> { Ok(FirstTier) }
+//!     fn select(&mut self, _req: &Request, tiers: &[Tier]) -> Decision {
+//!         for tier in tiers {
+//!             if let Some(c) = choose::weighted(tier.eligible(), |c| c.weight) {
+//!                 return Decision::Choose(c.server);
+//!             }
+//!         }
+//!         Decision::reject(503, "no available edge")
+//!     }
+//! }
+//!
+//! export_policy!(FirstTier);
+//! ```
+//!
+//! Build it for `wasm32-unknown-unknown` and encode the module as a component
+//! (the engine's build does this for every crate in `policies/`); the result
+//! imports nothing but the `edgeward:policy/host` interface.
+//!
+//! Off WebAssembly (in a policy's own `cargo test`), the [`host`] functions
+//! run natively: logs go to stderr, randomness comes from a seedable
+//! generator, and topology look-ups answer from [`host::testing`].
+
+pub mod choose;
+pub mod config;
+pub mod host;
+
+/// Generated bindings (`wit_bindgen::generate!` over `wit/`). Policy authors
+/// should not need these; they are public for the export macro.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "router",
+        pub_export_macro: true,
+        default_bindings_module: "edgeward_sdk::bindings",
+        export_macro_name: "__export_router",
+    });
+}
+
+pub use bindings::edgeward::policy::types::{
+    Candidate, CandidateState, Decision, Encryption, Figure, GroupInfo, Health, IpAddress,
+    Protocol, RegionInfo, Rejection, Request, RequestKind, ServerInfo, SubnetInfo, Tier,
+};
+pub use config::NoConfig;
+
+/// A routing policy.
+///
+/// One value of the implementing type lives in each warm instance of the
+/// policy; the engine may run several instances at once (one per worker
+/// thread), so do not rely on state shared between requests for correctness.
+pub trait Policy: Sized + 'static {
+    /// The policy's configuration, decoded from the MessagePack bytes the
+    /// engine passes to `init` (operators write it as TOML or JSON). Use
+    /// [`NoConfig`] when there is none; mark fields `#[serde(default)]` to
+    /// make them optional.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Builds the policy from its configuration. An error refuses the policy
+    /// (the engine keeps the previous one).
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// Decides where one request goes. `tiers` come in order of preference
+    /// (longest matching subnet first, the default region last).
+    fn select(&mut self, request: &Request, tiers: &[Tier]) -> Decision;
+}
+
+impl Decision {
+    /// A rejection with this status and reason.
+    pub fn reject(status: u16, reason: impl Into<String>) -> Self {
+        Decision::Reject(Rejection {
+            status,
+            reason: reason.into(),
+        })
+    }
+}
+
+impl Candidate {
+    /// Active, in an active group that serves the resource, and available
+    /// according to health checking. (The region's own `active` flag is on
+    /// the [`Tier`].)
+    pub fn is_eligible(&self) -> bool {
+        self.state.contains(CandidateState::all())
+    }
+}
+
+impl Tier {
+    /// The eligible candidates of this tier: none when the region is
+    /// inactive, else those for which [`Candidate::is_eligible`] holds.
+    pub fn eligible(&self) -> impl Iterator<Item = &Candidate> + Clone {
+        let candidates = if self.region_active {
+            &self.candidates[..]
+        } else {
+            &[]
+        };
+        candidates.iter().filter(|c| c.is_eligible())
+    }
+}
+
+impl IpAddress {
+    /// The address as a standard library value.
+    pub fn to_std(&self) -> std::net::IpAddr {
+        match *self {
+            IpAddress::V4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+            IpAddress::V6((a, b, c, d, e, f, g, h)) => {
+                std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
+            }
+        }
+    }
+}
+
+/// Exports a [`Policy`] implementation as the component's `policy` interface.
+///
+/// Use it once, at the root of the policy crate: `export_policy!(MyPolicy);`.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        const _: () = {
+            ::std::thread_local! {
+                static INSTANCE: ::core::cell::RefCell<::core::option::Option<$policy>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct EdgewardPolicyExport;
+
+            impl $crate::bindings::exports::edgeward::policy::policy::Guest for EdgewardPolicyExport {
+                fn init(
+                    config: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::host::install_panic_hook();
+                    let config = $crate::config::decode::<<$policy as $crate::Policy>::Config>(&config)?;
+                    let policy = <$policy as $crate::Policy>::new(config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
+                    ::core::result::Result::Ok(())
+                }
+
+                fn select(
+                    request: $crate::Request,
+                    tiers: ::std::vec::Vec<$crate::Tier>,
+                ) -> $crate::Decision {
+                    INSTANCE.with(|slot| match slot.borrow_mut().as_mut() {
+                        ::core::option::Option::Some(policy) => {
+                            $crate::Policy::select(policy, &request, &tiers)
+                        }
+                        ::core::option::Option::None => {
+                            $crate::Decision::reject(500, "policy used before init")
+                        }
+                    })
+                }
+            }
+
+            // The component exports only exist on WebAssembly; natively (a
+            // policy's unit tests) the crate is an ordinary library.
+            #[cfg(target_arch = "wasm32")]
+            $crate::bindings::__export_router!(EdgewardPolicyExport);
+        };
+    };
+}
