@@ -232,7 +232,8 @@ fn reload(args: &ServeArgs, store: &TopologyStore, policies: &PolicyHost) {
             Ok(t) => tracing::info!(version = t.version, "topology reloaded: {}", t.summary()),
             Err(e) => tracing::error!(
                 version = store.load().version,
-                "topology reload refused, keeping the current version: {e:#}"
+                "topology reload refused, keeping the current version: {}",
+                one_line(&e)
             ),
         }
     }
@@ -244,8 +245,14 @@ fn reload(args: &ServeArgs, store: &TopologyStore, policies: &PolicyHost) {
             }
             Err(e) => tracing::error!(
                 version = policies.active().version,
-                "policy reload refused, keeping the current version: {e:#}"
+                "policy reload refused, keeping the current version: {}",
+                one_line(&e)
             ),
         }
     }
+}
+
+/// An error with its causes and list items on one log line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace("\n  - ", " | ").replace('\n', " ")
 }

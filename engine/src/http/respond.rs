@@ -19,13 +19,18 @@ const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
 /// Answers one player request.
 pub(super) fn answer<B>(
-    decider: &RefCell<crate::routing::Decider>,
+    decider: &RefCell<Decider>,
     trusted: &TrustedProxies,
     peer: SocketAddr,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
-    let outcome = decide(decider, trusted, peer, req);
-    render(outcome)
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        resp.headers_mut().insert(ALLOW, GET_HEAD);
+        resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+        return resp;
+    }
+    render(decide(decider, trusted, peer, req))
 }
 
 fn decide<B>(
@@ -33,33 +38,27 @@ fn decide<B>(
     trusted: &TrustedProxies,
     peer: SocketAddr,
     req: &Request<B>,
-) -> Result<Outcome, Response<Full<Bytes>>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        resp.headers_mut().insert(ALLOW, GET_HEAD);
-        return Err(resp);
-    }
+) -> Outcome {
     let route = match url::parse(req.uri().path()) {
         Ok(route) => route,
-        Err(UrlError::NoRoute) => return Ok(Outcome::refuse(404, "no such route")),
-        Err(UrlError::Malformed(why)) => return Ok(Outcome::refuse(400, why)),
+        Err(UrlError::NoRoute) => return Outcome::refuse(404, "no such route"),
+        Err(UrlError::Malformed(why)) => return Outcome::refuse(400, why),
     };
     let x_real_ip = req.headers().get("x-real-ip").map(HeaderValue::as_bytes);
     let client = match trusted.client(peer.ip(), x_real_ip) {
         Ok(ip) => ip,
-        Err(why) => return Ok(Outcome::refuse(400, why)),
+        Err(why) => return Outcome::refuse(400, why),
     };
-    Ok(decider
+    decider
         .borrow_mut()
-        .decide(&route, req.uri().query(), client))
+        .decide(&route, req.uri().query(), client)
 }
 
 /// The response for an outcome. (For `HEAD`, hyper sends the same head
 /// without the body.)
-fn render(outcome: Result<Outcome, Response<Full<Bytes>>>) -> Response<Full<Bytes>> {
+fn render(outcome: Outcome) -> Response<Full<Bytes>> {
     let mut resp = match outcome {
-        Err(resp) => resp,
-        Ok(Outcome::Redirect(location)) => {
+        Outcome::Redirect(location) => {
             let mut resp = Response::new(Full::new(Bytes::new()));
             *resp.status_mut() = StatusCode::FOUND;
             match HeaderValue::try_from(location) {
@@ -75,7 +74,7 @@ fn render(outcome: Result<Outcome, Response<Full<Bytes>>>) -> Response<Full<Byte
             }
             resp
         }
-        Ok(Outcome::Refuse { status, reason }) => {
+        Outcome::Refuse { status, reason } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let mut resp = error(status, &reason);
             if status == StatusCode::SERVICE_UNAVAILABLE {

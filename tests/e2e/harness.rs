@@ -1,0 +1,276 @@
+//! Test harness: starts the real `edgeward` binary on a loopback port and
+//! talks raw HTTP/1.1 to it, so that tests see exactly what goes on the wire
+//! (status line, header-name case, body).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest a test waits for the engine to start or to log a line. Waiting
+/// ends as soon as the awaited thing happens; this only bounds a failure.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The `edgeward` binary built by cargo for this test run.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_edgeward")
+}
+
+/// The folder holding the test fixtures.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/fixtures")
+}
+
+/// The component file of a policy built from `policies/`.
+pub fn built_policy(name: &str) -> PathBuf {
+    edgeward::builtin::BUILT_POLICIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| PathBuf::from(p))
+        .unwrap_or_else(|| panic!("policy {name} was not built"))
+}
+
+/// A running engine process, killed on drop.
+pub struct Engine {
+    child: Child,
+    /// The player listener's address.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Engine {
+    /// Starts `edgeward serve --listen 127.0.0.1:0 --workers 2 ARGS...` and
+    /// waits until it listens.
+    pub fn start(args: &[&str]) -> Engine {
+        Self::try_start(args).unwrap_or_else(|log| panic!("engine did not start:\n{log}"))
+    }
+
+    /// Like [`Engine::start`], but returns the engine's stderr if it exits
+    /// before listening.
+    pub fn try_start(args: &[&str]) -> Result<Engine, String> {
+        let mut full = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "2"];
+        full.extend_from_slice(args);
+        Self::spawn(&full)
+    }
+
+    /// Starts the binary with exactly these arguments.
+    pub fn spawn(args: &[&str]) -> Result<Engine, String> {
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning edgeward");
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("edgeward listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => Ok(Engine {
+                child,
+                addr: addr.parse().unwrap(),
+                log,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // Give the stderr reader a moment to drain.
+                std::thread::sleep(Duration::from_millis(100));
+                Err(log.lock().unwrap().join("\n"))
+            }
+        }
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.connect().request("GET", path, headers)
+    }
+
+    /// A keep-alive connection for many requests.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.addr)
+    }
+
+    /// Sends SIGHUP (reload the topology and policy files).
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Number of stderr lines so far (to wait for lines after a point).
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Waits until a stderr line after position `from` contains `needle`,
+    /// and returns it.
+    pub fn wait_log(&self, from: usize, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log.lock().unwrap()[from..]
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "no log line containing {needle:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header lines as sent: `(name exactly as on the wire, value)`.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Response {
+    /// A header's value, matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The Location header (panics with the response if absent).
+    pub fn location(&self) -> &str {
+        self.header("location")
+            .unwrap_or_else(|| panic!("no Location in {self:?}"))
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connecting to the engine");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends one request and reads its response.
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: edgeward.test\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.reader.get_mut().write_all(req.as_bytes()).unwrap();
+        self.read_response(method == "HEAD")
+    }
+
+    fn read_response(&mut self, head: bool) -> Response {
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header line");
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+        let mut body = Vec::new();
+        if !head {
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            body.resize(len, 0);
+            self.reader.read_exact(&mut body).unwrap();
+        }
+        Response {
+            status,
+            headers,
+            body: String::from_utf8(body).unwrap(),
+        }
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("edgeward-e2e-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

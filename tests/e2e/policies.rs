@@ -1,0 +1,135 @@
+//! Loading policies: the built `.wasm` files, their configuration, and
+//! refusal of what is not a valid policy.
+
+use crate::harness::{Engine, TempDir, built_policy, fixtures};
+
+#[test]
+fn the_built_nearest_component_serves_with_its_configuration() {
+    let dir = TempDir::new("policy-config");
+    let config = dir.path("nearest.toml");
+    std::fs::write(&config, "reason = \"all edges are busy\"\n").unwrap();
+    let policy = built_policy("nearest");
+    let engine = Engine::start(&[
+        "--topology",
+        fixtures().join("unreachable.json").to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--policy-config",
+        config.to_str().unwrap(),
+    ]);
+    let resp = engine.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.0.0.1")]);
+    assert_eq!(
+        (resp.status, resp.body.as_str()),
+        (503, "all edges are busy\n")
+    );
+}
+
+#[test]
+fn the_built_component_imports_no_wasi() {
+    let bytes = std::fs::read(built_policy("nearest")).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("edgeward:policy/host@0.1.0"));
+    assert!(!text.contains("wasi:"), "the policy must not import WASI");
+}
+
+#[test]
+fn a_policy_refusing_its_configuration_is_not_started() {
+    let dir = TempDir::new("policy-bad-config");
+    let config = dir.path("nearest.json");
+    std::fs::write(&config, r#"{"reasn": "typo"}"#).unwrap();
+    let policy = built_policy("nearest");
+    let err = Engine::try_start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--policy-config",
+        config.to_str().unwrap(),
+    ])
+    .err()
+    .expect("must not start");
+    assert!(
+        err.contains("refused its configuration") && err.contains("reasn"),
+        "{err}"
+    );
+
+    std::fs::write(&config, "{not json").unwrap();
+    let err = Engine::try_start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--policy-config",
+        config.to_str().unwrap(),
+    ])
+    .err()
+    .expect("must not start");
+    assert!(err.contains("invalid JSON"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let dir = TempDir::new("policy-garbage");
+    let path = dir.path("garbage.wasm");
+    std::fs::write(&path, b"\0asm garbage").unwrap();
+    let err = Engine::try_start(&["--policy", path.to_str().unwrap()])
+        .err()
+        .expect("must not start");
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+    let err = Engine::try_start(&["--policy", dir.path("missing.wasm").to_str().unwrap()])
+        .err()
+        .expect("must not start");
+    assert!(err.contains("cannot read policy file"), "{err}");
+}
+
+#[test]
+fn policy_reload_on_sighup_keeps_the_old_one_when_the_new_one_is_bad() {
+    let dir = TempDir::new("policy-reload");
+    let path = dir.path("policy.wasm");
+    std::fs::copy(built_policy("nearest"), &path).unwrap();
+    let mut engine = Engine::start(&[
+        "--topology",
+        fixtures().join("routing.json").to_str().unwrap(),
+        "--policy",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::write(&path, b"not wasm at all").unwrap();
+    let from = engine.log_len();
+    engine.sighup();
+    engine.wait_log(from, "policy reload refused");
+    assert!(engine.alive());
+    let resp = engine.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.1.5.5")]);
+    assert_eq!(resp.location(), "http://e-city.test/live/ch1/index.m3u8");
+
+    std::fs::copy(built_policy("nearest"), &path).unwrap();
+    let from = engine.log_len();
+    engine.sighup();
+    engine.wait_log(from, "policy reloaded and activated");
+    let resp = engine.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.1.5.5")]);
+    assert_eq!(resp.location(), "http://e-city.test/live/ch1/index.m3u8");
+}
+
+#[test]
+fn the_consistent_policy_keeps_one_asset_on_one_edge() {
+    let policy = built_policy("consistent");
+    let engine = Engine::start(&[
+        "--topology",
+        fixtures().join("routing.json").to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    let mut conn = engine.connect();
+    let mut edges = std::collections::HashSet::new();
+    for i in 0..40 {
+        let path = format!("/vod/asset-{i}.mp4");
+        let first = conn
+            .request("GET", &path, &[("X-Real-IP", "10.9.0.1")])
+            .location()
+            .to_string();
+        for _ in 0..5 {
+            let again = conn.request("GET", &path, &[("X-Real-IP", "10.9.7.7")]);
+            assert_eq!(again.location(), first, "{path} moved");
+        }
+        edges.insert(first.split('/').nth(2).unwrap().to_string());
+    }
+    // Both drawable edges of the region get a share; no other is used.
+    let expected: std::collections::HashSet<String> =
+        ["e-w3.test".to_string(), "e-w1.test".to_string()].into();
+    assert_eq!(edges, expected);
+}
