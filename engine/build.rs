@@ -1,4 +1,5 @@
-//! Builds every policy crate in `policies/` into a WebAssembly component, so
+//! Builds every policy crate in `policies/` (and the test policies in
+//! `tests/policies/`) into a WebAssembly component, so
 //! that `cargo build`, `cargo run` and `cargo test` need no hand-run step.
 //!
 //! Each policy is compiled for `wasm32-unknown-unknown` by a nested cargo
@@ -18,11 +19,20 @@ fn main() {
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
 
-    for watched in ["policies", "sdk", "wit", "Cargo.toml", "Cargo.lock"] {
+    for watched in [
+        "policies",
+        "tests/policies",
+        "sdk",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    let policies = policy_crates(&root.join("policies"));
+    // Shipped policies, and the hostile ones the sandbox tests load.
+    let mut policies = policy_crates(&root.join("policies"));
+    policies.extend(policy_crates(&root.join("tests/policies")));
     let target_dir = out_dir.join("policy-target");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.arg("build")

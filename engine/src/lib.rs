@@ -8,9 +8,13 @@
 //! - [`policy`]: the WebAssembly routing policies that decide who serves;
 //! - [`routing`]: one request from URL to decision to `Location`;
 //! - [`http`]: the listener, workers and wire format;
+//! - [`control`]: the one door configuration changes enter by;
+//! - [`admin`]: the operators' API (policies, canary, shadow, topology);
 //! - [`builtin`]: the policies and demo topology embedded in the binary.
 
+pub mod admin;
 pub mod builtin;
+pub mod control;
 pub mod http;
 pub mod policy;
 pub mod routing;

@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edgeward::policy::{PolicyHost, PolicySource, Sandbox};
+use edgeward::admin::{self, Token};
+use edgeward::control::{Control, one_line};
+use edgeward::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
 use edgeward::routing::client::TrustedProxies;
 use edgeward::topology::{self, Topology, TopologyDoc, store::TopologyStore};
 use edgeward::{builtin, http};
@@ -34,6 +36,29 @@ enum Command {
     CheckTopology {
         /// The topology file.
         file: PathBuf,
+    },
+    /// Work with policy components offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the acceptance steps a running engine would (compile,
+    /// instantiate, init with the configuration, decide sample requests
+    /// against a topology) and print the decisions.
+    Check {
+        /// The policy component.
+        file: PathBuf,
+        /// Topology for the sample requests (default: the embedded demo).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The policy's configuration, TOML (.toml) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -70,6 +95,27 @@ struct ServeArgs {
     /// Seed the policies' random generator (reproducible draws, for tests).
     #[arg(long)]
     random_seed: Option<u64>,
+    /// What answers a request whose policy call fails.
+    #[arg(long, value_enum, default_value = "native")]
+    policy_fallback: Fallback,
+    /// Consecutive failures after which a newly activated policy version is
+    /// rolled back (a canary: aborted) automatically.
+    #[arg(long, default_value_t = 20)]
+    rollback_after: u64,
+    /// Do not send the `Edgeward-Policy: name@version` header.
+    #[arg(long)]
+    no_policy_header: bool,
+    /// Address of the admin API, or `off`.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: String,
+    /// File holding the admin API's bearer token (else the
+    /// EDGEWARD_ADMIN_TOKEN environment variable; loopback needs none).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// How often the --topology and --policy files are checked for changes,
+    /// in milliseconds (0: only on SIGHUP).
+    #[arg(long, default_value_t = 1000)]
+    watch_interval_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +134,12 @@ fn main() -> std::process::ExitCode {
     let result = match command.expect("serve parses with no arguments") {
         Command::Serve(args) => serve(args),
         Command::CheckTopology { file } => check_topology(&file),
+        Command::Policy(PolicyCommand::Check {
+            file,
+            topology,
+            config,
+            json,
+        }) => policy_check(&file, topology.as_deref(), config.as_deref(), json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -137,7 +189,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         deadline: Duration::from_millis(args.policy_deadline_ms.max(1)),
         max_memory_bytes: args.policy_memory_mib.max(1) << 20,
     };
-    let policies = PolicyHost::new(sandbox, args.random_seed, policy_source(&args)?)?;
+    let policies = PolicyHost::new(
+        sandbox,
+        args.random_seed,
+        policy_source(&args)?,
+        args.policy_fallback,
+        args.rollback_after,
+    )?;
+    let control = Arc::new(Control::new(store.clone(), policies.clone()));
 
     let config = http::ListenerConfig {
         listen: args.listen,
@@ -149,23 +208,89 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             TrustedProxies::new(args.trusted_proxies.clone())
         },
+        policy_header: !args.no_policy_header,
+        seed: args.random_seed,
+    };
+    let admin_addr = if args.admin_listen == "off" {
+        None
+    } else {
+        let listen: SocketAddr = args.admin_listen.parse().with_context(|| {
+            format!(
+                "--admin-listen {:?} is not an address or `off`",
+                args.admin_listen
+            )
+        })?;
+        Some(admin::spawn(
+            admin::AdminConfig {
+                listen,
+                token: admin_token(&args)?,
+            },
+            control.clone(),
+        )?)
     };
     let (sockets, bound) =
         http::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
-    http::spawn_workers(
-        sockets,
-        config.trusted.clone(),
-        store.clone(),
-        policies.clone(),
-    )?;
+    http::spawn_workers(sockets, &config, store.clone(), policies.clone())?;
 
-    announce(bound, config.workers, &store.load());
-    signals(args, store, policies)
+    announce(bound, config.workers, &store.load(), admin_addr);
+    signals(args, control)
+}
+
+fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read admin token file {}", path.display()))?;
+        return Token::new(&text)
+            .map(Some)
+            .with_context(|| format!("admin token file {} is empty", path.display()));
+    }
+    Ok(std::env::var("EDGEWARD_ADMIN_TOKEN")
+        .ok()
+        .and_then(|t| Token::new(&t)))
+}
+
+fn policy_check(
+    file: &std::path::Path,
+    topology: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let doc = read_topology(topology)?;
+    let store = TopologyStore::new(&doc)?;
+    let source = PolicySource::from_files(file, config)?;
+    let host = PolicyHost::new(
+        Sandbox::default(),
+        Some(1),
+        PolicySource::builtin_nearest(),
+        Fallback::Unavailable,
+        u64::MAX,
+    )?;
+    let (policy, samples) = host.load(source, &store.snapshot())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": policy.name,
+                "hash": policy.hash,
+                "accepted": true,
+                "samples": samples,
+            }))?
+        );
+    } else {
+        println!("{}: accepted (sha256 {})", file.display(), policy.hash);
+        for s in samples {
+            println!(
+                "  {:<22} {:<45} -> {} {}",
+                s.client, s.path, s.status, s.answer
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Prints the bound address (the end-to-end tests read this line) and a
 /// request that works against the loaded topology.
-fn announce(bound: SocketAddr, workers: usize, topology: &Topology) {
+fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Option<SocketAddr>) {
     let shown = if bound.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), bound.port())
     } else {
@@ -195,17 +320,17 @@ fn announce(bound: SocketAddr, workers: usize, topology: &Topology) {
         "edgeward listening on http://{bound} ({workers} workers)"
     );
     let _ = writeln!(out, "try: curl -i http://{shown}{example}");
+    if let Some(admin) = admin {
+        let _ = writeln!(out, "edgeward admin API on http://{admin}");
+    }
     let _ = out.flush();
 }
 
-/// Waits for signals: SIGHUP reloads the topology and policy files (a file
-/// that fails validation is refused and the current one kept); SIGINT and
-/// SIGTERM stop the process.
-fn signals(
-    args: ServeArgs,
-    store: Arc<TopologyStore>,
-    policies: Arc<PolicyHost>,
-) -> anyhow::Result<()> {
+/// Waits for signals and watches the files: SIGHUP, or a change of the
+/// --topology or --policy file, reloads it through the same validation as
+/// the admin API (a file that fails is refused and the current version
+/// kept); SIGINT and SIGTERM stop the process.
+fn signals(args: ServeArgs, control: Arc<Control>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -214,9 +339,28 @@ fn signals(
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let watch = Duration::from_millis(args.watch_interval_ms.max(1));
+        let mut tick = tokio::time::interval(watch);
+        let mut topology_seen = fingerprint(args.topology.as_deref());
+        let mut policy_seen = fingerprint(args.policy.as_deref());
         loop {
             tokio::select! {
-                _ = hup.recv() => reload(&args, &store, &policies),
+                _ = hup.recv() => {
+                    reload_topology(&args, &control, "SIGHUP");
+                    reload_policy(&args, &control, "SIGHUP");
+                }
+                _ = tick.tick(), if args.watch_interval_ms > 0 => {
+                    let t = fingerprint(args.topology.as_deref());
+                    if t != topology_seen {
+                        topology_seen = t;
+                        reload_topology(&args, &control, "file watch");
+                    }
+                    let p = fingerprint(args.policy.as_deref());
+                    if p != policy_seen {
+                        policy_seen = p;
+                        reload_policy(&args, &control, "file watch");
+                    }
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
@@ -226,33 +370,40 @@ fn signals(
     })
 }
 
-fn reload(args: &ServeArgs, store: &TopologyStore, policies: &PolicyHost) {
-    if let Some(path) = &args.topology {
-        match read_topology(Some(path)).and_then(|doc| Ok(store.replace(&doc)?)) {
+/// What identifies a file's content cheaply: modification time and size.
+fn fingerprint(path: Option<&std::path::Path>) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path?).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn reload_topology(args: &ServeArgs, control: &Control, why: &str) {
+    let Some(path) = &args.topology else { return };
+    let who = format!("{why} {}", path.display());
+    match std::fs::read(path) {
+        Ok(bytes) => match control.replace_topology(&bytes, &who) {
             Ok(t) => tracing::info!(version = t.version, "topology reloaded: {}", t.summary()),
             Err(e) => tracing::error!(
-                version = store.load().version,
+                version = control.topology.load().version,
                 "topology reload refused, keeping the current version: {}",
-                one_line(&e)
+                one_line(&e.to_string())
             ),
-        }
-    }
-    if args.policy.is_some() {
-        match policy_source(args).and_then(|src| Ok(policies.load(src)?)) {
-            Ok(p) => {
-                tracing::info!(policy = %p.name, version = p.version, "policy reloaded and activated");
-                policies.activate(p);
-            }
-            Err(e) => tracing::error!(
-                version = policies.active().version,
-                "policy reload refused, keeping the current version: {}",
-                one_line(&e)
-            ),
-        }
+        },
+        Err(e) => tracing::error!(
+            "topology reload refused, keeping the current version: cannot read {}: {e}",
+            path.display()
+        ),
     }
 }
 
-/// An error with its causes and list items on one log line.
-fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace("\n  - ", " | ").replace('\n', " ")
+fn reload_policy(args: &ServeArgs, control: &Control, why: &str) {
+    let Some(path) = &args.policy else { return };
+    let who = format!("{why} {}", path.display());
+    match policy_source(args).and_then(|src| Ok(control.upload_policy(src, true, &who)?)) {
+        Ok((p, _)) => tracing::info!(policy = %p.label(), "policy reloaded and activated"),
+        Err(e) => tracing::error!(
+            version = control.policies.active().version,
+            "policy reload refused, keeping the current version: {}",
+            one_line(&format!("{e:#}"))
+        ),
+    }
 }

@@ -37,6 +37,8 @@ pub struct Engine {
     child: Child,
     /// The player listener's address.
     pub addr: SocketAddr,
+    /// The admin API's address, when it runs.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -55,10 +57,15 @@ impl Engine {
         Self::spawn(&full)
     }
 
-    /// Starts the binary with exactly these arguments.
+    /// Starts the binary with these arguments (for `serve`, plus an admin
+    /// API on a free loopback port unless `--admin-listen` is given).
     pub fn spawn(args: &[&str]) -> Result<Engine, String> {
+        let mut args = args.to_vec();
+        if args.first() == Some(&"serve") && !args.contains(&"--admin-listen") {
+            args.extend_from_slice(&["--admin-listen", "127.0.0.1:0"]);
+        }
         let mut child = Command::new(binary())
-            .args(args)
+            .args(&args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -78,18 +85,30 @@ impl Engine {
 
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let expect_admin = args
+            .iter()
+            .position(|a| *a == "--admin-listen")
+            .is_some_and(|i| args.get(i + 1) != Some(&"off"));
         std::thread::spawn(move || {
+            let mut addr = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("edgeward listening on http://") {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
-                    let _ = tx.send(addr);
+                    addr = Some(rest.split_whitespace().next().unwrap().to_string());
+                    if !expect_admin {
+                        let _ = tx.send((addr.take().unwrap(), None));
+                    }
+                } else if let Some(rest) = line.strip_prefix("edgeward admin API on http://")
+                    && let Some(addr) = addr.take()
+                {
+                    let _ = tx.send((addr, Some(rest.trim().to_string())));
                 }
             }
         });
         match rx.recv_timeout(PATIENCE) {
-            Ok(addr) => Ok(Engine {
+            Ok((addr, admin)) => Ok(Engine {
                 child,
                 addr: addr.parse().unwrap(),
+                admin: admin.map(|a| a.parse().unwrap()),
                 log,
             }),
             Err(_) => {
@@ -110,6 +129,43 @@ impl Engine {
     /// A keep-alive connection for many requests.
     pub fn connect(&self) -> Conn {
         Conn::open(self.addr)
+    }
+
+    /// One admin API request with an optional bearer token.
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        content_type: &str,
+        token: Option<&str>,
+    ) -> Response {
+        let addr = self.admin.expect("this engine runs no admin API");
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", content_type)];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        Conn::open(addr).request_with_body(method, path, &headers, body)
+    }
+
+    /// An admin request with a JSON body (no token), parsed as JSON.
+    pub fn admin_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let resp = self.admin(
+            method,
+            path,
+            body.to_string().as_bytes(),
+            "application/json",
+            None,
+        );
+        let v = serde_json::from_str(&resp.body)
+            .unwrap_or_else(|e| panic!("admin {method} {path}: not JSON ({e}): {resp:?}"));
+        (resp.status, v)
     }
 
     /// Sends SIGHUP (reload the topology and policy files).
@@ -192,7 +248,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
+    /// Opens a connection.
+    pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).expect("connecting to the engine");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -203,18 +260,57 @@ impl Conn {
 
     /// Sends one request and reads its response.
     pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.try_request(method, path, headers)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Sends one request and reads its response; an I/O error (such as a
+    /// reset connection) is returned, not a panic.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Response> {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: edgeward.test\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        self.reader.get_mut().write_all(req.as_bytes()).unwrap();
-        self.read_response(method == "HEAD")
+        self.reader.get_mut().write_all(req.as_bytes())?;
+        self.try_read_response(method == "HEAD")
     }
 
-    fn read_response(&mut self, head: bool) -> Response {
+    /// Sends one request with a body and reads its response.
+    pub fn request_with_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: edgeward.test\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(req.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        self.try_read_response(false).unwrap()
+    }
+
+    fn try_read_response(&mut self, head: bool) -> std::io::Result<Response> {
         let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).unwrap();
+        if self.reader.read_line(&mut status_line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)
@@ -223,7 +319,7 @@ impl Conn {
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
+            self.reader.read_line(&mut line)?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -238,13 +334,13 @@ impl Conn {
                 .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
                 .map_or(0, |(_, v)| v.parse().unwrap());
             body.resize(len, 0);
-            self.reader.read_exact(&mut body).unwrap();
+            self.reader.read_exact(&mut body)?;
         }
-        Response {
+        Ok(Response {
             status,
             headers,
-            body: String::from_utf8(body).unwrap(),
-        }
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 }
 

@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `edgeward` binary, real `.wasm` policies built
-//! from `policies/`, real HTTP over loopback.
+//! from `policies/` and `tests/policies/`, real HTTP over loopback.
 
+mod admin;
 mod harness;
 mod policies;
 mod routing;
+mod sandbox;
 mod topology;

@@ -88,6 +88,8 @@ fn policy_reload_on_sighup_keeps_the_old_one_when_the_new_one_is_bad() {
         fixtures().join("routing.json").to_str().unwrap(),
         "--policy",
         path.to_str().unwrap(),
+        "--watch-interval-ms",
+        "0",
     ]);
     std::fs::write(&path, b"not wasm at all").unwrap();
     let from = engine.log_len();

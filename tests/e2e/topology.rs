@@ -306,7 +306,12 @@ fn reload_refuses_every_invalid_kind_and_keeps_serving_the_old_topology() {
     let dir = TempDir::new("reload");
     let path = dir.path("topology.json");
     std::fs::write(&path, serde_json::to_vec(&good()).unwrap()).unwrap();
-    let mut engine = Engine::start(&["--topology", path.to_str().unwrap()]);
+    let mut engine = Engine::start(&[
+        "--topology",
+        path.to_str().unwrap(),
+        "--watch-interval-ms",
+        "0",
+    ]);
     let probe = |engine: &Engine| {
         engine
             .get("/btv/live/hls/ch1", &[("X-Real-IP", "10.1.5.5")])

@@ -31,6 +31,10 @@ pub struct ListenerConfig {
     pub workers: usize,
     /// Proxies whose `X-Real-IP` is believed.
     pub trusted: TrustedProxies,
+    /// Send `Edgeward-Policy: name@version` with every decided answer.
+    pub policy_header: bool,
+    /// Seed of the workers' random draws (worker `i` uses `seed + i`).
+    pub seed: Option<u64>,
 }
 
 /// Binds one `SO_REUSEPORT` socket per worker on `config.listen` (port 0
@@ -62,7 +66,7 @@ pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<std::net::TcpListen
 /// exits.
 pub fn spawn_workers(
     sockets: Vec<std::net::TcpListener>,
-    trusted: TrustedProxies,
+    config: &ListenerConfig,
     topology: Arc<TopologyStore>,
     policies: Arc<PolicyHost>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -70,17 +74,23 @@ pub fn spawn_workers(
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
-            let trusted = trusted.clone();
-            let topology = topology.clone();
-            let policies = policies.clone();
+            let settings = respond::Settings {
+                trusted: config.trusted.clone(),
+                policy_header: config.policy_header,
+            };
+            let decider = Decider::new(
+                topology.clone(),
+                policies.clone(),
+                config.seed.map(|s| s.wrapping_add(i as u64)),
+            );
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(socket, trusted, Decider::new(topology, policies)))
+                .spawn(move || worker(socket, settings, decider))
         })
         .collect()
 }
 
-fn worker(socket: std::net::TcpListener, trusted: TrustedProxies, decider: Decider) {
+fn worker(socket: std::net::TcpListener, settings: respond::Settings, decider: Decider) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,7 +99,7 @@ fn worker(socket: std::net::TcpListener, trusted: TrustedProxies, decider: Decid
     local.block_on(&runtime, async move {
         let listener = tokio::net::TcpListener::from_std(socket).expect("registering the listener");
         let decider = Rc::new(RefCell::new(decider));
-        let trusted = Rc::new(trusted);
+        let settings = Rc::new(settings);
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
@@ -102,10 +112,10 @@ fn worker(socket: std::net::TcpListener, trusted: TrustedProxies, decider: Decid
             };
             let _ = stream.set_nodelay(true);
             let decider = decider.clone();
-            let trusted = trusted.clone();
+            let settings = settings.clone();
             tokio::task::spawn_local(async move {
                 let service = service_fn(move |req| {
-                    let response = respond::answer(&decider, &trusted, peer, &req);
+                    let response = respond::answer(&decider, &settings, peer, &req);
                     std::future::ready(Ok::<_, std::convert::Infallible>(response))
                 });
                 let conn = http1::Builder::new()

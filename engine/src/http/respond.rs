@@ -3,7 +3,7 @@
 
 use crate::routing::client::TrustedProxies;
 use crate::routing::url::{self, UrlError};
-use crate::routing::{Decider, Outcome};
+use crate::routing::{Decided, Decider, Outcome};
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -17,10 +17,22 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
+/// What a worker needs besides its decider.
+pub(super) struct Settings {
+    /// Proxies whose `X-Real-IP` is believed.
+    pub trusted: TrustedProxies,
+    /// Send the `Edgeward-Policy` header.
+    pub policy_header: bool,
+}
+
+/// Names the policy version that decided (turned off with
+/// `--no-policy-header`).
+const POLICY_HEADER: http::HeaderName = http::HeaderName::from_static("edgeward-policy");
+
 /// Answers one player request.
 pub(super) fn answer<B>(
     decider: &RefCell<Decider>,
-    trusted: &TrustedProxies,
+    settings: &Settings,
     peer: SocketAddr,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
@@ -30,7 +42,14 @@ pub(super) fn answer<B>(
         resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
         return resp;
     }
-    render(decide(decider, trusted, peer, req))
+    let decided = decide(decider, &settings.trusted, peer, req);
+    let mut resp = render(decided.outcome);
+    if settings.policy_header
+        && let Some(by) = decided.decided_by
+    {
+        resp.headers_mut().insert(POLICY_HEADER, by);
+    }
+    resp
 }
 
 fn decide<B>(
@@ -38,16 +57,20 @@ fn decide<B>(
     trusted: &TrustedProxies,
     peer: SocketAddr,
     req: &Request<B>,
-) -> Outcome {
+) -> Decided {
+    let refuse = |outcome| Decided {
+        outcome,
+        decided_by: None,
+    };
     let route = match url::parse(req.uri().path()) {
         Ok(route) => route,
-        Err(UrlError::NoRoute) => return Outcome::refuse(404, "no such route"),
-        Err(UrlError::Malformed(why)) => return Outcome::refuse(400, why),
+        Err(UrlError::NoRoute) => return refuse(Outcome::refuse(404, "no such route")),
+        Err(UrlError::Malformed(why)) => return refuse(Outcome::refuse(400, why)),
     };
     let x_real_ip = req.headers().get("x-real-ip").map(HeaderValue::as_bytes);
     let client = match trusted.client(peer.ip(), x_real_ip) {
         Ok(ip) => ip,
-        Err(why) => return Outcome::refuse(400, why),
+        Err(why) => return refuse(Outcome::refuse(400, why)),
     };
     decider
         .borrow_mut()

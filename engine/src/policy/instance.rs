@@ -2,7 +2,8 @@
 //! policy, reused call after call by one worker thread.
 
 use super::bindings::{Decision, Request, Router, Tier};
-use super::{EPOCH_TICK, HostState, LoadedPolicy, PolicyError, Sandbox};
+use super::stats::{FLUSH_EVERY, LocalStats};
+use super::{HostState, INIT_BUDGET, LoadedPolicy, PolicyError, Sandbox, ticks};
 use crate::topology::Topology;
 use std::sync::Arc;
 use wasmtime::{Engine, Store};
@@ -17,7 +18,7 @@ pub struct CallError {
     pub version: u64,
     /// The trap or error.
     pub message: String,
-    /// Whether the call ran out of time.
+    /// Whether the call ran out of its budget (fuel or wall clock).
     pub deadline: bool,
 }
 
@@ -26,7 +27,9 @@ pub struct WarmInstance {
     store: Store<HostState>,
     router: Router,
     policy: Arc<LoadedPolicy>,
-    deadline_ticks: u64,
+    call_ticks: u64,
+    call_fuel: u64,
+    local: LocalStats,
 }
 
 impl WarmInstance {
@@ -41,10 +44,15 @@ impl WarmInstance {
             HostState::new(&policy.name, seed, sandbox.max_memory_bytes),
         );
         store.limiter(|s| &mut s.limits);
-        let deadline_ticks = (sandbox.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
-            // The tick in progress may be nearly over: allow one more.
-            + 1;
-        store.set_epoch_deadline(deadline_ticks);
+        // Instantiation and init get a generous budget of their own.
+        let init_ticks = ticks(INIT_BUDGET);
+        let init_fuel = Sandbox {
+            deadline: INIT_BUDGET,
+            ..sandbox
+        }
+        .call_fuel();
+        store.set_epoch_deadline(init_ticks);
+        store.set_fuel(init_fuel).expect("fuel is enabled");
         let router = policy
             .pre
             .instantiate(&mut store)
@@ -52,7 +60,6 @@ impl WarmInstance {
                 name: policy.name.clone(),
                 message: format!("{e:#}"),
             })?;
-        store.set_epoch_deadline(deadline_ticks);
         let init = router
             .edgeward_policy_policy()
             .call_init(&mut store, &policy.config);
@@ -75,7 +82,9 @@ impl WarmInstance {
             store,
             router,
             policy: policy.clone(),
-            deadline_ticks,
+            call_ticks: sandbox.call_ticks(),
+            call_fuel: sandbox.call_fuel(),
+            local: LocalStats::default(),
         })
     }
 
@@ -85,31 +94,71 @@ impl WarmInstance {
     }
 
     /// Calls the policy's `select` for one request, under the deadline.
-    /// `topology` must be the snapshot the request and tiers were built from.
+    /// `topology` must be the snapshot the request and tiers were built from;
+    /// `seed` seeds the host randomness for this call, so two versions given
+    /// the same seed draw the same numbers (that is what makes shadow
+    /// comparisons of random policies meaningful).
+    ///
+    /// After an error the instance must be dropped: its `Store` is unusable.
     pub fn select(
         &mut self,
         topology: &Arc<Topology>,
         request: &Request,
         tiers: &[Tier],
+        seed: u64,
     ) -> Result<Decision, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().topology = Some(topology.clone());
+        self.store.set_epoch_deadline(self.call_ticks);
+        self.store
+            .set_fuel(self.call_fuel)
+            .expect("fuel is enabled");
+        let state = self.store.data_mut();
+        state.topology = Some(topology.clone());
+        state.reseed(seed);
+        let started = std::time::Instant::now();
         let result =
             self.router
                 .edgeward_policy_policy()
                 .call_select(&mut self.store, request, tiers);
+        self.local.nanos += started.elapsed().as_nanos() as u64;
+        self.local.calls += 1;
         self.store.data_mut().topology = None;
-        result.map_err(|e| {
-            let deadline = matches!(
-                e.downcast_ref::<wasmtime::Trap>(),
-                Some(wasmtime::Trap::Interrupt)
-            );
-            CallError {
-                policy: self.policy.name.clone(),
-                version: self.policy.version,
-                message: format!("{e:#}"),
-                deadline,
+        match result {
+            Ok(decision) => {
+                if self.local.calls >= FLUSH_EVERY {
+                    self.policy.stats.publish(&mut self.local);
+                }
+                Ok(decision)
             }
-        })
+            Err(e) => {
+                let deadline = matches!(
+                    e.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel)
+                );
+                self.local.failures += 1;
+                self.local.deadline_hits += u64::from(deadline);
+                let message = if deadline {
+                    format!("deadline exceeded ({e:#})")
+                } else {
+                    format!("{e:#}")
+                };
+                Err(CallError {
+                    policy: self.policy.name.clone(),
+                    version: self.policy.version,
+                    message,
+                    deadline,
+                })
+            }
+        }
+    }
+
+    /// Counts an answer the engine refused (the caller decides what next).
+    pub fn note_invalid(&mut self) {
+        self.local.invalid += 1;
+    }
+}
+
+impl Drop for WarmInstance {
+    fn drop(&mut self) {
+        self.policy.stats.publish(&mut self.local);
     }
 }

@@ -7,15 +7,26 @@
 //! the active policy and replaces it only when the active version changes
 //! or after a failure (a `Store` that trapped is never reused).
 //!
-//! Every call runs under a deadline (epoch interruption, driven by one
-//! ticker thread) and a memory cap, so a policy that loops or grows without
-//! bound fails that call instead of taking the worker down.
+//! Every call runs under a CPU budget and a memory cap, so a policy that
+//! loops or grows without bound fails that call instead of taking the worker
+//! down. The budget is counted in fuel (wasm instructions), which is
+//! deterministic: a worker thread that the OS happens to deschedule does not
+//! make a well-behaved policy miss its deadline. Epoch interruption (one
+//! ticker thread) adds a wall-clock backstop at ten times the deadline.
 
+pub mod acceptance;
 pub mod bindings;
 mod instance;
+pub mod native;
+mod registry;
 mod state;
+pub mod stats;
 
 pub use instance::{CallError, WarmInstance};
+pub use registry::{
+    AutoRollback, Canary, Disagreement, Fallback, PolicyInfo, RoutingError, RoutingState, Shadow,
+    ShadowReport, rfc3339,
+};
 pub use state::HostState;
 
 use arc_swap::ArcSwap;
@@ -61,6 +72,14 @@ pub enum PolicyError {
         /// The policy's own message, or the trap.
         message: String,
     },
+    /// The policy failed on a sample request.
+    #[error("policy {name:?} failed the acceptance check: {message}")]
+    Samples {
+        /// Policy name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
     /// The configuration file is malformed.
     #[error("policy configuration {path}: {message}")]
     Config {
@@ -89,8 +108,31 @@ impl Default for Sandbox {
     }
 }
 
-/// Granularity of call deadlines.
+/// Granularity of the wall-clock backstop.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Fuel (roughly, wasm instructions) a call gets per millisecond of
+/// deadline: a conservative ~0.5 instruction per nanosecond.
+const FUEL_PER_MS: u64 = 500_000;
+/// The wall-clock backstop, as a multiple of the deadline.
+const BACKSTOP_FACTOR: u32 = 10;
+/// Budget of instantiation and `init`, which may build tables.
+const INIT_BUDGET: Duration = Duration::from_secs(1);
+
+impl Sandbox {
+    /// Fuel for one call.
+    fn call_fuel(&self) -> u64 {
+        (self.deadline.as_micros() as u64 * FUEL_PER_MS / 1000).max(10_000)
+    }
+
+    /// Epoch ticks for one call's wall-clock backstop.
+    fn call_ticks(&self) -> u64 {
+        ticks(self.deadline * BACKSTOP_FACTOR)
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1
+}
 
 /// A policy that compiled, instantiated and accepted its configuration.
 pub struct LoadedPolicy {
@@ -104,7 +146,18 @@ pub struct LoadedPolicy {
     pub loaded_at: SystemTime,
     /// Its configuration, as the MessagePack bytes passed to `init`.
     pub config: Vec<u8>,
+    /// Call statistics, summed over all workers.
+    pub stats: stats::PolicyStats,
+    /// `name@version`, ready for the decision header.
+    pub header: http::HeaderValue,
     pre: bindings::RouterPre<HostState>,
+}
+
+impl LoadedPolicy {
+    /// `name@version`, as shown in logs and the decision header.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
 }
 
 impl std::fmt::Debug for LoadedPolicy {
@@ -124,8 +177,15 @@ pub struct PolicyHost {
     linker: Linker<HostState>,
     sandbox: Sandbox,
     seed: Option<u64>,
-    active: ArcSwap<LoadedPolicy>,
     next_version: std::sync::atomic::AtomicU64,
+    /// Which versions serve (active, canary, shadow), read per request.
+    routing: ArcSwap<RoutingState>,
+    /// Every loaded version and the activation history (writers only).
+    catalog: std::sync::Mutex<registry::Catalog>,
+    /// What answers a request whose policy call failed.
+    pub fallback: Fallback,
+    /// Consecutive failures of a newly activated version that roll it back.
+    pub rollback_after: u64,
 }
 
 impl PolicyHost {
@@ -134,9 +194,12 @@ impl PolicyHost {
         sandbox: Sandbox,
         seed: Option<u64>,
         initial: PolicySource,
+        fallback: Fallback,
+        rollback_after: u64,
     ) -> Result<Arc<Self>, PolicyError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
 
@@ -166,35 +229,52 @@ impl PolicyHost {
             linker,
             sandbox,
             seed,
-            active: ArcSwap::new(first),
             next_version: next_version.into(),
+            routing: ArcSwap::from_pointee(RoutingState::new(first.clone())),
+            catalog: std::sync::Mutex::new(registry::Catalog::new(first)),
+            fallback,
+            rollback_after: rollback_after.max(1),
         }))
     }
 
-    /// Compiles, instantiates and initialises a policy, without activating it.
-    pub fn load(&self, source: PolicySource) -> Result<Arc<LoadedPolicy>, PolicyError> {
+    /// The acceptance steps: compile, instantiate, `init` with the
+    /// configuration, then decide the sample requests of `topology`. A
+    /// policy that passes is added to the catalogue (not activated) and
+    /// returned with its sample decisions.
+    pub fn load(
+        &self,
+        source: PolicySource,
+        topology: &Arc<crate::topology::Topology>,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
         let version = self
             .next_version
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self::compile_and_check(
+        let policy = Self::compile_and_check(
             &self.engine,
             &self.linker,
             self.sandbox,
             self.seed,
             source,
             version,
-        )
+        )?;
+        let samples =
+            acceptance::check(self, &policy, topology).map_err(|e| PolicyError::Samples {
+                name: policy.name.clone(),
+                message: e.to_string(),
+            })?;
+        self.register(policy.clone());
+        Ok((policy, samples))
     }
 
-    /// Makes `policy` the active one; the next request of every worker uses it.
-    pub fn activate(&self, policy: Arc<LoadedPolicy>) {
-        self.active.store(policy);
+    /// Which versions serve requests now (one lock-free load per request).
+    #[inline]
+    pub fn routing(&self) -> arc_swap::Guard<Arc<RoutingState>> {
+        self.routing.load()
     }
 
     /// The active policy.
-    #[inline]
-    pub fn active(&self) -> arc_swap::Guard<Arc<LoadedPolicy>> {
-        self.active.load()
+    pub fn active(&self) -> Arc<LoadedPolicy> {
+        self.routing.load().active.clone()
     }
 
     /// A fresh, initialised instance of `policy` for one worker.
@@ -211,7 +291,12 @@ impl PolicyHost {
         version: u64,
     ) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let started = Instant::now();
-        let name = source.name;
+        let name: String = source
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
         let component = Component::new(engine, &source.wasm).map_err(|e| PolicyError::Compile {
             name: name.clone(),
             message: format!("{e:#}"),
@@ -224,11 +309,14 @@ impl PolicyHost {
                 message: format!("{e:#}"),
             })?;
         let policy = Arc::new(LoadedPolicy {
-            name,
+            name: name.clone(),
             hash: fingerprint(&source.wasm),
             version,
             loaded_at: SystemTime::now(),
             config: source.config,
+            stats: Default::default(),
+            header: http::HeaderValue::from_str(&format!("{name}@{version}"))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("policy")),
             pre,
         });
         // Instantiating and initialising once proves the policy can serve.

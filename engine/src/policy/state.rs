@@ -21,6 +21,7 @@ pub struct HostState {
 impl HostState {
     /// State for a new instance of the policy `policy`. With a `seed` the
     /// random stream is reproducible; without, it is seeded from the OS.
+    /// (Each `select` call reseeds it; see [`super::WarmInstance::select`].)
     pub fn new(policy: &str, seed: Option<u64>, max_memory_bytes: usize) -> Self {
         HostState {
             topology: None,
@@ -36,6 +37,11 @@ impl HostState {
                 .build(),
             policy: policy.into(),
         }
+    }
+
+    /// Restarts the random stream from `seed` (once per call).
+    pub(crate) fn reseed(&mut self, seed: u64) {
+        self.rng = SmallRng::seed_from_u64(seed);
     }
 
     fn topo(&self) -> Option<&Topology> {

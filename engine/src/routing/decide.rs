@@ -1,31 +1,29 @@
-//! The decision: resolve what was asked, offer the policy the candidate
-//! tiers for this client, check what it answers, render the `Location`.
-//!
-//! A [`Decider`] belongs to one worker thread and owns that worker's warm
-//! policy instance; it is never shared, so the request path takes no lock.
-//! The topology snapshot is loaded once per request and used throughout, so
-//! a concurrent topology swap cannot mix two versions in one decision.
+//! The decision, as pure functions of a topology snapshot: [`prepare`]
+//! resolves what was asked and builds the policy's input (the request and
+//! the candidate tiers for this client); [`finish`] checks a policy's answer
+//! and renders the `Location`. Who calls which policy is [`super::worker`]'s
+//! business; the acceptance check of new policies uses the same two steps.
 
 use super::Outcome;
 use super::url::Route;
 use crate::policy::bindings::{
     self as wit, Candidate, CandidateState, Decision, IpAddress, RequestKind, Tier,
 };
-use crate::policy::{PolicyHost, WarmInstance};
-use crate::topology::store::TopologyStore;
 use crate::topology::{Encryption, Protocol, Topology};
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// Longest reason text passed on from a policy's rejection.
 const MAX_REASON: usize = 256;
 
-/// Decides requests for one worker thread.
-pub struct Decider {
-    topology: Arc<TopologyStore>,
-    policies: Arc<PolicyHost>,
-    instance: Option<WarmInstance>,
+/// A request ready for a policy: its input, and what [`finish`] needs.
+pub struct Prepared<'a> {
+    /// The policy's view of the request.
+    pub request: wit::Request,
+    /// The candidate tiers, in order of preference.
+    pub tiers: Vec<Tier>,
+    resolved: Resolved<'a>,
+    query: Option<&'a str>,
 }
 
 /// What the request resolved to in the topology.
@@ -36,89 +34,61 @@ struct Resolved<'a> {
     path: [&'a str; 3],
 }
 
-impl Decider {
-    /// A decider reading the shared topology store and policy host.
-    pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>) -> Self {
-        Decider {
-            topology,
-            policies,
-            instance: None,
-        }
-    }
-
-    /// Decides one request: `route` parsed from the path, `query` the raw
-    /// query string (without `?`), `client` the client address.
-    pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Outcome {
-        let topology = self.topology.load();
-        let resolved = match resolve(&topology, route) {
-            Ok(r) => r,
-            Err(outcome) => return outcome,
-        };
-        let tiers = build_tiers(&topology, client, resolved.channel);
-        let (protocol, encryption, target) = match *route {
-            Route::Live {
-                protocol,
-                encryption,
-                epg_id,
-            }
-            | Route::Catchup {
-                protocol,
-                encryption,
-                epg_id,
-            } => (Some(protocol.into()), encryption.into(), epg_id),
-            Route::Vod(path) | Route::Static(path) => (None, wit::Encryption::None, path),
-        };
-        let request = wit::Request {
-            kind: resolved.kind,
+/// Resolves `route` in `topology` and builds the policy input for `client`.
+/// An unknown channel, program, stream or record is an `Err` outcome (404).
+pub fn prepare<'a>(
+    topology: &'a Topology,
+    route: &Route<'a>,
+    query: Option<&'a str>,
+    client: IpAddr,
+) -> Result<Prepared<'a>, Outcome> {
+    let resolved = resolve(topology, route)?;
+    let tiers = build_tiers(topology, client, resolved.channel);
+    let (protocol, encryption, target) = match *route {
+        Route::Live {
             protocol,
             encryption,
-            target: target.to_owned(),
-            query: query.unwrap_or_default().to_owned(),
-            client: ip_to_wit(client),
-            topology_version: topology.version,
-        };
-
-        let Some(instance) = self.warm_instance() else {
-            return Outcome::refuse(503, "routing policy unavailable");
-        };
-        let decision = match instance.select(&topology, &request, &tiers) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, deadline = e.deadline, "policy call failed; instance discarded");
-                self.instance = None;
-                return Outcome::refuse(503, "routing policy failed");
-            }
-        };
-        match check_decision(&topology, decision, &tiers, &resolved, query) {
-            Ok(outcome) => outcome,
-            Err(why) => {
-                let policy = instance.policy();
-                tracing::warn!(policy = %policy.name, version = policy.version, why, "policy answer refused");
-                Outcome::refuse(503, "routing policy gave an invalid answer")
-            }
+            epg_id,
         }
-    }
+        | Route::Catchup {
+            protocol,
+            encryption,
+            epg_id,
+        } => (Some(protocol.into()), encryption.into(), epg_id),
+        Route::Vod(path) | Route::Static(path) => (None, wit::Encryption::None, path),
+    };
+    let request = wit::Request {
+        kind: resolved.kind,
+        protocol,
+        encryption,
+        target: target.to_owned(),
+        query: query.unwrap_or_default().to_owned(),
+        client: ip_to_wit(client),
+        topology_version: topology.version,
+    };
+    Ok(Prepared {
+        request,
+        tiers,
+        resolved,
+        query,
+    })
+}
 
-    /// This worker's instance of the active policy, (re)created when the
-    /// active version changed or the previous instance failed.
-    fn warm_instance(&mut self) -> Option<&mut WarmInstance> {
-        let active = self.policies.active();
-        let stale = self
-            .instance
-            .as_ref()
-            .is_none_or(|i| i.policy().version != active.version);
-        if stale {
-            self.instance = None;
-            match self.policies.instantiate(&active) {
-                Ok(i) => self.instance = Some(i),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot instantiate the active policy");
-                    return None;
-                }
-            }
-        }
-        self.instance.as_mut()
-    }
+/// Checks a policy's answer and turns it into the response outcome. Never
+/// trusts the policy: a server must be one offered, a status an error
+/// status, a URL absolute http(s). `Err` names what was wrong.
+pub fn finish(
+    topology: &Topology,
+    prepared: &Prepared<'_>,
+    decision: Decision,
+) -> Result<Outcome, &'static str> {
+    check_decision(
+        topology,
+        decision,
+        &prepared.tiers,
+        &prepared.resolved,
+        prepared.query,
+    )
 }
 
 fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>, Outcome> {

@@ -1,17 +1,19 @@
 //! One player request, from URL to answer.
 //!
 //! Read top to bottom, this is the request path: [`url::parse`] turns the
-//! path into a [`url::Route`]; [`decide::Decider::decide`] resolves the
-//! channel, program or asset in the current topology, builds the candidate
-//! tiers for the client address, asks the policy, checks its answer and
-//! renders the `Location`. The HTTP layer only translates the resulting
-//! [`Outcome`] to the wire.
+//! path into a [`url::Route`]; [`worker::Decider::decide`] takes the current
+//! topology and routing state, [`decide::prepare`] resolves the channel,
+//! program or asset and builds the candidate tiers for the client address,
+//! the chosen policy version decides (with fallback when it fails), and
+//! [`decide::finish`] checks its answer and renders the `Location`. The HTTP
+//! layer only translates the resulting [`Outcome`] to the wire.
 
 pub mod client;
 pub mod decide;
 pub mod url;
+pub mod worker;
 
-pub use decide::Decider;
+pub use worker::{Decided, Decider};
 
 use std::borrow::Cow;
 

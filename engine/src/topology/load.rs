@@ -411,8 +411,18 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
         subnets[id as usize].parent = parent;
     }
 
+    let source = to_msgpack(doc);
+    let hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&source)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     Ok(Topology {
         version,
+        source,
+        hash,
         regions,
         groups,
         channel_by_epg: index_by(channels.iter().map(|c| &c.epg_id)),

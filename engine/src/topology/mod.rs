@@ -26,6 +26,11 @@ use prefix_table::{NONE, PrefixTable};
 pub struct Topology {
     /// Version number assigned when the snapshot was published.
     pub version: u64,
+    /// The document it was built from, as MessagePack with field names
+    /// (what `GET /topology` serves and what a restart or another node loads).
+    pub source: Vec<u8>,
+    /// SHA-256 of `source`, hex.
+    pub hash: String,
     /// Regions, in file order.
     pub regions: Vec<Region>,
     /// Server groups, in file order.

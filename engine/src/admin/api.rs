@@ -1,0 +1,335 @@
+//! Admin API routes. Every answer is JSON; errors are
+//! `{"error": "..."}` with a status that says whose fault it is.
+//!
+//! | method & path | what |
+//! |---|---|
+//! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback |
+//! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time |
+//! | `POST /policies/{name}[?activate=true]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate"}` |
+//! | `POST /policies/{version}/activate` | make a loaded version active |
+//! | `POST /policies/rollback` | re-activate the previous version |
+//! | `GET/PUT/DELETE /canary`, `POST /canary/promote` | canary: `{"version", "percent"}` |
+//! | `GET/PUT/DELETE /shadow` | shadow: `{"version", "sample_percent"}`; GET reports agreement |
+//! | `GET /topology[?format=msgpack]`, `PUT /topology` | read or replace the topology (JSON or MessagePack body) |
+
+use super::Token;
+use crate::control::Control;
+use crate::policy::{PolicyError, PolicySource, RoutingError, rfc3339};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// Largest request body (a topology of a million subnets fits).
+const MAX_BODY: usize = 256 << 20;
+
+type Reply = Response<Full<Bytes>>;
+
+pub(super) async fn handle(
+    control: &Control,
+    token: Option<&Token>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Reply {
+    let who = match token {
+        Some(t) => {
+            let auth = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            if !t.accepts(auth) {
+                let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+            format!("token:{} from {peer}", t.id)
+        }
+        None => format!("loopback {peer}"),
+    };
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("cannot read body: {e}"),
+            );
+        }
+    };
+    let path: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
+    let query = parts.uri.query().unwrap_or_default();
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+
+    match (&parts.method, path.as_slice()) {
+        (&Method::GET, ["status"]) => ok(status(control)),
+        (&Method::GET, ["policies"]) => ok(json!({ "policies": control.policies.list() })),
+        (&Method::POST, ["policies", "rollback"]) => match control.rollback(&who) {
+            Ok(p) => ok(json!({ "active": p.label() })),
+            Err(e) => routing_error(e),
+        },
+        (&Method::POST, ["policies", version, "activate"]) => match version.parse::<u64>() {
+            Ok(v) => match control.activate(v, &who) {
+                Ok(p) => ok(json!({ "active": p.label() })),
+                Err(e) => routing_error(e),
+            },
+            Err(_) => error(StatusCode::BAD_REQUEST, "version must be a number"),
+        },
+        (&Method::POST, ["policies", name]) => upload(control, name, query, is_json, &body, &who),
+        (&Method::GET, ["canary"]) => ok(canary(control)),
+        (&Method::PUT, ["canary"]) => match percent_body(&body, "percent") {
+            Ok((version, percent)) => match control.set_canary(version, percent, &who) {
+                Ok(()) => ok(canary(control)),
+                Err(e) => routing_error(e),
+            },
+            Err(r) => *r,
+        },
+        (&Method::POST, ["canary", "promote"]) => match control.promote_canary(&who) {
+            Ok(p) => ok(json!({ "active": p.label() })),
+            Err(e) => routing_error(e),
+        },
+        (&Method::DELETE, ["canary"]) => match control.abort_canary(&who) {
+            Ok(p) => ok(json!({ "aborted": p.label() })),
+            Err(e) => routing_error(e),
+        },
+        (&Method::GET, ["shadow"]) => ok(shadow(control)),
+        (&Method::PUT, ["shadow"]) => match percent_body(&body, "sample_percent") {
+            Ok((version, percent)) => match control.set_shadow(version, percent, &who) {
+                Ok(()) => ok(shadow(control)),
+                Err(e) => routing_error(e),
+            },
+            Err(r) => *r,
+        },
+        (&Method::DELETE, ["shadow"]) => {
+            let report = shadow(control);
+            if control.clear_shadow(&who) {
+                ok(report)
+            } else {
+                error(StatusCode::NOT_FOUND, "no shadow is running")
+            }
+        }
+        (&Method::GET, ["topology"]) => {
+            let t = control.topology.snapshot();
+            if query.contains("format=msgpack") {
+                let mut r = Response::new(Full::new(Bytes::from(t.source.clone())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/msgpack"),
+                );
+                with_version(r, t.version)
+            } else {
+                match crate::topology::parse(&t.source) {
+                    Ok(doc) => with_version(ok(json!(doc)), t.version),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                }
+            }
+        }
+        (&Method::PUT, ["topology"]) => match control.replace_topology(&body, &who) {
+            Ok(t) => ok(json!({ "version": t.version, "hash": t.hash, "summary": t.summary() })),
+            Err(e) => {
+                let problems: Vec<String> = match &e {
+                    crate::topology::TopologyError::Invalid(p) => p.clone(),
+                    other => vec![other.to_string()],
+                };
+                reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({
+                        "error": "topology refused; the current one is kept",
+                        "kept_version": control.topology.load().version,
+                        "problems": problems,
+                    }),
+                )
+            }
+        },
+        (_, ["status" | "policies" | "canary" | "shadow" | "topology", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this path",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+fn upload(
+    control: &Control,
+    name: &str,
+    query: &str,
+    is_json: bool,
+    body: &[u8],
+    who: &str,
+) -> Reply {
+    let mut activate = query
+        .split('&')
+        .any(|kv| kv == "activate=true" || kv == "activate=1");
+    let (wasm, config) = if is_json {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Upload {
+            wasm_base64: String,
+            #[serde(default)]
+            config: Option<Value>,
+            #[serde(default)]
+            activate: bool,
+        }
+        let up: Upload = match serde_json::from_slice(body) {
+            Ok(u) => u,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid upload JSON: {e}"),
+                );
+            }
+        };
+        activate |= up.activate;
+        let wasm = match base64::engine::general_purpose::STANDARD.decode(up.wasm_base64.trim()) {
+            Ok(w) => w,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("wasm_base64: {e}")),
+        };
+        let config = match up.config {
+            None => crate::policy::empty_config(),
+            Some(v @ Value::Object(_)) => match rmp_serde::to_vec_named(&v) {
+                Ok(c) => c,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("config: {e}")),
+            },
+            Some(_) => return error(StatusCode::BAD_REQUEST, "config must be a JSON object"),
+        };
+        (wasm, config)
+    } else {
+        (body.to_vec(), crate::policy::empty_config())
+    };
+    let source = PolicySource {
+        name: name.to_string(),
+        wasm,
+        config,
+    };
+    match control.upload_policy(source, activate, who) {
+        Ok((p, samples)) => reply(
+            StatusCode::CREATED,
+            json!({
+                "name": p.name,
+                "version": p.version,
+                "hash": p.hash,
+                "active": activate,
+                "samples": samples,
+            }),
+        ),
+        Err(e) => {
+            let status = match e {
+                PolicyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            reply(status, json!({ "error": e.to_string() }))
+        }
+    }
+}
+
+fn status(control: &Control) -> Value {
+    let routing = control.policies.routing();
+    let topology = control.topology.load();
+    json!({
+        "active_policy": {
+            "name": routing.active.name,
+            "version": routing.active.version,
+            "hash": routing.active.hash,
+            "loaded_at": rfc3339(routing.active.loaded_at),
+        },
+        "previous_policy": routing.previous.as_ref().map(|p| p.label()),
+        "canary": routing.canary.as_ref().map(|c| json!({"policy": c.policy.label(), "version": c.policy.version, "percent": c.percent})),
+        "shadow": routing.shadow.as_ref().map(|s| json!({"policy": s.policy.label(), "version": s.policy.version, "sample_percent": s.sample_percent})),
+        "fallback": control.policies.fallback,
+        "last_automatic_rollback": control.policies.last_auto_rollback(),
+        "topology": {
+            "version": topology.version,
+            "hash": topology.hash,
+            "summary": topology.summary(),
+        },
+        "uptime_seconds": control.started.elapsed().as_secs_f64(),
+    })
+}
+
+fn canary(control: &Control) -> Value {
+    let routing = control.policies.routing();
+    json!({
+        "active": routing.active.label(),
+        "canary": routing.canary.as_ref().map(|c| json!({"policy": c.policy.label(), "version": c.policy.version, "percent": c.percent})),
+    })
+}
+
+fn shadow(control: &Control) -> Value {
+    let routing = control.policies.routing();
+    match &routing.shadow {
+        None => json!({ "shadow": null }),
+        Some(s) => {
+            let report = s.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let rate = if report.compared == 0 {
+                None
+            } else {
+                Some(report.agreed as f64 / report.compared as f64)
+            };
+            json!({
+                "shadow": s.policy.label(),
+                "version": s.policy.version,
+                "sample_percent": s.sample_percent,
+                "agreement": rate,
+                "report": report,
+            })
+        }
+    }
+}
+
+/// `{"version": N, "<field>": P}`.
+fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
+    let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, &m));
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let version = v["version"]
+        .as_u64()
+        .ok_or_else(|| bad("field `version` (a number) is required".into()))?;
+    let percent = v[field]
+        .as_u64()
+        .ok_or_else(|| bad(format!("field `{field}` (0-100) is required")))?;
+    Ok((version, percent.min(u64::from(u32::MAX)) as u32))
+}
+
+fn routing_error(e: RoutingError) -> Reply {
+    let status = match e {
+        RoutingError::UnknownVersion(_) | RoutingError::NoCanary => StatusCode::NOT_FOUND,
+        RoutingError::NoPrevious => StatusCode::CONFLICT,
+        RoutingError::BadPercent(_) => StatusCode::BAD_REQUEST,
+    };
+    error(status, &e.to_string())
+}
+
+fn with_version(mut r: Reply, version: u64) -> Reply {
+    r.headers_mut().insert(
+        "edgeward-topology-version",
+        http::HeaderValue::from(version),
+    );
+    r
+}
+
+fn ok(v: Value) -> Reply {
+    reply(StatusCode::OK, v)
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    reply(status, json!({ "error": message }))
+}
+
+fn reply(status: StatusCode, v: Value) -> Reply {
+    let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}

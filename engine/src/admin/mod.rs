@@ -1,0 +1,96 @@
+//! The admin API: a second listener, separate from player traffic, through
+//! which operators load and activate policies, run canaries and shadows,
+//! replace the topology and read status. JSON in and out; every request
+//! needs `Authorization: Bearer <token>` when a token is configured.
+//!
+//! It runs on its own thread and runtime: compiling a policy or indexing a
+//! large topology takes milliseconds to seconds and must never hold up a
+//! player request. Every change goes through [`crate::control::Control`].
+
+mod api;
+mod auth;
+
+pub use auth::Token;
+
+use crate::control::Control;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How the admin listener is set up.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Required bearer token, if any.
+    pub token: Option<Token>,
+}
+
+/// Why the admin listener was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A non-loopback address without a token.
+    #[error(
+        "refusing to serve the admin API on non-loopback address {0} without a token \
+         (set --admin-token-file or EDGEWARD_ADMIN_TOKEN)"
+    )]
+    NoToken(SocketAddr),
+    /// The socket could not be bound.
+    #[error("cannot listen on {0} for the admin API: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Binds the admin listener and serves it on a thread of its own. Returns
+/// the bound address.
+pub fn spawn(config: AdminConfig, control: Arc<Control>) -> Result<SocketAddr, AdminError> {
+    if config.token.is_none() && !config.listen.ip().is_loopback() {
+        return Err(AdminError::NoToken(config.listen));
+    }
+    let std_listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| AdminError::Bind(config.listen, e))?;
+    let bound = std_listener
+        .local_addr()
+        .map_err(|e| AdminError::Bind(config.listen, e))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| AdminError::Bind(config.listen, e))?;
+    let token = Arc::new(config.token);
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the admin runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .expect("registering the admin listener");
+                loop {
+                    let Ok((stream, peer)) = listener.accept().await else {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let control = control.clone();
+                    let token = token.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let control = control.clone();
+                            let token = token.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    api::handle(&control, token.as_ref().as_ref(), peer, req).await,
+                                )
+                            }
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        })
+        .map_err(|e| AdminError::Bind(config.listen, e))?;
+    Ok(bound)
+}

@@ -1,0 +1,166 @@
+//! The one door configuration changes enter by. Whatever the source (a
+//! watched file, SIGHUP, the admin API), a change goes through the same
+//! validation, is applied atomically or not at all, and is logged with who
+//! made it and what it was (`target: "audit"`).
+
+use crate::policy::acceptance::SampleResult;
+use crate::policy::{LoadedPolicy, PolicyError, PolicyHost, PolicySource, RoutingError};
+use crate::topology::store::TopologyStore;
+use crate::topology::{self, Topology, TopologyError};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The engine's mutable configuration: topology and policies.
+pub struct Control {
+    /// The published topology.
+    pub topology: Arc<TopologyStore>,
+    /// The policy host and its routing state.
+    pub policies: Arc<PolicyHost>,
+    /// When the engine started.
+    pub started: Instant,
+}
+
+impl Control {
+    /// Bundles the stores.
+    pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>) -> Self {
+        Control {
+            topology,
+            policies,
+            started: Instant::now(),
+        }
+    }
+
+    /// Parses, validates and publishes a topology (JSON or MessagePack).
+    pub fn replace_topology(
+        &self,
+        bytes: &[u8],
+        who: &str,
+    ) -> Result<Arc<Topology>, TopologyError> {
+        let result = topology::parse(bytes).and_then(|doc| self.topology.replace(&doc));
+        match &result {
+            Ok(t) => tracing::info!(
+                target: "audit",
+                who,
+                version = t.version,
+                hash = %t.hash,
+                "topology replaced: {}",
+                t.summary()
+            ),
+            Err(e) => tracing::warn!(
+                target: "audit",
+                who,
+                kept = self.topology.load().version,
+                "topology refused: {}",
+                one_line(&e.to_string())
+            ),
+        }
+        result
+    }
+
+    /// Runs a policy through the acceptance steps and, if asked, activates it.
+    pub fn upload_policy(
+        &self,
+        source: PolicySource,
+        activate: bool,
+        who: &str,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<SampleResult>), PolicyError> {
+        let name = source.name.clone();
+        let topology = self.topology.snapshot();
+        match self.policies.load(source, &topology) {
+            Ok((policy, samples)) => {
+                tracing::info!(
+                    target: "audit",
+                    who,
+                    policy = %policy.label(),
+                    hash = %policy.hash,
+                    "policy accepted"
+                );
+                if activate {
+                    self.activate(policy.version, who)
+                        .expect("a just-registered version exists");
+                }
+                Ok((policy, samples))
+            }
+            Err(e) => {
+                tracing::warn!(target: "audit", who, policy = %name, "policy refused: {}", one_line(&e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a loaded version the active one.
+    pub fn activate(&self, version: u64, who: &str) -> Result<Arc<LoadedPolicy>, RoutingError> {
+        let previous = self.policies.activate(version)?;
+        let active = self.policies.active();
+        tracing::info!(
+            target: "audit",
+            who,
+            policy = %active.label(),
+            hash = %active.hash,
+            previous = %previous.label(),
+            "policy activated"
+        );
+        Ok(active)
+    }
+
+    /// Re-activates the previous version.
+    pub fn rollback(&self, who: &str) -> Result<Arc<LoadedPolicy>, RoutingError> {
+        let (from, to) = self.policies.rollback()?;
+        tracing::info!(target: "audit", who, from = %from.label(), to = %to.label(), "policy rolled back");
+        Ok(to)
+    }
+
+    /// Starts or changes a canary.
+    pub fn set_canary(&self, version: u64, percent: u32, who: &str) -> Result<(), RoutingError> {
+        self.policies.set_canary(version, percent)?;
+        tracing::info!(target: "audit", who, version, percent, "canary set");
+        Ok(())
+    }
+
+    /// Promotes the canary to active.
+    pub fn promote_canary(&self, who: &str) -> Result<Arc<LoadedPolicy>, RoutingError> {
+        let p = self.policies.promote_canary()?;
+        tracing::info!(target: "audit", who, policy = %p.label(), "canary promoted");
+        Ok(p)
+    }
+
+    /// Ends the canary.
+    pub fn abort_canary(&self, who: &str) -> Result<Arc<LoadedPolicy>, RoutingError> {
+        let p = self.policies.abort_canary()?;
+        tracing::info!(target: "audit", who, policy = %p.label(), "canary aborted");
+        Ok(p)
+    }
+
+    /// Starts a shadow.
+    pub fn set_shadow(
+        &self,
+        version: u64,
+        sample_percent: u32,
+        who: &str,
+    ) -> Result<(), RoutingError> {
+        self.policies.set_shadow(version, sample_percent)?;
+        tracing::info!(target: "audit", who, version, sample_percent, "shadow set");
+        Ok(())
+    }
+
+    /// Stops the shadow.
+    pub fn clear_shadow(&self, who: &str) -> bool {
+        let stopped = self.policies.clear_shadow();
+        if let Some((p, report)) = &stopped {
+            tracing::info!(
+                target: "audit",
+                who,
+                policy = %p.label(),
+                compared = report.compared,
+                agreed = report.agreed,
+                "shadow stopped"
+            );
+        }
+        stopped.is_some()
+    }
+}
+
+/// A multi-line message on one log line.
+pub fn one_line(message: &str) -> String {
+    message.replace("\n  - ", " | ").replace('\n', " ")
+}

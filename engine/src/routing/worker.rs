@@ -1,0 +1,258 @@
+//! The per-worker decision loop: which policy version decides (active or
+//! canary), calling its warm instance, falling back when it fails, feeding
+//! the shadow, and tripping automatic rollback.
+//!
+//! A [`Decider`] belongs to one worker thread and owns that worker's warm
+//! instances (at most one per version in use), so the request path takes no
+//! lock. The topology snapshot and the routing state are each loaded once
+//! per request and used throughout: a concurrent swap never mixes versions
+//! within one decision.
+
+use super::Outcome;
+use super::decide::{Prepared, finish, prepare};
+use super::url::Route;
+use crate::policy::{Disagreement, Fallback, RoutingState};
+use crate::policy::{LoadedPolicy, PolicyHost, WarmInstance, native};
+use crate::topology::Topology;
+use crate::topology::store::TopologyStore;
+use http::HeaderValue;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Decision header value when the native rule answered.
+const NATIVE: HeaderValue = HeaderValue::from_static("native");
+/// At most one policy-failure warning per worker per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// A decided request: the outcome and which policy version decided it.
+pub struct Decided {
+    /// What to answer.
+    pub outcome: Outcome,
+    /// `name@version` (or `native`) of what decided, when a policy ran.
+    pub decided_by: Option<HeaderValue>,
+}
+
+/// Decides requests for one worker thread.
+pub struct Decider {
+    topology: Arc<TopologyStore>,
+    policies: Arc<PolicyHost>,
+    instances: Vec<WarmInstance>,
+    rng: SmallRng,
+    /// The routing state the instances were last pruned against.
+    seen_routing: usize,
+    last_warning: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Decider {
+    /// A decider reading the shared topology store and policy host; `seed`
+    /// makes its random draws reproducible.
+    pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>, seed: Option<u64>) -> Self {
+        Decider {
+            topology,
+            policies,
+            instances: Vec::new(),
+            rng: match seed {
+                Some(s) => SmallRng::seed_from_u64(s),
+                None => SmallRng::from_os_rng(),
+            },
+            seen_routing: 0,
+            last_warning: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Decides one request: `route` parsed from the path, `query` the raw
+    /// query string (without `?`), `client` the client address.
+    pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
+        let topology = self.topology.load();
+        let prepared = match prepare(&topology, route, query, client) {
+            Ok(p) => p,
+            Err(outcome) => {
+                return Decided {
+                    outcome,
+                    decided_by: None,
+                };
+            }
+        };
+        let routing = self.policies.routing();
+        self.prune(&routing);
+        let seed = self.rng.next_u64();
+        let policy = routing.for_client(client_hash(client));
+
+        let (outcome, decided_by) = match self.call(policy, &topology, &prepared, seed) {
+            Some(outcome) => (outcome, policy.header.clone()),
+            None => self.fall_back(&routing, policy, &topology, &prepared, seed),
+        };
+
+        if let Some(shadow) = &routing.shadow
+            && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
+        {
+            let theirs = self.call(&shadow.policy, &topology, &prepared, seed);
+            let mut report = shadow.report.lock().unwrap_or_else(|e| e.into_inner());
+            match theirs {
+                None => report.shadow_failures += 1,
+                Some(theirs) => report.record(theirs == outcome, || Disagreement {
+                    client: client.to_string(),
+                    request: describe(&prepared),
+                    served: describe_outcome(&outcome),
+                    shadow: describe_outcome(&theirs),
+                }),
+            }
+        }
+        Decided {
+            outcome,
+            decided_by: Some(decided_by),
+        }
+    }
+
+    /// Calls `policy` and checks its answer. `None` when it failed (the
+    /// failure is counted, logged and may trip automatic rollback).
+    fn call(
+        &mut self,
+        policy: &Arc<LoadedPolicy>,
+        topology: &Arc<Topology>,
+        prepared: &Prepared<'_>,
+        seed: u64,
+    ) -> Option<Outcome> {
+        let index = self.instance(policy)?;
+        let instance = &mut self.instances[index];
+        let failure = match instance.select(topology, &prepared.request, &prepared.tiers, seed) {
+            Ok(decision) => match finish(topology, prepared, decision) {
+                Ok(outcome) => {
+                    policy.stats.succeeded();
+                    return Some(outcome);
+                }
+                Err(why) => {
+                    instance.note_invalid();
+                    format!("invalid answer: {why}")
+                }
+            },
+            Err(e) => {
+                // A Store that failed is never reused.
+                self.instances.swap_remove(index);
+                e.message
+            }
+        };
+        self.warn(policy, &failure);
+        let failures = policy.stats.failed();
+        if failures >= self.policies.rollback_after {
+            self.policies.auto_rollback(policy.version, failures);
+        }
+        None
+    }
+
+    /// Answers a request whose policy failed, as configured.
+    fn fall_back(
+        &mut self,
+        routing: &RoutingState,
+        failed: &Arc<LoadedPolicy>,
+        topology: &Arc<Topology>,
+        prepared: &Prepared<'_>,
+        seed: u64,
+    ) -> (Outcome, HeaderValue) {
+        match self.policies.fallback {
+            Fallback::Unavailable => {
+                return (
+                    Outcome::refuse(503, "routing policy failed"),
+                    failed.header.clone(),
+                );
+            }
+            Fallback::Previous => {
+                if let Some(previous) = routing
+                    .previous
+                    .as_ref()
+                    .filter(|p| p.version != failed.version)
+                    && let Some(outcome) = self.call(previous, topology, prepared, seed)
+                {
+                    return (outcome, previous.header.clone());
+                }
+            }
+            Fallback::Native => {}
+        }
+        let outcome = finish(topology, prepared, native::select(&prepared.tiers, seed))
+            .unwrap_or(Outcome::refuse(503, "routing policy failed"));
+        (outcome, NATIVE)
+    }
+
+    /// Index of this worker's warm instance of `policy`, created if needed.
+    fn instance(&mut self, policy: &Arc<LoadedPolicy>) -> Option<usize> {
+        if let Some(i) = self
+            .instances
+            .iter()
+            .position(|i| i.policy().version == policy.version)
+        {
+            return Some(i);
+        }
+        match self.policies.instantiate(policy) {
+            Ok(instance) => {
+                self.instances.push(instance);
+                Some(self.instances.len() - 1)
+            }
+            Err(e) => {
+                self.warn(policy, &format!("cannot instantiate: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Drops instances of versions the routing state no longer uses.
+    fn prune(&mut self, routing: &Arc<RoutingState>) {
+        let ptr = Arc::as_ptr(routing) as usize;
+        if ptr != self.seen_routing {
+            self.seen_routing = ptr;
+            self.instances.retain(|i| routing.uses(i.policy().version));
+        }
+    }
+
+    /// Logs a policy failure, at most once per [`WARN_EVERY`] per worker.
+    fn warn(&mut self, policy: &LoadedPolicy, failure: &str) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            policy = %policy.label(),
+            suppressed = self.suppressed,
+            "policy call failed: {failure}"
+        );
+        self.last_warning = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// A stable hash of the client address (the same on every node), for the
+/// canary split.
+fn client_hash(ip: IpAddr) -> u64 {
+    let bits = match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let mut z = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn describe(p: &Prepared<'_>) -> String {
+    let r = &p.request;
+    format!(
+        "{:?} {:?}/{:?} {}",
+        r.kind, r.protocol, r.encryption, r.target
+    )
+    .to_lowercase()
+}
+
+fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Redirect(url) => format!("302 {url}"),
+        Outcome::Refuse { status, reason } => format!("{status} {reason}"),
+    }
+}
