@@ -60,6 +60,12 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the built-in default policy (`nearest`) to a file, e.g. to
+    /// upload it through the admin API or use it as a starting point.
+    Export {
+        /// Where to write the component.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -140,6 +146,8 @@ fn main() -> std::process::ExitCode {
             config,
             json,
         }) => policy_check(&file, topology.as_deref(), config.as_deref(), json),
+        Command::Policy(PolicyCommand::Export { file }) => std::fs::write(&file, builtin::NEAREST)
+            .with_context(|| format!("cannot write {}", file.display())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

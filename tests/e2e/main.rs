@@ -6,4 +6,5 @@ mod harness;
 mod policies;
 mod routing;
 mod sandbox;
+mod swap;
 mod topology;

@@ -135,3 +135,94 @@ fn the_consistent_policy_keeps_one_asset_on_one_edge() {
         ["e-w3.test".to_string(), "e-w1.test".to_string()].into();
     assert_eq!(edges, expected);
 }
+
+#[test]
+fn policy_check_runs_the_acceptance_steps_offline() {
+    let out = std::process::Command::new(crate::harness::binary())
+        .args(["policy", "check"])
+        .arg(built_policy("consistent"))
+        .arg("--topology")
+        .arg(fixtures().join("routing.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("accepted (sha256 "), "{text}");
+    assert!(
+        text.contains("/btv/live/hls/ch1") && text.contains("-> 302 http://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("198.51.100.77"),
+        "an unmatched client is sampled: {text}"
+    );
+
+    let dir = TempDir::new("check-hostile");
+    let config = dir.path("hostile.json");
+    std::fs::write(&config, r#"{"mode": "bad-url"}"#).unwrap();
+    let out = std::process::Command::new(crate::harness::binary())
+        .args(["policy", "check"])
+        .arg(built_policy("hostile"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("failed the acceptance check")
+            && text.contains("not an absolute http(s) URL"),
+        "{text}"
+    );
+}
+
+#[test]
+fn policy_export_writes_the_builtin_component() {
+    let dir = TempDir::new("export");
+    let path = dir.path("nearest.wasm");
+    let status = std::process::Command::new(crate::harness::binary())
+        .args(["policy", "export"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(built_policy("nearest")).unwrap()
+    );
+}
+
+#[test]
+fn changed_files_are_picked_up_without_a_signal() {
+    let dir = TempDir::new("watch");
+    let topology = dir.path("topology.json");
+    let text = std::fs::read_to_string(fixtures().join("routing.json")).unwrap();
+    std::fs::write(&topology, &text).unwrap();
+    let engine = Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--watch-interval-ms",
+        "50",
+    ]);
+    let probe = || {
+        engine
+            .get("/btv/live/hls/ch1", &[("X-Real-IP", "10.1.5.5")])
+            .location()
+            .to_string()
+    };
+    assert_eq!(probe(), "http://e-city.test/live/ch1/index.m3u8");
+    // Write the new content to a temporary file and rename it over the
+    // watched one, as deployment tools do (no half-written file is seen).
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["subnets"][1]["region"] = serde_json::json!("wide");
+    let tmp = dir.path("topology.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let from = engine.log_len();
+    std::fs::rename(&tmp, &topology).unwrap();
+    engine.wait_log(from, "topology reloaded");
+    assert_eq!(probe(), "http://e-wide.test/live/ch1/index.m3u8");
+}
