@@ -160,6 +160,26 @@ impl Control {
     }
 }
 
+impl Control {
+    /// Drains (no new redirects, health still tracked) or undrains a server.
+    /// `None` when no server has this id; else whether anything changed.
+    pub fn set_draining(&self, id: &str, draining: bool, who: &str) -> Option<bool> {
+        let topology = self.topology.load();
+        let server = &topology.servers[topology.server_index(id)? as usize];
+        let changed = server.health.set_draining(draining);
+        if changed {
+            tracing::info!(
+                target: "audit",
+                who,
+                server = id,
+                "server {}",
+                if draining { "drained" } else { "undrained" }
+            );
+        }
+        Some(changed)
+    }
+}
+
 /// A multi-line message on one log line.
 pub fn one_line(message: &str) -> String {
     message.replace("\n  - ", " | ").replace('\n', " ")

@@ -5,6 +5,7 @@
 //!
 //! - [`topology`]: what exists (regions, subnets, servers, channels,
 //!   programs), validated and indexed into immutable snapshots;
+//! - [`health`]: which edges are alive (active checks) and drained;
 //! - [`policy`]: the WebAssembly routing policies that decide who serves;
 //! - [`routing`]: one request from URL to decision to `Location`;
 //! - [`http`]: the listener, workers and wire format;
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod builtin;
 pub mod control;
+pub mod health;
 pub mod http;
 pub mod policy;
 pub mod routing;

@@ -122,6 +122,17 @@ struct ServeArgs {
     /// in milliseconds (0: only on SIGHUP).
     #[arg(long, default_value_t = 1000)]
     watch_interval_ms: u64,
+    /// When every candidate of a request is down, offer them anyway (a
+    /// possibly-dead edge rather than a 503). Drained servers stay out.
+    #[arg(long)]
+    health_fail_open: bool,
+    /// Most health probes in flight at once.
+    #[arg(long, default_value_t = edgeward::health::checker::DEFAULT_CONCURRENCY)]
+    health_concurrency: usize,
+    /// PEM file of extra CA certificates trusted by TLS health probes (port
+    /// 443 servers), besides the Mozilla roots.
+    #[arg(long)]
+    health_ca_file: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -218,7 +229,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         policy_header: !args.no_policy_header,
         seed: args.random_seed,
+        fail_open: args.health_fail_open,
     };
+    edgeward::health::checker::spawn(
+        store.clone(),
+        args.health_concurrency,
+        args.health_ca_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let admin_addr = if args.admin_listen == "off" {
         None
     } else {

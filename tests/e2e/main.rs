@@ -3,6 +3,7 @@
 
 mod admin;
 mod harness;
+mod health;
 mod policies;
 mod routing;
 mod sandbox;

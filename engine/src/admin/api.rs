@@ -11,6 +11,8 @@
 //! | `GET/PUT/DELETE /canary`, `POST /canary/promote` | canary: `{"version", "percent"}` |
 //! | `GET/PUT/DELETE /shadow` | shadow: `{"version", "sample_percent"}`; GET reports agreement |
 //! | `GET /topology[?format=msgpack]`, `PUT /topology` | read or replace the topology (JSON or MessagePack body) |
+//! | `GET /servers` | every server with its health (up/down/unknown/draining), since, last error, figures |
+//! | `POST /servers/{id}/drain`, `DELETE /servers/{id}/drain` | drain or undrain a server |
 
 use super::Token;
 use crate::control::Control;
@@ -84,6 +86,19 @@ pub(super) async fn handle(
             Err(_) => error(StatusCode::BAD_REQUEST, "version must be a number"),
         },
         (&Method::POST, ["policies", name]) => upload(control, name, query, is_json, &body, &who),
+        (&Method::GET, ["servers"]) => ok(servers(control)),
+        (&Method::POST | &Method::DELETE, ["servers", id, "drain"]) => {
+            let draining = parts.method == Method::POST;
+            match control.set_draining(id, draining, &who) {
+                Some(changed) => {
+                    ok(json!({ "server": id, "draining": draining, "changed": changed }))
+                }
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no server {id:?} in the topology"),
+                ),
+            }
+        }
         (&Method::GET, ["canary"]) => ok(canary(control)),
         (&Method::PUT, ["canary"]) => match percent_body(&body, "percent") {
             Ok((version, percent)) => match control.set_canary(version, percent, &who) {
@@ -252,6 +267,31 @@ fn status(control: &Control) -> Value {
         },
         "uptime_seconds": control.started.elapsed().as_secs_f64(),
     })
+}
+
+fn servers(control: &Control) -> Value {
+    let topology = control.topology.load();
+    let list: Vec<Value> = topology
+        .servers
+        .iter()
+        .map(|s| {
+            let mut v = json!({
+                "id": s.id,
+                "kind": s.kind,
+                "host": s.host,
+                "port": s.port,
+                "active": s.active,
+                "checked": s.healthcheck.is_some(),
+            });
+            if let (Value::Object(m), Ok(Value::Object(h))) =
+                (&mut v, serde_json::to_value(s.health.view()))
+            {
+                m.extend(h);
+            }
+            v
+        })
+        .collect();
+    json!({ "topology_version": topology.version, "servers": list })
 }
 
 fn canary(control: &Control) -> Value {

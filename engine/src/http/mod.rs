@@ -35,6 +35,8 @@ pub struct ListenerConfig {
     pub policy_header: bool,
     /// Seed of the workers' random draws (worker `i` uses `seed + i`).
     pub seed: Option<u64>,
+    /// Offer down edges when no edge of a request is up.
+    pub fail_open: bool,
 }
 
 /// Binds one `SO_REUSEPORT` socket per worker on `config.listen` (port 0
@@ -78,11 +80,12 @@ pub fn spawn_workers(
                 trusted: config.trusted.clone(),
                 policy_header: config.policy_header,
             };
-            let decider = Decider::new(
+            let mut decider = Decider::new(
                 topology.clone(),
                 policies.clone(),
                 config.seed.map(|s| s.wrapping_add(i as u64)),
             );
+            decider.fail_open = config.fail_open;
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || worker(socket, settings, decider))

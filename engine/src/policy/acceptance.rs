@@ -127,7 +127,7 @@ pub fn check(
             path: full_path.clone(),
             reason,
         };
-        let outcome = match prepare(topology, &route, query, client) {
+        let outcome = match prepare(topology, &route, query, client, false) {
             Err(outcome) => outcome,
             Ok(prepared) => {
                 let decision = instance

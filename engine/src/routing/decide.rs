@@ -36,14 +36,22 @@ struct Resolved<'a> {
 
 /// Resolves `route` in `topology` and builds the policy input for `client`.
 /// An unknown channel, program, stream or record is an `Err` outcome (404).
+///
+/// With `fail_open`, when health checking leaves no available candidate at
+/// all, the configured candidates (except drained ones) are offered as if
+/// available: a possibly-dead edge rather than no answer.
 pub fn prepare<'a>(
     topology: &'a Topology,
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
+    fail_open: bool,
 ) -> Result<Prepared<'a>, Outcome> {
     let resolved = resolve(topology, route)?;
-    let tiers = build_tiers(topology, client, resolved.channel);
+    let mut tiers = build_tiers(topology, client, resolved.channel);
+    if fail_open {
+        open_if_all_down(topology, &mut tiers);
+    }
     let (protocol, encryption, target) = match *route {
         Route::Live {
             protocol,
@@ -162,7 +170,10 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>) -> Vec
             .map(|m| {
                 let server = &topology.servers[m.server as usize];
                 let group = &topology.groups[m.group as usize];
-                let mut state = CandidateState::AVAILABLE;
+                let mut state = CandidateState::empty();
+                if server.health.available() {
+                    state |= CandidateState::AVAILABLE;
+                }
                 if server.active {
                     state |= CandidateState::SERVER_ACTIVE;
                 }
@@ -177,7 +188,7 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>) -> Vec
                     group: m.group,
                     weight: server.weight,
                     state,
-                    health: None,
+                    health: server.health.for_policy(),
                 }
             })
             .collect();
@@ -199,6 +210,25 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>) -> Vec
         push(region, None, &mut tiers);
     }
     tiers
+}
+
+/// Fail-open: if no candidate anywhere is eligible, and that is only for
+/// want of health, mark the undrained ones available.
+fn open_if_all_down(topology: &Topology, tiers: &mut [Tier]) {
+    let all = CandidateState::all();
+    let any_eligible = tiers
+        .iter()
+        .any(|t| t.region_active && t.candidates.iter().any(|c| c.state.contains(all)));
+    if any_eligible {
+        return;
+    }
+    for tier in tiers.iter_mut() {
+        for c in &mut tier.candidates {
+            if !topology.servers[c.server as usize].health.draining() {
+                c.state |= CandidateState::AVAILABLE;
+            }
+        }
+    }
 }
 
 /// Never trust what a policy returns: a server must be one offered, a

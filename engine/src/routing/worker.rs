@@ -45,6 +45,8 @@ pub struct Decider {
     seen_routing: usize,
     last_warning: Option<Instant>,
     suppressed: u64,
+    /// Offer down edges when no edge is up (`--health-fail-open`).
+    pub fail_open: bool,
 }
 
 impl Decider {
@@ -62,6 +64,7 @@ impl Decider {
             seen_routing: 0,
             last_warning: None,
             suppressed: 0,
+            fail_open: false,
         }
     }
 
@@ -69,7 +72,7 @@ impl Decider {
     /// query string (without `?`), `client` the client address.
     pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
         let topology = self.topology.load();
-        let prepared = match prepare(&topology, route, query, client) {
+        let prepared = match prepare(&topology, route, query, client, self.fail_open) {
             Ok(p) => p,
             Err(outcome) => {
                 return Decided {

@@ -179,15 +179,30 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
             }
             (ServerKind::Edge, None) => None,
         };
-        let healthcheck_path = s.healthcheck.as_ref().map(|h| {
+        if let Some(h) = &s.healthcheck {
             if !h.path.starts_with('/') || !is_uri_path(&h.path) {
                 v.problem(format!(
                     "{obj}: field `healthcheck.path`: {:?} must be a URL path starting with `/`",
                     h.path
                 ));
             }
-            h.path.as_str().into()
-        });
+            if h.interval.0 == 0 {
+                v.problem(format!(
+                    "{obj}: field `healthcheck.interval` must be positive"
+                ));
+            }
+            if h.timeout.0 == 0 || h.timeout.0 > h.interval.0.max(1) {
+                v.problem(format!(
+                    "{obj}: field `healthcheck.timeout`: {}ms must be positive and at most the interval ({}ms)",
+                    h.timeout.0, h.interval.0
+                ));
+            }
+            if h.rise == 0 || h.fall == 0 {
+                v.problem(format!(
+                    "{obj}: fields `healthcheck.rise` and `healthcheck.fall` must be at least 1"
+                ));
+            }
+        }
         servers.push(Server {
             id: s.id.as_str().into(),
             kind: s.kind,
@@ -197,7 +212,8 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
             active: s.active,
             prefix,
             base_url: base_url.into(),
-            healthcheck_path,
+            healthcheck: s.healthcheck.clone(),
+            health: Default::default(),
         });
     }
 

@@ -16,6 +16,7 @@ pub mod store;
 use foldhash::HashMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use load::{TopologyError, build, parse};
 pub use model::{Encryption, Protocol, RecordStatus, ServerKind, TopologyDoc};
@@ -117,8 +118,12 @@ pub struct Server {
     pub prefix: Option<Box<str>>,
     /// `scheme://host[:port]`, rendered once for every Location.
     pub base_url: Box<str>,
-    /// Health check path, when configured.
-    pub healthcheck_path: Option<Box<str>>,
+    /// Health check settings, when configured.
+    pub healthcheck: Option<model::HealthcheckDoc>,
+    /// Live health and operator state (shared with the health checker;
+    /// carried over to the next snapshot while the server and its check
+    /// are unchanged).
+    pub health: Arc<crate::health::ServerHealth>,
 }
 
 /// A client subnet.

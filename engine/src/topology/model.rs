@@ -127,12 +127,110 @@ pub struct ServerDoc {
     pub prefix: Option<String>,
 }
 
-/// How a server's health is checked.
+/// How a server's health is checked: `GET {scheme}://{host}{:port}{path}`
+/// every `interval`; a server is marked down after `fall` consecutive
+/// failures and up again after `rise` consecutive successes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckDoc {
     /// Path probed over HTTP, e.g. `/health`.
     pub path: String,
+    /// Time between probes (`"2s"`, `"500ms"`, or a number of seconds).
+    #[serde(default = "default_interval")]
+    pub interval: Millis,
+    /// Longest a probe may take before it counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout: Millis,
+    /// Consecutive successes that bring a down server up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take a server down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// The exact body a healthy server answers (surrounding whitespace
+    /// ignored), e.g. `OK`; unset accepts any body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+}
+
+fn default_interval() -> Millis {
+    Millis(2000)
+}
+
+fn default_timeout() -> Millis {
+    Millis(1000)
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
+}
+
+/// A duration in milliseconds, written as `"2s"`, `"250ms"` or a number of
+/// seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// As a standard duration.
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
+impl Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Millis;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"2s\", \"250ms\" or a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Millis, E> {
+                Ok(Millis(v.saturating_mul(1000)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Millis, E> {
+                u64::try_from(v)
+                    .map(|v| Millis(v.saturating_mul(1000)))
+                    .map_err(|_| E::custom(format!("negative duration {v}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Millis, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(Millis((v * 1000.0).round() as u64))
+                } else {
+                    Err(E::custom(format!("invalid duration {v}")))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Millis, E> {
+                let t = v.trim();
+                let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+                    (n, 1.0)
+                } else if let Some(n) = t.strip_suffix('s') {
+                    (n, 1000.0)
+                } else if let Some(n) = t.strip_suffix('m') {
+                    (n, 60_000.0)
+                } else {
+                    (t, 1000.0)
+                };
+                match num.trim().parse::<f64>() {
+                    Ok(n) if n.is_finite() && n >= 0.0 => Ok(Millis((n * scale).round() as u64)),
+                    _ => Err(E::custom(format!(
+                        "invalid duration {v:?} (expected e.g. \"2s\" or \"250ms\")"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A live channel.

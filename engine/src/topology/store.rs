@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 pub struct TopologyStore {
     current: ArcSwap<Topology>,
     writer: Mutex<()>,
+    /// Announces each new version (the health checker listens).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl TopologyStore {
@@ -23,7 +25,13 @@ impl TopologyStore {
         Ok(TopologyStore {
             current: ArcSwap::from_pointee(build(doc, 1)?),
             writer: Mutex::new(()),
+            published: tokio::sync::watch::Sender::new(1),
         })
+    }
+
+    /// A receiver that sees every newly published version.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The current snapshot, for the request path (no lock, no refcount
@@ -42,9 +50,31 @@ impl TopologyStore {
     /// number. On error the current snapshot is kept.
     pub fn replace(&self, doc: &TopologyDoc) -> Result<Arc<Topology>, TopologyError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let next = self.current.load().version + 1;
-        let topology = Arc::new(build(doc, next)?);
+        let old = self.current.load_full();
+        let mut topology = build(doc, old.version + 1)?;
+        carry_over_health(&old, &mut topology);
+        let topology = Arc::new(topology);
         self.current.store(topology.clone());
+        self.published.send_replace(topology.version);
         Ok(topology)
+    }
+}
+
+/// Servers whose address and health check are unchanged keep their health
+/// state; drain state is kept by id whatever changed.
+fn carry_over_health(old: &Topology, new: &mut Topology) {
+    for server in &mut new.servers {
+        let Some(i) = old.server_index(&server.id) else {
+            continue;
+        };
+        let before = &old.servers[i as usize];
+        if before.host == server.host
+            && before.port == server.port
+            && before.healthcheck == server.healthcheck
+        {
+            server.health = before.health.clone();
+        } else if before.health.draining() {
+            server.health.set_draining(true);
+        }
     }
 }
