@@ -339,7 +339,9 @@ fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
 
 fn routing_error(e: RoutingError) -> Reply {
     let status = match e {
-        RoutingError::UnknownVersion(_) | RoutingError::NoCanary => StatusCode::NOT_FOUND,
+        RoutingError::UnknownVersion(_) | RoutingError::NoCanary | RoutingError::NoShadow => {
+            StatusCode::NOT_FOUND
+        }
         RoutingError::NoPrevious => StatusCode::CONFLICT,
         RoutingError::BadPercent(_) => StatusCode::BAD_REQUEST,
     };

@@ -32,7 +32,7 @@ pub enum Fallback {
 }
 
 /// The versions serving requests.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RoutingState {
     /// Decides requests not in the canary share.
     pub active: Arc<LoadedPolicy>,
@@ -203,6 +203,9 @@ pub enum RoutingError {
     /// No canary is running.
     #[error("no canary is running")]
     NoCanary,
+    /// No shadow is running.
+    #[error("no shadow is running")]
+    NoShadow,
     /// A percentage outside 0..=100.
     #[error("percent must be between 0 and 100, got {0}")]
     BadPercent(u32),
@@ -379,6 +382,18 @@ impl PolicyHost {
         });
     }
 
+    /// Replaces the routing state with `change(current)`, under the
+    /// catalogue lock so that concurrent changes do not lose each other.
+    fn update_routing(
+        &self,
+        change: impl FnOnce(&RoutingState) -> Result<RoutingState, RoutingError>,
+    ) -> Result<Arc<RoutingState>, RoutingError> {
+        let _guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.routing.load_full();
+        self.routing.store(Arc::new(change(&old)?));
+        Ok(old)
+    }
+
     /// Starts or widens a canary of `version` for `percent` of clients.
     pub fn set_canary(&self, version: u64, percent: u32) -> Result<(), RoutingError> {
         if percent > 100 {
@@ -387,32 +402,28 @@ impl PolicyHost {
         let policy = self
             .find(version)
             .ok_or(RoutingError::UnknownVersion(version))?;
-        let _guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.routing.load_full();
-        self.routing.store(Arc::new(RoutingState {
-            active: old.active.clone(),
-            previous: old.previous.clone(),
-            canary: Some(Canary {
-                policy,
-                percent: percent as u8,
-            }),
-            shadow: old.shadow.clone(),
-        }));
+        self.update_routing(|old| {
+            Ok(RoutingState {
+                canary: Some(Canary {
+                    policy,
+                    percent: percent as u8,
+                }),
+                ..old.clone()
+            })
+        })?;
         Ok(())
     }
 
     /// Ends the canary; its clients go back to the active version.
     pub fn abort_canary(&self) -> Result<Arc<LoadedPolicy>, RoutingError> {
-        let _guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.routing.load_full();
-        let canary = old.canary.clone().ok_or(RoutingError::NoCanary)?;
-        self.routing.store(Arc::new(RoutingState {
-            active: old.active.clone(),
-            previous: old.previous.clone(),
-            canary: None,
-            shadow: old.shadow.clone(),
-        }));
-        Ok(canary.policy)
+        let old = self.update_routing(|old| {
+            old.canary.as_ref().ok_or(RoutingError::NoCanary)?;
+            Ok(RoutingState {
+                canary: None,
+                ..old.clone()
+            })
+        })?;
+        Ok(old.canary.clone().expect("checked above").policy)
     }
 
     /// Makes the canary version the active one for everybody.
@@ -438,32 +449,31 @@ impl PolicyHost {
         let policy = self
             .find(version)
             .ok_or(RoutingError::UnknownVersion(version))?;
-        let _guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.routing.load_full();
-        self.routing.store(Arc::new(RoutingState {
-            active: old.active.clone(),
-            previous: old.previous.clone(),
-            canary: old.canary.clone(),
-            shadow: Some(Arc::new(Shadow {
-                policy,
-                sample_percent: sample_percent as u8,
-                report: Mutex::new(ShadowReport::default()),
-            })),
-        }));
+        self.update_routing(|old| {
+            Ok(RoutingState {
+                shadow: Some(Arc::new(Shadow {
+                    policy,
+                    sample_percent: sample_percent as u8,
+                    report: Mutex::new(ShadowReport::default()),
+                })),
+                ..old.clone()
+            })
+        })?;
         Ok(())
     }
 
     /// Stops the shadow; returns its final report.
     pub fn clear_shadow(&self) -> Option<(Arc<LoadedPolicy>, ShadowReport)> {
-        let _guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.routing.load_full();
+        let old = self
+            .update_routing(|old| {
+                old.shadow.as_ref().ok_or(RoutingError::NoShadow)?;
+                Ok(RoutingState {
+                    shadow: None,
+                    ..old.clone()
+                })
+            })
+            .ok()?;
         let shadow = old.shadow.clone()?;
-        self.routing.store(Arc::new(RoutingState {
-            active: old.active.clone(),
-            previous: old.previous.clone(),
-            canary: old.canary.clone(),
-            shadow: None,
-        }));
         let report = shadow
             .report
             .lock()

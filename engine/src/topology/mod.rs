@@ -12,6 +12,7 @@ pub mod load;
 pub mod model;
 pub mod prefix_table;
 pub mod store;
+pub mod synthetic;
 
 use foldhash::HashMap;
 use ipnet::IpNet;
