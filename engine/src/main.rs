@@ -151,6 +151,11 @@ struct ServeArgs {
     /// 443 servers), besides the Mozilla roots.
     #[arg(long)]
     health_ca_file: Option<PathBuf>,
+    /// Decide every request with the engine's native implementation of the
+    /// default rule instead of the wasm policy: the baseline that shows what
+    /// the sandbox costs. Not for production.
+    #[arg(long)]
+    native_only: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -283,6 +288,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         policy_header: !args.no_policy_header,
         seed: args.random_seed,
         fail_open: args.health_fail_open,
+        native_only: args.native_only,
     };
     edgeward::health::checker::spawn(
         store.clone(),

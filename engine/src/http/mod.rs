@@ -37,6 +37,8 @@ pub struct ListenerConfig {
     pub seed: Option<u64>,
     /// Offer down edges when no edge of a request is up.
     pub fail_open: bool,
+    /// Decide with the native rule only (benchmark baseline).
+    pub native_only: bool,
 }
 
 /// Binds one `SO_REUSEPORT` socket per worker on `config.listen` (port 0
@@ -86,6 +88,7 @@ pub fn spawn_workers(
                 config.seed.map(|s| s.wrapping_add(i as u64)),
             );
             decider.fail_open = config.fail_open;
+            decider.native_only = config.native_only;
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || worker(socket, settings, decider))

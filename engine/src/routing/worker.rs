@@ -47,6 +47,9 @@ pub struct Decider {
     suppressed: u64,
     /// Offer down edges when no edge is up (`--health-fail-open`).
     pub fail_open: bool,
+    /// Decide with the native rule only, never calling a wasm policy (the
+    /// benchmark baseline that shows what the sandbox costs).
+    pub native_only: bool,
 }
 
 impl Decider {
@@ -65,6 +68,7 @@ impl Decider {
             last_warning: None,
             suppressed: 0,
             fail_open: false,
+            native_only: false,
         }
     }
 
@@ -81,9 +85,19 @@ impl Decider {
                 };
             }
         };
+        let seed = self.rng.next_u64();
+        if self.native_only {
+            let outcome =
+                finish(&topology, &prepared, native::select(&prepared.tiers, seed)).unwrap_or(
+                    Outcome::refuse(503, "no available edge server for this client"),
+                );
+            return Decided {
+                outcome,
+                decided_by: Some(NATIVE),
+            };
+        }
         let routing = self.policies.routing();
         self.prune(&routing);
-        let seed = self.rng.next_u64();
         let policy = routing.for_client(client_hash(client));
 
         let (outcome, decided_by) = match self.call(policy, &topology, &prepared, seed) {
