@@ -18,6 +18,7 @@ pub struct Control {
     pub policies: Arc<PolicyHost>,
     /// When the engine started.
     pub started: Instant,
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -27,7 +28,24 @@ impl Control {
             topology,
             policies,
             started: Instant::now(),
+            ready: false.into(),
         }
+    }
+
+    /// Marks the engine ready: topology and policy loaded, workers serving.
+    pub fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Marks the engine not ready (it is shutting down).
+    pub fn set_not_ready(&self) {
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the engine serves player traffic.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Parses, validates and publishes a topology (JSON or MessagePack).

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve player requests (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a topology file (JSON or MessagePack) and print a summary or
     /// every problem found.
     CheckTopology {
@@ -58,6 +58,14 @@ enum Command {
         #[arg(long)]
         msgpack: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +159,13 @@ struct ServeArgs {
     /// 443 servers), besides the Mozilla roots.
     #[arg(long)]
     health_ca_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish
+    /// before the process exits anyway, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    shutdown_grace_ms: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Decide every request with the engine's native implementation of the
     /// default rule instead of the wasm policy: the baseline that shows what
     /// the sandbox costs. Not for production.
@@ -159,20 +174,28 @@ struct ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let json_logs = matches!(
+        &cli.command,
+        Some(Command::Serve(args)) if matches!(args.log_format, LogFormat::Json)
+    );
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     // No command means `serve` with its defaults.
     let command = cli
         .command
         .or_else(|| Cli::parse_from(["edgeward", "serve"]).command);
     let result = match command.expect("serve parses with no arguments") {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::CheckTopology { file } => check_topology(&file),
         Command::Policy(PolicyCommand::Check {
             file,
@@ -315,10 +338,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (sockets, bound) =
         http::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
-    http::spawn_workers(sockets, &config, store.clone(), policies.clone())?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers =
+        http::spawn_workers(sockets, &config, store.clone(), policies.clone(), &shutdown)?;
+    control.set_ready();
 
     announce(bound, config.workers, &store.load(), admin_addr);
-    signals(args, control)
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    signals(args, control.clone())?;
+
+    // Graceful shutdown: not ready any more, stop accepting, let requests
+    // in flight finish (within the grace period), then exit.
+    control.set_not_ready();
+    let _ = stop.send(true);
+    let deadline = std::time::Instant::now() + grace;
+    for worker in workers {
+        while !worker.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
@@ -450,7 +490,7 @@ fn signals(args: ServeArgs, control: Arc<Control>) -> anyhow::Result<()> {
                 _ = int.recv() => break,
             }
         }
-        tracing::info!("stopping");
+        tracing::info!("stopping: no new connections, finishing requests in flight");
         Ok(())
     })
 }

@@ -170,11 +170,33 @@ impl Engine {
 
     /// Sends SIGHUP (reload the topology and policy files).
     pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Sends a signal (`-TERM`, `-HUP`, ...).
+    pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([sig, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < PATIENCE, "the engine did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every stderr line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Number of stderr lines so far (to wait for lines after a point).

@@ -4,6 +4,7 @@
 mod admin;
 mod harness;
 mod health;
+mod ops;
 mod policies;
 mod routing;
 mod sandbox;

@@ -3,6 +3,7 @@
 //!
 //! | method & path | what |
 //! |---|---|
+//! | `GET /healthz`, `GET /readyz` | liveness, readiness (no token needed) |
 //! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback |
 //! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time |
 //! | `POST /policies/{name}[?activate=true]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate"}` |
@@ -36,6 +37,20 @@ pub(super) async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Reply {
+    // Probes for orchestrators: no token needed, nothing revealed.
+    if req.method() == Method::GET {
+        match req.uri().path() {
+            "/healthz" => return ok(json!({ "status": "alive" })),
+            "/readyz" if control.is_ready() => return ok(json!({ "status": "ready" })),
+            "/readyz" => {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "status": "not ready" }),
+                );
+            }
+            _ => {}
+        }
+    }
     let who = match token {
         Some(t) => {
             let auth = req

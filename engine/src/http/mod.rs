@@ -66,13 +66,15 @@ pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<std::net::TcpListen
     Ok((sockets, addr))
 }
 
-/// Starts one worker thread per socket. The threads run until the process
-/// exits.
+/// Starts one worker thread per socket. The threads run until `shutdown`
+/// turns true; then each stops accepting and returns once its open
+/// connections have finished their requests.
 pub fn spawn_workers(
     sockets: Vec<std::net::TcpListener>,
     config: &ListenerConfig,
     topology: Arc<TopologyStore>,
     policies: Arc<PolicyHost>,
+    shutdown: &Shutdown,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     sockets
         .into_iter()
@@ -89,14 +91,20 @@ pub fn spawn_workers(
             );
             decider.fail_open = config.fail_open;
             decider.native_only = config.native_only;
+            let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(socket, settings, decider))
+                .spawn(move || worker(socket, settings, decider, shutdown))
         })
         .collect()
 }
 
-fn worker(socket: std::net::TcpListener, settings: respond::Settings, decider: Decider) {
+fn worker(
+    socket: std::net::TcpListener,
+    settings: respond::Settings,
+    decider: Decider,
+    mut shutdown: Shutdown,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,8 +114,13 @@ fn worker(socket: std::net::TcpListener, settings: respond::Settings, decider: D
         let listener = tokio::net::TcpListener::from_std(socket).expect("registering the listener");
         let decider = Rc::new(RefCell::new(decider));
         let settings = Rc::new(settings);
+        let open = Rc::new(std::cell::Cell::new(0usize));
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not die.
@@ -119,6 +132,9 @@ fn worker(socket: std::net::TcpListener, settings: respond::Settings, decider: D
             let _ = stream.set_nodelay(true);
             let decider = decider.clone();
             let settings = settings.clone();
+            let mut shutdown = shutdown.clone();
+            let open = open.clone();
+            open.set(open.get() + 1);
             tokio::task::spawn_local(async move {
                 let service = service_fn(move |req| {
                     let response = respond::answer(&decider, &settings, peer, &req);
@@ -129,10 +145,30 @@ fn worker(socket: std::net::TcpListener, settings: respond::Settings, decider: D
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(30))
                     .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = shutdown.changed() => {
+                        // Finish the request in progress, then close.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
+                open.set(open.get() - 1);
             });
+        }
+        // Stopped accepting (the socket closes here); let open connections
+        // finish their requests.
+        drop(listener);
+        while open.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
 }
+
+/// Tells the workers to stop: they stop accepting, finish the requests in
+/// progress, close their connections and return.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
