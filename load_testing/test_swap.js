@@ -7,7 +7,8 @@
 // Environment: BASE_URL (http://127.0.0.1:8080), ADMIN_URL
 // (http://127.0.0.1:9090), ADMIN_TOKEN, TOPOLOGY (the file the engine
 // serves; default the embedded demo's source), POLICY_WASM (a component to
-// upload as the second version), VUS (20), DURATION (30s).
+// upload as the second version), SWAP_PAUSE (seconds between swaps, 0.1),
+// VUS (20), DURATION (30s).
 
 import http from 'k6/http';
 import { check, sleep } from 'k6';
@@ -97,5 +98,5 @@ export function operator(data) {
     check(t, { 'topology replaced': (res) => res.status === 200 });
     swaps.add(1);
   }
-  sleep(0.1);
+  sleep(parseFloat(__ENV.SWAP_PAUSE || '0.1'));
 }

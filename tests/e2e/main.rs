@@ -4,6 +4,7 @@
 mod admin;
 mod harness;
 mod health;
+mod k6;
 mod ops;
 mod policies;
 mod routing;
