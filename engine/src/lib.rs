@@ -20,4 +20,5 @@ pub mod health;
 pub mod http;
 pub mod policy;
 pub mod routing;
+pub mod systemd;
 pub mod topology;

@@ -344,8 +344,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     control.set_ready();
 
     announce(bound, config.workers, &store.load(), admin_addr);
+    let notifier = edgeward::systemd::Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.notify("READY=1");
+    }
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    signals(args, control.clone())?;
+    signals(args, control.clone(), notifier.as_ref(), &workers)?;
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
 
     // Graceful shutdown: not ready any more, stop accepting, let requests
     // in flight finish (within the grace period), then exit.
@@ -455,7 +462,12 @@ fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Optio
 /// --topology or --policy file, reloads it through the same validation as
 /// the admin API (a file that fails is refused and the current version
 /// kept); SIGINT and SIGTERM stop the process.
-fn signals(args: ServeArgs, control: Arc<Control>) -> anyhow::Result<()> {
+fn signals(
+    args: ServeArgs,
+    control: Arc<Control>,
+    notifier: Option<&edgeward::systemd::Notifier>,
+    workers: &[std::thread::JoinHandle<()>],
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -468,8 +480,18 @@ fn signals(args: ServeArgs, control: Arc<Control>) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(watch);
         let mut topology_seen = fingerprint(args.topology.as_deref());
         let mut policy_seen = fingerprint(args.policy.as_deref());
+        let watchdog = notifier.and(edgeward::systemd::Notifier::watchdog_interval());
+        let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
             tokio::select! {
+                _ = ping.tick(), if watchdog.is_some() => {
+                    // Alive means: every worker thread still runs.
+                    if workers.iter().all(|w| !w.is_finished())
+                        && let Some(n) = notifier
+                    {
+                        n.notify("WATCHDOG=1");
+                    }
+                }
                 _ = hup.recv() => {
                     reload_topology(&args, &control, "SIGHUP");
                     reload_policy(&args, &control, "SIGHUP");

@@ -56,3 +56,59 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let dir = TempDir::new("unit");
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/edgeward.service"),
+    )
+    .unwrap();
+    // Point ExecStart at the binary under test (verify checks it exists).
+    let path = dir.path("edgeward.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/edgeward", crate::harness::binary()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) is needed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
+
+#[test]
+fn ready_and_watchdog_notifications_reach_systemd() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("notify");
+    let socket_path = dir.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut child = std::process::Command::new(crate::harness::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let n = socket.recv(&mut buf).expect("a notification");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen[0], "READY=1");
+    assert!(seen[1..].iter().all(|s| s == "WATCHDOG=1"), "{seen:?}");
+}
