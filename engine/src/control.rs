@@ -18,6 +18,8 @@ pub struct Control {
     pub policies: Arc<PolicyHost>,
     /// When the engine started.
     pub started: Instant,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
     ready: std::sync::atomic::AtomicBool,
 }
 
@@ -28,6 +30,7 @@ impl Control {
             topology,
             policies,
             started: Instant::now(),
+            metrics: crate::metrics::Metrics::new(),
             ready: false.into(),
         }
     }

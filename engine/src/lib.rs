@@ -18,6 +18,7 @@ pub mod builtin;
 pub mod control;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod routing;
 pub mod systemd;

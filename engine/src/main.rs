@@ -339,8 +339,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (sockets, bound) =
         http::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let workers =
-        http::spawn_workers(sockets, &config, store.clone(), policies.clone(), &shutdown)?;
+    let workers = http::spawn_workers(
+        sockets,
+        &config,
+        store.clone(),
+        policies.clone(),
+        &control.metrics,
+        &shutdown,
+    )?;
     control.set_ready();
 
     announce(bound, config.workers, &store.load(), admin_addr);

@@ -112,3 +112,54 @@ fn ready_and_watchdog_notifications_reach_systemd() {
     assert_eq!(seen[0], "READY=1");
     assert!(seen[1..].iter().all(|s| s == "WATCHDOG=1"), "{seen:?}");
 }
+
+#[test]
+fn metrics_count_requests_by_kind_and_status() {
+    let engine = Engine::start(&[]);
+    let mut conn = engine.connect();
+    for _ in 0..3 {
+        assert_eq!(
+            conn.request("GET", "/btv/live/hls/ch1.m3u8", &[]).status,
+            302
+        );
+    }
+    conn.request("GET", "/vod/a.mp4", &[]);
+    conn.request("GET", "/btv/live/hls/nope", &[]);
+    conn.request("GET", "/nothing", &[]);
+    conn.request("POST", "/vod/a.mp4", &[("Content-Length", "0")]);
+    let resp = engine.admin("GET", "/metrics", b"", "text/plain", None);
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.header("Content-Type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = resp.body;
+    let total = |kind: &str, code: u16| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "edgeward_requests_total{{kind=\"{kind}\",code=\"{code}\","
+                ))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(total("live", 302), 3, "{text}");
+    assert_eq!(total("vod", 302), 1);
+    assert_eq!(total("live", 404), 1);
+    assert_eq!(total("other", 404), 1);
+    assert_eq!(total("other", 405), 1);
+    for name in [
+        "edgeward_decision_duration_seconds_bucket",
+        "edgeward_policy_info{policy=\"nearest\",version=\"1\",role=\"active\"",
+        "edgeward_policy_calls_total{policy=\"nearest\",version=\"1\"}",
+        "edgeward_topology_info{version=\"1\"",
+        "edgeward_server_state{server=\"edge-msk-1\",state=\"unknown\"} 1",
+        "edgeward_build_info",
+        "edgeward_ready 1",
+    ] {
+        assert!(text.contains(name), "missing {name}:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"));
+}

@@ -4,6 +4,7 @@
 //! | method & path | what |
 //! |---|---|
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness (no token needed) |
+//! | `GET /metrics` | Prometheus/OpenMetrics text |
 //! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback |
 //! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time |
 //! | `POST /policies/{name}[?activate=true]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate"}` |
@@ -87,6 +88,16 @@ pub(super) async fn handle(
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
 
     match (&parts.method, path.as_slice()) {
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(control.metrics.render(control))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
         (&Method::GET, ["status"]) => ok(status(control)),
         (&Method::GET, ["policies"]) => ok(json!({ "policies": control.policies.list() })),
         (&Method::POST, ["policies", "rollback"]) => match control.rollback(&who) {

@@ -74,6 +74,7 @@ pub fn spawn_workers(
     config: &ListenerConfig,
     topology: Arc<TopologyStore>,
     policies: Arc<PolicyHost>,
+    metrics: &crate::metrics::Metrics,
     shutdown: &Shutdown,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     sockets
@@ -91,6 +92,7 @@ pub fn spawn_workers(
             );
             decider.fail_open = config.fail_open;
             decider.native_only = config.native_only;
+            decider.metrics = Some(metrics.worker(i as u16));
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))

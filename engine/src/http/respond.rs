@@ -1,6 +1,7 @@
 //! From an HTTP request to an HTTP response: method, route, client address,
 //! decision, wire format.
 
+use crate::metrics::Kind;
 use crate::routing::client::TrustedProxies;
 use crate::routing::url::{self, UrlError};
 use crate::routing::{Decided, Decider, Outcome};
@@ -40,16 +41,34 @@ pub(super) fn answer<B>(
         let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         resp.headers_mut().insert(ALLOW, GET_HEAD);
         resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+        count(decider, Kind::other, 405, None);
         return resp;
     }
-    let decided = decide(decider, &settings.trusted, peer, req);
+    let started = std::time::Instant::now();
+    let (decided, kind) = decide(decider, &settings.trusted, peer, req);
+    let elapsed = (kind != Kind::other).then(|| started.elapsed());
     let mut resp = render(decided.outcome);
     if settings.policy_header
         && let Some(by) = decided.decided_by
     {
         resp.headers_mut().insert(POLICY_HEADER, by);
     }
+    count(decider, kind, resp.status().as_u16(), elapsed);
     resp
+}
+
+fn count(
+    decider: &RefCell<Decider>,
+    kind: Kind,
+    status: u16,
+    decision: Option<std::time::Duration>,
+) {
+    if let Some(m) = &decider.borrow().metrics {
+        m.request(kind, status);
+        if let Some(d) = decision {
+            m.decision(d.as_secs_f64());
+        }
+    }
 }
 
 fn decide<B>(
@@ -57,24 +76,38 @@ fn decide<B>(
     trusted: &TrustedProxies,
     peer: SocketAddr,
     req: &Request<B>,
-) -> Decided {
-    let refuse = |outcome| Decided {
-        outcome,
-        decided_by: None,
+) -> (Decided, Kind) {
+    let refuse = |outcome, kind| {
+        (
+            Decided {
+                outcome,
+                decided_by: None,
+            },
+            kind,
+        )
     };
     let route = match url::parse(req.uri().path()) {
         Ok(route) => route,
-        Err(UrlError::NoRoute) => return refuse(Outcome::refuse(404, "no such route")),
-        Err(UrlError::Malformed(why)) => return refuse(Outcome::refuse(400, why)),
+        Err(UrlError::NoRoute) => {
+            return refuse(Outcome::refuse(404, "no such route"), Kind::other);
+        }
+        Err(UrlError::Malformed(why)) => return refuse(Outcome::refuse(400, why), Kind::other),
+    };
+    let kind = match route {
+        url::Route::Live { .. } => Kind::live,
+        url::Route::Catchup { .. } => Kind::catchup,
+        url::Route::Vod(_) => Kind::vod,
+        url::Route::Static(_) => Kind::r#static,
     };
     let x_real_ip = req.headers().get("x-real-ip").map(HeaderValue::as_bytes);
     let client = match trusted.client(peer.ip(), x_real_ip) {
         Ok(ip) => ip,
-        Err(why) => return refuse(Outcome::refuse(400, why)),
+        Err(why) => return refuse(Outcome::refuse(400, why), kind),
     };
-    decider
+    let decided = decider
         .borrow_mut()
-        .decide(&route, req.uri().query(), client)
+        .decide(&route, req.uri().query(), client);
+    (decided, kind)
 }
 
 /// The response for an outcome. (For `HEAD`, hyper sends the same head

@@ -50,6 +50,8 @@ pub struct Decider {
     /// Decide with the native rule only, never calling a wasm policy (the
     /// benchmark baseline that shows what the sandbox costs).
     pub native_only: bool,
+    /// This worker's metric handles.
+    pub metrics: Option<crate::metrics::WorkerMetrics>,
 }
 
 impl Decider {
@@ -69,6 +71,7 @@ impl Decider {
             suppressed: 0,
             fail_open: false,
             native_only: false,
+            metrics: None,
         }
     }
 
@@ -102,7 +105,13 @@ impl Decider {
 
         let (outcome, decided_by) = match self.call(policy, &topology, &prepared, seed) {
             Some(outcome) => (outcome, policy.header.clone()),
-            None => self.fall_back(&routing, policy, &topology, &prepared, seed),
+            None => {
+                let (outcome, by) = self.fall_back(&routing, policy, &topology, &prepared, seed);
+                if let Some(m) = &self.metrics {
+                    m.fallback(&policy.label(), by.to_str().unwrap_or("?"));
+                }
+                (outcome, by)
+            }
         };
 
         if let Some(shadow) = &routing.shadow

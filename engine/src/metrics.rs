@@ -1,0 +1,321 @@
+//! Prometheus metrics, served as text at `/metrics` on the admin listener.
+//!
+//! The request path only touches counters and a histogram owned by its own
+//! worker (a `worker` label keeps workers from sharing cache lines; sum it
+//! away in queries). Everything else (policy call statistics, server health,
+//! topology and policy versions) is read from the live state when scraped.
+
+use crate::control::Control;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Kind of a player request, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Kind {
+    /// `/btv/live/...`
+    live,
+    /// `/btv/catchup/...`
+    catchup,
+    /// `/vod/...`
+    vod,
+    /// `/static/...`
+    r#static,
+    /// Anything that is not a route, or not a GET/HEAD.
+    other,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::live,
+    Kind::catchup,
+    Kind::vod,
+    Kind::r#static,
+    Kind::other,
+];
+/// Statuses with a pre-created counter per worker; others take a slower path.
+const STATUSES: [u16; 5] = [302, 400, 404, 405, 503];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: Kind,
+    code: u16,
+    worker: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    policy: String,
+    answered_by: String,
+}
+
+/// The engine's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    decision: Family<WorkerLabel, Histogram>,
+    fallbacks: Family<FallbackLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers the request-path metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "edgeward_requests",
+            "Player requests by kind and status code",
+            requests.clone(),
+        );
+        let decision = Family::<WorkerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 2.5e-2,
+            ])
+        });
+        registry.register(
+            "edgeward_decision_duration_seconds",
+            "Time from parsed request to decided answer (lookup, tiers, policy call, checks)",
+            decision.clone(),
+        );
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "edgeward_policy_fallbacks",
+            "Requests answered by the fallback after their policy call failed",
+            fallbacks.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            decision,
+            fallbacks,
+        }
+    }
+
+    /// The handles one worker increments.
+    pub fn worker(&self, worker: u16) -> WorkerMetrics {
+        let counters = KINDS.map(|kind| {
+            STATUSES.map(|code| {
+                self.requests
+                    .get_or_create(&RequestLabels { kind, code, worker })
+                    .clone()
+            })
+        });
+        WorkerMetrics {
+            worker,
+            counters,
+            decision: self.decision.get_or_create(&WorkerLabel { worker }).clone(),
+            requests: self.requests.clone(),
+            fallbacks: self.fallbacks.clone(),
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self, control: &Control) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &live_state(control));
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+        out
+    }
+}
+
+/// One worker's metric handles.
+pub struct WorkerMetrics {
+    worker: u16,
+    counters: [[Counter; STATUSES.len()]; KINDS.len()],
+    decision: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+}
+
+impl WorkerMetrics {
+    /// Counts one answered request.
+    #[inline]
+    pub fn request(&self, kind: Kind, code: u16) {
+        let k = KINDS
+            .iter()
+            .position(|&x| x == kind)
+            .unwrap_or(KINDS.len() - 1);
+        match STATUSES.iter().position(|&s| s == code) {
+            Some(s) => {
+                self.counters[k][s].inc();
+            }
+            None => {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        kind,
+                        code,
+                        worker: self.worker,
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Records how long a decision took.
+    #[inline]
+    pub fn decision(&self, seconds: f64) {
+        self.decision.observe(seconds);
+    }
+
+    /// Counts a request answered by a fallback after `policy` failed.
+    pub fn fallback(&self, policy: &str, answered_by: &str) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                policy: policy.to_string(),
+                answered_by: answered_by.to_string(),
+            })
+            .inc();
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Metrics read from the live state at scrape time.
+fn live_state(control: &Control) -> Registry {
+    let mut r = Registry::default();
+    let gauge = |r: &mut Registry, name: &str, help: &str, series: Vec<(Labels, f64)>| {
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (labels, value) in series {
+            family.get_or_create(&labels).set(value);
+        }
+        r.register(name, help, family);
+    };
+    let counter = |r: &mut Registry, name: &str, help: &str, series: Vec<(Labels, u64)>| {
+        let family = Family::<Labels, Counter>::default();
+        for (labels, value) in series {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        r.register(name, help, family);
+    };
+    let l = |pairs: &[(&str, String)]| -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+
+    gauge(
+        &mut r,
+        "edgeward_build_info",
+        "Build of the running engine",
+        vec![(l(&[("version", env!("CARGO_PKG_VERSION").into())]), 1.0)],
+    );
+    let topology = control.topology.load();
+    gauge(
+        &mut r,
+        "edgeward_topology_info",
+        "The topology being served",
+        vec![(
+            l(&[
+                ("version", topology.version.to_string()),
+                ("hash", topology.hash.clone()),
+            ]),
+            1.0,
+        )],
+    );
+    gauge(
+        &mut r,
+        "edgeward_uptime_seconds",
+        "Seconds since the engine started",
+        vec![(Vec::new(), control.started.elapsed().as_secs_f64())],
+    );
+    gauge(
+        &mut r,
+        "edgeward_ready",
+        "1 when the engine serves players",
+        vec![(Vec::new(), if control.is_ready() { 1.0 } else { 0.0 })],
+    );
+
+    let policies = control.policies.list();
+    let id = |p: &crate::policy::PolicyInfo| {
+        l(&[
+            ("policy", p.name.clone()),
+            ("version", p.version.to_string()),
+        ])
+    };
+    gauge(
+        &mut r,
+        "edgeward_policy_info",
+        "Loaded policy versions and their role",
+        policies
+            .iter()
+            .map(|p| {
+                let mut labels = id(p);
+                labels.extend(l(&[("role", p.role.into()), ("hash", p.hash.clone())]));
+                (labels, 1.0)
+            })
+            .collect(),
+    );
+    counter(
+        &mut r,
+        "edgeward_policy_calls",
+        "Policy calls",
+        policies.iter().map(|p| (id(p), p.stats.calls)).collect(),
+    );
+    counter(
+        &mut r,
+        "edgeward_policy_traps",
+        "Policy calls that trapped or ran out of budget",
+        policies.iter().map(|p| (id(p), p.stats.traps)).collect(),
+    );
+    counter(
+        &mut r,
+        "edgeward_policy_deadline_hits",
+        "Policy calls that ran out of budget",
+        policies
+            .iter()
+            .map(|p| (id(p), p.stats.deadline_hits))
+            .collect(),
+    );
+    counter(
+        &mut r,
+        "edgeward_policy_invalid_answers",
+        "Policy answers refused by the engine's checks",
+        policies
+            .iter()
+            .map(|p| (id(p), p.stats.invalid_answers))
+            .collect(),
+    );
+    gauge(
+        &mut r,
+        "edgeward_policy_mean_call_seconds",
+        "Mean duration of a policy call",
+        policies
+            .iter()
+            .map(|p| (id(p), p.stats.mean_call_us / 1e6))
+            .collect(),
+    );
+    gauge(
+        &mut r,
+        "edgeward_server_state",
+        "Health state of each server: 1 for its current state (up, down, unknown, draining)",
+        topology
+            .servers
+            .iter()
+            .map(|s| {
+                let state = s.health.view().state;
+                (
+                    l(&[("server", s.id.to_string()), ("state", state.to_string())]),
+                    1.0,
+                )
+            })
+            .collect(),
+    );
+    r
+}
