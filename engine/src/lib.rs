@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod builtin;
 pub mod control;
+pub mod ctl;
 pub mod health;
 pub mod http;
 pub mod metrics;
