@@ -17,6 +17,7 @@ pub mod admin;
 pub mod builtin;
 pub mod control;
 pub mod ctl;
+pub mod decision_log;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -287,6 +287,15 @@ struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Write a sampled JSON-lines record of decisions to this file.
+    #[arg(long)]
+    decision_log: Option<PathBuf>,
+    /// Share of decisions recorded in the decision log (0-1).
+    #[arg(long, default_value_t = 0.01)]
+    decision_log_sample: f64,
+    /// Size at which the decision log is rotated (FILE.1 … FILE.3 kept), MiB.
+    #[arg(long, default_value_t = 100)]
+    decision_log_max_mib: u64,
     /// Decide every request with the engine's native implementation of the
     /// default rule instead of the wasm policy: the baseline that shows what
     /// the sandbox costs. Not for production.
@@ -434,6 +443,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seed: args.random_seed,
         fail_open: args.health_fail_open,
         native_only: args.native_only,
+        decision_log: match &args.decision_log {
+            Some(path) => Some(
+                edgeward::decision_log::DecisionLog::open(
+                    path,
+                    args.decision_log_sample,
+                    args.decision_log_max_mib << 20,
+                )
+                .with_context(|| format!("cannot open decision log {}", path.display()))?,
+            ),
+            None => None,
+        },
     };
     edgeward::health::checker::spawn(
         store.clone(),

@@ -163,3 +163,63 @@ fn metrics_count_requests_by_kind_and_status() {
     }
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+#[test]
+fn the_decision_log_records_sampled_decisions_and_rotates() {
+    let dir = TempDir::new("decisions");
+    let log = dir.path("decisions.jsonl");
+    let engine = Engine::start(&[
+        "--decision-log",
+        log.to_str().unwrap(),
+        "--decision-log-sample",
+        "1",
+        "--decision-log-max-mib",
+        "0",
+    ]);
+    let mut conn = engine.connect();
+    for _ in 0..20 {
+        conn.request(
+            "GET",
+            "/btv/live/hls/ch1.m3u8?t=1",
+            &[("X-Real-IP", "10.2.0.9")],
+        );
+    }
+    // Rotation at the 4 KiB floor keeps FILE.1..FILE.3 beside FILE.
+    let start = std::time::Instant::now();
+    let records = loop {
+        let mut all = Vec::new();
+        for name in [
+            "decisions.jsonl",
+            "decisions.jsonl.1",
+            "decisions.jsonl.2",
+            "decisions.jsonl.3",
+        ] {
+            if let Ok(text) = std::fs::read_to_string(dir.path(name)) {
+                all.extend(text.lines().map(str::to_string));
+            }
+        }
+        if all.len() >= 20 || start.elapsed() > std::time::Duration::from_secs(30) {
+            break all;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(dir.path("decisions.jsonl.1").exists(), "the log rotated");
+    assert!(records.len() >= 8, "{} records kept", records.len());
+    let r: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
+    assert_eq!(r["client"], "10.2.0.9");
+    assert_eq!(r["kind"], "live");
+    assert_eq!(r["target"], "ch1");
+    assert_eq!(r["query"], "t=1");
+    assert_eq!(r["status"], 302);
+    assert_eq!(r["policy"], "nearest@1");
+    assert_eq!(r["tiers"][0]["region"], "spb");
+    assert_eq!(r["tiers"][0]["subnet"], "10.2.0.0/16");
+    assert_eq!(r["tiers"][0]["candidates"][0]["server"], "edge-spb-1");
+    assert!(
+        r["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://e1.spb.cdn.example:8080/")
+    );
+    assert!(r["duration_us"].as_f64().unwrap() > 0.0);
+}

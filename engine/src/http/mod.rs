@@ -39,6 +39,8 @@ pub struct ListenerConfig {
     pub fail_open: bool,
     /// Decide with the native rule only (benchmark baseline).
     pub native_only: bool,
+    /// Sampled decision records.
+    pub decision_log: Option<crate::decision_log::DecisionLog>,
 }
 
 /// Binds one `SO_REUSEPORT` socket per worker on `config.listen` (port 0
@@ -93,6 +95,7 @@ pub fn spawn_workers(
             decider.fail_open = config.fail_open;
             decider.native_only = config.native_only;
             decider.metrics = Some(metrics.worker(i as u16));
+            decider.decision_log = config.decision_log.clone();
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))

@@ -11,6 +11,7 @@
 use super::Outcome;
 use super::decide::{Prepared, finish, prepare};
 use super::url::Route;
+use crate::policy::bindings as wit;
 use crate::policy::{Disagreement, Fallback, RoutingState};
 use crate::policy::{LoadedPolicy, PolicyHost, WarmInstance, native};
 use crate::topology::Topology;
@@ -52,6 +53,8 @@ pub struct Decider {
     pub native_only: bool,
     /// This worker's metric handles.
     pub metrics: Option<crate::metrics::WorkerMetrics>,
+    /// Where sampled decisions are recorded (`--decision-log`).
+    pub decision_log: Option<crate::decision_log::DecisionLog>,
 }
 
 impl Decider {
@@ -72,12 +75,14 @@ impl Decider {
             fail_open: false,
             native_only: false,
             metrics: None,
+            decision_log: None,
         }
     }
 
     /// Decides one request: `route` parsed from the path, `query` the raw
     /// query string (without `?`), `client` the client address.
     pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
+        let started = Instant::now();
         let topology = self.topology.load();
         let prepared = match prepare(&topology, route, query, client, self.fail_open) {
             Ok(p) => p,
@@ -128,6 +133,18 @@ impl Decider {
                     shadow: describe_outcome(&theirs),
                 }),
             }
+        }
+        if let Some(log) = &self.decision_log
+            && log.sampled(self.rng.next_u64())
+        {
+            log.record(record(
+                &topology,
+                &prepared,
+                client,
+                &outcome,
+                &decided_by,
+                started,
+            ));
         }
         Decided {
             outcome,
@@ -254,6 +271,70 @@ impl Decider {
     }
 }
 
+/// The decision-log record of one decision.
+fn record(
+    topology: &Topology,
+    prepared: &Prepared<'_>,
+    client: IpAddr,
+    outcome: &Outcome,
+    decided_by: &HeaderValue,
+    started: Instant,
+) -> crate::decision_log::Record {
+    use crate::decision_log::{CandidateRecord, Record, TierRecord};
+    use crate::policy::bindings::CandidateState;
+    let r = &prepared.request;
+    let tiers = prepared
+        .tiers
+        .iter()
+        .map(|t| TierRecord {
+            region: topology.regions[t.region as usize].id.to_string(),
+            region_active: t.region_active,
+            subnet: t
+                .subnet
+                .map(|s| topology.subnets[s as usize].net.to_string()),
+            candidates: t
+                .candidates
+                .iter()
+                .map(|c| CandidateRecord {
+                    server: topology.servers[c.server as usize].id.to_string(),
+                    group: topology.groups[c.group as usize].id.to_string(),
+                    weight: c.weight,
+                    state: [
+                        (CandidateState::SERVER_ACTIVE, "server-active"),
+                        (CandidateState::GROUP_ACTIVE, "group-active"),
+                        (CandidateState::SERVES_RESOURCE, "serves-resource"),
+                        (CandidateState::AVAILABLE, "available"),
+                    ]
+                    .into_iter()
+                    .filter(|(flag, _)| c.state.contains(*flag))
+                    .map(|(_, name)| name)
+                    .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    let (status, location, reason) = match outcome {
+        Outcome::Redirect(url) => (302, Some(url.clone()), None),
+        Outcome::Refuse { status, reason } => (*status, None, Some(reason.to_string())),
+    };
+    Record {
+        time: crate::policy::rfc3339(std::time::SystemTime::now()),
+        client: client.to_string(),
+        kind: kind_name(r.kind).into(),
+        protocol: r.protocol.map(|p| protocol_name(p).into()),
+        encryption: encryption_name(r.encryption).into(),
+        target: r.target.clone(),
+        query: r.query.clone(),
+        topology_version: r.topology_version,
+        tiers,
+        policy: decided_by.to_str().unwrap_or("?").to_string(),
+        status,
+        location,
+        reason,
+        duration_us: started.elapsed().as_secs_f64() * 1e6,
+    }
+}
+
 /// A stable hash of the client address (the same on every node), for the
 /// canary split.
 fn client_hash(ip: IpAddr) -> u64 {
@@ -270,10 +351,37 @@ fn client_hash(ip: IpAddr) -> u64 {
 fn describe(p: &Prepared<'_>) -> String {
     let r = &p.request;
     format!(
-        "{:?} {:?}/{:?} {}",
-        r.kind, r.protocol, r.encryption, r.target
+        "{} {}/{} {}",
+        kind_name(r.kind),
+        r.protocol.map_or("-", protocol_name),
+        encryption_name(r.encryption),
+        r.target
     )
-    .to_lowercase()
+}
+
+fn kind_name(k: wit::RequestKind) -> &'static str {
+    match k {
+        wit::RequestKind::Live => "live",
+        wit::RequestKind::Catchup => "catchup",
+        wit::RequestKind::Vod => "vod",
+        wit::RequestKind::StaticFile => "static-file",
+    }
+}
+
+fn protocol_name(p: wit::Protocol) -> &'static str {
+    match p {
+        wit::Protocol::Hls => "hls",
+        wit::Protocol::Mpd => "mpd",
+    }
+}
+
+fn encryption_name(e: wit::Encryption) -> &'static str {
+    match e {
+        wit::Encryption::None => "none",
+        wit::Encryption::Widevine => "widevine",
+        wit::Encryption::Playready => "playready",
+        wit::Encryption::Cenc => "cenc",
+    }
 }
 
 fn describe_outcome(o: &Outcome) -> String {

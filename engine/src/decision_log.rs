@@ -1,0 +1,179 @@
+//! The decision log: a sampled JSON-lines record of routing decisions
+//! (`--decision-log FILE`), rotated by size.
+//!
+//! Each record says when, who (client address), what was asked, the
+//! candidate tiers the policy saw (with region, subnet and every
+//! candidate's flags), what was answered, which policy version decided and
+//! how long it took: enough to replay the decision later. Workers hand
+//! records to a writer thread through a bounded channel and never wait: when
+//! the writer falls behind, records are dropped and counted.
+
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+/// Records waiting for the writer, at most.
+const QUEUE: usize = 8192;
+/// Rotated files kept (`FILE.1` … `FILE.N`).
+const KEEP: usize = 3;
+
+/// One decision.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    /// RFC 3339 time.
+    pub time: String,
+    /// Client address.
+    pub client: String,
+    /// `live`, `catchup`, `vod` or `static-file`.
+    pub kind: String,
+    /// Protocol, for live and catch-up.
+    pub protocol: Option<String>,
+    /// Asked encryption.
+    pub encryption: String,
+    /// Channel or program `epg_id`, or asset path.
+    pub target: String,
+    /// Raw query string.
+    pub query: String,
+    /// Topology version the decision used.
+    pub topology_version: u64,
+    /// What the policy saw.
+    pub tiers: Vec<TierRecord>,
+    /// `name@version` of what decided (or `native`).
+    pub policy: String,
+    /// Status answered.
+    pub status: u16,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
+    /// Reason, for refusals.
+    pub reason: Option<String>,
+    /// Time to decide, in microseconds.
+    pub duration_us: f64,
+}
+
+/// One tier as the policy saw it.
+#[derive(Debug, Serialize)]
+pub struct TierRecord {
+    /// Region id.
+    pub region: String,
+    /// Region `active` flag.
+    pub region_active: bool,
+    /// Matched subnet (none for the default-region tier).
+    pub subnet: Option<String>,
+    /// The candidates.
+    pub candidates: Vec<CandidateRecord>,
+}
+
+/// One candidate as the policy saw it.
+#[derive(Debug, Serialize)]
+pub struct CandidateRecord {
+    /// Server id.
+    pub server: String,
+    /// Group id.
+    pub group: String,
+    /// Weight.
+    pub weight: u32,
+    /// Set flags: `server-active`, `group-active`, `serves-resource`, `available`.
+    pub state: Vec<&'static str>,
+}
+
+/// The workers' handle on the log.
+#[derive(Clone, Debug)]
+pub struct DecisionLog {
+    tx: SyncSender<Record>,
+    /// Records are kept when a 64-bit draw is below this.
+    threshold: u64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl DecisionLog {
+    /// Opens (appends to) `path` and starts the writer thread. `sample` is
+    /// the share of decisions recorded (0–1); files rotate past `max_bytes`.
+    pub fn open(path: &Path, sample: f64, max_bytes: u64) -> std::io::Result<DecisionLog> {
+        let file = open_append(path)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let path = path.to_path_buf();
+        let dropped = Arc::new(AtomicU64::new(0));
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || writer(rx, path, file, max_bytes.max(4096)))?;
+        Ok(DecisionLog {
+            tx,
+            threshold: (sample.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+            dropped,
+        })
+    }
+
+    /// Whether a decision with this random draw is to be recorded.
+    #[inline]
+    pub fn sampled(&self, draw: u64) -> bool {
+        draw < self.threshold || self.threshold == u64::MAX
+    }
+
+    /// Hands a record to the writer without waiting.
+    pub fn record(&self, record: Record) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(record)
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+fn writer(rx: Receiver<Record>, path: PathBuf, file: std::fs::File, max_bytes: u64) {
+    let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut out = std::io::BufWriter::new(file);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Write what is queued, then flush once.
+        while let Some(record) = next {
+            let mut line = serde_json::to_vec(&record).unwrap_or_default();
+            line.push(b'\n');
+            if out.write_all(&line).is_err() {
+                tracing::warn!(path = %path.display(), "decision log write failed");
+            }
+            written += line.len() as u64;
+            if written >= max_bytes {
+                let _ = out.flush();
+                match rotate(&path) {
+                    Ok(file) => {
+                        out = std::io::BufWriter::new(file);
+                        written = 0;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "decision log rotation failed"),
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+/// `FILE` → `FILE.1` → … → `FILE.KEEP` (the oldest is removed); a new
+/// `FILE` is opened.
+fn rotate(path: &Path) -> std::io::Result<std::fs::File> {
+    let numbered = |n: usize| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    };
+    let _ = std::fs::remove_file(numbered(KEEP));
+    for n in (1..KEEP).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    std::fs::rename(path, numbered(1))?;
+    open_append(path)
+}
