@@ -23,6 +23,8 @@ const KEEP: usize = 3;
 /// One decision.
 #[derive(Debug, Serialize)]
 pub struct Record {
+    /// The request's id (as in its log lines).
+    pub request_id: String,
     /// RFC 3339 time.
     pub time: String,
     /// Client address.

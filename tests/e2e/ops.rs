@@ -207,6 +207,7 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
     assert!(records.len() >= 8, "{} records kept", records.len());
     let r: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
     assert_eq!(r["client"], "10.2.0.9");
+    assert!(r["request_id"].as_str().unwrap().contains('-'));
     assert_eq!(r["kind"], "live");
     assert_eq!(r["target"], "ch1");
     assert_eq!(r["query"], "t=1");

@@ -96,6 +96,7 @@ pub fn spawn_workers(
             decider.native_only = config.native_only;
             decider.metrics = Some(metrics.worker(i as u16));
             decider.decision_log = config.decision_log.clone();
+            decider.worker = i as u16;
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))

@@ -55,6 +55,10 @@ pub struct Decider {
     pub metrics: Option<crate::metrics::WorkerMetrics>,
     /// Where sampled decisions are recorded (`--decision-log`).
     pub decision_log: Option<crate::decision_log::DecisionLog>,
+    /// This worker's number (for request ids).
+    pub worker: u16,
+    /// Requests decided so far by this worker.
+    requests: u64,
 }
 
 impl Decider {
@@ -76,6 +80,8 @@ impl Decider {
             native_only: false,
             metrics: None,
             decision_log: None,
+            worker: 0,
+            requests: 0,
         }
     }
 
@@ -83,6 +89,7 @@ impl Decider {
     /// query string (without `?`), `client` the client address.
     pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
         let started = Instant::now();
+        self.requests += 1;
         let topology = self.topology.load();
         let prepared = match prepare(&topology, route, query, client, self.fail_open) {
             Ok(p) => p,
@@ -137,6 +144,7 @@ impl Decider {
         if let Some(log) = &self.decision_log
             && log.sampled(self.rng.next_u64())
         {
+            let id = self.request_id();
             log.record(record(
                 &topology,
                 &prepared,
@@ -144,6 +152,7 @@ impl Decider {
                 &outcome,
                 &decided_by,
                 started,
+                id,
             ));
         }
         Decided {
@@ -252,6 +261,12 @@ impl Decider {
     }
 
     /// Logs a policy failure, at most once per [`WARN_EVERY`] per worker.
+    /// The id of the request being decided: `{worker}-{sequence}`, the
+    /// same in its log lines and its decision-log record.
+    fn request_id(&self) -> String {
+        format!("{}-{}", self.worker, self.requests)
+    }
+
     fn warn(&mut self, policy: &LoadedPolicy, failure: &str) {
         let now = Instant::now();
         if self
@@ -262,6 +277,7 @@ impl Decider {
             return;
         }
         tracing::warn!(
+            request_id = %self.request_id(),
             policy = %policy.label(),
             suppressed = self.suppressed,
             "policy call failed: {failure}"
@@ -279,6 +295,7 @@ fn record(
     outcome: &Outcome,
     decided_by: &HeaderValue,
     started: Instant,
+    request_id: String,
 ) -> crate::decision_log::Record {
     use crate::decision_log::{CandidateRecord, Record, TierRecord};
     use crate::policy::bindings::CandidateState;
@@ -318,6 +335,7 @@ fn record(
         Outcome::Refuse { status, reason } => (*status, None, Some(reason.to_string())),
     };
     Record {
+        request_id,
         time: crate::policy::rfc3339(std::time::SystemTime::now()),
         client: client.to_string(),
         kind: kind_name(r.kind).into(),
