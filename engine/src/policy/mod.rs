@@ -12,7 +12,8 @@
 //! down. The budget is counted in fuel (wasm instructions), which is
 //! deterministic: a worker thread that the OS happens to deschedule does not
 //! make a well-behaved policy miss its deadline. Epoch interruption (one
-//! ticker thread) adds a wall-clock backstop at ten times the deadline.
+//! ticker thread) adds a wall-clock backstop at ten times the deadline (at
+//! least one second).
 
 pub mod acceptance;
 pub mod bindings;
@@ -113,8 +114,12 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Fuel (roughly, wasm instructions) a call gets per millisecond of
 /// deadline: a conservative ~0.5 instruction per nanosecond.
 const FUEL_PER_MS: u64 = 500_000;
-/// The wall-clock backstop, as a multiple of the deadline.
+/// The wall-clock backstop, as a multiple of the deadline...
 const BACKSTOP_FACTOR: u32 = 10;
+/// ...and never less than this: fuel already bounds the CPU a call may use,
+/// the backstop only catches a call stuck for other reasons, and it must
+/// not fire on a thread the OS merely descheduled for a while.
+const BACKSTOP_MIN: Duration = Duration::from_secs(1);
 /// Budget of instantiation and `init`, which may build tables.
 const INIT_BUDGET: Duration = Duration::from_secs(1);
 
@@ -126,7 +131,7 @@ impl Sandbox {
 
     /// Epoch ticks for one call's wall-clock backstop.
     fn call_ticks(&self) -> u64 {
-        ticks(self.deadline * BACKSTOP_FACTOR)
+        ticks((self.deadline * BACKSTOP_FACTOR).max(BACKSTOP_MIN))
     }
 }
 
