@@ -30,6 +30,9 @@ pub struct WarmInstance {
     call_ticks: u64,
     call_fuel: u64,
     local: LocalStats,
+    /// This instance's own copy of the decision header value (a per-worker
+    /// copy, so cloning it per request touches no shared cache line).
+    header: http::HeaderValue,
 }
 
 impl WarmInstance {
@@ -85,12 +88,19 @@ impl WarmInstance {
             call_ticks: sandbox.call_ticks(),
             call_fuel: sandbox.call_fuel(),
             local: LocalStats::default(),
+            header: http::HeaderValue::from_bytes(policy.header.as_bytes())
+                .expect("a header value copies into a header value"),
         })
     }
 
     /// The policy this instance runs.
     pub fn policy(&self) -> &Arc<LoadedPolicy> {
         &self.policy
+    }
+
+    /// `name@version` for the decision header.
+    pub fn header(&self) -> &http::HeaderValue {
+        &self.header
     }
 
     /// Calls the policy's `select` for one request, under the deadline.
@@ -112,7 +122,16 @@ impl WarmInstance {
             .set_fuel(self.call_fuel)
             .expect("fuel is enabled");
         let state = self.store.data_mut();
-        state.topology = Some(topology.clone());
+        // Keep the snapshot between calls and swap it only when it changes:
+        // cloning the shared Arc on every call would bounce its reference
+        // count between the cores' caches.
+        if !state
+            .topology
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, topology))
+        {
+            state.topology = Some(topology.clone());
+        }
         state.reseed(seed);
         let started = std::time::Instant::now();
         let result =
@@ -121,7 +140,6 @@ impl WarmInstance {
                 .call_select(&mut self.store, request, tiers);
         self.local.nanos += started.elapsed().as_nanos() as u64;
         self.local.calls += 1;
-        self.store.data_mut().topology = None;
         match result {
             Ok(decision) => {
                 if self.local.calls >= FLUSH_EVERY {

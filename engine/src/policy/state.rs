@@ -10,8 +10,8 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 /// What the host keeps for one policy instance.
 pub struct HostState {
-    /// The topology of the call in progress (its indices are what the
-    /// policy sees), `None` between calls.
+    /// The topology of the current (or last) call: its indices are what
+    /// the policy sees.
     pub(crate) topology: Option<Arc<Topology>>,
     rng: SmallRng,
     pub(crate) limits: StoreLimits,

@@ -116,7 +116,7 @@ impl Decider {
         let policy = routing.for_client(client_hash(client));
 
         let (outcome, decided_by) = match self.call(policy, &topology, &prepared, seed) {
-            Some(outcome) => (outcome, policy.header.clone()),
+            Some(decided) => decided,
             None => {
                 let (outcome, by) = self.fall_back(&routing, policy, &topology, &prepared, seed);
                 if let Some(m) = &self.metrics {
@@ -129,7 +129,9 @@ impl Decider {
         if let Some(shadow) = &routing.shadow
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
         {
-            let theirs = self.call(&shadow.policy, &topology, &prepared, seed);
+            let theirs = self
+                .call(&shadow.policy, &topology, &prepared, seed)
+                .map(|(outcome, _)| outcome);
             let mut report = shadow.report.lock().unwrap_or_else(|e| e.into_inner());
             match theirs {
                 None => report.shadow_failures += 1,
@@ -169,14 +171,14 @@ impl Decider {
         topology: &Arc<Topology>,
         prepared: &Prepared<'_>,
         seed: u64,
-    ) -> Option<Outcome> {
+    ) -> Option<(Outcome, HeaderValue)> {
         let index = self.instance(policy)?;
         let instance = &mut self.instances[index];
         let failure = match instance.select(topology, &prepared.request, &prepared.tiers, seed) {
             Ok(decision) => match finish(topology, prepared, decision) {
                 Ok(outcome) => {
                     policy.stats.succeeded();
-                    return Some(outcome);
+                    return Some((outcome, instance.header().clone()));
                 }
                 Err(why) => {
                     instance.note_invalid();
@@ -218,9 +220,9 @@ impl Decider {
                     .previous
                     .as_ref()
                     .filter(|p| p.version != failed.version)
-                    && let Some(outcome) = self.call(previous, topology, prepared, seed)
+                    && let Some(decided) = self.call(previous, topology, prepared, seed)
                 {
-                    return (outcome, previous.header.clone());
+                    return decided;
                 }
             }
             Fallback::Native => {}
