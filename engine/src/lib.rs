@@ -25,3 +25,13 @@ pub mod policy;
 pub mod routing;
 pub mod systemd;
 pub mod topology;
+
+/// SHA-256 of `bytes`, as lowercase hex: the content identity of policies
+/// and topologies.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -732,17 +732,7 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let config = match config {
                 None => serde_json::Value::Null,
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    if path.extension().is_some_and(|e| e == "toml") {
-                        toml::from_str(&text)
-                            .with_context(|| format!("{}: invalid TOML", path.display()))?
-                    } else {
-                        serde_json::from_str(&text)
-                            .with_context(|| format!("{}: invalid JSON", path.display()))?
-                    }
-                }
+                Some(path) => edgeward::policy::config_value_from_file(&path)?,
             };
             let mut body = json!({
                 "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),

@@ -319,3 +319,15 @@ fn live_state(control: &Control) -> Registry {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_listed_in_declaration_order() {
+        for (i, kind) in KINDS.iter().enumerate() {
+            assert_eq!(*kind as usize, i);
+        }
+    }
+}

@@ -315,7 +315,7 @@ impl PolicyHost {
             })?;
         let policy = Arc::new(LoadedPolicy {
             name: name.clone(),
-            hash: fingerprint(&source.wasm),
+            hash: crate::sha256_hex(&source.wasm),
             version,
             loaded_at: SystemTime::now(),
             config: source.config,
@@ -391,6 +391,16 @@ pub fn empty_config() -> Vec<u8> {
 /// Reads a policy configuration written as TOML (`.toml`) or JSON (anything
 /// else that parses as JSON) and encodes it as MessagePack.
 pub fn config_from_file(path: &std::path::Path) -> Result<Vec<u8>, PolicyError> {
+    let value = config_value_from_file(path)?;
+    rmp_serde::to_vec_named(&value).map_err(|e| PolicyError::Config {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads a policy configuration written as TOML (`.toml`) or JSON; it must
+/// be a table/object.
+pub fn config_value_from_file(path: &std::path::Path) -> Result<serde_json::Value, PolicyError> {
     let err = |message: String| PolicyError::Config {
         path: path.display().to_string(),
         message,
@@ -405,12 +415,5 @@ pub fn config_from_file(path: &std::path::Path) -> Result<Vec<u8>, PolicyError> 
     if !value.is_object() {
         return Err(err("the configuration must be a table/object".into()));
     }
-    rmp_serde::to_vec_named(&value).map_err(|e| err(e.to_string()))
-}
-
-/// SHA-256 of the component bytes, hex: the policy's content identity.
-fn fingerprint(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(value)
 }

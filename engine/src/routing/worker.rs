@@ -88,7 +88,8 @@ impl Decider {
     /// Decides one request: `route` parsed from the path, `query` the raw
     /// query string (without `?`), `client` the client address.
     pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
-        let started = Instant::now();
+        // Only the decision log needs the decision's own duration.
+        let started = self.decision_log.is_some().then(Instant::now);
         self.requests += 1;
         let topology = self.topology.load();
         let prepared = match prepare(&topology, route, query, client, self.fail_open) {
@@ -144,6 +145,7 @@ impl Decider {
             }
         }
         if let Some(log) = &self.decision_log
+            && let Some(started) = started
             && log.sampled(self.rng.next_u64())
         {
             let id = self.request_id();

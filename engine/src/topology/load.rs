@@ -428,13 +428,7 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
     }
 
     let source = to_msgpack(doc);
-    let hash = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&source)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let hash = crate::sha256_hex(&source);
     Ok(Topology {
         version,
         source,
