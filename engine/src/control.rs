@@ -21,6 +21,8 @@ pub struct Control {
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
     ready: std::sync::atomic::AtomicBool,
+    /// The link to etcd, when the configuration lives there.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Control {
@@ -32,7 +34,18 @@ impl Control {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::new(),
             ready: false.into(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this node follow etcd (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The link to etcd, when the configuration lives there.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// Marks the engine ready: topology and policy loaded, workers serving.
@@ -46,9 +59,38 @@ impl Control {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the engine serves player traffic.
+    /// Whether the engine serves player traffic (and, when it follows
+    /// etcd, has a configuration from etcd or its disk copy).
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
+            && self.cluster.get().is_none_or(|c| c.has_config())
+    }
+
+    /// Parses and validates a topology without publishing it.
+    pub fn check_topology(&self, bytes: &[u8]) -> Result<Topology, TopologyError> {
+        topology::parse(bytes).and_then(|doc| topology::build(&doc, 0))
+    }
+
+    /// Loads a policy under a version number chosen by the caller (etcd's),
+    /// without activating it.
+    pub fn load_policy_as(
+        &self,
+        source: PolicySource,
+        version: u64,
+        who: &str,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let name = source.name.clone();
+        let topology = self.topology.snapshot();
+        match self.policies.load_as(source, &topology, Some(version)) {
+            Ok((policy, _)) => {
+                tracing::info!(target: "audit", who, policy = %policy.label(), hash = %policy.hash, "policy accepted");
+                Ok(policy)
+            }
+            Err(e) => {
+                tracing::warn!(target: "audit", who, policy = %name, "policy refused: {}", one_line(&e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// Parses, validates and publishes a topology (JSON or MessagePack).
@@ -198,6 +240,29 @@ impl Control {
             );
         }
         Some(changed)
+    }
+}
+
+impl Control {
+    /// Makes exactly the servers of `drained` (by id) drained; servers not
+    /// in the topology are ignored. Returns how many changed.
+    pub fn apply_drained(&self, drained: &std::collections::BTreeSet<String>, who: &str) -> usize {
+        let topology = self.topology.load();
+        let mut changed = 0;
+        for server in &topology.servers {
+            let draining = drained.contains(&*server.id);
+            if server.health.set_draining(draining) {
+                changed += 1;
+                tracing::info!(
+                    target: "audit",
+                    who,
+                    server = %server.id,
+                    "server {}",
+                    if draining { "drained" } else { "undrained" }
+                );
+            }
+        }
+        changed
     }
 }
 

@@ -11,10 +11,12 @@
 //! - [`http`]: the listener, workers and wire format;
 //! - [`control`]: the one door configuration changes enter by;
 //! - [`admin`]: the operators' API (policies, canary, shadow, topology);
+//! - [`cluster`]: many nodes following one configuration kept in etcd;
 //! - [`builtin`]: the policies and demo topology embedded in the binary.
 
 pub mod admin;
 pub mod builtin;
+pub mod cluster;
 pub mod control;
 pub mod ctl;
 pub mod decision_log;

@@ -301,6 +301,53 @@ struct ServeArgs {
     /// the sandbox costs. Not for production.
     #[arg(long)]
     native_only: bool,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+}
+
+/// Following a configuration kept in etcd (see `deploy/README.md`).
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// etcd client URLs, comma-separated (`http://10.0.0.1:2379,...`). With
+    /// it, topology, policies, routing and drained servers come from etcd
+    /// and admin changes are written there; --topology and --policy only
+    /// seed a node that has neither etcd nor a disk copy.
+    #[arg(long, env = "EDGEWARD_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Key prefix of this fleet's configuration in etcd.
+    #[arg(long, default_value = "/edgeward")]
+    etcd_prefix: String,
+    /// etcd user (when etcd has authentication enabled).
+    #[arg(long, requires = "etcd")]
+    etcd_user: Option<String>,
+    /// File holding the etcd user's password (else EDGEWARD_ETCD_PASSWORD).
+    #[arg(long, requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates that sign the etcd members' certificates
+    /// (for https:// endpoints), besides the Mozilla roots.
+    #[arg(long)]
+    etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd (with --etcd-key-file).
+    #[arg(long, requires = "etcd_key_file")]
+    etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, requires = "etcd_cert_file")]
+    etcd_key_file: Option<PathBuf>,
+    /// Time limit of one call to one etcd member, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    etcd_timeout_ms: u64,
+    /// How long start waits for etcd when there is no disk copy, in
+    /// milliseconds (then the node serves its seed configuration but is not
+    /// ready until etcd answers).
+    #[arg(long, default_value_t = 5000)]
+    etcd_start_wait_ms: u64,
+    /// Where the node keeps its disk copy of the last good configuration
+    /// (default: $STATE_DIRECTORY, as systemd sets it, else /var/lib/edgeward).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// This node's name in etcd records and logs (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -455,6 +502,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         },
     };
+    let follows_etcd = follow_etcd(&args.etcd, &control)?;
     edgeward::health::checker::spawn(
         store.clone(),
         args.health_concurrency,
@@ -497,7 +545,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         n.notify("READY=1");
     }
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    signals(args, control.clone(), notifier.as_ref(), &workers)?;
+    signals(
+        args,
+        follows_etcd,
+        control.clone(),
+        notifier.as_ref(),
+        &workers,
+    )?;
     if let Some(n) = &notifier {
         n.notify("STOPPING=1");
     }
@@ -514,6 +568,74 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Joins the fleet when --etcd is given: restores the disk copy, follows
+/// etcd, and waits a while for a first configuration. Returns whether the
+/// node follows etcd.
+fn follow_etcd(args: &EtcdArgs, control: &Arc<Control>) -> anyhow::Result<bool> {
+    if args.etcd.is_empty() {
+        return Ok(false);
+    }
+    let password = match (&args.etcd_user, &args.etcd_password_file) {
+        (None, _) => None,
+        (Some(_), Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read etcd password file {}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        (Some(_), None) => Some(
+            std::env::var("EDGEWARD_ETCD_PASSWORD")
+                .context("--etcd-user needs --etcd-password-file or EDGEWARD_ETCD_PASSWORD")?,
+        ),
+    };
+    let tls = if args.etcd.iter().any(|e| e.starts_with("https://")) {
+        Some(
+            edgeward::cluster::tls_config(
+                args.etcd_ca_file.as_deref(),
+                args.etcd_cert_file
+                    .as_deref()
+                    .zip(args.etcd_key_file.as_deref()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/edgeward"));
+    let node = args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "edgeward".into())
+    });
+    let cluster = edgeward::cluster::Cluster::new(edgeward::cluster::ClusterConfig {
+        etcd: edgeward::cluster::etcd::EtcdConfig {
+            endpoints: args.etcd.clone(),
+            credentials: args.etcd_user.clone().zip(password),
+            tls,
+            timeout: Duration::from_millis(args.etcd_timeout_ms.max(1)),
+        },
+        prefix: args.etcd_prefix.clone(),
+        node,
+        cache_file: Some(state_dir.join("etcd-copy.msgpack")),
+    })
+    .map_err(anyhow::Error::msg)?;
+    control.set_cluster(cluster.clone());
+    let restored = cluster
+        .start(control)
+        .context("cannot start following etcd")?;
+    if !restored && !cluster.wait_for_config(Duration::from_millis(args.etcd_start_wait_ms)) {
+        tracing::error!(
+            "no configuration from etcd or a disk copy yet: serving the seed configuration, \
+             not ready until etcd answers"
+        );
+    }
+    Ok(true)
 }
 
 fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
@@ -611,12 +733,18 @@ fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Optio
 /// the admin API (a file that fails is refused and the current version
 /// kept); SIGINT and SIGTERM stop the process.
 fn signals(
-    args: ServeArgs,
+    mut args: ServeArgs,
+    follows_etcd: bool,
     control: Arc<Control>,
     notifier: Option<&edgeward::systemd::Notifier>,
     workers: &[std::thread::JoinHandle<()>],
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    if follows_etcd {
+        // One source of truth: the files only seeded the node.
+        args.topology = None;
+        args.policy = None;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -242,6 +242,34 @@ fn live_state(control: &Control) -> Registry {
         vec![(Vec::new(), if control.is_ready() { 1.0 } else { 0.0 })],
     );
 
+    if let Some(cluster) = control.cluster() {
+        let (connected, revision, reconnects, refused) = cluster.figures();
+        gauge(
+            &mut r,
+            "edgeward_etcd_connected",
+            "1 when the node is connected to etcd and following it",
+            vec![(Vec::new(), if connected { 1.0 } else { 0.0 })],
+        );
+        gauge(
+            &mut r,
+            "edgeward_etcd_applied_revision",
+            "Highest etcd revision of the configuration applied on this node",
+            vec![(Vec::new(), revision as f64)],
+        );
+        counter(
+            &mut r,
+            "edgeward_etcd_disconnects",
+            "Times the node lost etcd",
+            vec![(Vec::new(), reconnects)],
+        );
+        counter(
+            &mut r,
+            "edgeward_etcd_refused_changes",
+            "Changes from etcd this node refused (validation failed), keeping its configuration",
+            vec![(Vec::new(), refused)],
+        );
+    }
+
     let policies = control.policies.list();
     let id = |p: &crate::policy::PolicyInfo| {
         l(&[

@@ -17,6 +17,7 @@
 //! | `POST /servers/{id}/drain`, `DELETE /servers/{id}/drain` | drain or undrain a server |
 
 use super::Token;
+use super::shared;
 use crate::control::Control;
 use crate::policy::{PolicyError, PolicySource, RoutingError, rfc3339};
 use base64::Engine as _;
@@ -30,7 +31,7 @@ use std::net::SocketAddr;
 /// Largest request body (a topology of a million subnets fits).
 const MAX_BODY: usize = 256 << 20;
 
-type Reply = Response<Full<Bytes>>;
+pub(super) type Reply = Response<Full<Bytes>>;
 
 pub(super) async fn handle(
     control: &Control,
@@ -86,6 +87,25 @@ pub(super) async fn handle(
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+
+    if let Some(cluster) = control.cluster()
+        && let Some(r) = shared::handle(
+            control,
+            cluster,
+            &shared::Call {
+                method: &parts.method,
+                path: &path,
+                query,
+                if_match: if_match(&parts.headers),
+                is_json,
+                body: &body,
+                who: &who,
+            },
+        )
+        .await
+    {
+        return r;
+    }
 
     match (&parts.method, path.as_slice()) {
         (&Method::GET, ["metrics"]) => {
@@ -165,30 +185,17 @@ pub(super) async fn handle(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/msgpack"),
                 );
-                with_version(r, t.version)
+                with_version(control, r, t.version)
             } else {
                 match crate::topology::parse(&t.source) {
-                    Ok(doc) => with_version(ok(json!(doc)), t.version),
+                    Ok(doc) => with_version(control, ok(json!(doc)), t.version),
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                 }
             }
         }
         (&Method::PUT, ["topology"]) => match control.replace_topology(&body, &who) {
             Ok(t) => ok(json!({ "version": t.version, "hash": t.hash, "summary": t.summary() })),
-            Err(e) => {
-                let problems: Vec<String> = match &e {
-                    crate::topology::TopologyError::Invalid(p) => p.clone(),
-                    other => vec![other.to_string()],
-                };
-                reply(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({
-                        "error": "topology refused; the current one is kept",
-                        "kept_version": control.topology.load().version,
-                        "problems": problems,
-                    }),
-                )
-            }
+            Err(e) => topology_refused(control, &e),
         },
         (_, ["status" | "policies" | "canary" | "shadow" | "topology", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -198,14 +205,15 @@ pub(super) async fn handle(
     }
 }
 
-fn upload(
-    control: &Control,
+/// The policy an upload carries and whether to activate it: a raw `.wasm`
+/// body, or JSON `{"wasm_base64", "config", "activate"}`.
+pub(super) fn parse_upload(
     name: &str,
     query: &str,
     is_json: bool,
     body: &[u8],
-    who: &str,
-) -> Reply {
+) -> Result<(PolicySource, bool), Box<Reply>> {
+    let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, &m));
     let mut activate = query
         .split('&')
         .any(|kv| kv == "activate=true" || kv == "activate=1");
@@ -219,27 +227,18 @@ fn upload(
             #[serde(default)]
             activate: bool,
         }
-        let up: Upload = match serde_json::from_slice(body) {
-            Ok(u) => u,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid upload JSON: {e}"),
-                );
-            }
-        };
+        let up: Upload =
+            serde_json::from_slice(body).map_err(|e| bad(format!("invalid upload JSON: {e}")))?;
         activate |= up.activate;
-        let wasm = match base64::engine::general_purpose::STANDARD.decode(up.wasm_base64.trim()) {
-            Ok(w) => w,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("wasm_base64: {e}")),
-        };
+        let wasm = base64::engine::general_purpose::STANDARD
+            .decode(up.wasm_base64.trim())
+            .map_err(|e| bad(format!("wasm_base64: {e}")))?;
         let config = match up.config {
             None => crate::policy::empty_config(),
-            Some(v @ Value::Object(_)) => match rmp_serde::to_vec_named(&v) {
-                Ok(c) => c,
-                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("config: {e}")),
-            },
-            Some(_) => return error(StatusCode::BAD_REQUEST, "config must be a JSON object"),
+            Some(v @ Value::Object(_)) => {
+                rmp_serde::to_vec_named(&v).map_err(|e| bad(format!("config: {e}")))?
+            }
+            Some(_) => return Err(bad("config must be a JSON object".into())),
         };
         (wasm, config)
     } else {
@@ -249,6 +248,21 @@ fn upload(
         name: name.to_string(),
         wasm,
         config,
+    };
+    Ok((source, activate))
+}
+
+fn upload(
+    control: &Control,
+    name: &str,
+    query: &str,
+    is_json: bool,
+    body: &[u8],
+    who: &str,
+) -> Reply {
+    let (source, activate) = match parse_upload(name, query, is_json, body) {
+        Ok(u) => u,
+        Err(r) => return *r,
     };
     match control.upload_policy(source, activate, who) {
         Ok((p, samples)) => reply(
@@ -261,20 +275,37 @@ fn upload(
                 "samples": samples,
             }),
         ),
-        Err(e) => {
-            let status = match e {
-                PolicyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            reply(status, json!({ "error": e.to_string() }))
-        }
+        Err(e) => policy_error(e),
     }
+}
+
+pub(super) fn policy_error(e: PolicyError) -> Reply {
+    let status = match e {
+        PolicyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    reply(status, json!({ "error": e.to_string() }))
+}
+
+pub(super) fn topology_refused(control: &Control, e: &crate::topology::TopologyError) -> Reply {
+    let problems: Vec<String> = match e {
+        crate::topology::TopologyError::Invalid(p) => p.clone(),
+        other => vec![other.to_string()],
+    };
+    reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({
+            "error": "topology refused; the current one is kept",
+            "kept_version": control.topology.load().version,
+            "problems": problems,
+        }),
+    )
 }
 
 fn status(control: &Control) -> Value {
     let routing = control.policies.routing();
     let topology = control.topology.load();
-    json!({
+    let mut v = json!({
         "active_policy": {
             "name": routing.active.name,
             "version": routing.active.version,
@@ -292,7 +323,11 @@ fn status(control: &Control) -> Value {
             "summary": topology.summary(),
         },
         "uptime_seconds": control.started.elapsed().as_secs_f64(),
-    })
+    });
+    if let Some(cluster) = control.cluster() {
+        v["etcd"] = cluster.status();
+    }
+    v
 }
 
 fn servers(control: &Control) -> Value {
@@ -351,7 +386,7 @@ fn shadow(control: &Control) -> Value {
 }
 
 /// `{"version": N, "<field>": P}`.
-fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
+pub(super) fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, &m));
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let version = v["version"]
@@ -363,7 +398,19 @@ fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
     Ok((version, percent.min(u64::from(u32::MAX)) as u32))
 }
 
-fn routing_error(e: RoutingError) -> Reply {
+/// The revision in an `If-Match` header (`"123"` or `123`), if any.
+fn if_match(headers: &http::HeaderMap) -> Option<Result<i64, ()>> {
+    let v = headers.get(header::IF_MATCH)?;
+    Some(
+        v.to_str()
+            .ok()
+            .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|s| s.parse().ok())
+            .ok_or(()),
+    )
+}
+
+pub(super) fn routing_error(e: RoutingError) -> Reply {
     let status = match e {
         RoutingError::UnknownVersion(_) | RoutingError::NoCanary | RoutingError::NoShadow => {
             StatusCode::NOT_FOUND
@@ -374,23 +421,31 @@ fn routing_error(e: RoutingError) -> Reply {
     error(status, &e.to_string())
 }
 
-fn with_version(mut r: Reply, version: u64) -> Reply {
+/// Adds the topology version (and, with etcd, the topology record's
+/// revision as `ETag`, for `If-Match`).
+fn with_version(control: &Control, mut r: Reply, version: u64) -> Reply {
     r.headers_mut().insert(
         "edgeward-topology-version",
         http::HeaderValue::from(version),
     );
+    if let Some(cluster) = control.cluster() {
+        let rev = cluster.revision_of(&cluster.keys().topology());
+        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{rev}\"")) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+    }
     r
 }
 
-fn ok(v: Value) -> Reply {
+pub(super) fn ok(v: Value) -> Reply {
     reply(StatusCode::OK, v)
 }
 
-fn error(status: StatusCode, message: &str) -> Reply {
+pub(super) fn error(status: StatusCode, message: &str) -> Reply {
     reply(status, json!({ "error": message }))
 }
 
-fn reply(status: StatusCode, v: Value) -> Reply {
+pub(super) fn reply(status: StatusCode, v: Value) -> Reply {
     let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));

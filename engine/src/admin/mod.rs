@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod shared;
 
 pub use auth::Token;
 

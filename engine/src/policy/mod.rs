@@ -191,7 +191,16 @@ pub struct PolicyHost {
     pub fallback: Fallback,
     /// Consecutive failures of a newly activated version that roll it back.
     pub rollback_after: u64,
+    /// Compiled components by SHA-256 of their bytes: loading the same
+    /// component again (a re-upload, a version from etcd that this node
+    /// already checked) skips compilation.
+    compiled: std::sync::Mutex<Vec<(String, Component)>>,
 }
+
+/// Version number of the policy a host starts with.
+const FIRST_VERSION: u64 = 1;
+/// Compiled components kept in memory.
+const COMPILED_KEPT: usize = 16;
 
 impl PolicyHost {
     /// Creates the host and loads `initial` as the active policy.
@@ -225,20 +234,27 @@ impl PolicyHost {
             })
             .expect("spawning the epoch ticker");
 
-        let mut next_version = 1;
-        let first =
-            Self::compile_and_check(&engine, &linker, sandbox, seed, initial, next_version)?;
-        next_version += 1;
+        let compiled = std::sync::Mutex::new(Vec::new());
+        let first = Self::compile_and_check(
+            &engine,
+            &linker,
+            &compiled,
+            sandbox,
+            seed,
+            initial,
+            FIRST_VERSION,
+        )?;
         Ok(Arc::new(PolicyHost {
             engine,
             linker,
             sandbox,
             seed,
-            next_version: next_version.into(),
+            next_version: (FIRST_VERSION + 1).into(),
             routing: ArcSwap::from_pointee(RoutingState::new(first.clone())),
             catalog: std::sync::Mutex::new(registry::Catalog::new(first)),
             fallback,
             rollback_after: rollback_after.max(1),
+            compiled,
         }))
     }
 
@@ -251,12 +267,52 @@ impl PolicyHost {
         source: PolicySource,
         topology: &Arc<crate::topology::Topology>,
     ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
-        let version = self
-            .next_version
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.load_as(source, topology, None)
+    }
+
+    /// [`PolicyHost::load`] with a version number chosen by the caller
+    /// (etcd's revision of the policy, the same on every node) instead of
+    /// the next local one. Later local numbers stay above it.
+    pub fn load_as(
+        &self,
+        source: PolicySource,
+        topology: &Arc<crate::topology::Topology>,
+        version: Option<u64>,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let version = match version {
+            Some(v) => {
+                self.next_version.fetch_max(v + 1, Relaxed);
+                v
+            }
+            None => self.next_version.fetch_add(1, Relaxed),
+        };
+        let (policy, samples) = self.check_as(source, topology, version)?;
+        self.register(policy.clone());
+        Ok((policy, samples))
+    }
+
+    /// The acceptance steps of [`PolicyHost::load`] without adding the
+    /// policy to the catalogue: what a node runs before it writes a policy
+    /// to shared storage.
+    pub fn check(
+        &self,
+        source: PolicySource,
+        topology: &Arc<crate::topology::Topology>,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
+        self.check_as(source, topology, 0)
+    }
+
+    fn check_as(
+        &self,
+        source: PolicySource,
+        topology: &Arc<crate::topology::Topology>,
+        version: u64,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
         let policy = Self::compile_and_check(
             &self.engine,
             &self.linker,
+            &self.compiled,
             self.sandbox,
             self.seed,
             source,
@@ -267,7 +323,6 @@ impl PolicyHost {
                 name: policy.name.clone(),
                 message: e.to_string(),
             })?;
-        self.register(policy.clone());
         Ok((policy, samples))
     }
 
@@ -290,6 +345,7 @@ impl PolicyHost {
     fn compile_and_check(
         engine: &Engine,
         linker: &Linker<HostState>,
+        compiled: &std::sync::Mutex<Vec<(String, Component)>>,
         sandbox: Sandbox,
         seed: Option<u64>,
         source: PolicySource,
@@ -302,10 +358,29 @@ impl PolicyHost {
             .filter(|c| c.is_ascii_graphic())
             .take(64)
             .collect();
-        let component = Component::new(engine, &source.wasm).map_err(|e| PolicyError::Compile {
-            name: name.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let hash = crate::sha256_hex(&source.wasm);
+        let cached = {
+            let compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
+            compiled
+                .iter()
+                .find(|(h, _)| *h == hash)
+                .map(|(_, c)| c.clone())
+        };
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(engine, &source.wasm).map_err(|e| PolicyError::Compile {
+                    name: name.clone(),
+                    message: format!("{e:#}"),
+                })?;
+                let mut compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
+                if compiled.len() >= COMPILED_KEPT {
+                    compiled.remove(0);
+                }
+                compiled.push((hash.clone(), c.clone()));
+                c
+            }
+        };
         let pre = linker
             .instantiate_pre(&component)
             .and_then(bindings::RouterPre::new)
@@ -315,7 +390,7 @@ impl PolicyHost {
             })?;
         let policy = Arc::new(LoadedPolicy {
             name: name.clone(),
-            hash: crate::sha256_hex(&source.wasm),
+            hash,
             version,
             loaded_at: SystemTime::now(),
             config: source.config,

@@ -1,0 +1,172 @@
+//! The node's disk copy of the last good configuration from etcd: every
+//! configuration key with its revisions, plus the blobs they point at (the
+//! topology being served and the policy components). Written after each
+//! applied change (to a temporary file, then renamed), read at start, so
+//! that a node restarted while etcd is down serves what it served before.
+
+use super::etcd::KeyValue;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Format version of the file.
+const FORMAT: u32 = 1;
+
+/// What the file holds.
+#[derive(Debug)]
+pub struct DiskCopy {
+    /// The key prefix it was read from.
+    pub prefix: String,
+    /// Highest revision applied.
+    pub revision: i64,
+    /// When it was written, RFC 3339.
+    pub saved_at: String,
+    /// Every configuration key.
+    pub kvs: Vec<KeyValue>,
+    /// Blobs by SHA-256.
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: u32,
+    prefix: String,
+    revision: i64,
+    saved_at: String,
+    kvs: Vec<Kv>,
+    blobs: Vec<Blob>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Kv {
+    key: String,
+    #[serde(with = "serde_bytes")]
+    value: Vec<u8>,
+    create_revision: i64,
+    mod_revision: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    sha256: String,
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+/// Writes `copy` to `path` atomically.
+pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
+    let file = File {
+        format: FORMAT,
+        prefix: copy.prefix.clone(),
+        revision: copy.revision,
+        saved_at: copy.saved_at.clone(),
+        kvs: copy
+            .kvs
+            .iter()
+            .map(|kv| Kv {
+                key: kv.key.clone(),
+                value: kv.value.clone(),
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+            })
+            .collect(),
+        blobs: copy
+            .blobs
+            .iter()
+            .map(|(h, b)| Blob {
+                sha256: h.clone(),
+                bytes: b.clone(),
+            })
+            .collect(),
+    };
+    let bytes = rmp_serde::to_vec_named(&file).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the copy at `path`: `None` if there is no file; an error naming
+/// the problem if it cannot be used. Blobs whose content does not match
+/// their hash are dropped (what needs them is then refused, not applied).
+pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let file: File = rmp_serde::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a configuration copy: {e}", path.display()))?;
+    if file.format != FORMAT {
+        return Err(format!(
+            "{}: format {} (this engine reads {FORMAT})",
+            path.display(),
+            file.format
+        ));
+    }
+    Ok(Some(DiskCopy {
+        prefix: file.prefix,
+        revision: file.revision,
+        saved_at: file.saved_at,
+        kvs: file
+            .kvs
+            .into_iter()
+            .map(|kv| KeyValue {
+                key: kv.key,
+                value: kv.value,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+            })
+            .collect(),
+        blobs: file
+            .blobs
+            .into_iter()
+            .filter(|b| crate::sha256_hex(&b.bytes) == b.sha256)
+            .map(|b| (b.sha256, b.bytes))
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_survives_the_round_trip_and_bad_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("edgeward-cache-{}", std::process::id()));
+        let path = dir.join("copy.msgpack");
+        assert!(load(&path).unwrap().is_none());
+        let blob = b"component".to_vec();
+        let copy = DiskCopy {
+            prefix: "/edgeward".into(),
+            revision: 42,
+            saved_at: "now".into(),
+            kvs: vec![KeyValue {
+                key: "/edgeward/config/topology".into(),
+                value: b"{}".to_vec(),
+                create_revision: 2,
+                mod_revision: 40,
+            }],
+            blobs: vec![
+                (crate::sha256_hex(&blob), blob.clone()),
+                ("0000".into(), b"does not match".to_vec()),
+            ],
+        };
+        save(&path, &copy).unwrap();
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back.revision, 42);
+        assert_eq!(back.kvs, copy.kvs);
+        assert_eq!(back.blobs, vec![(crate::sha256_hex(&blob), blob)]);
+
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(
+            load(&path)
+                .unwrap_err()
+                .contains("not a configuration copy")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,498 @@
+//! Changes made through a node's admin API when the configuration lives in
+//! etcd. Each is validated on this node first (the same checks a local
+//! change passes), then written in one etcd transaction that compares the
+//! revision the change was based on: the caller's `If-Match`, else the
+//! revision this node last applied. A transaction that finds the key
+//! changed meanwhile writes nothing and reports a [`WriteError::Conflict`].
+//! After a successful write the node waits (briefly) until its own follower
+//! has applied the new revision, so the answer shows the new state.
+
+use super::Cluster;
+use super::etcd::{Compare, EtcdClient, EtcdError, Op};
+use super::layout::{
+    self, BlobRef, CHUNK, CanaryRecord, DrainRecord, Keys, PolicyRecord, RoutingRecord,
+    ShadowRecord, TopologyRecord,
+};
+use crate::control::Control;
+use crate::policy::{PolicyError, PolicySource, RoutingError};
+use crate::topology::TopologyError;
+use base64::Engine as _;
+use std::time::Duration;
+
+/// How long a write waits for this node to apply it.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// Policy records kept in etcd (the oldest unused ones are deleted).
+const POLICIES_KEPT: usize = 16;
+
+/// Why a change was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// etcd could not be reached or refused the write; nothing changed.
+    #[error("{0}; nothing was changed")]
+    Etcd(#[from] EtcdError),
+    /// Someone else changed the key since the revision this change was
+    /// based on.
+    #[error(
+        "conflict: {what} was changed by someone else (now at revision {current}, this change was based on revision {based_on}); nothing was written: read it again and retry"
+    )]
+    Conflict {
+        /// What was changed.
+        what: &'static str,
+        /// The revision the write expected.
+        based_on: i64,
+        /// The revision it has now.
+        current: i64,
+    },
+    /// The topology failed validation.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// The policy failed its acceptance steps.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The routing change is impossible (unknown version, no previous, …).
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// A policy version this node loaded on its own, not through etcd.
+    #[error(
+        "policy version {0} is local to this node (its start policy), not in etcd; upload it through the admin API to use it fleet-wide"
+    )]
+    LocalOnly(u64),
+    /// No server has this id in the topology.
+    #[error("no server {0:?} in the topology")]
+    UnknownServer(String),
+}
+
+/// What a successful write returns.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// The etcd revision of the change.
+    pub revision: i64,
+    /// Whether this node applied it before answering.
+    pub applied: bool,
+}
+
+/// Why a blob could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// etcd could not be asked.
+    Etcd(EtcdError),
+    /// The blob is missing or damaged.
+    Bad(String),
+}
+
+/// Reads and checks a blob.
+pub async fn read_blob(
+    client: &EtcdClient,
+    keys: &Keys,
+    blob: &BlobRef,
+) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::with_capacity(blob.size.min(1 << 30) as usize);
+    for i in 0..blob.chunks {
+        let (kv, _) = client
+            .get(&keys.chunk(&blob.sha256, i))
+            .await
+            .map_err(ReadError::Etcd)?;
+        let kv =
+            kv.ok_or_else(|| ReadError::Bad(format!("blob {} lacks chunk {i}", blob.sha256)))?;
+        bytes.extend_from_slice(&kv.value);
+    }
+    if bytes.len() as u64 != blob.size || crate::sha256_hex(&bytes) != blob.sha256 {
+        return Err(ReadError::Bad(format!(
+            "blob {} is damaged (size {} instead of {})",
+            blob.sha256,
+            bytes.len(),
+            blob.size
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Stores `bytes` as a blob (unless it is already there).
+async fn write_blob(client: &EtcdClient, keys: &Keys, bytes: &[u8]) -> Result<BlobRef, EtcdError> {
+    let blob = BlobRef::of(bytes);
+    // Chunks are written in order, so the last one present means all are.
+    let (last, _) = client
+        .get(&keys.chunk(&blob.sha256, blob.chunks - 1))
+        .await?;
+    if last.is_some() {
+        return Ok(blob);
+    }
+    if bytes.is_empty() {
+        client.put(&keys.chunk(&blob.sha256, 0), b"").await?;
+    }
+    for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+        client
+            .put(&keys.chunk(&blob.sha256, i as u32), chunk)
+            .await?;
+    }
+    Ok(blob)
+}
+
+impl Cluster {
+    fn written_by(&self, who: &str) -> String {
+        format!("{who} via {}", self.node)
+    }
+
+    /// Waits until this node has applied `revision`.
+    async fn settle(&self, revision: i64) -> Written {
+        let mut applied = self.applied.subscribe();
+        let done = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|r| *r >= revision)).await;
+        Written {
+            revision,
+            applied: matches!(done, Ok(Ok(_))),
+        }
+    }
+
+    /// Why a transaction on `key` based on `based_on` failed.
+    async fn conflict(&self, what: &'static str, key: &str, based_on: i64) -> WriteError {
+        let current = match self.client.get(key).await {
+            Ok((kv, _)) => kv.map_or(0, |kv| kv.mod_revision),
+            Err(e) => return e.into(),
+        };
+        WriteError::Conflict {
+            what,
+            based_on,
+            current,
+        }
+    }
+
+    /// Validates a topology, stores it and points the topology record at
+    /// it.
+    pub async fn push_topology(
+        &self,
+        control: &Control,
+        bytes: &[u8],
+        if_match: Option<i64>,
+        who: &str,
+    ) -> Result<(Written, String, String), WriteError> {
+        let checked = control.check_topology(bytes)?;
+        let key = self.keys.topology();
+        let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
+        let blob = write_blob(&self.client, &self.keys, &checked.source).await?;
+        let record = TopologyRecord {
+            blob: blob.clone(),
+            summary: checked.summary(),
+            written_by: self.written_by(who),
+            written_at: layout::now(),
+        };
+        let mut ops = vec![Op::Put(key.clone(), json(&record))];
+        // The blob the old record pointed at goes with it.
+        let (old, _) = self.client.get(&key).await?;
+        if let Some(old) = old
+            && let Ok(old) = serde_json::from_slice::<TopologyRecord>(&old.value)
+            && old.blob.sha256 != blob.sha256
+        {
+            ops.push(Op::DeletePrefix(self.keys.blob(&old.blob.sha256)));
+        }
+        let result = self
+            .client
+            .txn(&[Compare::ModRevision(key.clone(), based_on)], &ops)
+            .await?;
+        if !result.succeeded {
+            return Err(self.conflict("the topology", &key, based_on).await);
+        }
+        tracing::info!(target: "audit", who, revision = result.revision, hash = %blob.sha256, "topology written to etcd");
+        Ok((
+            self.settle(result.revision).await,
+            blob.sha256,
+            record.summary,
+        ))
+    }
+
+    /// Checks a policy, stores it, and (if asked) makes it the active one.
+    /// Returns the write and the policy's version (its record's revision).
+    pub async fn push_policy(
+        &self,
+        control: &Control,
+        source: PolicySource,
+        activate: bool,
+        who: &str,
+    ) -> Result<(Written, u64, String), WriteError> {
+        let (checked, _) = control
+            .policies
+            .check(source.clone(), &control.topology.snapshot())?;
+        let digest = layout::policy_digest(&checked.hash, &source.config);
+        let key = self.keys.policy(&digest);
+        let wasm = write_blob(&self.client, &self.keys, &source.wasm).await?;
+        let record = PolicyRecord {
+            name: checked.name.clone(),
+            wasm,
+            config_base64: base64::engine::general_purpose::STANDARD.encode(&source.config),
+            written_by: self.written_by(who),
+            written_at: layout::now(),
+        };
+        let (existing, _) = self.client.get(&key).await?;
+        let mut compare = Vec::new();
+        let mut ops = Vec::new();
+        if existing.is_none() {
+            compare.push(Compare::ModRevision(key.clone(), 0));
+            ops.push(Op::Put(key.clone(), json(&record)));
+            ops.extend(self.forget_old_policies(&digest));
+        }
+        if activate {
+            let routing_key = self.keys.routing();
+            let based_on = self.revision_of(&routing_key);
+            let mut routing = self.routing_record();
+            if routing.active.as_deref() != Some(&digest) {
+                if let Some(old) = routing.active.take() {
+                    routing.history.push(old);
+                }
+                routing.active = Some(digest.clone());
+                if routing.canary.as_ref().is_some_and(|c| c.policy == digest) {
+                    routing.canary = None;
+                }
+                routing.written_by = self.written_by(who);
+                routing.written_at = layout::now();
+                compare.push(Compare::ModRevision(routing_key.clone(), based_on));
+                ops.push(Op::Put(routing_key, json(&routing)));
+            }
+        }
+        let revision = if ops.is_empty() {
+            self.lock().revision
+        } else {
+            let result = self.client.txn(&compare, &ops).await?;
+            if !result.succeeded {
+                let routing_key = self.keys.routing();
+                return Err(self
+                    .conflict("the routing", &routing_key, self.revision_of(&routing_key))
+                    .await);
+            }
+            result.revision
+        };
+        tracing::info!(target: "audit", who, policy = %checked.name, digest, activate, revision, "policy written to etcd");
+        let written = self.settle(revision).await;
+        let version = self
+            .lock()
+            .policies
+            .get(&digest)
+            .copied()
+            .or(existing.map(|kv| kv.create_revision as u64))
+            .unwrap_or(revision as u64);
+        Ok((written, version, digest))
+    }
+
+    /// Deletions that keep at most [`POLICIES_KEPT`] policy records: the
+    /// oldest ones the routing record does not use.
+    fn forget_old_policies(&self, adding: &str) -> Vec<Op> {
+        let s = self.lock();
+        let prefix = self.keys.policies();
+        let routing = s
+            .kvs
+            .get(&self.keys.routing())
+            .and_then(|kv| serde_json::from_slice::<RoutingRecord>(&kv.value).ok())
+            .unwrap_or_default();
+        let used = |d: &str| {
+            d == adding
+                || routing.active.as_deref() == Some(d)
+                || routing.history.iter().any(|h| h == d)
+                || routing.canary.as_ref().is_some_and(|c| c.policy == d)
+                || routing.shadow.as_ref().is_some_and(|c| c.policy == d)
+        };
+        let mut records: Vec<(i64, String, Option<String>)> = s
+            .kvs
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, kv)| {
+                let blob = serde_json::from_slice::<PolicyRecord>(&kv.value)
+                    .ok()
+                    .map(|r| r.wasm.sha256);
+                (kv.create_revision, k[prefix.len()..].to_string(), blob)
+            })
+            .collect();
+        records.sort();
+        let mut excess = (records.len() + 1).saturating_sub(POLICIES_KEPT);
+        let mut ops = Vec::new();
+        for (_, digest, blob) in records {
+            if excess == 0 {
+                break;
+            }
+            if used(&digest) {
+                continue;
+            }
+            ops.push(Op::Delete(self.keys.policy(&digest)));
+            // Blobs are shared by records with the same component; a blob
+            // still referenced stays (it is re-checked on read anyway).
+            if let Some(blob) = blob
+                && !s.kvs.iter().any(|(k, kv)| {
+                    k.starts_with(&prefix)
+                        && !k.ends_with(&digest)
+                        && serde_json::from_slice::<PolicyRecord>(&kv.value)
+                            .is_ok_and(|r| r.wasm.sha256 == blob)
+                })
+            {
+                ops.push(Op::DeletePrefix(self.keys.blob(&blob)));
+            }
+            excess -= 1;
+        }
+        ops
+    }
+
+    /// The routing record as last applied (or an empty one).
+    fn routing_record(&self) -> RoutingRecord {
+        self.lock()
+            .kvs
+            .get(&self.keys.routing())
+            .and_then(|kv| serde_json::from_slice(&kv.value).ok())
+            .unwrap_or_default()
+    }
+
+    /// The digest of a local version, if it came from etcd.
+    fn digest_of(&self, version: u64) -> Result<String, WriteError> {
+        let s = self.lock();
+        s.policies
+            .iter()
+            .find(|(_, v)| **v == version)
+            .map(|(d, _)| d.clone())
+            .ok_or(WriteError::Routing(RoutingError::UnknownVersion(version)))
+    }
+
+    /// Changes the routing record with `change`, in a transaction based on
+    /// `if_match` or the revision this node last applied.
+    pub async fn change_routing(
+        &self,
+        change: RoutingChange,
+        if_match: Option<i64>,
+        who: &str,
+        control: &Control,
+    ) -> Result<Written, WriteError> {
+        let key = self.keys.routing();
+        let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
+        let mut routing = self.routing_record();
+        let digest = |version: u64| -> Result<String, WriteError> {
+            match self.digest_of(version) {
+                Err(e) if control.policies.find(version).is_some() => {
+                    let _ = e;
+                    Err(WriteError::LocalOnly(version))
+                }
+                other => other,
+            }
+        };
+        match change {
+            RoutingChange::Activate(version) => {
+                let d = digest(version)?;
+                if routing.active.as_deref() != Some(&d) {
+                    if let Some(old) = routing.active.take() {
+                        routing.history.push(old);
+                    }
+                    routing.active = Some(d.clone());
+                }
+                if routing.canary.as_ref().is_some_and(|c| c.policy == d) {
+                    routing.canary = None;
+                }
+            }
+            RoutingChange::Rollback => {
+                let previous = routing.history.pop().ok_or(RoutingError::NoPrevious)?;
+                routing.active = Some(previous);
+            }
+            RoutingChange::SetCanary(version, percent) => {
+                if percent > 100 {
+                    return Err(RoutingError::BadPercent(percent).into());
+                }
+                routing.canary = Some(CanaryRecord {
+                    policy: digest(version)?,
+                    percent,
+                });
+            }
+            RoutingChange::PromoteCanary => {
+                let canary = routing.canary.take().ok_or(RoutingError::NoCanary)?;
+                if let Some(old) = routing.active.take() {
+                    routing.history.push(old);
+                }
+                routing.active = Some(canary.policy);
+            }
+            RoutingChange::AbortCanary => {
+                routing.canary.take().ok_or(RoutingError::NoCanary)?;
+            }
+            RoutingChange::SetShadow(version, percent) => {
+                if percent > 100 {
+                    return Err(RoutingError::BadPercent(percent).into());
+                }
+                routing.shadow = Some(ShadowRecord {
+                    policy: digest(version)?,
+                    sample_percent: percent,
+                });
+            }
+            RoutingChange::ClearShadow => {
+                routing.shadow.take().ok_or(RoutingError::NoShadow)?;
+            }
+        }
+        let keep = routing.history.len().saturating_sub(POLICIES_KEPT);
+        routing.history.drain(..keep);
+        routing.written_by = self.written_by(who);
+        routing.written_at = layout::now();
+        let result = self
+            .client
+            .txn(
+                &[Compare::ModRevision(key.clone(), based_on)],
+                &[Op::Put(key.clone(), json(&routing))],
+            )
+            .await?;
+        if !result.succeeded {
+            return Err(self.conflict("the routing", &key, based_on).await);
+        }
+        tracing::info!(target: "audit", who, revision = result.revision, "routing written to etcd: {change:?}");
+        Ok(self.settle(result.revision).await)
+    }
+
+    /// Drains or undrains a server fleet-wide. Returns the write and
+    /// whether anything changed.
+    pub async fn set_draining(
+        &self,
+        control: &Control,
+        id: &str,
+        draining: bool,
+        who: &str,
+    ) -> Result<(Written, bool), WriteError> {
+        if control.topology.load().server_index(id).is_none() {
+            return Err(WriteError::UnknownServer(id.to_string()));
+        }
+        let key = self.keys.drain(id);
+        let (existing, revision) = self.client.get(&key).await?;
+        let revision = match (draining, existing.is_some()) {
+            (true, false) => {
+                let record = DrainRecord {
+                    written_by: self.written_by(who),
+                    written_at: layout::now(),
+                };
+                self.client.put(&key, &json(&record)).await?
+            }
+            (false, true) => self.client.delete(&key).await?,
+            _ => {
+                let _ = revision;
+                let applied = self.lock().revision;
+                return Ok((
+                    Written {
+                        revision: applied,
+                        applied: true,
+                    },
+                    false,
+                ));
+            }
+        };
+        tracing::info!(target: "audit", who, server = id, draining, revision, "drain written to etcd");
+        Ok((self.settle(revision).await, true))
+    }
+}
+
+/// A change of the routing record.
+#[derive(Debug, Clone, Copy)]
+pub enum RoutingChange {
+    /// Make a version active.
+    Activate(u64),
+    /// Re-activate the previous one.
+    Rollback,
+    /// Start or change a canary.
+    SetCanary(u64, u32),
+    /// Make the canary active.
+    PromoteCanary,
+    /// End the canary.
+    AbortCanary,
+    /// Start or change a shadow.
+    SetShadow(u64, u32),
+    /// Stop the shadow.
+    ClearShadow,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise")
+}
