@@ -3,6 +3,7 @@
 
 mod admin;
 mod ctl;
+mod etcd;
 mod harness;
 mod health;
 mod k6;

@@ -1,0 +1,668 @@
+//! Many nodes, one configuration: a real three-member etcd cluster on
+//! loopback (Debian's `etcd-server`; `ETCD_BIN` may name another binary)
+//! and real edgeward nodes following it.
+
+use crate::harness::{Conn, Engine, Response, TempDir, built_policy};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a test waits for something that must happen (it ends as soon as
+/// it does; this only bounds a failure).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A local etcd cluster, stopped on drop.
+pub struct EtcdCluster {
+    dir: TempDir,
+    members: Vec<Member>,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn etcd_binary() -> String {
+    let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let found = Command::new(&bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "etcd not found: install Debian's etcd-server (apt-get install etcd-server) \
+         or set ETCD_BIN; .ci/run installs it"
+    );
+    bin
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster serves.
+    pub fn start(n: usize, tag: &str) -> EtcdCluster {
+        let dir = TempDir::new(tag);
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = EtcdCluster { dir, members };
+        for i in 0..n {
+            cluster.start_member(i);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        let m = &self.members[i];
+        let data = self.dir.path(&m.name);
+        let log = std::fs::File::create(self.dir.path(&format!("{}.log", m.name))).unwrap();
+        let child = Command::new(etcd_binary())
+            .args([
+                "--name",
+                &m.name,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-token",
+                "edgeward-test",
+                "--initial-cluster-state",
+                "new",
+                // Quick elections on loopback.
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// Waits until a linearizable read succeeds on every running member.
+    fn wait_healthy(&self) {
+        let start = Instant::now();
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            loop {
+                let ok = std::panic::catch_unwind(|| {
+                    gateway(m.client, "/v3/kv/range", &json!({"key": b64("health")}))
+                })
+                .is_ok_and(|r| r.status == 200);
+                if ok {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < PATIENCE,
+                    "etcd did not become healthy; see {}",
+                    self.dir.0.display()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Every member's client URL, comma-separated (for `--etcd`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Stops member `i` (SIGKILL: the harshest case).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.start_member(i);
+    }
+
+    /// Restarts every stopped member and waits until the cluster serves.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                self.restart(i);
+            }
+        }
+        self.wait_healthy();
+    }
+
+    /// Writes a key directly (as an operator with etcdctl would), on the
+    /// first running member.
+    pub fn put(&self, key: &str, value: &[u8]) {
+        let m = self.members.iter().find(|m| m.child.is_some()).unwrap();
+        let r = gateway(
+            m.client,
+            "/v3/kv/put",
+            &json!({"key": b64(key), "value": base64::engine::general_purpose::STANDARD.encode(value)}),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop(i);
+        }
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn gateway(port: u16, path: &str, body: &Value) -> Response {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    Conn::open(addr).request_with_body(
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// A topology with one region whose only edge is `host`.
+fn topology(host: &str) -> Vec<u8> {
+    json!({
+        "default_region": "all",
+        "regions": [{"id": "all", "server_groups": ["g"]}],
+        "subnets": [{"cidr": "10.0.0.0/8", "region": "all"}],
+        "server_groups": [{"id": "g", "servers": ["edge-1", "edge-2"]}],
+        "servers": [
+            {"id": "edge-1", "kind": "edge", "host": host, "port": 80},
+            {"id": "edge-2", "kind": "edge", "host": format!("second.{host}"), "port": 80, "weight": 0}
+        ],
+        "channels": [{"epg_id": "ch1", "streams": [
+            {"protocol": "hls", "encryption": "none", "path": "live/ch1/index.m3u8"}
+        ]}],
+        "programs": []
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A node of the fleet.
+fn node(cluster: &EtcdCluster, state: &TempDir, name: &str) -> Engine {
+    Engine::start(&[
+        "--etcd",
+        &cluster.endpoints(),
+        "--etcd-prefix",
+        "/fleet",
+        "--state-dir",
+        state.path(name).to_str().unwrap(),
+        "--node-name",
+        name,
+        "--random-seed",
+        "1",
+        "--etcd-timeout-ms",
+        "1000",
+    ])
+}
+
+/// Where a client of 10/8 is sent for live `ch1`.
+fn location(engine: &Engine) -> String {
+    let r = engine.get("/btv/live/hls/ch1.m3u8", &[("X-Real-IP", "10.1.2.3")]);
+    r.header("Location").unwrap_or_default().to_string()
+}
+
+fn policy_header(engine: &Engine) -> String {
+    let r = engine.get("/btv/live/hls/ch1.m3u8", &[("X-Real-IP", "10.1.2.3")]);
+    r.header("Edgeward-Policy").unwrap_or_default().to_string()
+}
+
+/// Waits until `check` holds (each node converges on its own).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < PATIENCE, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(engine: &Engine) -> Value {
+    engine.admin_json("GET", "/status", json!(null)).1
+}
+
+fn put_topology(engine: &Engine, body: &[u8], if_match: Option<&str>) -> (u16, Value) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(m) = if_match {
+        headers.push(("If-Match", m));
+    }
+    let r = Conn::open(engine.admin.unwrap()).request_with_body("PUT", "/topology", &headers, body);
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+fn upload(
+    engine: &Engine,
+    name: &str,
+    policy: &str,
+    config: Value,
+    activate: bool,
+) -> (u16, Value) {
+    let wasm = std::fs::read(built_policy(policy)).unwrap();
+    engine.admin_json(
+        "POST",
+        &format!("/policies/{name}"),
+        json!({
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+            "config": config,
+            "activate": activate,
+        }),
+    )
+}
+
+#[test]
+fn a_change_through_any_node_reaches_every_node() {
+    let etcd = EtcdCluster::start(3, "etcd-fleet");
+    let state = TempDir::new("etcd-fleet-nodes");
+    let nodes: Vec<Engine> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&etcd, &state, n))
+        .collect();
+    for n in &nodes {
+        let s = status(n);
+        assert_eq!(s["etcd"]["connected"], true, "{s}");
+        assert_eq!(s["etcd"]["configuration_from"], "etcd", "{s}");
+    }
+
+    // A topology pushed through node a.
+    let (code, v) = put_topology(&nodes[0], &topology("one.test"), None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["applied_here"], true);
+    for n in &nodes {
+        eventually("every node serves the new topology", || {
+            location(n) == "http://one.test/live/ch1/index.m3u8"
+        });
+    }
+    // The revision is the ETag every node shows.
+    let etag = nodes[2]
+        .admin("GET", "/topology", b"", "application/json", None)
+        .header("ETag")
+        .unwrap()
+        .to_string();
+    assert_eq!(etag, format!("\"{}\"", v["revision"]));
+
+    // A policy pushed and activated through node b: same version everywhere.
+    let (code, v) = upload(&nodes[1], "spread", "consistent", json!({}), true);
+    assert_eq!(code, 201, "{v}");
+    let label = format!("spread@{}", v["version"]);
+    for n in &nodes {
+        eventually("every node routes with the new policy", || {
+            policy_header(n) == label
+        });
+    }
+
+    // A server drained through node c is drained everywhere (edge-2 has
+    // weight 0, so draining edge-1 leaves nothing: 503).
+    let (code, v) = nodes[2].admin_json("POST", "/servers/edge-1/drain", json!(null));
+    assert_eq!(code, 200, "{v}");
+    for n in &nodes {
+        eventually(
+            "every node stops sending clients to the drained edge",
+            || !location(n).contains("//one.test/"),
+        );
+    }
+    let (code, _) = nodes[0].admin_json("DELETE", "/servers/edge-1/drain", json!(null));
+    assert_eq!(code, 200);
+    for n in &nodes {
+        eventually(
+            "every node sends clients to the undrained edge again",
+            || location(n) == "http://one.test/live/ch1/index.m3u8",
+        );
+    }
+
+    // Rollback through node a: back to every node's start policy is not in
+    // etcd, so the history is empty and rollback is refused clearly.
+    let (code, v) = nodes[0].admin_json("POST", "/policies/rollback", json!(null));
+    assert_eq!(code, 409, "{v}");
+
+    // A second policy, then rollback: all nodes return to `spread`.
+    let (code, v) = upload(&nodes[0], "near", "nearest", json!({}), true);
+    assert_eq!(code, 201, "{v}");
+    let near = format!("near@{}", v["version"]);
+    for n in &nodes {
+        eventually("every node routes with near", || policy_header(n) == near);
+    }
+    let (code, v) = nodes[2].admin_json("POST", "/policies/rollback", json!(null));
+    assert_eq!(code, 200, "{v}");
+    for n in &nodes {
+        eventually("every node rolled back", || policy_header(n) == label);
+    }
+}
+
+#[test]
+fn two_conflicting_writes_one_wins_the_other_is_told() {
+    let etcd = EtcdCluster::start(1, "etcd-conflict");
+    let state = TempDir::new("etcd-conflict-nodes");
+    let a = node(&etcd, &state, "a");
+    let b = node(&etcd, &state, "b");
+    let (code, v) = put_topology(&a, &topology("base.test"), None);
+    assert_eq!(code, 200, "{v}");
+    let base = format!("\"{}\"", v["revision"]);
+    eventually("b has the base topology", || {
+        location(&b) == "http://base.test/live/ch1/index.m3u8"
+    });
+
+    // Two operators, each editing what they read at the same revision.
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| put_topology(&a, &topology("from-a.test"), Some(&base)));
+        let two = s.spawn(|| put_topology(&b, &topology("from-b.test"), Some(&base)));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let mut codes = [first.0, second.0];
+    codes.sort();
+    assert_eq!(codes, [200, 409], "{first:?} {second:?}");
+    let (winner, loser) = if first.0 == 200 {
+        ("from-a.test", &second.1)
+    } else {
+        ("from-b.test", &first.1)
+    };
+    let message = loser["error"].as_str().unwrap();
+    assert!(
+        message.contains("conflict") && message.contains("changed by someone else"),
+        "{message}"
+    );
+    assert!(loser["current_revision"].as_i64().unwrap() > 0);
+    for n in [&a, &b] {
+        eventually("both nodes serve the winner", || {
+            location(n) == format!("http://{winner}/live/ch1/index.m3u8")
+        });
+    }
+
+    // Without If-Match a write is based on the node's view, which is now
+    // current: it goes through. A stale If-Match does not.
+    let (code, _) = put_topology(&a, &topology("later.test"), None);
+    assert_eq!(code, 200);
+    let (code, v) = put_topology(&b, &topology("stale.test"), Some(&base));
+    assert_eq!(code, 409, "{v}");
+    let (code, v) = put_topology(&b, &topology("bad.test"), Some("not-a-revision"));
+    assert_eq!(code, 400, "{v}");
+
+    // Routing changes conflict the same way.
+    let (code, v) = upload(&a, "p1", "nearest", json!({}), false);
+    assert_eq!(code, 201, "{v}");
+    let version = v["version"].as_u64().unwrap();
+    eventually("b has loaded p1", || {
+        b.admin_json("GET", "/policies", json!(null)).1["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["version"] == version)
+    });
+    let routing_rev = status(&a)["etcd"]["revisions"]["routing"].clone();
+    assert!(
+        routing_rev.is_null(),
+        "no routing written yet: {routing_rev}"
+    );
+    let activate = |e: &Engine| {
+        let r = Conn::open(e.admin.unwrap()).request_with_body(
+            "POST",
+            &format!("/policies/{version}/activate"),
+            &[("If-Match", "\"0\"")],
+            b"",
+        );
+        r.status
+    };
+    let mut codes = std::thread::scope(|s| {
+        let one = s.spawn(|| activate(&a));
+        let two = s.spawn(|| activate(&b));
+        [one.join().unwrap(), two.join().unwrap()]
+    });
+    codes.sort();
+    assert_eq!(codes, [200, 409]);
+}
+
+#[test]
+fn a_change_that_fails_validation_is_refused_by_every_node() {
+    let etcd = EtcdCluster::start(1, "etcd-invalid");
+    let state = TempDir::new("etcd-invalid-nodes");
+    let a = node(&etcd, &state, "a");
+    let b = node(&etcd, &state, "b");
+    let (code, v) = put_topology(&a, &topology("good.test"), None);
+    assert_eq!(code, 200, "{v}");
+    for n in [&a, &b] {
+        eventually("the good topology is served", || {
+            location(n) == "http://good.test/live/ch1/index.m3u8"
+        });
+    }
+
+    // Through the admin API, an invalid topology never reaches etcd.
+    let mut bad: Value = serde_json::from_slice(&topology("bad.test")).unwrap();
+    bad["subnets"][0]["region"] = json!("nowhere");
+    let (code, v) = put_topology(&a, bad.to_string().as_bytes(), None);
+    assert_eq!(code, 422, "{v}");
+    assert!(v["problems"].to_string().contains("nowhere"), "{v}");
+
+    // Written straight into etcd (as with etcdctl): every node refuses it,
+    // says so, and keeps serving the good one.
+    let bytes = bad.to_string().into_bytes();
+    let hash = edgeward::sha256_hex(&bytes);
+    etcd.put(&format!("/fleet/blobs/{hash}/00000"), &bytes);
+    etcd.put(
+        "/fleet/config/topology",
+        json!({
+            "blob": {"sha256": hash, "size": bytes.len(), "chunks": 1},
+            "summary": "hand-written",
+            "written_by": "an operator with etcdctl",
+            "written_at": "2026-11-29T00:00:00Z"
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    for n in [&a, &b] {
+        eventually("the node reports the refusal", || {
+            let s = status(n);
+            s["etcd"]["refused"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["key"] == "/fleet/config/topology"))
+        });
+        let s = status(n);
+        let refusal = s["etcd"]["refused"].to_string();
+        assert!(refusal.contains("nowhere"), "{refusal}");
+        assert_eq!(location(n), "http://good.test/live/ch1/index.m3u8");
+        let metrics = n.admin("GET", "/metrics", b"", "text/plain", None).body;
+        assert!(
+            metrics.contains("edgeward_etcd_refused_changes_total 1"),
+            "{metrics}"
+        );
+    }
+
+    // Garbage records and a policy that is not a component: refused too;
+    // a routing record naming that policy is refused whole.
+    etcd.put(
+        "/fleet/config/policies/0123456789abcdef0123456789abcdef",
+        b"not json",
+    );
+    etcd.put(
+        "/fleet/config/routing",
+        json!({"active": "0123456789abcdef0123456789abcdef"})
+            .to_string()
+            .as_bytes(),
+    );
+    for n in [&a, &b] {
+        eventually("the node refuses the routing record", || {
+            status(n)["etcd"]["refused"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["key"] == "/fleet/config/routing"))
+        });
+        assert_eq!(policy_header(n), "nearest@1");
+        assert_eq!(location(n), "http://good.test/live/ch1/index.m3u8");
+    }
+
+    // A good change after the bad ones is applied (and clears the refusal).
+    let (code, v) = put_topology(&b, &topology("fixed.test"), None);
+    assert_eq!(code, 200, "{v}");
+    for n in [&a, &b] {
+        eventually("the fix is served", || {
+            location(n) == "http://fixed.test/live/ch1/index.m3u8"
+        });
+        let s = status(n);
+        assert!(
+            !s["etcd"]["refused"]
+                .to_string()
+                .contains("/fleet/config/topology"),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn nodes_ride_out_the_loss_of_etcd_and_catch_up_on_return() {
+    let mut etcd = EtcdCluster::start(3, "etcd-outage");
+    let state = TempDir::new("etcd-outage-nodes");
+    let a = node(&etcd, &state, "a");
+    let b = node(&etcd, &state, "b");
+    let mut c = Some(node(&etcd, &state, "c"));
+    let (code, _) = put_topology(&a, &topology("t1.test"), None);
+    assert_eq!(code, 200);
+
+    // One member down: everything still works.
+    etcd.stop(0);
+    let (code, v) = put_topology(&b, &topology("t2.test"), None);
+    assert_eq!(code, 200, "{v}");
+    for n in [&a, &b, c.as_ref().unwrap()] {
+        eventually("t2 everywhere", || {
+            location(n) == "http://t2.test/live/ch1/index.m3u8"
+        });
+    }
+
+    // Node c goes away; a change is made while it is gone.
+    drop(c.take());
+    let (code, v) = upload(&a, "spread", "consistent", json!({}), true);
+    assert_eq!(code, 201, "{v}");
+    let label = format!("spread@{}", v["version"]);
+
+    // Every member down: the nodes keep answering from what they have.
+    etcd.stop(1);
+    etcd.stop(2);
+    for n in [&a, &b] {
+        eventually("the node notices etcd is gone", || {
+            status(n)["etcd"]["connected"] == false
+        });
+        assert_eq!(location(n), "http://t2.test/live/ch1/index.m3u8");
+        assert_eq!(policy_header(n), label);
+        let metrics = n.admin("GET", "/metrics", b"", "text/plain", None).body;
+        assert!(metrics.contains("edgeward_etcd_connected 0"), "{metrics}");
+        // Ready all the same: it serves its last good configuration.
+        let ready = n.admin("GET", "/readyz", b"", "text/plain", None);
+        assert_eq!(ready.status, 200);
+    }
+    let (code, v) = put_topology(&a, &topology("t3.test"), None);
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("nothing was changed"),
+        "{v}"
+    );
+
+    // Node c restarted while etcd is down serves its disk copy (t2, and its
+    // start policy: it never saw `spread`).
+    let c = node(&etcd, &state, "c");
+    let s = status(&c);
+    assert_eq!(s["etcd"]["configuration_from"], "disk copy", "{s}");
+    assert_eq!(location(&c), "http://t2.test/live/ch1/index.m3u8");
+    assert_eq!(
+        c.admin("GET", "/readyz", b"", "text/plain", None).status,
+        200
+    );
+
+    // etcd back: c catches up on what it missed, and new changes reach all.
+    etcd.restart_all();
+    eventually("c catches up on the policy made while it was away", || {
+        policy_header(&c) == label
+    });
+    let (code, v) = put_topology(&c, &topology("t4.test"), None);
+    assert_eq!(code, 200, "{v}");
+    for n in [&a, &b, &c] {
+        eventually("t4 everywhere", || {
+            location(n) == "http://t4.test/live/ch1/index.m3u8"
+        });
+        eventually("reconnected", || status(n)["etcd"]["connected"] == true);
+    }
+}
+
+#[test]
+fn a_node_with_neither_etcd_nor_a_disk_copy_is_not_ready() {
+    // Nothing listens on this port.
+    let port = free_port();
+    let state = TempDir::new("etcd-absent");
+    let e = Engine::start(&[
+        "--etcd",
+        &format!("http://127.0.0.1:{port}"),
+        "--state-dir",
+        state.path("n").to_str().unwrap(),
+        "--etcd-start-wait-ms",
+        "100",
+    ]);
+    assert_eq!(
+        e.admin("GET", "/readyz", b"", "text/plain", None).status,
+        503
+    );
+    let s = status(&e);
+    assert_eq!(s["etcd"]["connected"], false);
+    assert!(
+        s["etcd"]["last_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("connect")),
+        "{s}"
+    );
+    // A bad disk copy is named and ignored; the node still starts.
+    let copy = state.path("m/etcd-copy.msgpack");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::write(&copy, b"garbage").unwrap();
+    let e = Engine::start(&[
+        "--etcd",
+        &format!("http://127.0.0.1:{port}"),
+        "--state-dir",
+        state.path("m").to_str().unwrap(),
+        "--etcd-start-wait-ms",
+        "100",
+    ]);
+    e.wait_log(0, "cannot use the disk copy");
+    assert_eq!(
+        e.admin("GET", "/readyz", b"", "text/plain", None).status,
+        503
+    );
+}
