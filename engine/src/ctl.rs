@@ -17,6 +17,8 @@ pub struct Client {
     pub addr: String,
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// etcd revision a change must be based on (`If-Match`), if any.
+    pub if_match: Option<i64>,
 }
 
 /// An admin API answer.
@@ -46,7 +48,11 @@ impl Client {
         if addr.contains('/') || addr.starts_with("https://") || addr.is_empty() {
             bail!("--admin {admin:?} must be http://host:port");
         }
-        Ok(Client { addr, token })
+        Ok(Client {
+            addr,
+            token,
+            if_match: None,
+        })
     }
 
     /// One request; `Err` only when the node cannot be reached.
@@ -74,6 +80,9 @@ impl Client {
                 .header(http::header::CONTENT_TYPE, content_type);
             if let Some(t) = &self.token {
                 req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            if let Some(rev) = self.if_match {
+                req = req.header(http::header::IF_MATCH, format!("\"{rev}\""));
             }
             let resp = sender
                 .send_request(req.body(Full::new(Bytes::from(body)))?)
@@ -158,6 +167,34 @@ pub fn render(what: &str, v: &Value) -> String {
                 short(&v["topology"]["hash"]),
                 v["topology"]["summary"].as_str().unwrap_or("")
             ));
+            let etcd = &v["etcd"];
+            if !etcd.is_null() {
+                out.push_str(&format!(
+                    "etcd            {} ({}), prefix {}, applied revision {} (topology {}, routing {}), configuration from {}\n",
+                    if etcd["connected"] == true {
+                        "connected"
+                    } else {
+                        "UNREACHABLE"
+                    },
+                    etcd["member"]
+                        .as_str()
+                        .or(etcd["last_error"].as_str())
+                        .unwrap_or("?"),
+                    etcd["prefix"].as_str().unwrap_or("?"),
+                    etcd["applied_revision"],
+                    etcd["revisions"]["topology"],
+                    etcd["revisions"]["routing"],
+                    etcd["configuration_from"].as_str().unwrap_or("?"),
+                ));
+                for r in etcd["refused"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "REFUSED         {} at revision {}: {}\n",
+                        r["key"].as_str().unwrap_or("?"),
+                        r["revision"],
+                        r["error"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
             out.push_str(&format!(
                 "uptime          {:.0} s\n",
                 v["uptime_seconds"].as_f64().unwrap_or(0.0)

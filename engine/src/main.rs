@@ -78,6 +78,11 @@ struct CtlArgs {
     /// Print the API's JSON instead of human-readable output.
     #[arg(long, global = true)]
     json: bool,
+    /// With etcd: make the change only if the key is still at this
+    /// revision (the ETag of `topology show`, the revisions in `status`);
+    /// a change made meanwhile by someone else fails with a conflict.
+    #[arg(long, global = true, value_name = "REVISION")]
+    if_match: Option<i64>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -843,7 +848,8 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         ),
         None => std::env::var("EDGEWARD_ADMIN_TOKEN").ok(),
     };
-    let client = Client::new(&args.admin, token)?;
+    let mut client = Client::new(&args.admin, token)?;
+    client.if_match = args.if_match;
     const JSON: &str = "application/json";
     let none = Vec::new;
     let (what, value) = match args.command {

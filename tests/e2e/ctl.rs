@@ -4,7 +4,7 @@
 use crate::harness::{Engine, TempDir, binary, built_policy, fixtures};
 use std::process::Command;
 
-fn ctl(engine: &Engine, args: &[&str]) -> (bool, String, String) {
+pub fn ctl(engine: &Engine, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(binary())
         .arg("ctl")
         .arg("--admin")

@@ -166,6 +166,17 @@ impl EtcdCluster {
         self.wait_healthy();
     }
 
+    /// Compacts the history up to `revision`.
+    pub fn compact(&self, revision: i64) {
+        let m = self.members.iter().find(|m| m.child.is_some()).unwrap();
+        let r = gateway(
+            m.client,
+            "/v3/kv/compaction",
+            &json!({"revision": revision.to_string(), "physical": true}),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
     /// Writes a key directly (as an operator with etcdctl would), on the
     /// first running member.
     pub fn put(&self, key: &str, value: &[u8]) {
@@ -453,6 +464,39 @@ fn two_conflicting_writes_one_wins_the_other_is_told() {
     });
     codes.sort();
     assert_eq!(codes, [200, 409]);
+
+    // The operator CLI shows the revisions and passes If-Match.
+    let (ok, out, _) = crate::ctl::ctl(&b, &["status"]);
+    assert!(ok && out.contains("etcd            connected"), "{out}");
+    let file = state.path("stale.json");
+    std::fs::write(&file, topology("stale.test")).unwrap();
+    let (ok, _, err) = crate::ctl::ctl(
+        &b,
+        &[
+            "--if-match",
+            "1",
+            "topology",
+            "push",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && err.contains("409") && err.contains("conflict"),
+        "{err}"
+    );
+
+    // A node that was away while etcd compacted its history reads
+    // everything again instead of resuming its watch.
+    drop(b);
+    let (code, _) = put_topology(&a, &topology("while-away.test"), None);
+    assert_eq!(code, 200);
+    let now = status(&a)["etcd"]["applied_revision"].as_i64().unwrap();
+    etcd.compact(now);
+    let b = node(&etcd, &state, "b");
+    b.wait_log(0, "reading everything again");
+    eventually("b has the change made while it was away", || {
+        location(&b) == "http://while-away.test/live/ch1/index.m3u8"
+    });
 }
 
 #[test]
@@ -665,4 +709,253 @@ fn a_node_with_neither_etcd_nor_a_disk_copy_is_not_ready() {
         e.admin("GET", "/readyz", b"", "text/plain", None).status,
         503
     );
+}
+
+/// Certificates for an etcd member and its clients, signed by a test CA.
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "edgeward test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = |names: Vec<String>, cn: &str, usage: Vec<ExtendedKeyUsagePurpose>| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = usage;
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca: ca_cert.pem(),
+        server: leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            "etcd",
+            // etcd's gateway dials its own gRPC server with this
+            // certificate, so it is a client certificate too.
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        ),
+        client: leaf(
+            vec!["edgeward".into()],
+            "edgeward",
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        ),
+    }
+}
+
+/// One etcd member with extra flags, killed on drop.
+struct Single(Child);
+
+impl Single {
+    fn start(dir: &TempDir, name: &str, client_urls: &str, extra: &[&str]) -> Single {
+        let peer = free_port();
+        let log = std::fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
+        let advertise = client_urls.split(',').next().unwrap();
+        let child = Command::new(etcd_binary())
+            .args([
+                "--name",
+                name,
+                "--data-dir",
+                dir.path(name).to_str().unwrap(),
+                "--listen-client-urls",
+                client_urls,
+                "--advertise-client-urls",
+                advertise,
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("{name}=http://127.0.0.1:{peer}"),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning etcd");
+        Single(child)
+    }
+}
+
+impl Drop for Single {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(args: &[&str], state: &std::path::Path, prefix: &str) -> Engine {
+    let mut all = vec![
+        "--etcd-prefix",
+        prefix,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--etcd-start-wait-ms",
+        "3000",
+    ];
+    all.extend_from_slice(args);
+    Engine::start(&all)
+}
+
+fn assert_refused(engine: &Engine, needle: &[&str]) {
+    let s = status(engine);
+    assert_eq!(s["etcd"]["connected"], false, "{s}");
+    let error = s["etcd"]["last_error"].as_str().unwrap_or_default();
+    assert!(needle.iter().any(|n| error.contains(n)), "{s}");
+    assert_eq!(
+        engine
+            .admin("GET", "/readyz", b"", "text/plain", None)
+            .status,
+        503
+    );
+}
+
+#[test]
+fn etcd_over_tls_with_client_certificates() {
+    let dir = TempDir::new("etcd-tls");
+    let pki = pki();
+    let write = |name: &str, text: &str| {
+        let p = dir.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca);
+    let server_cert = write("server.pem", &pki.server.0);
+    let server_key = write("server.key", &pki.server.1);
+    let client_cert = write("client.pem", &pki.client.0);
+    let client_key = write("client.key", &pki.client.1);
+    let port = free_port();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let _etcd = Single::start(
+        &dir,
+        "tls",
+        &endpoint,
+        &[
+            "--cert-file",
+            &server_cert,
+            "--key-file",
+            &server_key,
+            "--trusted-ca-file",
+            &ca,
+            "--client-cert-auth",
+        ],
+    );
+    let tls = [
+        "--etcd",
+        endpoint.as_str(),
+        "--etcd-ca-file",
+        &ca,
+        "--etcd-cert-file",
+        &client_cert,
+        "--etcd-key-file",
+        &client_key,
+    ];
+    let good = start_node(&tls, &dir.path("good"), "/tls");
+    eventually("the node connects over TLS", || {
+        status(&good)["etcd"]["connected"] == true
+    });
+    let (code, v) = put_topology(&good, &topology("secure.test"), None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(location(&good), "http://secure.test/live/ch1/index.m3u8");
+
+    // Without the client certificate, or without trusting etcd's CA: the
+    // node says why and is not ready.
+    let no_cert = start_node(&tls[..4], &dir.path("no-cert"), "/tls");
+    assert_refused(
+        &no_cert,
+        &["tls", "handshake", "closed", "connect", "request"],
+    );
+    let untrusted = start_node(
+        &[tls[0], tls[1], tls[4], tls[5], tls[6], tls[7]],
+        &dir.path("untrusted"),
+        "/tls",
+    );
+    assert_refused(&untrusted, &["tls", "certificate", "Unknown"]);
+}
+
+#[test]
+fn etcd_with_password_authentication() {
+    let dir = TempDir::new("etcd-auth");
+    let password = dir.path("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let wrong = dir.path("wrong");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let port = free_port();
+    let _etcd = Single::start(&dir, "auth", &format!("http://127.0.0.1:{port}"), &[]);
+    eventually("etcd serves", || {
+        std::panic::catch_unwind(|| gateway(port, "/v3/kv/range", &json!({"key": b64("x")})).status)
+            .is_ok_and(|s| s == 200)
+    });
+    // A user that may read and write /auth/ only, then `auth enable`.
+    for (path, body) in [
+        (
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": "rootpw"}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        ),
+        ("/v3/auth/role/add", json!({"name": "edgeward"})),
+        (
+            "/v3/auth/role/grant",
+            json!({"name": "edgeward", "perm": {"permType": "READWRITE", "key": b64("/auth/"), "range_end": b64("/auth0")}}),
+        ),
+        (
+            "/v3/auth/user/add",
+            json!({"name": "edgeward", "password": "s3cret"}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "edgeward", "role": "edgeward"}),
+        ),
+        ("/v3/auth/enable", json!({})),
+    ] {
+        let r = gateway(port, path, &body);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+    }
+    let r = gateway(port, "/v3/kv/range", &json!({"key": b64("/auth/x")}));
+    assert_ne!(r.status, 200, "auth is on: {r:?}");
+
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let args = |password: &std::path::Path| {
+        vec![
+            "--etcd".to_string(),
+            endpoint.clone(),
+            "--etcd-user".into(),
+            "edgeward".into(),
+            "--etcd-password-file".into(),
+            password.to_str().unwrap().into(),
+        ]
+    };
+    let good_args = args(&password);
+    let good_args: Vec<&str> = good_args.iter().map(String::as_str).collect();
+    let good = start_node(&good_args, &dir.path("good"), "/auth");
+    eventually("the node logs in", || {
+        status(&good)["etcd"]["connected"] == true
+    });
+    let (code, v) = put_topology(&good, &topology("private.test"), None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(location(&good), "http://private.test/live/ch1/index.m3u8");
+
+    let bad_args = args(&wrong);
+    let bad_args: Vec<&str> = bad_args.iter().map(String::as_str).collect();
+    let bad = start_node(&bad_args, &dir.path("bad"), "/auth");
+    assert_refused(&bad, &["authentication"]);
+    // Outside the user's permissions: refused, not retried as an outage.
+    let outside = start_node(&good_args, &dir.path("outside"), "/elsewhere");
+    assert_refused(&outside, &["permission denied"]);
 }

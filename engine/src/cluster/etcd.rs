@@ -198,6 +198,12 @@ impl EtcdClient {
         self.endpoints.iter().map(|e| e.url.clone()).collect()
     }
 
+    /// The member that answered last.
+    pub fn member(&self) -> String {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints[i].url.clone()
+    }
+
     /// Every key starting with `prefix`, in key order, and the store's
     /// revision they were read at.
     pub async fn range_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), EtcdError> {
@@ -413,7 +419,7 @@ impl EtcdClient {
                     last = format!("{url}: {message}");
                     break;
                 }
-                return Err(EtcdError::Refused(message));
+                return Err(EtcdError::Refused(explain(&message)));
             }
         }
         Err(EtcdError::Unavailable(last))
@@ -441,12 +447,17 @@ impl EtcdClient {
         let (status, bytes) = answer;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value["error"].as_str().unwrap_or("authentication failed");
+            let raw = String::from_utf8_lossy(&bytes);
+            let message = value["error"]
+                .as_str()
+                .or(value["message"].as_str())
+                .unwrap_or(raw.trim());
             if is_member_problem(status, message) {
                 return Err(EtcdError::Unavailable(format!("{url}: {message}")));
             }
             return Err(EtcdError::Refused(format!(
-                "authentication as {name:?}: {message}"
+                "authentication as {name:?}: {}",
+                explain(message)
             )));
         }
         let token = value["token"]
@@ -631,6 +642,19 @@ fn is_member_problem(status: http::StatusCode, message: &str) -> bool {
         || message.contains("unavailable")
         || message.contains("not capable")
         || message.contains("deadline exceeded")
+}
+
+/// etcd's message, with a hint where etcd's own is cryptic.
+fn explain(message: &str) -> String {
+    if message.contains("CommonName of client sending a request against gateway") {
+        format!(
+            "{message} (etcd refuses client certificates on its HTTP gateway once \
+             authentication is enabled: use a client certificate with \
+             --client-cert-auth, or a user and password over TLS, not both)"
+        )
+    } else {
+        message.to_string()
+    }
 }
 
 fn is_token_error(message: &str) -> bool {

@@ -91,7 +91,7 @@ impl Follower {
                             Ok(changed) => {
                                 self.revision = revision;
                                 full = false;
-                                cluster.set_connected(true, None, None);
+                                cluster.set_connected(true, Some(cluster.client.member()), None);
                                 self.publish(cluster, "etcd");
                                 cluster.has_config.store(true, Ordering::Relaxed);
                                 let _ = changed;
@@ -114,11 +114,7 @@ impl Follower {
             let mut watch = match cluster.client.watch(&prefix, self.revision + 1).await {
                 Ok(w) => w,
                 Err(EtcdError::Compacted(rev)) => {
-                    tracing::warn!(
-                        compacted = rev,
-                        seen = self.revision,
-                        "etcd compacted past the last revision seen; reading everything again"
-                    );
+                    self.compacted(rev);
                     full = true;
                     continue;
                 }
@@ -163,7 +159,8 @@ impl Follower {
                             }
                         }
                     }
-                    Err(EtcdError::Compacted(_)) => {
+                    Err(EtcdError::Compacted(rev)) => {
+                        self.compacted(rev);
                         full = true;
                         break;
                     }
@@ -175,6 +172,14 @@ impl Follower {
             }
             backoff = wait(backoff).await;
         }
+    }
+
+    fn compacted(&self, revision: i64) {
+        tracing::warn!(
+            compacted = revision,
+            seen = self.revision,
+            "etcd compacted past the last revision seen; reading everything again"
+        );
     }
 
     /// Makes the node follow `self.kvs`. Returns whether anything was
