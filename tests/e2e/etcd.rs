@@ -959,3 +959,36 @@ fn etcd_with_password_authentication() {
     let outside = start_node(&good_args, &dir.path("outside"), "/elsewhere");
     assert_refused(&outside, &["permission denied"]);
 }
+
+#[test]
+fn a_node_follows_an_etcd_rebuilt_with_other_history() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (first_dir, second_dir, state) = (
+        TempDir::new("etcd-rebuilt-1"),
+        TempDir::new("etcd-rebuilt-2"),
+        TempDir::new("etcd-rebuilt-node"),
+    );
+    let first = Single::start(&first_dir, "x", &url, &[]);
+    let node = start_node(&["--etcd", &url], &state.path("n"), "/edgeward");
+    // Some history, so that the node's revision is well above a new
+    // cluster's.
+    for i in 0..5 {
+        let (code, v) = put_topology(&node, &topology(&format!("old{i}.test")), None);
+        assert_eq!(code, 200, "{v}");
+    }
+    drop(first);
+
+    // A new cluster on the same address, with none of that history (as
+    // after a rebuild): the node notices and reads everything again.
+    let _second = Single::start(&second_dir, "x", &url, &[]);
+    node.wait_log(0, "reading everything again");
+    eventually("the node is connected to the new cluster", || {
+        status(&node)["etcd"]["connected"] == true
+    });
+    assert_eq!(location(&node), "http://old4.test/live/ch1/index.m3u8");
+    let (code, v) = put_topology(&node, &topology("new.test"), None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["applied_here"], true, "{v}");
+    assert_eq!(location(&node), "http://new.test/live/ch1/index.m3u8");
+}

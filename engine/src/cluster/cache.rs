@@ -18,6 +18,8 @@ pub struct DiskCopy {
     pub prefix: String,
     /// Highest revision applied.
     pub revision: i64,
+    /// The etcd cluster it came from.
+    pub cluster_id: u64,
     /// When it was written, RFC 3339.
     pub saved_at: String,
     /// Every configuration key.
@@ -31,6 +33,8 @@ struct File {
     format: u32,
     prefix: String,
     revision: i64,
+    #[serde(default)]
+    cluster_id: u64,
     saved_at: String,
     kvs: Vec<Kv>,
     blobs: Vec<Blob>,
@@ -58,6 +62,7 @@ pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
         format: FORMAT,
         prefix: copy.prefix.clone(),
         revision: copy.revision,
+        cluster_id: copy.cluster_id,
         saved_at: copy.saved_at.clone(),
         kvs: copy
             .kvs
@@ -110,6 +115,7 @@ pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
     Ok(Some(DiskCopy {
         prefix: file.prefix,
         revision: file.revision,
+        cluster_id: file.cluster_id,
         saved_at: file.saved_at,
         kvs: file
             .kvs
@@ -143,6 +149,7 @@ mod tests {
         let copy = DiskCopy {
             prefix: "/edgeward".into(),
             revision: 42,
+            cluster_id: 7,
             saved_at: "now".into(),
             kvs: vec![KeyValue {
                 key: "/edgeward/config/topology".into(),

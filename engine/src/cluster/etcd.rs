@@ -127,6 +127,8 @@ pub struct EtcdClient {
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     token: std::sync::Mutex<Option<String>>,
+    /// The cluster id in the last answer.
+    cluster_id: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for EtcdClient {
@@ -190,12 +192,19 @@ impl EtcdClient {
             tls: config.tls,
             timeout: config.timeout,
             token: std::sync::Mutex::new(None),
+            cluster_id: 0.into(),
         })
     }
 
     /// The endpoint URLs.
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints.iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// The id of the cluster that answered last (0: none yet). A cluster
+    /// rebuilt from a snapshot has a new one.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Relaxed)
     }
 
     /// The member that answered last.
@@ -331,6 +340,8 @@ impl EtcdClient {
                         body,
                         buffer: Vec::new(),
                         member: self.endpoints[endpoint].url.clone(),
+                        revision: 0,
+                        cluster_id: 0,
                     };
                     // The first message confirms the watch (or reports a
                     // compaction).
@@ -339,6 +350,8 @@ impl EtcdClient {
                             if let Some(rev) = compacted(&first) {
                                 return Err(EtcdError::Compacted(rev));
                             }
+                            watch.revision = header_revision(&first["result"]);
+                            watch.cluster_id = cluster_id(&first["result"]["header"]);
                             return Ok(watch);
                         }
                         Ok(Err(e)) => last = format!("{}: {e}", self.endpoints[endpoint].url),
@@ -403,6 +416,8 @@ impl EtcdClient {
                 );
                 if status.is_success() {
                     self.current.store(endpoint, Ordering::Relaxed);
+                    self.cluster_id
+                        .store(cluster_id(&value["header"]), Ordering::Relaxed);
                     return Ok(value);
                 }
                 let message = value["error"]
@@ -538,9 +553,21 @@ pub struct Watch {
     body: Incoming,
     buffer: Vec<u8>,
     member: String,
+    revision: i64,
+    cluster_id: u64,
 }
 
 impl Watch {
+    /// The store's revision when the watch was created.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The id of the cluster the watch is open on.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
     /// The member the watch is open on.
     pub fn member(&self) -> &str {
         &self.member
@@ -673,6 +700,14 @@ fn key_value(v: &Value) -> Option<KeyValue> {
         create_revision: int(&v["create_revision"]),
         mod_revision: int(&v["mod_revision"]),
     })
+}
+
+fn cluster_id(header: &Value) -> u64 {
+    match &header["cluster_id"] {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn header_revision(answer: &Value) -> i64 {

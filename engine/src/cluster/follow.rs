@@ -25,6 +25,8 @@ pub struct Follower {
     kvs: BTreeMap<String, KeyValue>,
     /// Highest revision applied.
     revision: i64,
+    /// The etcd cluster those revisions are of (0: unknown).
+    cluster_id: u64,
     /// Mod revision of the topology record last applied or refused.
     topology_rev: i64,
     /// Mod revision of the routing record last applied or refused.
@@ -64,6 +66,7 @@ impl Follower {
         match self.apply(cluster, control, Some(&blobs)).await {
             Ok(_) => {
                 self.revision = copy.revision;
+                self.cluster_id = copy.cluster_id;
                 self.publish(cluster, "disk copy");
                 cluster.has_config.store(true, Ordering::Relaxed);
                 tracing::info!(
@@ -90,6 +93,7 @@ impl Follower {
                         match self.apply(cluster, control, None).await {
                             Ok(changed) => {
                                 self.revision = revision;
+                                self.cluster_id = cluster.client.cluster_id();
                                 full = false;
                                 cluster.set_connected(true, Some(cluster.client.member()), None);
                                 self.publish(cluster, "etcd");
@@ -124,6 +128,21 @@ impl Follower {
                     continue;
                 }
             };
+            // A cluster rebuilt from a snapshot (or replaced) has other
+            // history: revisions this node saw may be reused for other
+            // changes. Read everything again.
+            let replaced = self.cluster_id != 0 && watch.cluster_id() != self.cluster_id;
+            if replaced || watch.revision() < self.revision {
+                tracing::warn!(
+                    seen = self.revision,
+                    now = watch.revision(),
+                    "etcd's history is not the one this node followed (restored from a \
+                     snapshot?); reading everything again"
+                );
+                full = true;
+                continue;
+            }
+            self.cluster_id = watch.cluster_id();
             cluster.set_connected(true, Some(watch.member().to_string()), None);
             backoff = BACKOFF_MIN;
             loop {
@@ -447,6 +466,7 @@ impl Follower {
         let copy = DiskCopy {
             prefix: cluster.keys.prefix().to_string(),
             revision: self.revision,
+            cluster_id: self.cluster_id,
             saved_at: super::layout::now(),
             kvs: self.kvs.values().cloned().collect(),
             blobs,
