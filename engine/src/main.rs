@@ -507,6 +507,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         },
     };
+    if let Some(log) = &config.decision_log {
+        control.metrics.set_decision_log(log.clone());
+    }
     let follows_etcd = follow_etcd(&args.etcd, &control)?;
     edgeward::health::checker::spawn(
         store.clone(),

@@ -12,7 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Kind of a player request, as a label.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -64,6 +66,65 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     decision: Family<WorkerLabel, Histogram>,
     fallbacks: Family<FallbackLabels, Counter>,
+    redirects: Arc<Mutex<RedirectBook>>,
+    decision_log: std::sync::OnceLock<crate::decision_log::DecisionLog>,
+}
+
+/// Redirects per server and region: each worker counts into its own table
+/// (indexed like the topology it was made for); a table whose topology was
+/// replaced is folded into totals by id, so counters never go backwards.
+#[derive(Default)]
+struct RedirectBook {
+    live: Vec<Arc<RedirectTable>>,
+    retired_servers: HashMap<Box<str>, u64>,
+    retired_regions: HashMap<Box<str>, u64>,
+}
+
+/// One worker's redirect counters for one topology version.
+struct RedirectTable {
+    version: u64,
+    servers: Box<[(Box<str>, AtomicU64)]>,
+    regions: Box<[(Box<str>, AtomicU64)]>,
+}
+
+impl RedirectTable {
+    fn new(topology: &crate::topology::Topology) -> Self {
+        RedirectTable {
+            version: topology.version,
+            servers: topology
+                .servers
+                .iter()
+                .map(|s| (s.id.clone(), AtomicU64::new(0)))
+                .collect(),
+            regions: topology
+                .regions
+                .iter()
+                .map(|r| (r.id.clone(), AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+}
+
+impl RedirectBook {
+    /// Totals by server id and by region id.
+    fn totals(&self) -> (HashMap<Box<str>, u64>, HashMap<Box<str>, u64>) {
+        let (mut servers, mut regions) =
+            (self.retired_servers.clone(), self.retired_regions.clone());
+        for table in &self.live {
+            fold(&mut servers, &table.servers);
+            fold(&mut regions, &table.regions);
+        }
+        (servers, regions)
+    }
+}
+
+fn fold(into: &mut HashMap<Box<str>, u64>, counts: &[(Box<str>, AtomicU64)]) {
+    for (id, n) in counts {
+        let n = n.load(Ordering::Relaxed);
+        if n > 0 {
+            *into.entry(id.clone()).or_default() += n;
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -103,7 +164,15 @@ impl Metrics {
             requests,
             decision,
             fallbacks,
+            redirects: Default::default(),
+            decision_log: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Exposes the decision log's figures (records dropped when the writer
+    /// fell behind).
+    pub fn set_decision_log(&self, log: crate::decision_log::DecisionLog) {
+        let _ = self.decision_log.set(log);
     }
 
     /// The handles one worker increments.
@@ -121,6 +190,8 @@ impl Metrics {
             decision: self.decision.get_or_create(&WorkerLabel { worker }).clone(),
             requests: self.requests.clone(),
             fallbacks: self.fallbacks.clone(),
+            redirects: self.redirects.clone(),
+            table: None,
         }
     }
 
@@ -129,8 +200,53 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &live_state(control));
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.totals());
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+}
+
+impl Metrics {
+    /// Redirects by server and region, and the decision log's drops.
+    fn totals(&self) -> Registry {
+        let mut r = Registry::default();
+        let (servers, regions) = self
+            .redirects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .totals();
+        for (name, help, label, totals) in [
+            (
+                "edgeward_server_redirects",
+                "Redirects to each server chosen by a policy or the native rule",
+                "server",
+                servers,
+            ),
+            (
+                "edgeward_region_redirects",
+                "Redirects to a server of each region (the tier the server was offered in)",
+                "region",
+                regions,
+            ),
+        ] {
+            let family = Family::<Labels, Counter>::default();
+            for (id, n) in totals {
+                family
+                    .get_or_create(&vec![(label.to_string(), id.to_string())])
+                    .inc_by(n);
+            }
+            r.register(name, help, family);
+        }
+        if let Some(log) = self.decision_log.get() {
+            let dropped = Counter::<u64>::default();
+            dropped.inc_by(log.dropped());
+            r.register(
+                "edgeward_decision_log_dropped",
+                "Decision-log records dropped because the writer fell behind",
+                dropped,
+            );
+        }
+        r
     }
 }
 
@@ -141,6 +257,8 @@ pub struct WorkerMetrics {
     decision: Histogram,
     requests: Family<RequestLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
+    redirects: Arc<Mutex<RedirectBook>>,
+    table: Option<Arc<RedirectTable>>,
 }
 
 impl WorkerMetrics {
@@ -171,6 +289,50 @@ impl WorkerMetrics {
     #[inline]
     pub fn decision(&self, seconds: f64) {
         self.decision.observe(seconds);
+    }
+
+    /// Counts a redirect to `server` (offered in `region`'s tier).
+    #[inline]
+    pub fn redirected(
+        &mut self,
+        topology: &crate::topology::Topology,
+        server: u32,
+        region: Option<u32>,
+    ) {
+        if self
+            .table
+            .as_ref()
+            .is_none_or(|t| t.version != topology.version)
+        {
+            self.new_table(topology);
+        }
+        let Some(table) = &self.table else { return };
+        if let Some((_, n)) = table.servers.get(server as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((_, n)) = region.and_then(|r| table.regions.get(r as usize)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts counting against a new topology, folding the old table into
+    /// the totals.
+    #[cold]
+    fn new_table(&mut self, topology: &crate::topology::Topology) {
+        let table = Arc::new(RedirectTable::new(topology));
+        let mut book = self.redirects.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = self.table.take() {
+            book.live.retain(|t| !Arc::ptr_eq(t, &old));
+            let RedirectBook {
+                retired_servers,
+                retired_regions,
+                ..
+            } = &mut *book;
+            fold(retired_servers, &old.servers);
+            fold(retired_regions, &old.regions);
+        }
+        book.live.push(table.clone());
+        self.table = Some(table);
     }
 
     /// Counts a request answered by a fallback after `policy` failed.

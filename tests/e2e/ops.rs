@@ -162,6 +162,54 @@ fn metrics_count_requests_by_kind_and_status() {
         assert!(text.contains(name), "missing {name}:\n{text}");
     }
     assert!(text.trim_end().ends_with("# EOF"));
+
+    // Redirects per server and per region (the 3 live requests and the VOD
+    // one, all from loopback: the msk region's two edges).
+    let sum = |text: &str, prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sum(&text, "edgeward_server_redirects_total{server=\"edge-msk-"),
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "edgeward_region_redirects_total{region=\"msk\"}"),
+        4
+    );
+    // They survive a topology swap (the workers' tables are folded by id).
+    let topology = engine
+        .admin("GET", "/topology", b"", "application/json", None)
+        .body;
+    let swapped = engine.admin(
+        "PUT",
+        "/topology",
+        topology.as_bytes(),
+        "application/json",
+        None,
+    );
+    assert_eq!(swapped.status, 200, "{swapped:?}");
+    for _ in 0..2 {
+        assert_eq!(
+            conn.request("GET", "/btv/live/hls/ch1.m3u8", &[]).status,
+            302
+        );
+    }
+    let text = engine
+        .admin("GET", "/metrics", b"", "text/plain", None)
+        .body;
+    assert_eq!(
+        sum(&text, "edgeward_server_redirects_total{server=\"edge-msk-"),
+        6,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "edgeward_region_redirects_total{region=\"msk\"}"),
+        6
+    );
 }
 
 #[test]
@@ -223,4 +271,12 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
             .starts_with("http://e1.spb.cdn.example:8080/")
     );
     assert!(r["duration_us"].as_f64().unwrap() > 0.0);
+    // Records the writer could not keep up with are counted, not hidden.
+    let metrics = engine
+        .admin("GET", "/metrics", b"", "text/plain", None)
+        .body;
+    assert!(
+        metrics.contains("edgeward_decision_log_dropped_total "),
+        "{metrics}"
+    );
 }

@@ -59,6 +59,8 @@ pub struct Decider {
     pub worker: u16,
     /// Requests decided so far by this worker.
     requests: u64,
+    /// The server the last successful `Choose` answer named.
+    last_choice: Option<u32>,
 }
 
 impl Decider {
@@ -82,6 +84,7 @@ impl Decider {
             decision_log: None,
             worker: 0,
             requests: 0,
+            last_choice: None,
         }
     }
 
@@ -102,11 +105,15 @@ impl Decider {
             }
         };
         let seed = self.rng.next_u64();
+        self.last_choice = None;
         if self.native_only {
-            let outcome =
-                finish(&topology, &prepared, native::select(&prepared.tiers, seed)).unwrap_or(
-                    Outcome::refuse(503, "no available edge server for this client"),
-                );
+            let outcome = self
+                .finish(&topology, &prepared, native::select(&prepared.tiers, seed))
+                .unwrap_or(Outcome::refuse(
+                    503,
+                    "no available edge server for this client",
+                ));
+            self.count_redirect(&topology, &prepared);
             return Decided {
                 outcome,
                 decided_by: Some(NATIVE),
@@ -126,6 +133,7 @@ impl Decider {
                 (outcome, by)
             }
         };
+        self.count_redirect(&topology, &prepared);
 
         if let Some(shadow) = &routing.shadow
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
@@ -176,10 +184,15 @@ impl Decider {
     ) -> Option<(Outcome, HeaderValue)> {
         let index = self.instance(policy)?;
         let instance = &mut self.instances[index];
-        let failure = match instance.select(topology, &prepared.request, &prepared.tiers, seed) {
+        let mut choice = None;
+        let failure = match instance
+            .select(topology, &prepared.request, &prepared.tiers, seed)
+            .inspect(|d| choice = chosen(d))
+        {
             Ok(decision) => match finish(topology, prepared, decision) {
                 Ok(outcome) => {
                     policy.stats.succeeded();
+                    self.last_choice = choice;
                     return Some((outcome, instance.header().clone()));
                 }
                 Err(why) => {
@@ -229,9 +242,35 @@ impl Decider {
             }
             Fallback::Native => {}
         }
-        let outcome = finish(topology, prepared, native::select(&prepared.tiers, seed))
+        let outcome = self
+            .finish(topology, prepared, native::select(&prepared.tiers, seed))
             .unwrap_or(Outcome::refuse(503, "routing policy failed"));
         (outcome, NATIVE)
+    }
+
+    /// [`finish`] for the native rule's answers, noting its choice.
+    fn finish(
+        &mut self,
+        topology: &Topology,
+        prepared: &Prepared<'_>,
+        decision: wit::Decision,
+    ) -> Result<Outcome, &'static str> {
+        let choice = chosen(&decision);
+        let outcome = finish(topology, prepared, decision)?;
+        self.last_choice = choice;
+        Ok(outcome)
+    }
+
+    /// Counts a redirect to the chosen server (and its tier's region).
+    fn count_redirect(&mut self, topology: &Topology, prepared: &Prepared<'_>) {
+        if let (Some(server), Some(metrics)) = (self.last_choice, &mut self.metrics) {
+            let region = prepared
+                .tiers
+                .iter()
+                .find(|t| t.candidates.iter().any(|c| c.server == server))
+                .map(|t| t.region);
+            metrics.redirected(topology, server, region);
+        }
     }
 
     /// Index of this worker's warm instance of `policy`, created if needed.
@@ -288,6 +327,14 @@ impl Decider {
         );
         self.last_warning = Some(now);
         self.suppressed = 0;
+    }
+}
+
+/// The server a `Choose` answer names.
+fn chosen(decision: &wit::Decision) -> Option<u32> {
+    match decision {
+        wit::Decision::Choose(server) => Some(*server),
+        _ => None,
     }
 }
 
