@@ -292,6 +292,12 @@ struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Where compiled policies are kept (by content hash), so that restarts
+    /// and re-activations skip compilation; `off` to compile every time.
+    /// Default: $STATE_DIRECTORY/policy-cache under systemd, else
+    /// $XDG_CACHE_HOME/edgeward/policies or ~/.cache/edgeward/policies.
+    #[arg(long, value_name = "DIR")]
+    policy_cache_dir: Option<String>,
     /// Write a sampled JSON-lines record of decisions to this file.
     #[arg(long)]
     decision_log: Option<PathBuf>,
@@ -472,12 +478,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         deadline: Duration::from_millis(args.policy_deadline_ms.max(1)),
         max_memory_bytes: args.policy_memory_mib.max(1) << 20,
     };
-    let policies = PolicyHost::new(
+    let policies = PolicyHost::with_cache(
         sandbox,
         args.random_seed,
         policy_source(&args)?,
         args.policy_fallback,
         args.rollback_after,
+        policy_cache_dir(&args),
     )?;
     let control = Arc::new(Control::new(store.clone(), policies.clone()));
 
@@ -644,6 +651,22 @@ fn follow_etcd(args: &EtcdArgs, control: &Arc<Control>) -> anyhow::Result<bool> 
         );
     }
     Ok(true)
+}
+
+fn policy_cache_dir(args: &ServeArgs) -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match args.policy_cache_dir.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => env("STATE_DIRECTORY")
+            .map(|d| d.join("policy-cache"))
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("edgeward/policies")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/edgeward/policies"))),
+    }
 }
 
 fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {

@@ -280,3 +280,54 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
         "{metrics}"
     );
 }
+
+#[test]
+fn compiled_policies_are_kept_on_disk_and_a_damaged_cache_is_recompiled() {
+    let dir = TempDir::new("policy-cache");
+    let cache = dir.path("cache");
+    let cached = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let args = ["--policy-cache-dir", cache.to_str().unwrap()];
+    let first = Engine::start(&args);
+    assert_eq!(first.get("/btv/live/hls/ch1.m3u8", &[]).status, 302);
+    drop(first);
+    let files = cached();
+    assert_eq!(files.len(), 1, "one compiled component: {files:?}");
+    let hash = edgeward::sha256_hex(edgeward::builtin::NEAREST);
+    assert!(
+        files[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&hash),
+        "{files:?}"
+    );
+
+    // A damaged file is refused by wasmtime's checks, compiled again and
+    // replaced; the engine serves all the same.
+    std::fs::write(&files[0], b"not a compiled component").unwrap();
+    let second = Engine::start(&args);
+    second.wait_log(0, "compiling again");
+    assert_eq!(second.get("/btv/live/hls/ch1.m3u8", &[]).status, 302);
+    assert_ne!(
+        std::fs::read(&files[0]).unwrap(),
+        b"not a compiled component"
+    );
+    drop(second);
+    let third = Engine::start(&args);
+    assert!(
+        !third
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("compiling again")),
+        "the replaced file is good"
+    );
+}

@@ -193,8 +193,99 @@ pub struct PolicyHost {
     pub rollback_after: u64,
     /// Compiled components by SHA-256 of their bytes: loading the same
     /// component again (a re-upload, a version from etcd that this node
-    /// already checked) skips compilation.
-    compiled: std::sync::Mutex<Vec<(String, Component)>>,
+    /// already checked, a restart) skips compilation.
+    compiled: CompiledCache,
+}
+
+/// Compiled components: the last few in memory, and every one on disk when
+/// a cache directory is set (keyed by content hash and by what wasmtime
+/// needs to stay compatible: its version and this engine's settings).
+struct CompiledCache {
+    memory: std::sync::Mutex<Vec<(String, Component)>>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl CompiledCache {
+    fn new(dir: Option<std::path::PathBuf>) -> Self {
+        if let Some(dir) = &dir {
+            use std::os::unix::fs::DirBuilderExt;
+            // Private: what is in it is loaded as native code.
+            if let Err(e) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+            {
+                tracing::warn!("policy cache {}: {e}; compiling every time", dir.display());
+            }
+        }
+        CompiledCache {
+            memory: std::sync::Mutex::new(Vec::new()),
+            dir,
+        }
+    }
+
+    fn get_or_compile(
+        &self,
+        engine: &Engine,
+        hash: &str,
+        wasm: &[u8],
+        name: &str,
+    ) -> Result<Component, PolicyError> {
+        let memory = |c: &Component| {
+            let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= COMPILED_KEPT {
+                m.remove(0);
+            }
+            m.push((hash.to_string(), c.clone()));
+        };
+        {
+            let m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, c)) = m.iter().find(|(h, _)| h == hash) {
+                return Ok(c.clone());
+            }
+        }
+        let file = self.dir.as_ref().map(|dir| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{hash}-{:016x}.cwasm", h.finish()))
+        });
+        if let Some(file) = &file
+            && file.exists()
+        {
+            // The one `unsafe` of the engine. SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the name),
+            // into a directory private to this user; wasmtime checks its
+            // header and version before using it.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(engine, file) };
+            match loaded {
+                Ok(c) => {
+                    memory(&c);
+                    return Ok(c);
+                }
+                Err(e) => tracing::warn!("policy cache {}: {e:#}; compiling again", file.display()),
+            }
+        }
+        let c = Component::new(engine, wasm).map_err(|e| PolicyError::Compile {
+            name: name.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        if let Some(file) = &file {
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            let written = c
+                .serialize()
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|()| std::fs::rename(&tmp, file));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!("policy cache {}: {e}", file.display());
+            }
+        }
+        memory(&c);
+        Ok(c)
+    }
 }
 
 /// Version number of the policy a host starts with.
@@ -210,6 +301,19 @@ impl PolicyHost {
         initial: PolicySource,
         fallback: Fallback,
         rollback_after: u64,
+    ) -> Result<Arc<Self>, PolicyError> {
+        Self::with_cache(sandbox, seed, initial, fallback, rollback_after, None)
+    }
+
+    /// [`PolicyHost::new`], keeping compiled components in `cache_dir` so
+    /// that restarts and re-uploads skip compilation.
+    pub fn with_cache(
+        sandbox: Sandbox,
+        seed: Option<u64>,
+        initial: PolicySource,
+        fallback: Fallback,
+        rollback_after: u64,
+        cache_dir: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>, PolicyError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -234,7 +338,7 @@ impl PolicyHost {
             })
             .expect("spawning the epoch ticker");
 
-        let compiled = std::sync::Mutex::new(Vec::new());
+        let compiled = CompiledCache::new(cache_dir);
         let first = Self::compile_and_check(
             &engine,
             &linker,
@@ -345,7 +449,7 @@ impl PolicyHost {
     fn compile_and_check(
         engine: &Engine,
         linker: &Linker<HostState>,
-        compiled: &std::sync::Mutex<Vec<(String, Component)>>,
+        compiled: &CompiledCache,
         sandbox: Sandbox,
         seed: Option<u64>,
         source: PolicySource,
@@ -359,28 +463,7 @@ impl PolicyHost {
             .take(64)
             .collect();
         let hash = crate::sha256_hex(&source.wasm);
-        let cached = {
-            let compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
-            compiled
-                .iter()
-                .find(|(h, _)| *h == hash)
-                .map(|(_, c)| c.clone())
-        };
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let c = Component::new(engine, &source.wasm).map_err(|e| PolicyError::Compile {
-                    name: name.clone(),
-                    message: format!("{e:#}"),
-                })?;
-                let mut compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
-                if compiled.len() >= COMPILED_KEPT {
-                    compiled.remove(0);
-                }
-                compiled.push((hash.clone(), c.clone()));
-                c
-            }
-        };
+        let component = compiled.get_or_compile(engine, &hash, &source.wasm, &name)?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(bindings::RouterPre::new)
