@@ -136,6 +136,7 @@ fn policy_call(c: &mut Criterion) {
         query: String::new(),
         client: IpAddress::V4((10, 1, 2, 3)),
         topology_version: 1,
+        seed: 0,
     };
     // Three tiers, 8 candidates: the first two tiers have none eligible.
     let cand = |server: u32, state: CandidateState| Candidate {
@@ -171,11 +172,11 @@ fn policy_call(c: &mut Criterion) {
             candidates: (4..8).map(|s| cand(s, CandidateState::all())).collect(),
         },
     ];
-    let mut seed = 0u64;
+    let mut request = request;
     c.bench_function("policy_call/8_candidates", |b| {
         b.iter(|| {
-            seed += 1;
-            black_box(instance.select(&topology, &request, &tiers, seed).unwrap())
+            request.seed += 1;
+            black_box(instance.select(&topology, &request, &tiers).unwrap())
         })
     });
 }

@@ -37,9 +37,17 @@ pub fn now_ms() -> u64 {
     imp::now_ms()
 }
 
-/// 64 random bits from the host's (seedable) generator.
+/// 64 random bits. Inside the engine they come from a generator seeded
+/// with the request's seed (the same numbers the host's `random` would give,
+/// without calling the host); in native tests, from [`testing::seed`].
 pub fn random() -> u64 {
     imp::random()
+}
+
+/// Seeds [`random`] for one call (done by [`crate::export_policy!`]).
+#[doc(hidden)]
+pub fn seed_call(seed: u64) {
+    imp::seed_call(seed)
 }
 
 /// The server with this index in the topology of the current call.
@@ -83,8 +91,27 @@ mod imp {
     use crate::bindings::edgeward::policy::host as h;
     pub use h::{
         lookup_group as group_info, lookup_region as region_info, lookup_server as server_info,
-        lookup_subnet as subnet_info, now_ms, random,
+        lookup_subnet as subnet_info, now_ms,
     };
+    use std::cell::Cell;
+
+    thread_local! {
+        static RNG: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub fn seed_call(seed: u64) {
+        RNG.with(|r| r.set(seed));
+    }
+
+    /// SplitMix64, as the WIT specifies for `host.random`.
+    pub fn random() -> u64 {
+        RNG.with(|r| {
+            let mut x = r.get();
+            let out = super::splitmix64(&mut x);
+            r.set(x);
+            out
+        })
+    }
 
     pub fn log(level: h::LogLevel, message: &str) {
         h::log(level, message)
@@ -110,6 +137,10 @@ mod imp {
 
     pub fn random() -> u64 {
         STATE.with(|s| s.borrow_mut().next_random())
+    }
+
+    pub fn seed_call(seed: u64) {
+        super::testing::seed(seed);
     }
 
     pub fn server_info(i: u32) -> Option<ServerInfo> {
@@ -147,11 +178,7 @@ pub mod testing {
     impl State {
         /// splitmix64: tiny, fast and good enough for test draws.
         pub(super) fn next_random(&mut self) -> u64 {
-            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            super::splitmix64(&mut self.rng)
         }
     }
 
@@ -191,4 +218,13 @@ pub mod testing {
     pub fn set_subnets(subnets: Vec<SubnetInfo>) {
         STATE.with(|s| s.borrow_mut().subnets = subnets);
     }
+}
+
+/// The next number of a SplitMix64 generator.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

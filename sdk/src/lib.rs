@@ -58,9 +58,43 @@ pub mod bindings {
 }
 
 pub use bindings::edgeward::policy::types::{
-    Candidate, CandidateState, Decision, Encryption, Figure, GroupInfo, Health, IpAddress,
-    Protocol, RegionInfo, Rejection, Request, RequestKind, ServerInfo, SubnetInfo, Tier,
+    CandidateState, Decision, Encryption, Figure, GroupInfo, Health, IpAddress, Protocol,
+    RegionInfo, Rejection, Request, RequestKind, ServerHealth, ServerInfo, SubnetInfo,
 };
+
+/// An edge server that could serve the request.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Index of the server (see [`host::server_info`]).
+    pub server: u32,
+    /// Index of the server group it was reached through (see [`host::group_info`]).
+    pub group: u32,
+    /// The server's `weight` (0 means "never draw at random").
+    pub weight: u32,
+    /// Active, group active, serves the resource, available.
+    pub state: CandidateState,
+    /// Live health figures, when the engine has any.
+    pub health: Option<Health>,
+}
+
+/// The candidates of one region, in the order of preference the topology
+/// implies: one tier per matched subnet (longest prefix first), then the
+/// `default_region` tier. A region already offered by an earlier tier is
+/// not repeated.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// Index of the region (see [`host::region_info`]).
+    pub region: u32,
+    /// The region's `active` flag.
+    pub region_active: bool,
+    /// Index of the matched subnet (see [`host::subnet_info`]); none for the
+    /// `default_region` tier.
+    pub subnet: Option<u32>,
+    /// Its candidates.
+    pub candidates: Vec<Candidate>,
+}
+
+pub mod abi;
 pub use config::NoConfig;
 
 /// A routing policy.
@@ -155,15 +189,18 @@ macro_rules! export_policy {
 
                 fn select(
                     request: $crate::Request,
-                    tiers: ::std::vec::Vec<$crate::Tier>,
+                    tiers: ::std::vec::Vec<u32>,
+                    health: ::core::option::Option<::std::vec::Vec<$crate::ServerHealth>>,
                 ) -> $crate::Decision {
-                    INSTANCE.with(|slot| match slot.borrow_mut().as_mut() {
-                        ::core::option::Option::Some(policy) => {
-                            $crate::Policy::select(policy, &request, &tiers)
-                        }
-                        ::core::option::Option::None => {
-                            $crate::Decision::reject(500, "policy used before init")
-                        }
+                    $crate::abi::with_tiers(&request, &tiers, health.as_deref(), |tiers| {
+                        INSTANCE.with(|slot| match slot.borrow_mut().as_mut() {
+                            ::core::option::Option::Some(policy) => {
+                                $crate::Policy::select(policy, &request, tiers)
+                            }
+                            ::core::option::Option::None => {
+                                $crate::Decision::reject(500, "policy used before init")
+                            }
+                        })
                     })
                 }
             }

@@ -129,9 +129,10 @@ pub fn check(
         };
         let outcome = match prepare(topology, &route, query, client, false) {
             Err(outcome) => outcome,
-            Ok(prepared) => {
+            Ok(mut prepared) => {
+                prepared.request.seed = i as u64;
                 let decision = instance
-                    .select(topology, &prepared.request, &prepared.tiers, i as u64)
+                    .select(topology, &prepared.request, &prepared.tiers)
                     .map_err(|e| fail(e.to_string()))?;
                 finish(topology, &prepared, decision).map_err(|why| fail(why.to_string()))?
             }

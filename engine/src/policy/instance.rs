@@ -1,8 +1,8 @@
 //! A warm policy instance: one `Store` with an instantiated, initialised
 //! policy, reused call after call by one worker thread.
 
-use super::bindings::{Decision, Request, Router, Tier};
-use super::stats::{FLUSH_EVERY, LocalStats};
+use super::bindings::{Decision, Request, Router, ServerHealth, Tier};
+use super::stats::{FLUSH_EVERY, LocalStats, TIME_EVERY};
 use super::{HostState, INIT_BUDGET, LoadedPolicy, PolicyError, Sandbox, ticks};
 use crate::topology::Topology;
 use std::sync::Arc;
@@ -33,6 +33,9 @@ pub struct WarmInstance {
     /// This instance's own copy of the decision header value (a per-worker
     /// copy, so cloning it per request touches no shared cache line).
     header: http::HeaderValue,
+    /// Buffers the candidates are packed into, reused call after call.
+    words: Vec<u32>,
+    health: Vec<ServerHealth>,
 }
 
 impl WarmInstance {
@@ -90,6 +93,8 @@ impl WarmInstance {
             local: LocalStats::default(),
             header: http::HeaderValue::from_bytes(policy.header.as_bytes())
                 .expect("a header value copies into a header value"),
+            words: Vec::with_capacity(64),
+            health: Vec::new(),
         })
     }
 
@@ -105,8 +110,8 @@ impl WarmInstance {
 
     /// Calls the policy's `select` for one request, under the deadline.
     /// `topology` must be the snapshot the request and tiers were built from;
-    /// `seed` seeds the host randomness for this call, so two versions given
-    /// the same seed draw the same numbers (that is what makes shadow
+    /// `request.seed` seeds the randomness of this call, so two versions
+    /// given the same seed draw the same numbers (that is what makes shadow
     /// comparisons of random policies meaningful).
     ///
     /// After an error the instance must be dropped: its `Store` is unusable.
@@ -115,7 +120,6 @@ impl WarmInstance {
         topology: &Arc<Topology>,
         request: &Request,
         tiers: &[Tier],
-        seed: u64,
     ) -> Result<Decision, CallError> {
         self.store.set_epoch_deadline(self.call_ticks);
         self.store
@@ -132,13 +136,24 @@ impl WarmInstance {
         {
             state.topology = Some(topology.clone());
         }
-        state.reseed(seed);
-        let started = std::time::Instant::now();
-        let result =
-            self.router
-                .edgeward_policy_policy()
-                .call_select(&mut self.store, request, tiers);
-        self.local.nanos += started.elapsed().as_nanos() as u64;
+        state.reseed(request.seed);
+        super::bindings::pack(tiers, &mut self.words, &mut self.health);
+        let health = (!self.health.is_empty()).then_some(&self.health[..]);
+        let started = self
+            .local
+            .calls
+            .is_multiple_of(TIME_EVERY)
+            .then(std::time::Instant::now);
+        let result = self.router.edgeward_policy_policy().call_select(
+            &mut self.store,
+            request,
+            &self.words,
+            health,
+        );
+        if let Some(started) = started {
+            self.local.nanos += started.elapsed().as_nanos() as u64;
+            self.local.timed += 1;
+        }
         self.local.calls += 1;
         match result {
             Ok(decision) => {

@@ -3,8 +3,6 @@
 use super::bindings::edgeward::policy::{host, types};
 use super::bindings::{GroupInfo, LogLevel, RegionInfo, ServerInfo, SubnetInfo};
 use crate::topology::Topology;
-use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
 use std::sync::Arc;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
@@ -13,7 +11,9 @@ pub struct HostState {
     /// The topology of the current (or last) call: its indices are what
     /// the policy sees.
     pub(crate) topology: Option<Arc<Topology>>,
-    rng: SmallRng,
+    /// SplitMix64 state: the generator the WIT names, the same one the SDK
+    /// runs inside the policy.
+    rng: u64,
     pub(crate) limits: StoreLimits,
     policy: Arc<str>,
 }
@@ -25,10 +25,10 @@ impl HostState {
     pub fn new(policy: &str, seed: Option<u64>, max_memory_bytes: usize) -> Self {
         HostState {
             topology: None,
-            rng: match seed {
-                Some(seed) => SmallRng::seed_from_u64(seed),
-                None => SmallRng::from_os_rng(),
-            },
+            rng: seed.unwrap_or_else(|| {
+                use rand::{RngCore, SeedableRng};
+                rand::rngs::SmallRng::from_os_rng().next_u64()
+            }),
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 .instances(4)
@@ -41,7 +41,7 @@ impl HostState {
 
     /// Restarts the random stream from `seed` (once per call).
     pub(crate) fn reseed(&mut self, seed: u64) {
-        self.rng = SmallRng::seed_from_u64(seed);
+        self.rng = seed;
     }
 
     fn topo(&self) -> Option<&Topology> {
@@ -70,7 +70,7 @@ impl host::Host for HostState {
     }
 
     fn random(&mut self) -> u64 {
-        self.rng.next_u64()
+        splitmix64(&mut self.rng)
     }
 
     fn lookup_server(&mut self, server: u32) -> Option<ServerInfo> {
@@ -109,4 +109,13 @@ impl host::Host for HostState {
             region: s.region,
         })
     }
+}
+
+/// The next number of a SplitMix64 generator.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -73,6 +73,8 @@ pub fn prepare<'a>(
         query: query.unwrap_or_default().to_owned(),
         client: ip_to_wit(client),
         topology_version: topology.version,
+        // Set by the caller once it has drawn this request's seed.
+        seed: 0,
     };
     Ok(Prepared {
         request,

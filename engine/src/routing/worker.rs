@@ -95,7 +95,7 @@ impl Decider {
         let started = self.decision_log.is_some().then(Instant::now);
         self.requests += 1;
         let topology = self.topology.load();
-        let prepared = match prepare(&topology, route, query, client, self.fail_open) {
+        let mut prepared = match prepare(&topology, route, query, client, self.fail_open) {
             Ok(p) => p,
             Err(outcome) => {
                 return Decided {
@@ -105,6 +105,7 @@ impl Decider {
             }
         };
         let seed = self.rng.next_u64();
+        prepared.request.seed = seed;
         self.last_choice = None;
         if self.native_only {
             let outcome = self
@@ -123,7 +124,7 @@ impl Decider {
         self.prune(&routing);
         let policy = routing.for_client(client_hash(client));
 
-        let (outcome, decided_by) = match self.call(policy, &topology, &prepared, seed) {
+        let (outcome, decided_by) = match self.call(policy, &topology, &prepared) {
             Some(decided) => decided,
             None => {
                 let (outcome, by) = self.fall_back(&routing, policy, &topology, &prepared, seed);
@@ -139,7 +140,7 @@ impl Decider {
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
         {
             let theirs = self
-                .call(&shadow.policy, &topology, &prepared, seed)
+                .call(&shadow.policy, &topology, &prepared)
                 .map(|(outcome, _)| outcome);
             let mut report = shadow.report.lock().unwrap_or_else(|e| e.into_inner());
             match theirs {
@@ -180,13 +181,12 @@ impl Decider {
         policy: &Arc<LoadedPolicy>,
         topology: &Arc<Topology>,
         prepared: &Prepared<'_>,
-        seed: u64,
     ) -> Option<(Outcome, HeaderValue)> {
         let index = self.instance(policy)?;
         let instance = &mut self.instances[index];
         let mut choice = None;
         let failure = match instance
-            .select(topology, &prepared.request, &prepared.tiers, seed)
+            .select(topology, &prepared.request, &prepared.tiers)
             .inspect(|d| choice = chosen(d))
         {
             Ok(decision) => match finish(topology, prepared, decision) {
@@ -235,7 +235,7 @@ impl Decider {
                     .previous
                     .as_ref()
                     .filter(|p| p.version != failed.version)
-                    && let Some(decided) = self.call(previous, topology, prepared, seed)
+                    && let Some(decided) = self.call(previous, topology, prepared)
                 {
                     return decided;
                 }

@@ -67,6 +67,7 @@ mod tests {
             query: String::new(),
             client: IpAddress::V4((10, 0, 0, 1)),
             topology_version: 1,
+            seed: 0,
         }
     }
 
