@@ -133,7 +133,7 @@ fn policy_call(c: &mut Criterion) {
         protocol: None,
         encryption: Encryption::None,
         target: "ch1".into(),
-        query: String::new(),
+        query: None,
         client: IpAddress::V4((10, 1, 2, 3)),
         topology_version: 1,
         seed: 0,

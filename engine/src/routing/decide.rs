@@ -70,7 +70,7 @@ pub fn prepare<'a>(
         protocol,
         encryption,
         target: target.to_owned(),
-        query: query.unwrap_or_default().to_owned(),
+        query: query.filter(|q| !q.is_empty()).map(str::to_owned),
         client: ip_to_wit(client),
         topology_version: topology.version,
         // Set by the caller once it has drawn this request's seed.

@@ -393,7 +393,7 @@ fn record(
         protocol: r.protocol.map(|p| protocol_name(p).into()),
         encryption: encryption_name(r.encryption).into(),
         target: r.target.clone(),
-        query: r.query.clone(),
+        query: r.query.clone().unwrap_or_default(),
         topology_version: r.topology_version,
         tiers,
         policy: decided_by.to_str().unwrap_or("?").to_string(),

@@ -109,7 +109,7 @@ mod tests {
             protocol: None,
             encryption: Encryption::None,
             target: "x".into(),
-            query: String::new(),
+            query: None,
             client: IpAddress::V4((10, 0, 0, 1)),
             topology_version: 1,
             seed: 0,
