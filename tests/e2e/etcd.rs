@@ -319,7 +319,9 @@ fn a_change_through_any_node_reaches_every_node() {
         assert_eq!(s["etcd"]["configuration_from"], "etcd", "{s}");
     }
 
-    // A topology pushed through node a.
+    // A topology pushed through node a. How long the fleet takes to follow
+    // is printed (a figure, not a check: `-- --nocapture` shows it).
+    let pushed = Instant::now();
     let (code, v) = put_topology(&nodes[0], &topology("one.test"), None);
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["applied_here"], true);
@@ -328,6 +330,10 @@ fn a_change_through_any_node_reaches_every_node() {
             location(n) == "http://one.test/live/ch1/index.m3u8"
         });
     }
+    eprintln!(
+        "fleet of 3 converged {} ms after the PUT was sent",
+        pushed.elapsed().as_millis()
+    );
     // The revision is the ETag every node shows.
     let etag = nodes[2]
         .admin("GET", "/topology", b"", "application/json", None)
