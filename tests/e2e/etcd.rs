@@ -998,3 +998,29 @@ fn a_node_follows_an_etcd_rebuilt_with_other_history() {
     assert_eq!(v["applied_here"], true, "{v}");
     assert_eq!(location(&node), "http://new.test/live/ch1/index.m3u8");
 }
+
+#[test]
+fn a_node_whose_member_loses_quorum_notices() {
+    let mut etcd = EtcdCluster::start(3, "etcd-quorum");
+    let state = TempDir::new("etcd-quorum-node");
+    // The node knows only member 0, which stays up but alone.
+    let only_first = etcd.endpoints().split(',').next().unwrap().to_string();
+    let n = start_node(&["--etcd", &only_first], &state.path("n"), "/edgeward");
+    let (code, v) = put_topology(&n, &topology("before.test"), None);
+    assert_eq!(code, 200, "{v}");
+    etcd.stop(1);
+    etcd.stop(2);
+    // The member is alive, but without a leader it cannot serve the truth:
+    // the watch ends and the node reports the outage (and keeps serving).
+    eventually("the node notices the member lost quorum", || {
+        status(&n)["etcd"]["connected"] == false
+    });
+    assert_eq!(location(&n), "http://before.test/live/ch1/index.m3u8");
+    etcd.restart_all();
+    eventually("the node follows again once quorum is back", || {
+        status(&n)["etcd"]["connected"] == true
+    });
+    let (code, v) = put_topology(&n, &topology("after.test"), None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(location(&n), "http://after.test/live/ch1/index.m3u8");
+}

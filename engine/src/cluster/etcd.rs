@@ -499,7 +499,11 @@ impl EtcdClient {
         let _ = tcp.set_nodelay(true);
         let request = http::Request::post(path)
             .header(http::header::HOST, format!("{}:{}", e.host, e.port))
-            .header(http::header::CONTENT_TYPE, "application/json");
+            .header(http::header::CONTENT_TYPE, "application/json")
+            // gRPC metadata through the gateway: a member that loses its
+            // leader (a partition, a lost quorum) ends our watch instead of
+            // leaving it open and silent, so the node notices and says so.
+            .header("grpc-metadata-hasleader", "true");
         let request = match token {
             Some(t) => request.header(http::header::AUTHORIZATION, t),
             None => request,
