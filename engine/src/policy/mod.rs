@@ -109,8 +109,10 @@ impl Default for Sandbox {
     }
 }
 
-/// Granularity of the wall-clock backstop.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Granularity of the wall-clock backstop. The backstop is at least a
+/// second, so ticking every 10 ms is precise enough, and a tenth of the
+/// wake-ups of a 1 ms ticker on a busy machine.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Fuel (roughly, wasm instructions) a call gets per millisecond of
 /// deadline: a conservative ~0.5 instruction per nanosecond.
 const FUEL_PER_MS: u64 = 500_000;
