@@ -103,16 +103,25 @@ fn decision(c: &mut Criterion) {
     // through prepare/finish directly instead.
     let topology = store.snapshot();
     let mut seed = 0u64;
+    let mut scratch = Vec::new();
     c.bench_function("decision/10k/native_nearest", |b| {
         b.iter(|| {
             i = (i + 1) & 4095;
             seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let route = url::parse(black_box(path)).unwrap();
-            let prepared =
-                edgeward::routing::decide::prepare(&topology, &route, query, addrs[i], false)
-                    .unwrap();
+            let prepared = edgeward::routing::decide::prepare_reusing(
+                &topology,
+                &route,
+                query,
+                addrs[i],
+                false,
+                std::mem::take(&mut scratch),
+            )
+            .unwrap();
             let decision = edgeward::policy::native::select(&prepared.tiers, seed);
-            black_box(edgeward::routing::decide::finish(&topology, &prepared, decision).unwrap())
+            let outcome = edgeward::routing::decide::finish(&topology, &prepared, decision);
+            scratch = prepared.into_tiers();
+            black_box(outcome.unwrap())
         })
     });
 }

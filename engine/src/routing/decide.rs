@@ -26,6 +26,13 @@ pub struct Prepared<'a> {
     query: Option<&'a str>,
 }
 
+impl Prepared<'_> {
+    /// The tiers' storage, for the next request's [`prepare_reusing`].
+    pub fn into_tiers(self) -> Vec<Tier> {
+        self.tiers
+    }
+}
+
 /// What the request resolved to in the topology.
 struct Resolved<'a> {
     kind: RequestKind,
@@ -47,8 +54,22 @@ pub fn prepare<'a>(
     client: IpAddr,
     fail_open: bool,
 ) -> Result<Prepared<'a>, Outcome> {
+    prepare_reusing(topology, route, query, client, fail_open, Vec::new())
+}
+
+/// [`prepare`], building the tiers in `tiers` (a previous request's, given
+/// back with [`Prepared::into_tiers`]): its vectors keep their capacity, so
+/// a worker allocates no candidate list per request.
+pub fn prepare_reusing<'a>(
+    topology: &'a Topology,
+    route: &Route<'a>,
+    query: Option<&'a str>,
+    client: IpAddr,
+    fail_open: bool,
+    mut tiers: Vec<Tier>,
+) -> Result<Prepared<'a>, Outcome> {
     let resolved = resolve(topology, route)?;
-    let mut tiers = build_tiers(topology, client, resolved.channel);
+    build_tiers(topology, client, resolved.channel, &mut tiers);
     if fail_open {
         open_if_all_down(topology, &mut tiers);
     }
@@ -158,60 +179,65 @@ fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>
 }
 
 /// One tier per matched subnet (longest prefix first), then the default
-/// region; a region already offered is not repeated.
-fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>) -> Vec<Tier> {
-    let mut tiers: Vec<Tier> = Vec::new();
-    let push = |region: u32, subnet: Option<u32>, tiers: &mut Vec<Tier>| {
-        if tiers.iter().any(|t| t.region == region) {
+/// region; a region already offered is not repeated. Fills `tiers`, reusing
+/// its entries' candidate vectors.
+fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>, tiers: &mut Vec<Tier>) {
+    let mut used = 0;
+    let mut push = |region: u32, subnet: Option<u32>, tiers: &mut Vec<Tier>| {
+        if tiers[..used].iter().any(|t| t.region == region) {
             return;
         }
         let r = &topology.regions[region as usize];
-        let candidates = r
-            .members
-            .iter()
-            .map(|m| {
-                let server = &topology.servers[m.server as usize];
-                let group = &topology.groups[m.group as usize];
-                let mut state = CandidateState::empty();
-                if server.health.available() {
-                    state |= CandidateState::AVAILABLE;
-                }
-                if server.active {
-                    state |= CandidateState::SERVER_ACTIVE;
-                }
-                if group.active {
-                    state |= CandidateState::GROUP_ACTIVE;
-                }
-                if group.serves(channel) {
-                    state |= CandidateState::SERVES_RESOURCE;
-                }
-                Candidate {
-                    server: m.server,
-                    group: m.group,
-                    weight: server.weight,
-                    state,
-                    health: server.health.for_policy(),
-                }
-            })
-            .collect();
-        tiers.push(Tier {
-            region,
-            region_active: r.active,
-            subnet,
-            candidates,
-        });
+        if used == tiers.len() {
+            tiers.push(Tier {
+                region,
+                region_active: r.active,
+                subnet,
+                candidates: Vec::with_capacity(r.members.len()),
+            });
+        }
+        let tier = &mut tiers[used];
+        used += 1;
+        tier.region = region;
+        tier.region_active = r.active;
+        tier.subnet = subnet;
+        tier.candidates.clear();
+        tier.candidates.extend(r.members.iter().map(|m| {
+            let server = &topology.servers[m.server as usize];
+            let group = &topology.groups[m.group as usize];
+            let mut state = CandidateState::empty();
+            if server.health.available() {
+                state |= CandidateState::AVAILABLE;
+            }
+            if server.active {
+                state |= CandidateState::SERVER_ACTIVE;
+            }
+            if group.active {
+                state |= CandidateState::GROUP_ACTIVE;
+            }
+            if group.serves(channel) {
+                state |= CandidateState::SERVES_RESOURCE;
+            }
+            Candidate {
+                server: m.server,
+                group: m.group,
+                weight: server.weight,
+                state,
+                health: server.health.for_policy(),
+            }
+        }));
     };
     for subnet in topology.matching_subnets(client) {
         push(
             topology.subnets[subnet as usize].region,
             Some(subnet),
-            &mut tiers,
+            tiers,
         );
     }
     if let Some(region) = topology.default_region {
-        push(region, None, &mut tiers);
+        push(region, None, tiers);
     }
-    tiers
+    tiers.truncate(used);
 }
 
 /// Fail-open: if no candidate anywhere is eligible, and that is only for

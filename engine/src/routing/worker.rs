@@ -9,7 +9,7 @@
 //! within one decision.
 
 use super::Outcome;
-use super::decide::{Prepared, finish, prepare};
+use super::decide::{Prepared, finish, prepare_reusing};
 use super::url::Route;
 use crate::policy::bindings as wit;
 use crate::policy::{Disagreement, Fallback, RoutingState};
@@ -61,6 +61,8 @@ pub struct Decider {
     requests: u64,
     /// The server the last successful `Choose` answer named.
     last_choice: Option<u32>,
+    /// The last request's tiers, reused by the next.
+    scratch: Vec<crate::policy::bindings::Tier>,
 }
 
 impl Decider {
@@ -85,6 +87,7 @@ impl Decider {
             worker: 0,
             requests: 0,
             last_choice: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -95,15 +98,17 @@ impl Decider {
         let started = self.decision_log.is_some().then(Instant::now);
         self.requests += 1;
         let topology = self.topology.load();
-        let mut prepared = match prepare(&topology, route, query, client, self.fail_open) {
-            Ok(p) => p,
-            Err(outcome) => {
-                return Decided {
-                    outcome,
-                    decided_by: None,
-                };
-            }
-        };
+        let scratch = std::mem::take(&mut self.scratch);
+        let mut prepared =
+            match prepare_reusing(&topology, route, query, client, self.fail_open, scratch) {
+                Ok(p) => p,
+                Err(outcome) => {
+                    return Decided {
+                        outcome,
+                        decided_by: None,
+                    };
+                }
+            };
         let seed = self.rng.next_u64();
         prepared.request.seed = seed;
         self.last_choice = None;
@@ -115,6 +120,7 @@ impl Decider {
                     "no available edge server for this client",
                 ));
             self.count_redirect(&topology, &prepared);
+            self.scratch = prepared.into_tiers();
             return Decided {
                 outcome,
                 decided_by: Some(NATIVE),
@@ -168,6 +174,7 @@ impl Decider {
                 id,
             ));
         }
+        self.scratch = prepared.into_tiers();
         Decided {
             outcome,
             decided_by: Some(decided_by),
