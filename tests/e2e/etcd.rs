@@ -2,7 +2,8 @@
 //! loopback (Debian's `etcd-server`; `ETCD_BIN` may name another binary)
 //! and real edgeward nodes following it.
 
-use crate::harness::{Conn, Engine, Response, TempDir, built_policy};
+use crate::admin::upload;
+use crate::harness::{Conn, Engine, Response, TempDir};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
@@ -283,25 +284,6 @@ fn put_topology(engine: &Engine, body: &[u8], if_match: Option<&str>) -> (u16, V
     (
         r.status,
         serde_json::from_str(&r.body).unwrap_or(Value::Null),
-    )
-}
-
-fn upload(
-    engine: &Engine,
-    name: &str,
-    policy: &str,
-    config: Value,
-    activate: bool,
-) -> (u16, Value) {
-    let wasm = std::fs::read(built_policy(policy)).unwrap();
-    engine.admin_json(
-        "POST",
-        &format!("/policies/{name}"),
-        json!({
-            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
-            "config": config,
-            "activate": activate,
-        }),
     )
 }
 
