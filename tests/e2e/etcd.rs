@@ -1006,3 +1006,43 @@ fn a_node_whose_member_loses_quorum_notices() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(location(&n), "http://after.test/live/ch1/index.m3u8");
 }
+
+#[test]
+fn bad_etcd_settings_are_refused_at_start_with_the_reason() {
+    let dir = TempDir::new("etcd-bad-flags");
+    let state = dir.path("s");
+    let state = state.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--etcd", "ftp://127.0.0.1:2379", "--state-dir", state],
+            "must start with http:// or https://",
+        ),
+        (
+            vec![
+                "--etcd",
+                "https://127.0.0.1:2379",
+                "--etcd-ca-file",
+                "/nonexistent/ca.pem",
+                "--state-dir",
+                state,
+            ],
+            "etcd CA file /nonexistent/ca.pem",
+        ),
+        (
+            vec![
+                "--etcd",
+                "http://127.0.0.1:2379",
+                "--etcd-user",
+                "edgeward",
+                "--state-dir",
+                state,
+            ],
+            "--etcd-user needs --etcd-password-file or EDGEWARD_ETCD_PASSWORD",
+        ),
+    ] {
+        let err = Engine::try_start(&args)
+            .err()
+            .unwrap_or_else(|| panic!("started with {args:?}"));
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
