@@ -290,6 +290,19 @@ impl CompiledCache {
     }
 }
 
+/// What a worker's [`RoutingCache`] reads through.
+pub struct HostHandle(Arc<PolicyHost>);
+
+impl std::ops::Deref for HostHandle {
+    type Target = ArcSwap<RoutingState>;
+    fn deref(&self) -> &ArcSwap<RoutingState> {
+        &self.0.routing
+    }
+}
+
+/// A worker's own handle on the routing state.
+pub type RoutingCache = arc_swap::cache::Cache<HostHandle, Arc<RoutingState>>;
+
 /// Version number of the policy a host starts with.
 const FIRST_VERSION: u64 = 1;
 /// Compiled components kept in memory.
@@ -436,6 +449,12 @@ impl PolicyHost {
     #[inline]
     pub fn routing(&self) -> arc_swap::Guard<Arc<RoutingState>> {
         self.routing.load()
+    }
+
+    /// A cached handle on the routing state for one worker (see
+    /// [`crate::topology::store::TopologyCache`]).
+    pub fn routing_cache(self: &Arc<Self>) -> RoutingCache {
+        arc_swap::cache::Cache::new(HostHandle(self.clone()))
     }
 
     /// The active policy.

@@ -63,6 +63,15 @@ pub struct Decider {
     last_choice: Option<u32>,
     /// The last request's tiers, reused by the next.
     scratch: Vec<crate::policy::bindings::Tier>,
+    /// This worker's cached handles on the topology and routing state
+    /// (taken out for the length of a decision).
+    caches: Option<Caches>,
+}
+
+/// A worker's cached handles on what it reads per request.
+struct Caches {
+    topology: crate::topology::store::TopologyCache,
+    routing: crate::policy::RoutingCache,
 }
 
 impl Decider {
@@ -88,19 +97,42 @@ impl Decider {
             requests: 0,
             last_choice: None,
             scratch: Vec::new(),
+            caches: None,
         }
     }
 
     /// Decides one request: `route` parsed from the path, `query` the raw
     /// query string (without `?`), `client` the client address.
     pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
+        let mut caches = self.caches.take().unwrap_or_else(|| Caches {
+            topology: self.topology.cache(),
+            routing: self.policies.routing_cache(),
+        });
+        let decided = self.decide_with(
+            caches.topology.load(),
+            caches.routing.load(),
+            route,
+            query,
+            client,
+        );
+        self.caches = Some(caches);
+        decided
+    }
+
+    fn decide_with(
+        &mut self,
+        topology: &Arc<Topology>,
+        routing: &Arc<RoutingState>,
+        route: &Route<'_>,
+        query: Option<&str>,
+        client: IpAddr,
+    ) -> Decided {
         // Only the decision log needs the decision's own duration.
         let started = self.decision_log.is_some().then(Instant::now);
         self.requests += 1;
-        let topology = self.topology.load();
         let scratch = std::mem::take(&mut self.scratch);
         let mut prepared =
-            match prepare_reusing(&topology, route, query, client, self.fail_open, scratch) {
+            match prepare_reusing(topology, route, query, client, self.fail_open, scratch) {
                 Ok(p) => p,
                 Err(outcome) => {
                     return Decided {
@@ -114,39 +146,38 @@ impl Decider {
         self.last_choice = None;
         if self.native_only {
             let outcome = self
-                .finish(&topology, &prepared, native::select(&prepared.tiers, seed))
+                .finish(topology, &prepared, native::select(&prepared.tiers, seed))
                 .unwrap_or(Outcome::refuse(
                     503,
                     "no available edge server for this client",
                 ));
-            self.count_redirect(&topology, &prepared);
+            self.count_redirect(topology, &prepared);
             self.scratch = prepared.into_tiers();
             return Decided {
                 outcome,
                 decided_by: Some(NATIVE),
             };
         }
-        let routing = self.policies.routing();
-        self.prune(&routing);
+        self.prune(routing);
         let policy = routing.for_client(client_hash(client));
 
-        let (outcome, decided_by) = match self.call(policy, &topology, &prepared) {
+        let (outcome, decided_by) = match self.call(policy, topology, &prepared) {
             Some(decided) => decided,
             None => {
-                let (outcome, by) = self.fall_back(&routing, policy, &topology, &prepared, seed);
+                let (outcome, by) = self.fall_back(routing, policy, topology, &prepared, seed);
                 if let Some(m) = &self.metrics {
                     m.fallback(&policy.label(), by.to_str().unwrap_or("?"));
                 }
                 (outcome, by)
             }
         };
-        self.count_redirect(&topology, &prepared);
+        self.count_redirect(topology, &prepared);
 
         if let Some(shadow) = &routing.shadow
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
         {
             let theirs = self
-                .call(&shadow.policy, &topology, &prepared)
+                .call(&shadow.policy, topology, &prepared)
                 .map(|(outcome, _)| outcome);
             let mut report = shadow.report.lock().unwrap_or_else(|e| e.into_inner());
             match theirs {
@@ -165,7 +196,7 @@ impl Decider {
         {
             let id = self.request_id();
             log.record(record(
-                &topology,
+                topology,
                 &prepared,
                 client,
                 &outcome,

@@ -19,7 +19,28 @@ pub struct TopologyStore {
     published: tokio::sync::watch::Sender<u64>,
 }
 
+/// What a worker's [`TopologyCache`] reads through.
+#[derive(Debug, Clone)]
+pub struct StoreHandle(Arc<TopologyStore>);
+
+impl std::ops::Deref for StoreHandle {
+    type Target = ArcSwap<Topology>;
+    fn deref(&self) -> &ArcSwap<Topology> {
+        &self.0.current
+    }
+}
+
+/// A worker's own handle on the current snapshot: checking that it is
+/// still current is one relaxed atomic load, cheaper than an `ArcSwap`
+/// load, and it holds its `Arc` without touching the shared count.
+pub type TopologyCache = arc_swap::cache::Cache<StoreHandle, Arc<Topology>>;
+
 impl TopologyStore {
+    /// A cached handle for one worker (see [`TopologyCache`]).
+    pub fn cache(self: &Arc<Self>) -> TopologyCache {
+        arc_swap::cache::Cache::new(StoreHandle(self.clone()))
+    }
+
     /// Publishes `doc` as version 1.
     pub fn new(doc: &TopologyDoc) -> Result<Self, TopologyError> {
         Ok(TopologyStore {
