@@ -465,6 +465,12 @@ fn policy_source(args: &ServeArgs) -> anyhow::Result<PolicySource> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Taken before the files are read: a change made while the engine
+    // starts is seen by the watch, never lost between reading and watching.
+    let seen = (
+        fingerprint(args.topology.as_deref()),
+        fingerprint(args.policy.as_deref()),
+    );
     let doc = read_topology(args.topology.as_deref())?;
     let store = Arc::new(
         TopologyStore::new(&doc).with_context(|| match &args.topology {
@@ -562,6 +568,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     signals(
         args,
+        seen,
         follows_etcd,
         control.clone(),
         notifier.as_ref(),
@@ -765,6 +772,7 @@ fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Optio
 /// kept); SIGINT and SIGTERM stop the process.
 fn signals(
     mut args: ServeArgs,
+    seen: (Option<Fingerprint>, Option<Fingerprint>),
     follows_etcd: bool,
     control: Arc<Control>,
     notifier: Option<&edgeward::systemd::Notifier>,
@@ -785,8 +793,7 @@ fn signals(
         let mut int = signal(SignalKind::interrupt())?;
         let watch = Duration::from_millis(args.watch_interval_ms.max(1));
         let mut tick = tokio::time::interval(watch);
-        let mut topology_seen = fingerprint(args.topology.as_deref());
-        let mut policy_seen = fingerprint(args.policy.as_deref());
+        let (mut topology_seen, mut policy_seen) = seen;
         let watchdog = notifier.and(edgeward::systemd::Notifier::watchdog_interval());
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
@@ -825,7 +832,9 @@ fn signals(
 }
 
 /// What identifies a file's content cheaply: modification time and size.
-fn fingerprint(path: Option<&std::path::Path>) -> Option<(std::time::SystemTime, u64)> {
+type Fingerprint = (std::time::SystemTime, u64);
+
+fn fingerprint(path: Option<&std::path::Path>) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path?).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
