@@ -606,6 +606,9 @@ fn nodes_ride_out_the_loss_of_etcd_and_catch_up_on_return() {
     let (code, v) = upload(&a, "spread", "consistent", json!({}), true);
     assert_eq!(code, 201, "{v}");
     let label = format!("spread@{}", v["version"]);
+    eventually("b has the new policy before etcd goes", || {
+        policy_header(&b) == label
+    });
 
     // Every member down: the nodes keep answering from what they have.
     etcd.stop(1);
