@@ -91,14 +91,14 @@ impl Follower {
                     Ok((kvs, revision)) => {
                         self.kvs = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
                         match self.apply(cluster, control, None).await {
-                            Ok(changed) => {
+                            Ok(_) => {
                                 self.revision = revision;
                                 self.cluster_id = cluster.client.cluster_id();
                                 full = false;
                                 cluster.set_connected(true, Some(cluster.client.member()), None);
                                 self.publish(cluster, "etcd");
                                 cluster.has_config.store(true, Ordering::Relaxed);
-                                let _ = changed;
+                                // Always: the copy records the revision.
                                 self.save(cluster, control);
                             }
                             Err(e) => {
@@ -270,7 +270,7 @@ impl Follower {
             changed = true;
             match serde_json::from_slice::<RoutingRecord>(&kv.value)
                 .map_err(|e| format!("not a routing record: {e}"))
-                .and_then(|record| self.route(control, &kv, &record))
+                .and_then(|record| self.route(control, &keys, &kv, &record))
             {
                 Ok(()) => {
                     self.refused.remove(&kv.key);
@@ -330,6 +330,7 @@ impl Follower {
     fn route(
         &self,
         control: &Control,
+        keys: &super::layout::Keys,
         kv: &KeyValue,
         record: &RoutingRecord,
     ) -> Result<(), String> {
@@ -337,7 +338,7 @@ impl Follower {
             self.policies.get(digest).copied().ok_or_else(|| {
                 let why = self
                     .refused
-                    .get(&format!("{}{digest}", self.policy_prefix(kv)))
+                    .get(&keys.policy(digest))
                     .map(|r| format!(": {}", r.error))
                     .unwrap_or_default();
                 format!("policy {digest} is not loaded on this node{why}")
@@ -387,12 +388,6 @@ impl Follower {
             }
         }
         Ok(())
-    }
-
-    /// `{prefix}/config/policies/` from any configuration key.
-    fn policy_prefix(&self, kv: &KeyValue) -> String {
-        let root = kv.key.split("/config/").next().unwrap_or_default();
-        format!("{root}/config/policies/")
     }
 
     async fn blob(

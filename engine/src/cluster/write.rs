@@ -229,35 +229,34 @@ impl Cluster {
             ops.push(Op::Put(key.clone(), json(&record)));
             ops.extend(self.forget_old_policies(&digest));
         }
+        let routing_key = self.keys.routing();
+        let routing_based_on = self.revision_of(&routing_key);
         if activate {
-            let routing_key = self.keys.routing();
-            let based_on = self.revision_of(&routing_key);
             let mut routing = self.routing_record();
             if routing.active.as_deref() != Some(&digest) {
-                if let Some(old) = routing.active.take() {
-                    routing.history.push(old);
-                }
-                routing.active = Some(digest.clone());
-                if routing.canary.as_ref().is_some_and(|c| c.policy == digest) {
-                    routing.canary = None;
-                }
+                make_active(&mut routing, &digest);
                 routing.written_by = self.written_by(who);
                 routing.written_at = layout::now();
-                compare.push(Compare::ModRevision(routing_key.clone(), based_on));
-                ops.push(Op::Put(routing_key, json(&routing)));
+                compare.push(Compare::ModRevision(routing_key.clone(), routing_based_on));
+                ops.push(Op::Put(routing_key.clone(), json(&routing)));
             }
         }
         let revision = if ops.is_empty() {
             self.lock().revision
         } else {
             let result = self.client.txn(&compare, &ops).await?;
-            if !result.succeeded {
-                let routing_key = self.keys.routing();
+            if result.succeeded {
+                result.revision
+            } else if activate {
                 return Err(self
-                    .conflict("the routing", &routing_key, self.revision_of(&routing_key))
+                    .conflict("the routing", &routing_key, routing_based_on)
                     .await);
+            } else {
+                // Only the record's absence was compared: the same policy
+                // (same component, same configuration) was uploaded
+                // meanwhile, which is what this write wanted.
+                self.client.get(&key).await?.1
             }
-            result.revision
         };
         tracing::info!(target: "audit", who, policy = %checked.name, digest, activate, revision, "policy written to etcd");
         let written = self.settle(revision).await;
@@ -358,28 +357,16 @@ impl Cluster {
         let key = self.keys.routing();
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
         let mut routing = self.routing_record();
+        // A version loaded but not from etcd is this node's start policy.
         let digest = |version: u64| -> Result<String, WriteError> {
-            match self.digest_of(version) {
-                Err(e) if control.policies.find(version).is_some() => {
-                    let _ = e;
-                    Err(WriteError::LocalOnly(version))
-                }
-                other => other,
-            }
+            self.digest_of(version)
+                .map_err(|e| match control.policies.find(version) {
+                    Some(_) => WriteError::LocalOnly(version),
+                    None => e,
+                })
         };
         match change {
-            RoutingChange::Activate(version) => {
-                let d = digest(version)?;
-                if routing.active.as_deref() != Some(&d) {
-                    if let Some(old) = routing.active.take() {
-                        routing.history.push(old);
-                    }
-                    routing.active = Some(d.clone());
-                }
-                if routing.canary.as_ref().is_some_and(|c| c.policy == d) {
-                    routing.canary = None;
-                }
-            }
+            RoutingChange::Activate(version) => make_active(&mut routing, &digest(version)?),
             RoutingChange::Rollback => {
                 let previous = routing.history.pop().ok_or(RoutingError::NoPrevious)?;
                 routing.active = Some(previous);
@@ -447,7 +434,7 @@ impl Cluster {
             return Err(WriteError::UnknownServer(id.to_string()));
         }
         let key = self.keys.drain(id);
-        let (existing, revision) = self.client.get(&key).await?;
+        let (existing, _) = self.client.get(&key).await?;
         let revision = match (draining, existing.is_some()) {
             (true, false) => {
                 let record = DrainRecord {
@@ -458,7 +445,6 @@ impl Cluster {
             }
             (false, true) => self.client.delete(&key).await?,
             _ => {
-                let _ = revision;
                 let applied = self.lock().revision;
                 return Ok((
                     Written {
@@ -471,6 +457,19 @@ impl Cluster {
         };
         tracing::info!(target: "audit", who, server = id, draining, revision, "drain written to etcd");
         Ok((self.settle(revision).await, true))
+    }
+}
+
+/// Makes `digest` the active policy of `routing`: the one it replaces goes
+/// on the history, and a canary of the same policy ends.
+fn make_active(routing: &mut RoutingRecord, digest: &str) {
+    if routing.active.as_deref() != Some(digest)
+        && let Some(old) = routing.active.replace(digest.to_string())
+    {
+        routing.history.push(old);
+    }
+    if routing.canary.as_ref().is_some_and(|c| c.policy == digest) {
+        routing.canary = None;
     }
 }
 
