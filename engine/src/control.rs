@@ -67,8 +67,8 @@ impl Control {
     }
 
     /// Parses and validates a topology without publishing it.
-    pub fn check_topology(&self, bytes: &[u8]) -> Result<Topology, TopologyError> {
-        topology::parse(bytes).and_then(|doc| topology::build(&doc, 0))
+    pub fn check_topology(&self, bytes: bytes::Bytes) -> Result<Topology, TopologyError> {
+        topology::load(bytes, 0)
     }
 
     /// Loads a policy under a version number chosen by the caller (etcd's),
@@ -96,10 +96,10 @@ impl Control {
     /// Parses, validates and publishes a topology (JSON or MessagePack).
     pub fn replace_topology(
         &self,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         who: &str,
     ) -> Result<Arc<Topology>, TopologyError> {
-        let result = topology::parse(bytes).and_then(|doc| self.topology.replace(&doc));
+        let result = self.topology.replace_with(bytes);
         match &result {
             Ok(t) => tracing::info!(
                 target: "audit",

@@ -7,7 +7,7 @@ use edgeward::admin::{self, Token};
 use edgeward::control::{Control, one_line};
 use edgeward::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
 use edgeward::routing::client::TrustedProxies;
-use edgeward::topology::{self, Topology, TopologyDoc, store::TopologyStore};
+use edgeward::topology::{self, Topology, store::TopologyStore};
 use edgeward::{builtin, http};
 use ipnet::IpNet;
 use std::io::Write;
@@ -445,15 +445,15 @@ fn synth_topology(
     Ok(())
 }
 
-fn read_topology(path: Option<&std::path::Path>) -> anyhow::Result<TopologyDoc> {
+/// The topology file's bytes, or the embedded demo's.
+fn read_topology(path: Option<&std::path::Path>) -> anyhow::Result<bytes::Bytes> {
     match path {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read topology file {}", path.display()))?;
-            Ok(topology::parse(&bytes)
-                .with_context(|| format!("topology file {}", path.display()))?)
-        }
-        None => Ok(topology::parse(builtin::DEMO_TOPOLOGY.as_bytes())?),
+        Some(path) => Ok(std::fs::read(path)
+            .with_context(|| format!("cannot read topology file {}", path.display()))?
+            .into()),
+        None => Ok(bytes::Bytes::from_static(
+            builtin::DEMO_TOPOLOGY.as_bytes(),
+        )),
     }
 }
 
@@ -471,9 +471,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fingerprint(args.topology.as_deref()),
         fingerprint(args.policy.as_deref()),
     );
-    let doc = read_topology(args.topology.as_deref())?;
+    let bytes = read_topology(args.topology.as_deref())?;
     let store = Arc::new(
-        TopologyStore::new(&doc).with_context(|| match &args.topology {
+        TopologyStore::from_bytes(bytes).with_context(|| match &args.topology {
             Some(p) => format!("topology file {}", p.display()),
             None => "embedded demo topology".into(),
         })?,
@@ -695,8 +695,10 @@ fn policy_check(
     config: Option<&std::path::Path>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let doc = read_topology(topology)?;
-    let store = TopologyStore::new(&doc)?;
+    let store = TopologyStore::from_bytes(read_topology(topology)?).with_context(|| match topology {
+        Some(p) => format!("topology file {}", p.display()),
+        None => "embedded demo topology".into(),
+    })?;
     let source = PolicySource::from_files(file, config)?;
     let host = PolicyHost::new(
         Sandbox::default(),
@@ -843,7 +845,7 @@ fn reload_topology(args: &ServeArgs, control: &Control, why: &str) {
     let Some(path) = &args.topology else { return };
     let who = format!("{why} {}", path.display());
     match std::fs::read(path) {
-        Ok(bytes) => match control.replace_topology(&bytes, &who) {
+        Ok(bytes) => match control.replace_topology(bytes.into(), &who) {
             Ok(t) => tracing::info!(version = t.version, "topology reloaded: {}", t.summary()),
             Err(e) => tracing::error!(
                 version = control.topology.load().version,

@@ -180,20 +180,33 @@ pub(super) async fn handle(
         (&Method::GET, ["topology"]) => {
             let t = control.topology.snapshot();
             if query.contains("format=msgpack") {
-                let mut r = Response::new(Full::new(Bytes::from(t.source.clone())));
+                let mut r = Response::new(Full::new(t.source.clone()));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/msgpack"),
                 );
                 with_version(control, r, t.version)
             } else {
-                match crate::topology::parse(&t.source) {
-                    Ok(doc) => with_version(control, ok(json!(doc)), t.version),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                // Written straight from the document: a `Value` of a
+                // million subnets would cost far more than the text.
+                match crate::topology::parse(&t.source)
+                    .map_err(|e| e.to_string())
+                    .and_then(|doc| serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string()))
+                {
+                    Ok(mut text) => {
+                        text.push(b'\n');
+                        let mut r = Response::new(Full::new(Bytes::from(text)));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        with_version(control, r, t.version)
+                    }
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
                 }
             }
         }
-        (&Method::PUT, ["topology"]) => match control.replace_topology(&body, &who) {
+        (&Method::PUT, ["topology"]) => match control.replace_topology(body, &who) {
             Ok(t) => ok(json!({ "version": t.version, "hash": t.hash, "summary": t.summary() })),
             Err(e) => topology_refused(control, &e),
         },

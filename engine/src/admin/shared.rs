@@ -24,7 +24,7 @@ pub(super) struct Call<'a> {
     pub query: &'a str,
     pub if_match: Option<Result<i64, ()>>,
     pub is_json: bool,
-    pub body: &'a [u8],
+    pub body: &'a bytes::Bytes,
     pub who: &'a str,
 }
 
@@ -46,7 +46,7 @@ pub(super) async fn handle(control: &Control, cluster: &Cluster, call: &Call<'_>
     let answer = match (call.method, call.path) {
         (&Method::PUT, ["topology"]) => {
             match cluster
-                .push_topology(control, call.body, if_match, who)
+                .push_topology(control, call.body.clone(), if_match, who)
                 .await
             {
                 Ok((w, hash, summary)) => written(

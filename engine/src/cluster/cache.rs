@@ -5,6 +5,7 @@
 //! that a node restarted while etcd is down serves what it served before.
 
 use super::etcd::KeyValue;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -25,72 +26,81 @@ pub struct DiskCopy {
     /// Every configuration key.
     pub kvs: Vec<KeyValue>,
     /// Blobs by SHA-256.
-    pub blobs: Vec<(String, Vec<u8>)>,
+    pub blobs: Vec<(String, Bytes)>,
 }
 
+/// The file's layout. Saving borrows everything (`Vec<u8>` fields read as
+/// owned bytes, written from slices), so a copy of a large topology is
+/// streamed to disk without being duplicated in memory.
 #[derive(Serialize, Deserialize)]
-struct File {
+struct File<Kvs, Blobs> {
     format: u32,
     prefix: String,
     revision: i64,
     #[serde(default)]
     cluster_id: u64,
     saved_at: String,
-    kvs: Vec<Kv>,
-    blobs: Vec<Blob>,
+    kvs: Kvs,
+    blobs: Blobs,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Kv {
+struct Kv<B> {
     key: String,
-    #[serde(with = "serde_bytes")]
-    value: Vec<u8>,
+    value: B,
     create_revision: i64,
     mod_revision: i64,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Blob {
+struct Blob<B> {
     sha256: String,
-    #[serde(with = "serde_bytes")]
-    bytes: Vec<u8>,
+    bytes: B,
 }
+
+type FileIn = File<Vec<Kv<serde_bytes::ByteBuf>>, Vec<Blob<serde_bytes::ByteBuf>>>;
 
 /// Writes `copy` to `path` atomically.
 pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
+    let kvs: Vec<Kv<&serde_bytes::Bytes>> = copy
+        .kvs
+        .iter()
+        .map(|kv| Kv {
+            key: kv.key.clone(),
+            value: serde_bytes::Bytes::new(&kv.value),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+        })
+        .collect();
+    let blobs: Vec<Blob<&serde_bytes::Bytes>> = copy
+        .blobs
+        .iter()
+        .map(|(h, b)| Blob {
+            sha256: h.clone(),
+            bytes: serde_bytes::Bytes::new(b),
+        })
+        .collect();
     let file = File {
         format: FORMAT,
         prefix: copy.prefix.clone(),
         revision: copy.revision,
         cluster_id: copy.cluster_id,
         saved_at: copy.saved_at.clone(),
-        kvs: copy
-            .kvs
-            .iter()
-            .map(|kv| Kv {
-                key: kv.key.clone(),
-                value: kv.value.clone(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-            })
-            .collect(),
-        blobs: copy
-            .blobs
-            .iter()
-            .map(|(h, b)| Blob {
-                sha256: h.clone(),
-                bytes: b.clone(),
-            })
-            .collect(),
+        kvs,
+        blobs,
     };
-    let bytes = rmp_serde::to_vec_named(&file).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    rmp_serde::encode::write_named(&mut out, &file).map_err(std::io::Error::other)?;
+    std::io::Write::flush(&mut out)?;
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -103,7 +113,7 @@ pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let file: File = rmp_serde::from_slice(&bytes)
+    let file: FileIn = rmp_serde::from_slice(&bytes)
         .map_err(|e| format!("{}: not a configuration copy: {e}", path.display()))?;
     if file.format != FORMAT {
         return Err(format!(
@@ -122,7 +132,7 @@ pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
             .into_iter()
             .map(|kv| KeyValue {
                 key: kv.key,
-                value: kv.value,
+                value: kv.value.into_vec(),
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
             })
@@ -131,7 +141,7 @@ pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
             .blobs
             .into_iter()
             .filter(|b| crate::sha256_hex(&b.bytes) == b.sha256)
-            .map(|b| (b.sha256, b.bytes))
+            .map(|b| (b.sha256, Bytes::from(b.bytes.into_vec())))
             .collect(),
     }))
 }
@@ -158,15 +168,15 @@ mod tests {
                 mod_revision: 40,
             }],
             blobs: vec![
-                (crate::sha256_hex(&blob), blob.clone()),
-                ("0000".into(), b"does not match".to_vec()),
+                (crate::sha256_hex(&blob), Bytes::from(blob.clone())),
+                ("0000".into(), Bytes::from_static(b"does not match")),
             ],
         };
         save(&path, &copy).unwrap();
         let back = load(&path).unwrap().unwrap();
         assert_eq!(back.revision, 42);
         assert_eq!(back.kvs, copy.kvs);
-        assert_eq!(back.blobs, vec![(crate::sha256_hex(&blob), blob)]);
+        assert_eq!(back.blobs, vec![(crate::sha256_hex(&blob), Bytes::from(blob))]);
 
         std::fs::write(&path, b"garbage").unwrap();
         assert!(

@@ -10,8 +10,8 @@ use super::{Cluster, Refusal};
 use crate::control::{Control, one_line};
 use crate::policy::PolicySource;
 use base64::Engine as _;
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ pub struct Follower {
     policies: HashMap<String, u64>,
     /// Components of the policies loaded from etcd, by SHA-256 (kept for
     /// the disk copy).
-    wasm: HashMap<String, Arc<Vec<u8>>>,
+    wasm: HashMap<String, Bytes>,
     refused: BTreeMap<String, Refusal>,
 }
 
@@ -58,11 +58,7 @@ impl Follower {
             .into_iter()
             .map(|kv| (kv.key.clone(), kv))
             .collect();
-        let blobs: HashMap<String, Arc<Vec<u8>>> = copy
-            .blobs
-            .into_iter()
-            .map(|(h, b)| (h, Arc::new(b)))
-            .collect();
+        let blobs: HashMap<String, Bytes> = copy.blobs.into_iter().collect();
         match self.apply(cluster, control, Some(&blobs)).await {
             Ok(_) => {
                 self.revision = copy.revision;
@@ -208,7 +204,7 @@ impl Follower {
         &mut self,
         cluster: &Cluster,
         control: &Control,
-        cached: Option<&HashMap<String, Arc<Vec<u8>>>>,
+        cached: Option<&HashMap<String, Bytes>>,
     ) -> Result<bool, EtcdError> {
         let keys = cluster.keys.clone();
         let mut changed = false;
@@ -226,7 +222,7 @@ impl Follower {
                     Err(BlobError::Bad(m)) => self.refuse(cluster, &kv, m),
                     Ok(bytes) => {
                         let who = who(&kv, &record.written_by);
-                        if let Err(e) = control.replace_topology(&bytes, &who) {
+                        if let Err(e) = control.replace_topology(bytes, &who) {
                             self.refuse(cluster, &kv, one_line(&e.to_string()));
                         } else {
                             self.refused.remove(&kv.key);
@@ -299,7 +295,7 @@ impl Follower {
         control: &Control,
         kv: &KeyValue,
         digest: &str,
-        cached: Option<&HashMap<String, Arc<Vec<u8>>>>,
+        cached: Option<&HashMap<String, Bytes>>,
     ) -> Result<(), BlobError> {
         let record: PolicyRecord = serde_json::from_slice(&kv.value)
             .map_err(|e| BlobError::Bad(format!("not a policy record: {e}")))?;
@@ -394,8 +390,8 @@ impl Follower {
         &self,
         cluster: &Cluster,
         blob: &BlobRef,
-        cached: Option<&HashMap<String, Arc<Vec<u8>>>>,
-    ) -> Result<Arc<Vec<u8>>, BlobError> {
+        cached: Option<&HashMap<String, Bytes>>,
+    ) -> Result<Bytes, BlobError> {
         if let Some(bytes) = self.wasm.get(&blob.sha256) {
             return Ok(bytes.clone());
         }
@@ -406,7 +402,7 @@ impl Follower {
         }
         super::write::read_blob(&cluster.client, &cluster.keys, blob)
             .await
-            .map(Arc::new)
+            .map(Bytes::from)
             .map_err(|e| match e {
                 super::write::ReadError::Etcd(e) => BlobError::Unavailable(e),
                 super::write::ReadError::Bad(m) => BlobError::Bad(m),
@@ -452,10 +448,10 @@ impl Follower {
             return;
         };
         let topology = control.topology.snapshot();
-        let mut blobs: Vec<(String, Vec<u8>)> = self
+        let mut blobs: Vec<(String, Bytes)> = self
             .wasm
             .iter()
-            .map(|(h, b)| (h.clone(), b.to_vec()))
+            .map(|(h, b)| (h.clone(), b.clone()))
             .collect();
         blobs.push((topology.hash.clone(), topology.source.clone()));
         let copy = DiskCopy {

@@ -161,7 +161,7 @@ impl Cluster {
     pub async fn push_topology(
         &self,
         control: &Control,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         if_match: Option<i64>,
         who: &str,
     ) -> Result<(Written, String, String), WriteError> {

@@ -102,10 +102,11 @@ impl host::Host for HostState {
     }
 
     fn lookup_subnet(&mut self, subnet: u32) -> Option<SubnetInfo> {
-        let s = self.topo()?.subnets.get(subnet as usize)?;
+        let topo = self.topo()?;
+        let s = topo.subnets.get(subnet as usize)?;
         Some(SubnetInfo {
             cidr: s.net.to_string(),
-            name: s.name.as_deref().unwrap_or_default().to_string(),
+            name: topo.subnet_name(subnet).unwrap_or_default().to_string(),
             region: s.region,
         })
     }

@@ -9,6 +9,7 @@
 use super::model::*;
 use super::prefix_table::{NONE, PrefixTable};
 use super::{Channel, Group, Member, Program, Record, Region, Server, Stream, Subnet, Topology};
+use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use ipnet::IpNet;
 use std::fmt;
@@ -66,8 +67,8 @@ impl fmt::Display for Problems<'_> {
 /// Parses a topology document. JSON is recognised by its first non-blank
 /// byte (`{`); anything else is read as MessagePack.
 pub fn parse(bytes: &[u8]) -> Result<TopologyDoc, TopologyError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'{') || first.is_none() {
+    let _shared_ids = Interning::start();
+    if is_json(bytes) {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let doc: TopologyDoc =
             serde_path_to_error::deserialize(&mut de).map_err(|e| TopologyError::Syntax {
@@ -91,6 +92,12 @@ pub fn parse(bytes: &[u8]) -> Result<TopologyDoc, TopologyError> {
     }
 }
 
+/// Whether `bytes` is read as JSON by [`parse`].
+fn is_json(bytes: &[u8]) -> bool {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    first == Some(&b'{') || first.is_none()
+}
+
 fn path_or_root(p: &serde_path_to_error::Path) -> String {
     let s = p.to_string();
     if s == "." { "the top level".into() } else { s }
@@ -108,11 +115,62 @@ pub fn load_file(path: &Path, version: u64) -> Result<Topology, TopologyError> {
         path: path.display().to_string(),
         source,
     })?;
-    build(&parse(&bytes)?, version)
+    load(bytes.into(), version)
+}
+
+/// Parses, validates and indexes a document (JSON or MessagePack).
+///
+/// Memory is what limits a large topology, so the bytes are let go as soon
+/// as they are not needed: JSON once it is parsed; MessagePack that is
+/// already in the canonical form ([`to_msgpack`]) is kept as the snapshot's
+/// [`Topology::source`] instead of a second, re-encoded copy.
+pub fn load(bytes: Bytes, version: u64) -> Result<Topology, TopologyError> {
+    let doc = parse(&bytes)?;
+    let original = if is_json(&bytes) {
+        drop(bytes);
+        None
+    } else {
+        Some(bytes)
+    };
+    build_with(&doc, original, version)
 }
 
 /// Validates a document and builds the indexed snapshot.
 pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError> {
+    build_with(doc, None, version)
+}
+
+/// Whether `bytes` are exactly what [`to_msgpack`] makes of `doc`, found by
+/// encoding `doc` against them without keeping the encoding.
+fn is_canonical(doc: &TopologyDoc, bytes: &[u8]) -> bool {
+    struct Compare<'a> {
+        rest: &'a [u8],
+        same: bool,
+    }
+    impl std::io::Write for Compare<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.rest.strip_prefix(buf) {
+                Some(rest) if self.same => self.rest = rest,
+                _ => self.same = false,
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut compare = Compare {
+        rest: bytes,
+        same: true,
+    };
+    rmp_serde::encode::write_named(&mut compare, doc).is_ok() && compare.same && compare.rest.is_empty()
+}
+
+fn build_with(
+    doc: &TopologyDoc,
+    original: Option<Bytes>,
+    version: u64,
+) -> Result<Topology, TopologyError> {
     let mut v = Validator::default();
 
     let region_ids = v.unique_ids("regions", "id", doc.regions.iter().map(|r| r.id.as_str()));
@@ -310,51 +368,62 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
         });
     }
 
-    // Subnets.
+    // Subnets. Duplicate networks are found once the prefixes are sorted
+    // for indexing, where they end up side by side.
     let mut subnets = Vec::with_capacity(doc.subnets.len());
-    let mut v4 = Vec::new();
+    let mut subnet_names = Vec::new();
+    let mut v4 = Vec::with_capacity(doc.subnets.len());
     let mut v6 = Vec::new();
-    let mut seen: HashMap<IpNet, usize> = HashMap::with_capacity(doc.subnets.len());
     for (i, s) in doc.subnets.iter().enumerate() {
         let obj = format!("subnets[{i}]");
-        let region = match region_ids.get(s.region.as_str()) {
+        let region = match region_ids.get(&*s.region) {
             Some(&r) => r,
             None => {
                 v.problem(format!(
                     "{obj} {:?}: field `region`: {:?} is not the id of any region",
-                    s.cidr, s.region
+                    s.cidr.to_string(),
+                    &*s.region
                 ));
                 NONE
             }
         };
-        let net = match s.cidr.trim().parse::<IpNet>() {
-            Ok(n) => n.trunc(),
-            Err(_) => {
+        let net = match &s.cidr {
+            Cidr::Net(n) => n.trunc(),
+            Cidr::Invalid(text) => {
                 v.problem(format!(
-                    "{obj}: field `cidr`: {:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)",
-                    s.cidr
+                    "{obj}: field `cidr`: {text:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"
                 ));
                 continue;
             }
         };
-        if let Some(prev) = seen.insert(net, i) {
-            v.problem(format!(
-                "{obj}: field `cidr`: {:?} is the same network ({net}) as subnets[{prev}]",
-                s.cidr
-            ));
-            continue;
-        }
-        let id = subnets.len() as u32;
+        // The index in the file: the same as in `subnets` when the document
+        // is valid (an invalid one is never indexed).
+        let id = i as u32;
         match net {
             IpNet::V4(n) => v4.push((u32::from(n.network()), n.prefix_len(), id)),
             IpNet::V6(n) => v6.push((u128::from(n.network()), n.prefix_len(), id)),
         }
+        if let Some(name) = &s.name {
+            subnet_names.push((id, name.clone()));
+        }
         subnets.push(Subnet {
             net,
-            name: s.name.as_deref().map(Into::into),
             region,
             parent: NONE,
         });
+    }
+    PrefixTable::sort(&mut v4);
+    PrefixTable::sort(&mut v6);
+    let duplicates = PrefixTable::duplicates(&v4).chain(PrefixTable::duplicates(&v6));
+    for (first, again) in duplicates {
+        // Only parsed networks were sorted, so this is one.
+        if let Cidr::Net(net) = &doc.subnets[again as usize].cidr {
+            v.problem(format!(
+                "subnets[{again}]: field `cidr`: {:?} is the same network ({}) as subnets[{first}]",
+                net.to_string(),
+                net.trunc()
+            ));
+        }
     }
 
     // Programs.
@@ -427,7 +496,10 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
         subnets[id as usize].parent = parent;
     }
 
-    let source = to_msgpack(doc);
+    let source = match original {
+        Some(bytes) if is_canonical(doc, &bytes) => bytes,
+        _ => Bytes::from(to_msgpack(doc)),
+    };
     let hash = crate::sha256_hex(&source);
     Ok(Topology {
         version,
@@ -440,6 +512,7 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
         server_by_id: index_by(servers.iter().map(|s| &s.id)),
         servers,
         subnets,
+        subnet_names: subnet_names.into_boxed_slice(),
         channels,
         programs,
         default_region,
@@ -529,4 +602,78 @@ fn index_by<'a>(ids: impl Iterator<Item = &'a Box<str>>) -> HashMap<Box<str>, u3
     ids.enumerate()
         .map(|(i, id)| (id.clone(), i as u32))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{
+        "regions": [{"id": "r", "server_groups": ["g"]}],
+        "server_groups": [{"id": "g", "servers": ["e"]}],
+        "servers": [{"id": "e", "kind": "edge", "host": "e.example", "port": 80}],
+        "channels": [],
+        "subnets": [
+            {"cidr": "10.0.0.0/8", "region": "r", "name": "ten"},
+            {"cidr": " 10.1.2.3/16", "region": "r"}
+        ]
+    }"#;
+
+    #[test]
+    fn canonical_messagepack_is_kept_as_the_source_and_other_forms_are_encoded() {
+        let from_json = load(Bytes::from_static(DOC.as_bytes()), 1).unwrap();
+        let canonical = from_json.source.clone();
+        assert_eq!(canonical, to_msgpack(&parse(DOC.as_bytes()).unwrap()));
+
+        let again = load(canonical.clone(), 2).unwrap();
+        assert_eq!(again.source.as_ptr(), canonical.as_ptr(), "not copied");
+        assert_eq!(again.hash, from_json.hash);
+
+        // MessagePack in another form (fields in another order) is
+        // re-encoded.
+        let value: serde_json::Value = serde_json::from_str(DOC).unwrap();
+        let compact = Bytes::from(rmp_serde::to_vec_named(&value).unwrap());
+        assert_ne!(compact, canonical);
+        let other = load(compact.clone(), 3).unwrap();
+        assert_ne!(other.source.as_ptr(), compact.as_ptr());
+        assert_eq!(other.source, canonical);
+    }
+
+    #[test]
+    fn subnets_are_normalised_named_and_share_their_region_id() {
+        let doc = parse(DOC.as_bytes()).unwrap();
+        let (a, b) = (&doc.subnets[0].region, &doc.subnets[1].region);
+        assert!(std::ptr::eq(a.as_ptr(), b.as_ptr()), "one allocation");
+        assert_eq!(doc.subnets[1].cidr.to_string(), "10.1.2.3/16");
+
+        let t = build(&doc, 1).unwrap();
+        assert_eq!(t.subnets[1].net.to_string(), "10.1.0.0/16");
+        assert_eq!(t.subnet_name(0), Some("ten"));
+        assert_eq!(t.subnet_name(1), None);
+        let addr = "10.1.9.9".parse().unwrap();
+        assert_eq!(t.matching_subnets(addr).collect::<Vec<_>>(), vec![1, 0]);
+    }
+
+    #[test]
+    fn duplicates_after_an_invalid_cidr_are_named_by_their_place_in_the_file() {
+        let doc = DOC.replace(
+            r#"{"cidr": " 10.1.2.3/16", "region": "r"}"#,
+            r#"{"cidr": "nope", "region": "r"},
+               {"cidr": "10.1.0.0/16", "region": "r"},
+               {"cidr": "2001:db8::/32", "region": "r"},
+               {"cidr": "10.1.7.7/16", "region": "r"},
+               {"cidr": "2001:DB8::1/32", "region": "r"}"#,
+        );
+        let Err(TopologyError::Invalid(problems)) = load(Bytes::from(doc), 1) else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            problems,
+            vec![
+                r#"subnets[1]: field `cidr`: "nope" is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"#,
+                r#"subnets[4]: field `cidr`: "10.1.7.7/16" is the same network (10.1.0.0/16) as subnets[2]"#,
+                r#"subnets[5]: field `cidr`: "2001:db8::1/32" is the same network (2001:db8::/32) as subnets[3]"#,
+            ]
+        );
+    }
 }

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use load::{TopologyError, build, parse};
+pub use load::{TopologyError, build, load, parse};
 pub use model::{Encryption, Protocol, RecordStatus, ServerKind, TopologyDoc};
 use prefix_table::{NONE, PrefixTable};
 
@@ -29,8 +29,10 @@ pub struct Topology {
     /// Version number assigned when the snapshot was published.
     pub version: u64,
     /// The document it was built from, as MessagePack with field names
-    /// (what `GET /topology` serves and what a restart or another node loads).
-    pub source: Vec<u8>,
+    /// (what `GET /topology` serves and what a restart or another node
+    /// loads). When the document arrived in exactly this form, these are
+    /// the bytes it arrived in, not a copy.
+    pub source: bytes::Bytes,
     /// SHA-256 of `source`, hex.
     pub hash: String,
     /// Regions, in file order.
@@ -41,6 +43,8 @@ pub struct Topology {
     pub servers: Vec<Server>,
     /// Client subnets, in file order.
     pub subnets: Vec<Subnet>,
+    /// Names of the subnets that have one, by subnet index (ascending).
+    subnet_names: Box<[(u32, Box<str>)]>,
     /// Channels, in file order.
     pub channels: Vec<Channel>,
     /// Programs, in file order.
@@ -127,13 +131,12 @@ pub struct Server {
     pub health: Arc<crate::health::ServerHealth>,
 }
 
-/// A client subnet.
+/// A client subnet (28 bytes: a topology may hold millions; its name, if
+/// any, is in [`Topology::subnet_name`]).
 #[derive(Debug)]
 pub struct Subnet {
     /// The normalised network.
     pub net: IpNet,
-    /// Name from the file.
-    pub name: Option<Box<str>>,
     /// Region index.
     pub region: u32,
     /// The most specific other subnet enclosing this one ([`NONE`] if none).
@@ -252,6 +255,15 @@ impl Topology {
             next = (parent != NONE).then_some(parent);
             Some(current)
         })
+    }
+
+    /// The name of subnet `index`, if the file gave it one.
+    pub fn subnet_name(&self, index: u32) -> Option<&str> {
+        let at = self
+            .subnet_names
+            .binary_search_by_key(&index, |&(i, _)| i)
+            .ok()?;
+        Some(&self.subnet_names[at].1)
     }
 
     /// The channel with this EPG id.

@@ -71,16 +71,29 @@ pub struct PrefixTable<K> {
 }
 
 impl<K: PrefixKey> PrefixTable<K> {
-    /// Builds the table from `(network address, prefix length, id)` entries.
+    /// Sorts `(network address, prefix length, id)` entries into the order
+    /// [`PrefixTable::build`] takes: by address, enclosing prefixes first,
+    /// then by id. Equal networks end up next to each other, first id first.
+    pub fn sort(entries: &mut [(K, u8, u32)]) {
+        entries.sort_unstable();
+    }
+
+    /// The pairs of ids naming the same network in sorted `entries`
+    /// (first, later).
+    pub fn duplicates(entries: &[(K, u8, u32)]) -> impl Iterator<Item = (u32, u32)> + '_ {
+        entries
+            .windows(2)
+            .filter(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1))
+            .map(|w| (w[0].2, w[1].2))
+    }
+
+    /// Builds the table from entries sorted by [`PrefixTable::sort`].
     /// Network addresses must have no host bits set and `(address, length)`
     /// pairs must be distinct (the topology validator guarantees both).
-    /// Returns the table and, for each entry in input order, the id of the
-    /// most specific other prefix that encloses it (or [`NONE`]).
+    /// Returns the table and, for each entry in the given order, the id of
+    /// the most specific other prefix that encloses it (or [`NONE`]).
     pub fn build(entries: &[(K, u8, u32)]) -> (Self, Vec<u32>) {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        // By start ascending, then shorter (enclosing) prefixes first.
-        order.sort_unstable_by_key(|&i| (entries[i].0, entries[i].1));
-
+        debug_assert!(entries.is_sorted());
         let mut starts = vec![K::ZERO];
         let mut labels = vec![NONE];
         let mut parents = vec![NONE; entries.len()];
@@ -102,8 +115,7 @@ impl<K: PrefixKey> PrefixTable<K> {
             }
         };
 
-        for &i in &order {
-            let (start, len, id) = entries[i];
+        for (i, &(start, len, id)) in entries.iter().enumerate() {
             // Close the prefixes that end before this one starts.
             while let Some(&(last, _)) = open.last() {
                 if last >= start {
@@ -173,6 +185,19 @@ mod tests {
         u32::from(s.parse::<Ipv4Addr>().unwrap())
     }
 
+    /// Sorts a copy and builds; parents come back indexed by id (the tests
+    /// number their entries 0..n).
+    fn built<K: PrefixKey>(entries: &[(K, u8, u32)]) -> (PrefixTable<K>, Vec<u32>) {
+        let mut sorted = entries.to_vec();
+        PrefixTable::sort(&mut sorted);
+        let (table, parents) = PrefixTable::build(&sorted);
+        let mut by_id = vec![NONE; entries.len()];
+        for (&(_, _, id), parent) in sorted.iter().zip(parents) {
+            by_id[id as usize] = parent;
+        }
+        (table, by_id)
+    }
+
     /// The obvious linear scan, as the reference.
     fn naive(entries: &[(u32, u8, u32)], addr: u32) -> Option<u32> {
         entries
@@ -193,7 +218,7 @@ mod tests {
             (v4("192.168.0.0"), 16, 3),
             (0, 0, 4),
         ];
-        let (t, parents) = PrefixTable::build(&entries);
+        let (t, parents) = built(&entries);
         assert_eq!(t.longest(v4("10.1.2.3")), Some(2));
         assert_eq!(t.longest(v4("10.1.3.3")), Some(1));
         assert_eq!(t.longest(v4("10.2.0.0")), Some(0));
@@ -206,13 +231,13 @@ mod tests {
 
     #[test]
     fn empty_table_and_edges_of_the_space() {
-        let (t, _) = PrefixTable::<u32>::build(&[]);
+        let (t, _) = built::<u32>(&[]);
         assert_eq!(t.longest(0), None);
         assert_eq!(t.longest(u32::MAX), None);
-        let (t, _) = PrefixTable::build(&[(v4("255.255.255.255"), 32, 7), (0, 32, 8)]);
-        assert_eq!(t.longest(u32::MAX), Some(7));
+        let (t, _) = built(&[(v4("255.255.255.255"), 32, 1), (0, 32, 0)]);
+        assert_eq!(t.longest(u32::MAX), Some(1));
         assert_eq!(t.longest(u32::MAX - 1), None);
-        assert_eq!(t.longest(0), Some(8));
+        assert_eq!(t.longest(0), Some(0));
         assert_eq!(t.longest(1), None);
     }
 
@@ -220,7 +245,7 @@ mod tests {
     fn ipv6_keys() {
         let net = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
         let entries = [(net("2001:db8::"), 32, 0), (net("2001:db8:1::"), 48, 1)];
-        let (t, parents) = PrefixTable::build(&entries);
+        let (t, parents) = built(&entries);
         assert_eq!(t.longest(net("2001:db8:1::5")), Some(1));
         assert_eq!(t.longest(net("2001:db8:2::5")), Some(0));
         assert_eq!(t.longest(net("2001:db9::")), None);
@@ -250,7 +275,7 @@ mod tests {
                 entries.push((net, len, entries.len() as u32));
             }
         }
-        let (t, parents) = PrefixTable::build(&entries);
+        let (t, parents) = built(&entries);
         for (i, &(net, len, _)) in entries.iter().enumerate() {
             // The parent is the longest match among strictly shorter prefixes.
             let shorter: Vec<_> = entries.iter().copied().filter(|e| e.1 < len).collect();
@@ -262,5 +287,19 @@ mod tests {
             assert_eq!(t.longest(addr), naive(&entries, addr), "addr {addr:#x}");
         }
         assert!(t.intervals() <= 2 * entries.len() + 1);
+    }
+
+    #[test]
+    fn duplicates_are_adjacent_after_sorting() {
+        let mut entries = vec![
+            (v4("10.0.0.0"), 8, 0),
+            (v4("10.1.0.0"), 16, 1),
+            (v4("10.0.0.0"), 8, 2),
+            (v4("10.0.0.0"), 16, 3),
+            (v4("10.1.0.0"), 16, 4),
+        ];
+        PrefixTable::sort(&mut entries);
+        let found: Vec<_> = PrefixTable::duplicates(&entries).collect();
+        assert_eq!(found, vec![(0, 2), (1, 4)]);
     }
 }

@@ -6,7 +6,8 @@
 //! serialised; a document that fails validation is refused and the current
 //! snapshot stays.
 
-use super::{Topology, TopologyDoc, TopologyError, build};
+use super::{Topology, TopologyDoc, TopologyError, build, load};
+use bytes::Bytes;
 use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex};
 
@@ -43,11 +44,21 @@ impl TopologyStore {
 
     /// Publishes `doc` as version 1.
     pub fn new(doc: &TopologyDoc) -> Result<Self, TopologyError> {
-        Ok(TopologyStore {
-            current: ArcSwap::from_pointee(build(doc, 1)?),
+        Ok(Self::first(build(doc, 1)?))
+    }
+
+    /// Parses, validates and publishes a document (JSON or MessagePack) as
+    /// version 1.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self, TopologyError> {
+        Ok(Self::first(load(bytes, 1)?))
+    }
+
+    fn first(topology: Topology) -> Self {
+        TopologyStore {
+            current: ArcSwap::from_pointee(topology),
             writer: Mutex::new(()),
             published: tokio::sync::watch::Sender::new(1),
-        })
+        }
     }
 
     /// A receiver that sees every newly published version.
@@ -70,9 +81,24 @@ impl TopologyStore {
     /// Validates `doc` and, if it is good, publishes it with the next version
     /// number. On error the current snapshot is kept.
     pub fn replace(&self, doc: &TopologyDoc) -> Result<Arc<Topology>, TopologyError> {
+        self.publish(|version| build(doc, version))
+    }
+
+    /// Parses and validates a document (JSON or MessagePack) and, if it is
+    /// good, publishes it with the next version number. On error the
+    /// current snapshot is kept. One replacement is built at a time, which
+    /// also bounds the memory replacements take.
+    pub fn replace_with(&self, bytes: Bytes) -> Result<Arc<Topology>, TopologyError> {
+        self.publish(|version| load(bytes, version))
+    }
+
+    fn publish(
+        &self,
+        build: impl FnOnce(u64) -> Result<Topology, TopologyError>,
+    ) -> Result<Arc<Topology>, TopologyError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load_full();
-        let mut topology = build(doc, old.version + 1)?;
+        let mut topology = build(old.version + 1)?;
         carry_over_health(&old, &mut topology);
         let topology = Arc::new(topology);
         self.current.store(topology.clone());

@@ -74,6 +74,10 @@ pub fn generate(spec: Spec) -> TopologyDoc {
         });
     }
 
+    let region_ids: Vec<SharedId> = region_docs
+        .iter()
+        .map(|r| SharedId::from(r.id.as_str()))
+        .collect();
     let mut subnets = Vec::with_capacity(spec.v4_subnets + spec.v6_subnets);
     let mut seen = std::collections::HashSet::new();
     let mut sixteens: Vec<u32> = Vec::new();
@@ -101,8 +105,8 @@ pub fn generate(spec: Spec) -> TopologyDoc {
             sixteens.push(net);
         }
         subnets.push(SubnetDoc {
-            cidr: format!("{}/{len}", std::net::Ipv4Addr::from(net)),
-            region: format!("region-{}", rng.below(regions as u64)),
+            cidr: Cidr::Net(ipnet::Ipv4Net::new(net.into(), len).unwrap().into()),
+            region: region_ids[rng.below(regions as u64) as usize].clone(),
             name: None,
         });
     }
@@ -116,8 +120,8 @@ pub fn generate(spec: Spec) -> TopologyDoc {
             continue;
         }
         subnets.push(SubnetDoc {
-            cidr: format!("{}/{len}", std::net::Ipv6Addr::from(net)),
-            region: format!("region-{}", rng.below(regions as u64)),
+            cidr: Cidr::Net(ipnet::Ipv6Net::new(net.into(), len).unwrap().into()),
+            region: region_ids[rng.below(regions as u64) as usize].clone(),
             name: None,
         });
         v6 += 1;
