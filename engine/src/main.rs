@@ -362,6 +362,7 @@ struct EtcdArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    return_large_blocks_to_the_system();
     let cli = Cli::parse();
     let json_logs = matches!(
         &cli.command,
@@ -408,6 +409,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("edgeward: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc's malloc raises its mmap threshold (up to 32 MiB) each time a
+/// large block is freed; the large vectors of the next topology then come
+/// from the heap and stay there once freed, so the resident size ratchets
+/// up with every swap (84 -> 162 MiB after three swaps of 1M subnets). A
+/// fixed threshold keeps blocks of 128 KiB and more in their own mappings,
+/// which go back to the system when freed (87 MiB after the same swaps).
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets a parameter of the allocator; this runs
+    // first thing in `main`, before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
