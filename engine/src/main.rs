@@ -468,9 +468,7 @@ fn read_topology(path: Option<&std::path::Path>) -> anyhow::Result<bytes::Bytes>
         Some(path) => Ok(std::fs::read(path)
             .with_context(|| format!("cannot read topology file {}", path.display()))?
             .into()),
-        None => Ok(bytes::Bytes::from_static(
-            builtin::DEMO_TOPOLOGY.as_bytes(),
-        )),
+        None => Ok(bytes::Bytes::from_static(builtin::DEMO_TOPOLOGY.as_bytes())),
     }
 }
 
@@ -489,12 +487,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fingerprint(args.policy.as_deref()),
     );
     let bytes = read_topology(args.topology.as_deref())?;
-    let store = Arc::new(
-        TopologyStore::from_bytes(bytes).with_context(|| match &args.topology {
+    let store = Arc::new(TopologyStore::from_bytes(bytes).with_context(
+        || match &args.topology {
             Some(p) => format!("topology file {}", p.display()),
             None => "embedded demo topology".into(),
-        })?,
-    );
+        },
+    )?);
     tracing::info!(version = 1, "topology loaded: {}", store.load().summary());
 
     let sandbox = Sandbox {
@@ -712,10 +710,11 @@ fn policy_check(
     config: Option<&std::path::Path>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let store = TopologyStore::from_bytes(read_topology(topology)?).with_context(|| match topology {
-        Some(p) => format!("topology file {}", p.display()),
-        None => "embedded demo topology".into(),
-    })?;
+    let store =
+        TopologyStore::from_bytes(read_topology(topology)?).with_context(|| match topology {
+            Some(p) => format!("topology file {}", p.display()),
+            None => "embedded demo topology".into(),
+        })?;
     let source = PolicySource::from_files(file, config)?;
     let host = PolicyHost::new(
         Sandbox::default(),

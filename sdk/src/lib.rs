@@ -58,9 +58,45 @@ pub mod bindings {
 }
 
 pub use bindings::edgeward::policy::types::{
-    CandidateState, Decision, Encryption, Figure, GroupInfo, Health, IpAddress, Protocol,
-    RegionInfo, Rejection, Request, RequestKind, ServerHealth, ServerInfo, SubnetInfo,
+    CandidateState, Decision, Encryption, Figure, GroupInfo, Health, Protocol, RegionInfo,
+    Rejection, RequestKind, ServerHealth, ServerInfo, SubnetInfo,
 };
+
+/// A client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpAddress {
+    /// IPv4, as its four bytes.
+    V4((u8, u8, u8, u8)),
+    /// IPv6, as its eight 16-bit groups.
+    V6((u16, u16, u16, u16, u16, u16, u16, u16)),
+}
+
+/// One player request, as the engine parsed it. (`policy.select` carries
+/// it packed in its words; see the WIT.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Live, catch-up, VOD or static file.
+    pub kind: RequestKind,
+    /// Set for live and catch-up requests; none for VOD and static files.
+    pub protocol: Option<Protocol>,
+    /// The encryption asked for in the URL (`none` for VOD and static).
+    pub encryption: Encryption,
+    /// The channel `epg_id` (live), the program `epg_id` (catch-up) or the
+    /// path below `/vod/` or `/static/`.
+    pub target: String,
+    /// The raw query string without the leading `?`; none when absent or
+    /// empty.
+    pub query: Option<String>,
+    /// The client address (from `X-Real-IP` when the peer is a trusted
+    /// proxy).
+    pub client: IpAddress,
+    /// Version of the topology the indices in this call refer to.
+    pub topology_version: u64,
+    /// This request's random seed: [`host::random`](crate::host::random)
+    /// draws from a SplitMix64 generator seeded with it. The engine seeds a
+    /// shadow's call like the primary's.
+    pub seed: u64,
+}
 
 /// An edge server that could serve the request.
 #[derive(Debug, Clone)]
@@ -188,14 +224,13 @@ macro_rules! export_policy {
                 }
 
                 fn select(
-                    request: $crate::Request,
-                    tiers: ::std::vec::Vec<u32>,
+                    call: ::std::vec::Vec<u32>,
                     health: ::core::option::Option<::std::vec::Vec<$crate::ServerHealth>>,
                 ) -> $crate::Decision {
-                    $crate::abi::with_tiers(&request, &tiers, health.as_deref(), |tiers| {
+                    $crate::abi::with_call(&call, health.as_deref(), |request, tiers| {
                         INSTANCE.with(|slot| match slot.borrow_mut().as_mut() {
                             ::core::option::Option::Some(policy) => {
-                                $crate::Policy::select(policy, &request, tiers)
+                                $crate::Policy::select(policy, request, tiers)
                             }
                             ::core::option::Option::None => {
                                 $crate::Decision::reject(500, "policy used before init")

@@ -28,7 +28,7 @@ fn the_built_nearest_component_serves_with_its_configuration() {
 fn the_built_component_imports_no_wasi() {
     let bytes = std::fs::read(built_policy("nearest")).unwrap();
     let text = String::from_utf8_lossy(&bytes);
-    assert!(text.contains("edgeward:policy/host@0.2.0"));
+    assert!(text.contains("edgeward:policy/host@0.3.0"));
     assert!(!text.contains("wasi:"), "the policy must not import WASI");
 }
 
@@ -225,4 +225,35 @@ fn changed_files_are_picked_up_without_a_signal() {
     std::fs::rename(&tmp, &topology).unwrap();
     engine.wait_log(from, "topology reloaded");
     assert_eq!(probe(), "http://e-wide.test/live/ch1/index.m3u8");
+}
+
+#[test]
+fn a_wasm_policy_receives_the_request_as_the_engine_parsed_it() {
+    let topology = fixtures().join("routing.json");
+    let engine = Engine::start(&["--topology", topology.to_str().unwrap()]);
+    let (status, _) = crate::admin::upload(
+        &engine,
+        "echo",
+        "hostile",
+        serde_json::json!({"mode": "echo"}),
+        true,
+    );
+    assert_eq!(status, 201);
+    let location = |path: &str, ip: &str| {
+        let resp = engine.get(path, &[("X-Real-IP", ip)]);
+        assert_eq!(resp.status, 302, "{resp:?}");
+        resp.header("Location").unwrap().to_string()
+    };
+    assert_eq!(
+        location("/btv/catchup/mpd_wv/p1.mpd?t=5&x=%C3%A9", "2001:db8::5"),
+        "http://echo.invalid/RequestKind::Catchup/Some(Protocol::Mpd)/Encryption::Widevine/p1?query=t=5&x=%C3%A9&client=2001:db8::5&topology=1&tiers=1"
+    );
+    assert_eq!(
+        location("/vod/films/2024/movie.mp4", "10.2.0.1"),
+        "http://echo.invalid/RequestKind::Vod/None/Encryption::None/films/2024/movie.mp4?query=-&client=10.2.0.1&topology=1&tiers=2"
+    );
+    assert_eq!(
+        location("/btv/live/mpd_cenc/ch1.mpd", "10.2.0.1"),
+        "http://echo.invalid/RequestKind::Live/Some(Protocol::Mpd)/Encryption::Cenc/ch1?query=-&client=10.2.0.1&topology=1&tiers=2"
+    );
 }

@@ -98,9 +98,7 @@ pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     rmp_serde::encode::write_named(&mut out, &file).map_err(std::io::Error::other)?;
     std::io::Write::flush(&mut out)?;
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -176,7 +174,10 @@ mod tests {
         let back = load(&path).unwrap().unwrap();
         assert_eq!(back.revision, 42);
         assert_eq!(back.kvs, copy.kvs);
-        assert_eq!(back.blobs, vec![(crate::sha256_hex(&blob), Bytes::from(blob))]);
+        assert_eq!(
+            back.blobs,
+            vec![(crate::sha256_hex(&blob), Bytes::from(blob))]
+        );
 
         std::fs::write(&path, b"garbage").unwrap();
         assert!(

@@ -137,19 +137,17 @@ impl WarmInstance {
             state.topology = Some(topology.clone());
         }
         state.reseed(request.seed);
-        super::bindings::pack(tiers, &mut self.words, &mut self.health);
+        super::bindings::pack(request, tiers, &mut self.words, &mut self.health);
         let health = (!self.health.is_empty()).then_some(&self.health[..]);
         let started = self
             .local
             .calls
             .is_multiple_of(TIME_EVERY)
             .then(std::time::Instant::now);
-        let result = self.router.edgeward_policy_policy().call_select(
-            &mut self.store,
-            request,
-            &self.words,
-            health,
-        );
+        let result =
+            self.router
+                .edgeward_policy_policy()
+                .call_select(&mut self.store, &self.words, health);
         if let Some(started) = started {
             self.local.nanos += started.elapsed().as_nanos() as u64;
             self.local.timed += 1;

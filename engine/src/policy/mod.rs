@@ -57,7 +57,7 @@ pub enum PolicyError {
     },
     /// The component does not fit the `edgeward:policy/router` world.
     #[error(
-        "policy {name:?} cannot be instantiated (does it target edgeward:policy@0.2.0?): {message}"
+        "policy {name:?} cannot be instantiated (does it target edgeward:policy@0.3.0?): {message}"
     )]
     Instantiate {
         /// Policy name.

@@ -163,7 +163,9 @@ fn is_canonical(doc: &TopologyDoc, bytes: &[u8]) -> bool {
         rest: bytes,
         same: true,
     };
-    rmp_serde::encode::write_named(&mut compare, doc).is_ok() && compare.same && compare.rest.is_empty()
+    rmp_serde::encode::write_named(&mut compare, doc).is_ok()
+        && compare.same
+        && compare.rest.is_empty()
 }
 
 fn build_with(

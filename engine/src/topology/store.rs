@@ -7,8 +7,8 @@
 //! snapshot stays.
 
 use super::{Topology, TopologyDoc, TopologyError, build, load};
-use bytes::Bytes;
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 
 /// Holds the current topology snapshot.

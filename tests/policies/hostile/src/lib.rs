@@ -25,6 +25,9 @@ pub enum Mode {
     FailInit,
     /// Behave (for tests that need a second, well-behaved version).
     Behave,
+    /// Redirect to a URL that spells out the request as the policy
+    /// received it (for tests of the packed request).
+    Echo,
 }
 
 /// Configuration.
@@ -78,6 +81,19 @@ impl Policy for Hostile {
                 Mode::BadServer => return Decision::Choose(u32::MAX - 7),
                 Mode::BadStatus => return Decision::reject(200, "not an error"),
                 Mode::BadUrl => return Decision::Redirect("javascript:alert(1)".into()),
+                Mode::Echo => {
+                    return Decision::Redirect(format!(
+                        "http://echo.invalid/{:?}/{:?}/{:?}/{}?query={}&client={}&topology={}&tiers={}",
+                        request.kind,
+                        request.protocol,
+                        request.encryption,
+                        request.target,
+                        request.query.as_deref().unwrap_or("-"),
+                        request.client.to_std(),
+                        request.topology_version,
+                        tiers.len(),
+                    ));
+                }
                 Mode::FailInit | Mode::Behave => {}
             }
         }
