@@ -115,12 +115,14 @@ impl Decoded {
 /// text, keeping its buffer); returns the words after them. Bytes that are
 /// not UTF-8 (they cannot be: the engine sends Rust strings) are replaced.
 fn read_string<'w>(words: &'w [u32], len: usize, out: &mut String) -> &'w [u32] {
+    if len == 0 {
+        out.clear();
+        return words;
+    }
     let count = len.div_ceil(4).min(words.len());
     let mut bytes = std::mem::take(out).into_bytes();
     bytes.clear();
-    for w in &words[..count] {
-        bytes.extend_from_slice(&w.to_le_bytes());
-    }
+    bytes.extend(words[..count].iter().flat_map(|w| w.to_le_bytes()));
     bytes.truncate(len);
     *out = match String::from_utf8(bytes) {
         Ok(s) => s,
