@@ -29,6 +29,9 @@ pub struct ServerHealth {
     state: AtomicU8,
     draining: AtomicBool,
     figures: ArcSwapOption<Health>,
+    /// Whether `figures` was ever set: the request path checks this flag
+    /// (a plain load) before paying for an `ArcSwap` load per candidate.
+    has_figures: AtomicBool,
     detail: Mutex<Detail>,
 }
 
@@ -103,6 +106,9 @@ impl ServerHealth {
     /// What the policy sees of this server's health, if anything is known.
     #[inline]
     pub fn for_policy(&self) -> Option<Health> {
+        if !self.has_figures.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.figures.load().as_deref().cloned()
     }
 
@@ -130,6 +136,8 @@ impl ServerHealth {
                         })
                         .collect(),
                 })));
+                self.has_figures
+                    .store(true, std::sync::atomic::Ordering::Release);
                 d.figures = ok.figures;
                 let up = match state {
                     UNKNOWN => true,

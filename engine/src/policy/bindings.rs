@@ -89,17 +89,12 @@ pub const TIER_REGION_ACTIVE: u32 = 1;
 pub const TIER_HAS_SUBNET: u32 = 2;
 
 /// The `candidate-state` bits as the packed layout carries them.
+#[inline]
 pub fn state_bits(state: CandidateState) -> u32 {
-    [
-        CandidateState::SERVER_ACTIVE,
-        CandidateState::GROUP_ACTIVE,
-        CandidateState::SERVES_RESOURCE,
-        CandidateState::AVAILABLE,
-    ]
-    .iter()
-    .enumerate()
-    .filter(|(_, f)| state.contains(**f))
-    .fold(0, |bits, (i, _)| bits | 1 << i)
+    u32::from(state.contains(CandidateState::SERVER_ACTIVE))
+        | u32::from(state.contains(CandidateState::GROUP_ACTIVE)) << 1
+        | u32::from(state.contains(CandidateState::SERVES_RESOURCE)) << 2
+        | u32::from(state.contains(CandidateState::AVAILABLE)) << 3
 }
 
 /// `request-flags` of a request (see the WIT).
