@@ -103,7 +103,7 @@ fn decision(c: &mut Criterion) {
     // through prepare/finish directly instead.
     let topology = store.snapshot();
     let mut seed = 0u64;
-    let mut scratch = Vec::new();
+    let mut scratch = edgeward::routing::decide::Scratch::default();
     c.bench_function("decision/10k/native_nearest", |b| {
         b.iter(|| {
             i = (i + 1) & 4095;
@@ -120,7 +120,7 @@ fn decision(c: &mut Criterion) {
             .unwrap();
             let decision = edgeward::policy::native::select(&prepared.tiers, seed);
             let outcome = edgeward::routing::decide::finish(&topology, &prepared, decision);
-            scratch = prepared.into_tiers();
+            scratch = prepared.into_scratch();
             black_box(outcome.unwrap())
         })
     });

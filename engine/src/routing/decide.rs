@@ -24,13 +24,30 @@ pub struct Prepared<'a> {
     pub tiers: Vec<Tier>,
     resolved: Resolved<'a>,
     query: Option<&'a str>,
+    /// The query's buffer while the request has none.
+    spare_query: String,
 }
 
 impl Prepared<'_> {
-    /// The tiers' storage, for the next request's [`prepare_reusing`].
-    pub fn into_tiers(self) -> Vec<Tier> {
-        self.tiers
+    /// The storage of the request's strings and tiers, for the next
+    /// request's [`prepare_reusing`].
+    pub fn into_scratch(self) -> Scratch {
+        Scratch {
+            tiers: self.tiers,
+            target: self.request.target,
+            query: self.request.query.unwrap_or(self.spare_query),
+        }
     }
+}
+
+/// Storage a worker reuses request after request (see
+/// [`prepare_reusing`]): vectors and strings keep their capacity, so a
+/// warm worker allocates nothing to prepare a request.
+#[derive(Default)]
+pub struct Scratch {
+    tiers: Vec<Tier>,
+    target: String,
+    query: String,
 }
 
 /// What the request resolved to in the topology.
@@ -54,20 +71,31 @@ pub fn prepare<'a>(
     client: IpAddr,
     fail_open: bool,
 ) -> Result<Prepared<'a>, Outcome> {
-    prepare_reusing(topology, route, query, client, fail_open, Vec::new())
+    prepare_reusing(
+        topology,
+        route,
+        query,
+        client,
+        fail_open,
+        Scratch::default(),
+    )
 }
 
-/// [`prepare`], building the tiers in `tiers` (a previous request's, given
-/// back with [`Prepared::into_tiers`]): its vectors keep their capacity, so
-/// a worker allocates no candidate list per request.
+/// [`prepare`], building the request and tiers in `scratch` (a previous
+/// request's, given back with [`Prepared::into_scratch`]).
 pub fn prepare_reusing<'a>(
     topology: &'a Topology,
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
     fail_open: bool,
-    mut tiers: Vec<Tier>,
+    scratch: Scratch,
 ) -> Result<Prepared<'a>, Outcome> {
+    let Scratch {
+        mut tiers,
+        target: mut target_buf,
+        query: mut query_buf,
+    } = scratch;
     let resolved = resolve(topology, route)?;
     build_tiers(topology, client, resolved.channel, &mut tiers);
     if fail_open {
@@ -86,12 +114,22 @@ pub fn prepare_reusing<'a>(
         } => (Some(protocol.into()), encryption.into(), epg_id),
         Route::Vod(path) | Route::Static(path) => (None, wit::Encryption::None, path),
     };
+    target_buf.clear();
+    target_buf.push_str(target);
+    query_buf.clear();
+    let (query_field, spare_query) = match query.filter(|q| !q.is_empty()) {
+        Some(q) => {
+            query_buf.push_str(q);
+            (Some(query_buf), String::new())
+        }
+        None => (None, query_buf),
+    };
     let request = wit::Request {
         kind: resolved.kind,
         protocol,
         encryption,
-        target: target.to_owned(),
-        query: query.filter(|q| !q.is_empty()).map(str::to_owned),
+        target: target_buf,
+        query: query_field,
         client: ip_to_wit(client),
         topology_version: topology.version,
         // Set by the caller once it has drawn this request's seed.
@@ -102,6 +140,7 @@ pub fn prepare_reusing<'a>(
         tiers,
         resolved,
         query,
+        spare_query,
     })
 }
 

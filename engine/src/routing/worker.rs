@@ -62,7 +62,7 @@ pub struct Decider {
     /// The server the last successful `Choose` answer named.
     last_choice: Option<u32>,
     /// The last request's tiers, reused by the next.
-    scratch: Vec<crate::policy::bindings::Tier>,
+    scratch: super::decide::Scratch,
     /// This worker's cached handles on the topology and routing state
     /// (taken out for the length of a decision).
     caches: Option<Caches>,
@@ -96,7 +96,7 @@ impl Decider {
             worker: 0,
             requests: 0,
             last_choice: None,
-            scratch: Vec::new(),
+            scratch: Default::default(),
             caches: None,
         }
     }
@@ -152,7 +152,7 @@ impl Decider {
                     "no available edge server for this client",
                 ));
             self.count_redirect(topology, &prepared);
-            self.scratch = prepared.into_tiers();
+            self.scratch = prepared.into_scratch();
             return Decided {
                 outcome,
                 decided_by: Some(NATIVE),
@@ -205,7 +205,7 @@ impl Decider {
                 id,
             ));
         }
-        self.scratch = prepared.into_tiers();
+        self.scratch = prepared.into_scratch();
         Decided {
             outcome,
             decided_by: Some(decided_by),
