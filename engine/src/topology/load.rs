@@ -141,31 +141,26 @@ pub fn build(doc: &TopologyDoc, version: u64) -> Result<Topology, TopologyError>
 }
 
 /// Whether `bytes` are exactly what [`to_msgpack`] makes of `doc`, found by
-/// encoding `doc` against them without keeping the encoding.
+/// encoding `doc` against them without keeping the encoding (and stopping
+/// at the first difference).
 fn is_canonical(doc: &TopologyDoc, bytes: &[u8]) -> bool {
-    struct Compare<'a> {
-        rest: &'a [u8],
-        same: bool,
-    }
+    struct Compare<'a>(&'a [u8]);
     impl std::io::Write for Compare<'_> {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            match self.rest.strip_prefix(buf) {
-                Some(rest) if self.same => self.rest = rest,
-                _ => self.same = false,
+            match self.0.strip_prefix(buf) {
+                Some(rest) => {
+                    self.0 = rest;
+                    Ok(buf.len())
+                }
+                None => Err(std::io::ErrorKind::InvalidData.into()),
             }
-            Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut compare = Compare {
-        rest: bytes,
-        same: true,
-    };
-    rmp_serde::encode::write_named(&mut compare, doc).is_ok()
-        && compare.same
-        && compare.rest.is_empty()
+    let mut compare = Compare(bytes);
+    rmp_serde::encode::write_named(&mut compare, doc).is_ok() && compare.0.is_empty()
 }
 
 fn build_with(
