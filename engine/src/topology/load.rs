@@ -652,6 +652,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cidr_or_region_of_the_wrong_type_is_a_syntax_error_naming_the_field() {
+        for (from, to, at) in [
+            (
+                r#""cidr": " 10.1.2.3/16""#,
+                r#""cidr": 10"#,
+                "subnets[1].cidr",
+            ),
+            (
+                r#""cidr": "10.0.0.0/8", "region": "r""#,
+                r#""cidr": "10.0.0.0/8", "region": ["r"]"#,
+                "subnets[0].region",
+            ),
+        ] {
+            let doc = DOC.replace(from, to);
+            match load(Bytes::from(doc), 1) {
+                Err(TopologyError::Syntax { at: got, .. }) => assert_eq!(got, at),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn duplicates_after_an_invalid_cidr_are_named_by_their_place_in_the_file() {
         let doc = DOC.replace(
             r#"{"cidr": " 10.1.2.3/16", "region": "r"}"#,
