@@ -115,7 +115,7 @@ fn decision(c: &mut Criterion) {
                 query,
                 addrs[i],
                 false,
-                std::mem::take(&mut scratch),
+                &mut scratch,
             )
             .unwrap();
             let decision = edgeward::policy::native::select(&prepared.tiers, seed);

@@ -462,13 +462,19 @@ fn synth_topology(
     Ok(())
 }
 
-/// The topology file's bytes, or the embedded demo's.
-fn read_topology(path: Option<&std::path::Path>) -> anyhow::Result<bytes::Bytes> {
+/// The topology file (or the embedded demo) published as version 1.
+fn load_topology(path: Option<&std::path::Path>) -> anyhow::Result<TopologyStore> {
     match path {
-        Some(path) => Ok(std::fs::read(path)
-            .with_context(|| format!("cannot read topology file {}", path.display()))?
-            .into()),
-        None => Ok(bytes::Bytes::from_static(builtin::DEMO_TOPOLOGY.as_bytes())),
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read topology file {}", path.display()))?;
+            TopologyStore::from_bytes(bytes.into())
+                .with_context(|| format!("topology file {}", path.display()))
+        }
+        None => {
+            TopologyStore::from_bytes(bytes::Bytes::from_static(builtin::DEMO_TOPOLOGY.as_bytes()))
+                .context("embedded demo topology")
+        }
     }
 }
 
@@ -486,13 +492,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fingerprint(args.topology.as_deref()),
         fingerprint(args.policy.as_deref()),
     );
-    let bytes = read_topology(args.topology.as_deref())?;
-    let store = Arc::new(TopologyStore::from_bytes(bytes).with_context(
-        || match &args.topology {
-            Some(p) => format!("topology file {}", p.display()),
-            None => "embedded demo topology".into(),
-        },
-    )?);
+    let store = Arc::new(load_topology(args.topology.as_deref())?);
     tracing::info!(version = 1, "topology loaded: {}", store.load().summary());
 
     let sandbox = Sandbox {
@@ -710,11 +710,7 @@ fn policy_check(
     config: Option<&std::path::Path>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let store =
-        TopologyStore::from_bytes(read_topology(topology)?).with_context(|| match topology {
-            Some(p) => format!("topology file {}", p.display()),
-            None => "embedded demo topology".into(),
-        })?;
+    let store = load_topology(topology)?;
     let source = PolicySource::from_files(file, config)?;
     let host = PolicyHost::new(
         Sandbox::default(),

@@ -96,11 +96,10 @@ impl Decoded {
         r.topology_version = u64::from(header[5]) | u64::from(header[6]) << 32;
         r.seed = u64::from(header[7]) | u64::from(header[8]) << 32;
         let rest = read_string(rest, header[9] as usize, &mut r.target);
-        let query = match r.query.take() {
-            Some(q) => q,
-            None => std::mem::take(&mut self.spare_query),
-        };
-        let mut query = query;
+        let mut query = r
+            .query
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.spare_query));
         let rest = read_string(rest, header[10] as usize, &mut query);
         if flags & REQUEST_HAS_QUERY != 0 {
             r.query = Some(query);

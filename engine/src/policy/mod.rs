@@ -255,7 +255,7 @@ impl CompiledCache {
         if let Some(file) = &file
             && file.exists()
         {
-            // The one `unsafe` of the engine. SAFETY: the file was written by `Component::serialize` of an
+            // SAFETY: the file was written by `Component::serialize` of an
             // engine with the same compatibility hash (it is in the name),
             // into a directory private to this user; wasmtime checks its
             // header and version before using it.

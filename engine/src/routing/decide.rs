@@ -77,26 +77,28 @@ pub fn prepare<'a>(
         query,
         client,
         fail_open,
-        Scratch::default(),
+        &mut Scratch::default(),
     )
 }
 
-/// [`prepare`], building the request and tiers in `scratch` (a previous
-/// request's, given back with [`Prepared::into_scratch`]).
+/// [`prepare`], building the request and tiers in the buffers of
+/// `scratch` (a previous request's, given back with
+/// [`Prepared::into_scratch`]). They are taken only once the request has
+/// resolved, so an unknown channel or program leaves them in place.
 pub fn prepare_reusing<'a>(
     topology: &'a Topology,
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
     fail_open: bool,
-    scratch: Scratch,
+    scratch: &mut Scratch,
 ) -> Result<Prepared<'a>, Outcome> {
+    let resolved = resolve(topology, route)?;
     let Scratch {
         mut tiers,
         target: mut target_buf,
         query: mut query_buf,
-    } = scratch;
-    let resolved = resolve(topology, route)?;
+    } = std::mem::take(scratch);
     build_tiers(topology, client, resolved.channel, &mut tiers);
     if fail_open {
         open_if_all_down(topology, &mut tiers);
@@ -406,5 +408,43 @@ impl From<Encryption> for wit::Encryption {
             Encryption::Playready => wit::Encryption::Playready,
             Encryption::Cenc => wit::Encryption::Cenc,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::synthetic::{Spec, generate};
+
+    #[test]
+    fn a_request_that_does_not_resolve_leaves_the_reused_buffers_in_place() {
+        let doc = generate(Spec {
+            v4_subnets: 100,
+            v6_subnets: 0,
+            regions: 3,
+            seed: 1,
+        });
+        let topology = crate::topology::build(&doc, 1).unwrap();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut scratch = Scratch::default();
+
+        let known = super::super::url::parse("/btv/live/hls/ch1.m3u8").unwrap();
+        let prepared =
+            prepare_reusing(&topology, &known, Some("a=1"), client, false, &mut scratch).unwrap();
+        assert_eq!(prepared.request.target, "ch1");
+        assert_eq!(prepared.request.query.as_deref(), Some("a=1"));
+        assert!(!prepared.tiers.is_empty());
+        scratch = prepared.into_scratch();
+        let tiers = scratch.tiers.as_ptr();
+
+        let unknown = super::super::url::parse("/btv/live/hls/nope.m3u8").unwrap();
+        assert!(prepare_reusing(&topology, &unknown, None, client, false, &mut scratch).is_err());
+        assert_eq!(scratch.tiers.as_ptr(), tiers, "kept");
+        assert_eq!(scratch.target, "ch1");
+
+        let prepared =
+            prepare_reusing(&topology, &known, None, client, false, &mut scratch).unwrap();
+        assert_eq!(prepared.tiers.as_ptr(), tiers, "reused");
+        assert_eq!(prepared.request.query, None);
     }
 }

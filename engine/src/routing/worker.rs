@@ -61,7 +61,8 @@ pub struct Decider {
     requests: u64,
     /// The server the last successful `Choose` answer named.
     last_choice: Option<u32>,
-    /// The last request's tiers, reused by the next.
+    /// The last request's buffers (tiers, target, query), reused by the
+    /// next.
     scratch: super::decide::Scratch,
     /// This worker's cached handles on the topology and routing state
     /// (taken out for the length of a decision).
@@ -130,17 +131,22 @@ impl Decider {
         // Only the decision log needs the decision's own duration.
         let started = self.decision_log.is_some().then(Instant::now);
         self.requests += 1;
-        let scratch = std::mem::take(&mut self.scratch);
-        let mut prepared =
-            match prepare_reusing(topology, route, query, client, self.fail_open, scratch) {
-                Ok(p) => p,
-                Err(outcome) => {
-                    return Decided {
-                        outcome,
-                        decided_by: None,
-                    };
-                }
-            };
+        let mut prepared = match prepare_reusing(
+            topology,
+            route,
+            query,
+            client,
+            self.fail_open,
+            &mut self.scratch,
+        ) {
+            Ok(p) => p,
+            Err(outcome) => {
+                return Decided {
+                    outcome,
+                    decided_by: None,
+                };
+            }
+        };
         let seed = self.rng.next_u64();
         prepared.request.seed = seed;
         self.last_choice = None;

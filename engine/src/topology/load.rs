@@ -372,12 +372,13 @@ fn build_with(
     let mut v4 = Vec::with_capacity(doc.subnets.len());
     let mut v6 = Vec::new();
     for (i, s) in doc.subnets.iter().enumerate() {
-        let obj = format!("subnets[{i}]");
+        // Messages name the subnet by its place; no text is made for a
+        // good one (there may be a million).
         let region = match region_ids.get(&*s.region) {
             Some(&r) => r,
             None => {
                 v.problem(format!(
-                    "{obj} {:?}: field `region`: {:?} is not the id of any region",
+                    "subnets[{i}] {:?}: field `region`: {:?} is not the id of any region",
                     s.cidr.to_string(),
                     &*s.region
                 ));
@@ -388,7 +389,7 @@ fn build_with(
             Cidr::Net(n) => n.trunc(),
             Cidr::Invalid(text) => {
                 v.problem(format!(
-                    "{obj}: field `cidr`: {text:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"
+                    "subnets[{i}]: field `cidr`: {text:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"
                 ));
                 continue;
             }
