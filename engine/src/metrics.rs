@@ -17,27 +17,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Kind of a player request, as a label.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Kind {
     /// `/btv/live/...`
-    live,
+    Live,
     /// `/btv/catchup/...`
-    catchup,
+    Catchup,
     /// `/vod/...`
-    vod,
+    Vod,
     /// `/static/...`
-    r#static,
+    Static,
     /// Anything that is not a route, or not a GET/HEAD.
-    other,
+    Other,
+}
+
+impl Kind {
+    /// The label value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Live => "live",
+            Kind::Catchup => "catchup",
+            Kind::Vod => "vod",
+            Kind::Static => "static",
+            Kind::Other => "other",
+        }
+    }
+}
+
+// Written by hand: the derive would print a raw identifier (`r#static`).
+impl EncodeLabelValue for Kind {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.name())
+    }
 }
 
 const KINDS: [Kind; 5] = [
-    Kind::live,
-    Kind::catchup,
-    Kind::vod,
-    Kind::r#static,
-    Kind::other,
+    Kind::Live,
+    Kind::Catchup,
+    Kind::Vod,
+    Kind::Static,
+    Kind::Other,
 ];
 /// Statuses with a pre-created counter per worker; others take a slower path.
 const STATUSES: [u16; 5] = [302, 400, 404, 405, 503];

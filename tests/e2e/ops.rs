@@ -210,6 +210,18 @@ fn metrics_count_requests_by_kind_and_status() {
         sum(&text, "edgeward_region_redirects_total{region=\"msk\"}"),
         6
     );
+
+    // A static file's kind is `static` (not the Rust identifier `r#static`).
+    assert_eq!(conn.request("GET", "/static/logo.png", &[]).status, 302);
+    let text = engine
+        .admin("GET", "/metrics", b"", "text/plain", None)
+        .body;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("edgeward_requests_total{kind=\"static\",code=\"302\",")),
+        "{text}"
+    );
+    assert!(!text.contains("r#static"), "{text}");
 }
 
 #[test]

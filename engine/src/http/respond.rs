@@ -41,12 +41,12 @@ pub(super) fn answer<B>(
         let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         resp.headers_mut().insert(ALLOW, GET_HEAD);
         resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-        count(decider, Kind::other, 405, None);
+        count(decider, Kind::Other, 405, None);
         return resp;
     }
     let started = std::time::Instant::now();
     let (decided, kind) = decide(decider, &settings.trusted, peer, req);
-    let elapsed = (kind != Kind::other).then(|| started.elapsed());
+    let elapsed = (kind != Kind::Other).then(|| started.elapsed());
     let mut resp = render(decided.outcome);
     if settings.policy_header
         && let Some(by) = decided.decided_by
@@ -89,15 +89,15 @@ fn decide<B>(
     let route = match url::parse(req.uri().path()) {
         Ok(route) => route,
         Err(UrlError::NoRoute) => {
-            return refuse(Outcome::refuse(404, "no such route"), Kind::other);
+            return refuse(Outcome::refuse(404, "no such route"), Kind::Other);
         }
-        Err(UrlError::Malformed(why)) => return refuse(Outcome::refuse(400, why), Kind::other),
+        Err(UrlError::Malformed(why)) => return refuse(Outcome::refuse(400, why), Kind::Other),
     };
     let kind = match route {
-        url::Route::Live { .. } => Kind::live,
-        url::Route::Catchup { .. } => Kind::catchup,
-        url::Route::Vod(_) => Kind::vod,
-        url::Route::Static(_) => Kind::r#static,
+        url::Route::Live { .. } => Kind::Live,
+        url::Route::Catchup { .. } => Kind::Catchup,
+        url::Route::Vod(_) => Kind::Vod,
+        url::Route::Static(_) => Kind::Static,
     };
     let x_real_ip = req.headers().get("x-real-ip").map(HeaderValue::as_bytes);
     let client = match trusted.client(peer.ip(), x_real_ip) {
