@@ -12,13 +12,15 @@
 //! - [`control`]: the one door configuration changes enter by;
 //! - [`admin`]: the operators' API (policies, canary, shadow, topology);
 //! - [`cluster`]: many nodes following one configuration kept in etcd;
-//! - [`builtin`]: the policies and demo topology embedded in the binary.
+//! - [`cmd`]: the command line (`serve`, `ctl`, `policy`, ...);
+//! - [`builtin`]: the policies and demo topology embedded in the binary;
+//! - [`time`]: how times are written.
 
 pub mod admin;
 pub mod builtin;
 pub mod cluster;
+pub mod cmd;
 pub mod control;
-pub mod ctl;
 pub mod decision_log;
 pub mod health;
 pub mod http;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod policy;
 pub mod routing;
 pub mod systemd;
+pub mod time;
 pub mod topology;
 
 /// SHA-256 of `bytes`, as lowercase hex: the content identity of policies

@@ -5,11 +5,9 @@
 //! away in queries). Everything else (policy call statistics, server health,
 //! topology and policy versions) is read from the live state when scraped.
 
-use crate::control::Control;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
@@ -63,6 +61,9 @@ const KINDS: [Kind; 5] = [
 ];
 /// Statuses with a pre-created counter per worker; others take a slower path.
 const STATUSES: [u16; 5] = [302, 400, 404, 405, 503];
+
+/// Label pairs of a metric read from the live state.
+pub(crate) type Labels = Vec<(String, String)>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -217,11 +218,12 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self, control: &Control) -> String {
+    /// The text exposition of every metric, with `live`: what is read from
+    /// the live state at scrape time.
+    pub fn render(&self, live: &Registry) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &live_state(control));
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, live);
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.totals());
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
@@ -366,170 +368,6 @@ impl WorkerMetrics {
             })
             .inc();
     }
-}
-
-type Labels = Vec<(String, String)>;
-
-/// Metrics read from the live state at scrape time.
-fn live_state(control: &Control) -> Registry {
-    let mut r = Registry::default();
-    let gauge = |r: &mut Registry, name: &str, help: &str, series: Vec<(Labels, f64)>| {
-        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        for (labels, value) in series {
-            family.get_or_create(&labels).set(value);
-        }
-        r.register(name, help, family);
-    };
-    let counter = |r: &mut Registry, name: &str, help: &str, series: Vec<(Labels, u64)>| {
-        let family = Family::<Labels, Counter>::default();
-        for (labels, value) in series {
-            family.get_or_create(&labels).inc_by(value);
-        }
-        r.register(name, help, family);
-    };
-    let l = |pairs: &[(&str, String)]| -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    };
-
-    gauge(
-        &mut r,
-        "edgeward_build_info",
-        "Build of the running engine",
-        vec![(l(&[("version", env!("CARGO_PKG_VERSION").into())]), 1.0)],
-    );
-    let topology = control.topology.load();
-    gauge(
-        &mut r,
-        "edgeward_topology_info",
-        "The topology being served",
-        vec![(
-            l(&[
-                ("version", topology.version.to_string()),
-                ("hash", topology.hash.clone()),
-            ]),
-            1.0,
-        )],
-    );
-    gauge(
-        &mut r,
-        "edgeward_uptime_seconds",
-        "Seconds since the engine started",
-        vec![(Vec::new(), control.started.elapsed().as_secs_f64())],
-    );
-    gauge(
-        &mut r,
-        "edgeward_ready",
-        "1 when the engine serves players",
-        vec![(Vec::new(), if control.is_ready() { 1.0 } else { 0.0 })],
-    );
-
-    if let Some(cluster) = control.cluster() {
-        let (connected, revision, reconnects, refused) = cluster.figures();
-        gauge(
-            &mut r,
-            "edgeward_etcd_connected",
-            "1 when the node is connected to etcd and following it",
-            vec![(Vec::new(), if connected { 1.0 } else { 0.0 })],
-        );
-        gauge(
-            &mut r,
-            "edgeward_etcd_applied_revision",
-            "Highest etcd revision of the configuration applied on this node",
-            vec![(Vec::new(), revision as f64)],
-        );
-        counter(
-            &mut r,
-            "edgeward_etcd_disconnects",
-            "Times the node lost etcd",
-            vec![(Vec::new(), reconnects)],
-        );
-        counter(
-            &mut r,
-            "edgeward_etcd_refused_changes",
-            "Changes from etcd this node refused (validation failed), keeping its configuration",
-            vec![(Vec::new(), refused)],
-        );
-    }
-
-    let policies = control.policies.list();
-    let id = |p: &crate::policy::PolicyInfo| {
-        l(&[
-            ("policy", p.name.clone()),
-            ("version", p.version.to_string()),
-        ])
-    };
-    gauge(
-        &mut r,
-        "edgeward_policy_info",
-        "Loaded policy versions and their role",
-        policies
-            .iter()
-            .map(|p| {
-                let mut labels = id(p);
-                labels.extend(l(&[("role", p.role.into()), ("hash", p.hash.clone())]));
-                (labels, 1.0)
-            })
-            .collect(),
-    );
-    counter(
-        &mut r,
-        "edgeward_policy_calls",
-        "Policy calls",
-        policies.iter().map(|p| (id(p), p.stats.calls)).collect(),
-    );
-    counter(
-        &mut r,
-        "edgeward_policy_traps",
-        "Policy calls that trapped or ran out of budget",
-        policies.iter().map(|p| (id(p), p.stats.traps)).collect(),
-    );
-    counter(
-        &mut r,
-        "edgeward_policy_deadline_hits",
-        "Policy calls that ran out of budget",
-        policies
-            .iter()
-            .map(|p| (id(p), p.stats.deadline_hits))
-            .collect(),
-    );
-    counter(
-        &mut r,
-        "edgeward_policy_invalid_answers",
-        "Policy answers refused by the engine's checks",
-        policies
-            .iter()
-            .map(|p| (id(p), p.stats.invalid_answers))
-            .collect(),
-    );
-    gauge(
-        &mut r,
-        "edgeward_policy_mean_call_seconds",
-        "Mean duration of a policy call",
-        policies
-            .iter()
-            .map(|p| (id(p), p.stats.mean_call_us / 1e6))
-            .collect(),
-    );
-    gauge(
-        &mut r,
-        "edgeward_server_state",
-        "Health state of each server: 1 for its current state (up, down, unknown, draining)",
-        topology
-            .servers
-            .iter()
-            .map(|s| {
-                let state = s.health.view().state;
-                (
-                    l(&[("server", s.id.to_string()), ("state", state.to_string())]),
-                    1.0,
-                )
-            })
-            .collect(),
-    );
-    r
 }
 
 #[cfg(test)]

@@ -95,20 +95,22 @@ mod imp {
     };
     use std::cell::Cell;
 
+    use edgeward_codec::SplitMix64;
+
     thread_local! {
-        static RNG: Cell<u64> = const { Cell::new(0) };
+        static RNG: Cell<SplitMix64> = const { Cell::new(SplitMix64::new(0)) };
     }
 
     pub fn seed_call(seed: u64) {
-        RNG.with(|r| r.set(seed));
+        RNG.with(|r| r.set(SplitMix64::new(seed)));
     }
 
     /// SplitMix64, as the WIT specifies for `host.random`.
     pub fn random() -> u64 {
         RNG.with(|r| {
-            let mut x = r.get();
-            let out = super::splitmix64(&mut x);
-            r.set(x);
+            let mut g = r.get();
+            let out = g.next_u64();
+            r.set(g);
             out
         })
     }
@@ -168,7 +170,7 @@ pub mod testing {
     use std::cell::RefCell;
 
     pub(super) struct State {
-        pub(super) rng: u64,
+        pub(super) rng: edgeward_codec::SplitMix64,
         pub(super) servers: Vec<ServerInfo>,
         pub(super) regions: Vec<RegionInfo>,
         pub(super) groups: Vec<GroupInfo>,
@@ -176,16 +178,16 @@ pub mod testing {
     }
 
     impl State {
-        /// splitmix64: tiny, fast and good enough for test draws.
+        /// The generator the engine uses, so native tests draw alike.
         pub(super) fn next_random(&mut self) -> u64 {
-            super::splitmix64(&mut self.rng)
+            self.rng.next_u64()
         }
     }
 
     thread_local! {
         pub(super) static STATE: RefCell<State> = const {
             RefCell::new(State {
-                rng: 0x5eed,
+                rng: edgeward_codec::SplitMix64::new(0x5eed),
                 servers: Vec::new(),
                 regions: Vec::new(),
                 groups: Vec::new(),
@@ -196,7 +198,7 @@ pub mod testing {
 
     /// Reseeds this thread's generator behind [`super::random`].
     pub fn seed(seed: u64) {
-        STATE.with(|s| s.borrow_mut().rng = seed);
+        STATE.with(|s| s.borrow_mut().rng = edgeward_codec::SplitMix64::new(seed));
     }
 
     /// Installs the servers [`super::server_info`] answers from (by index).
@@ -218,13 +220,4 @@ pub mod testing {
     pub fn set_subnets(subnets: Vec<SubnetInfo>) {
         STATE.with(|s| s.borrow_mut().subnets = subnets);
     }
-}
-
-/// The next number of a SplitMix64 generator.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -58,77 +58,25 @@ pub mod bindings {
 }
 
 pub use bindings::edgeward::policy::types::{
-    CandidateState, Decision, Encryption, Figure, GroupInfo, Health, Protocol, RegionInfo,
-    Rejection, RequestKind, ServerHealth, ServerInfo, SubnetInfo,
+    Decision, Figure, GroupInfo, Health, RegionInfo, Rejection, ServerHealth, ServerInfo,
+    SubnetInfo,
 };
+/// The request and candidate types come from the contract's codec, the
+/// crate the engine encodes them with (`edgeward-codec`).
+pub use edgeward_codec::{CandidateState, Encryption, IpAddress, Protocol, Request, RequestKind};
 
-/// A client address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpAddress {
-    /// IPv4, as its four bytes.
-    V4((u8, u8, u8, u8)),
-    /// IPv6, as its eight 16-bit groups.
-    V6((u16, u16, u16, u16, u16, u16, u16, u16)),
-}
-
-/// One player request, as the engine parsed it. (`policy.select` carries
-/// it packed in its words; see the WIT.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Live, catch-up, VOD or static file.
-    pub kind: RequestKind,
-    /// Set for live and catch-up requests; none for VOD and static files.
-    pub protocol: Option<Protocol>,
-    /// The encryption asked for in the URL (`none` for VOD and static).
-    pub encryption: Encryption,
-    /// The channel `epg_id` (live), the program `epg_id` (catch-up) or the
-    /// path below `/vod/` or `/static/`.
-    pub target: String,
-    /// The raw query string without the leading `?`; none when absent or
-    /// empty.
-    pub query: Option<String>,
-    /// The client address (from `X-Real-IP` when the peer is a trusted
-    /// proxy).
-    pub client: IpAddress,
-    /// Version of the topology the indices in this call refer to.
-    pub topology_version: u64,
-    /// This request's random seed: [`host::random`](crate::host::random)
-    /// draws from a SplitMix64 generator seeded with it. The engine seeds a
-    /// shadow's call like the primary's.
-    pub seed: u64,
-}
-
-/// An edge server that could serve the request.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    /// Index of the server (see [`host::server_info`]).
-    pub server: u32,
-    /// Index of the server group it was reached through (see [`host::group_info`]).
-    pub group: u32,
-    /// The server's `weight` (0 means "never draw at random").
-    pub weight: u32,
-    /// Active, group active, serves the resource, available.
-    pub state: CandidateState,
-    /// Live health figures, when the engine has any.
-    pub health: Option<Health>,
-}
+/// An edge server that could serve the request: its server and group
+/// indices (see [`host::server_info`], [`host::group_info`]), `weight` (0
+/// means "never draw at random"), `state` flags and live `health` figures
+/// when the engine has any. [`Candidate::is_eligible`] says whether all its
+/// flags are set.
+pub type Candidate = edgeward_codec::Candidate<Health>;
 
 /// The candidates of one region, in the order of preference the topology
 /// implies: one tier per matched subnet (longest prefix first), then the
 /// `default_region` tier. A region already offered by an earlier tier is
-/// not repeated.
-#[derive(Debug, Clone)]
-pub struct Tier {
-    /// Index of the region (see [`host::region_info`]).
-    pub region: u32,
-    /// The region's `active` flag.
-    pub region_active: bool,
-    /// Index of the matched subnet (see [`host::subnet_info`]); none for the
-    /// `default_region` tier.
-    pub subnet: Option<u32>,
-    /// Its candidates.
-    pub candidates: Vec<Candidate>,
-}
+/// not repeated. [`Tier::eligible`] lists the candidates a policy may pick.
+pub type Tier = edgeward_codec::Tier<Health>;
 
 pub mod abi;
 pub use config::NoConfig;
@@ -161,40 +109,6 @@ impl Decision {
             status,
             reason: reason.into(),
         })
-    }
-}
-
-impl Candidate {
-    /// Active, in an active group that serves the resource, and available
-    /// according to health checking. (The region's own `active` flag is on
-    /// the [`Tier`].)
-    pub fn is_eligible(&self) -> bool {
-        self.state.contains(CandidateState::all())
-    }
-}
-
-impl Tier {
-    /// The eligible candidates of this tier: none when the region is
-    /// inactive, else those for which [`Candidate::is_eligible`] holds.
-    pub fn eligible(&self) -> impl Iterator<Item = &Candidate> + Clone {
-        let candidates = if self.region_active {
-            &self.candidates[..]
-        } else {
-            &[]
-        };
-        candidates.iter().filter(|c| c.is_eligible())
-    }
-}
-
-impl IpAddress {
-    /// The address as a standard library value.
-    pub fn to_std(&self) -> std::net::IpAddr {
-        match *self {
-            IpAddress::V4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
-            IpAddress::V6((a, b, c, d, e, f, g, h)) => {
-                std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
-            }
-        }
     }
 }
 

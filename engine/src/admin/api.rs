@@ -1,25 +1,40 @@
-//! Admin API routes. Every answer is JSON; errors are
-//! `{"error": "..."}` with a status that says whose fault it is.
+//! The admin API's one route table. Every answer is JSON; errors are
+//! `{"error": "..."}` with a status that says whose fault it is. A change
+//! is answered the same way on a single node and on a node of a fleet
+//! (there `revision` is the etcd revision that holds it, `applied_here`
+//! whether this node serves it already; 202 when it does not yet).
 //!
-//! | method & path | what |
-//! |---|---|
-//! | `GET /healthz`, `GET /readyz` | liveness, readiness (no token needed) |
-//! | `GET /metrics` | Prometheus/OpenMetrics text |
-//! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback |
-//! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time |
-//! | `POST /policies/{name}[?activate=true]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate"}` |
-//! | `POST /policies/{version}/activate` | make a loaded version active |
-//! | `POST /policies/rollback` | re-activate the previous version |
-//! | `GET/PUT/DELETE /canary`, `POST /canary/promote` | canary: `{"version", "percent"}` |
-//! | `GET/PUT/DELETE /shadow` | shadow: `{"version", "sample_percent"}`; GET reports agreement |
-//! | `GET /topology[?format=msgpack]`, `PUT /topology` | read or replace the topology (JSON or MessagePack body) |
-//! | `GET /servers` | every server with its health (up/down/unknown/draining), since, last error, figures |
-//! | `POST /servers/{id}/drain`, `DELETE /servers/{id}/drain` | drain or undrain a server |
+//! | method & path | what | answer |
+//! |---|---|---|
+//! | `GET /healthz`, `GET /readyz` | liveness, readiness (no token needed) | `{"status"}` |
+//! | `GET /metrics` | Prometheus/OpenMetrics text | text |
+//! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback, etcd | status |
+//! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time | `{"policies": [...]}` |
+//! | `POST /policies/{name}[?activate=true]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate"}` | 201 *policy* |
+//! | `POST /policies/{version}/activate` | make a loaded version active | *routing* |
+//! | `POST /policies/rollback` | re-activate the previous version | *routing* |
+//! | `GET /canary` | the canary | `{"active", "canary"}` |
+//! | `PUT /canary`, `POST /canary/promote`, `DELETE /canary` | set (`{"version", "percent"}`), promote, abort | *routing* (+ `aborted`) |
+//! | `GET /shadow` | the shadow and its agreement so far | `{"shadow", "version", "sample_percent", "agreement", "report"}` |
+//! | `PUT /shadow`, `DELETE /shadow` | run (`{"version", "sample_percent"}`), stop | *routing* (+ `stopped`: the final report) |
+//! | `GET /topology[?format=msgpack]` | the topology (`ETag`: its etcd revision) | the document |
+//! | `PUT /topology` | replace it (JSON or MessagePack body) | *topology* |
+//! | `GET /servers` | every server with its health (up/down/unknown/draining), since, last error, figures | `{"topology_version", "servers"}` |
+//! | `POST /servers/{id}/drain`, `DELETE /servers/{id}/drain` | drain or undrain a server | *drain* |
+//!
+//! - *policy*: `{"name", "version", "hash", "digest", "active", "samples", "revision", "applied_here"}`;
+//! - *routing*: `{"active", "previous", "canary", "shadow", "revision", "applied_here"}`, what serves after the change;
+//! - *topology*: `{"version", "hash", "summary", "revision", "applied_here"}`;
+//! - *drain*: `{"server", "draining", "changed", "revision", "applied_here"}`.
+//!
+//! A change may carry `If-Match: "<revision>"` (with etcd: the `ETag` of
+//! `GET /topology`, or the revisions in `GET /status`), so that it fails
+//! with 409 if someone changed the configuration since.
 
-use super::Token;
-use super::shared;
-use crate::control::Control;
-use crate::policy::{PolicyError, PolicySource, RoutingError, rfc3339};
+use super::{Admin, Token};
+use crate::control::{Change, ChangeError, Changed, Outcome, RoutingChange};
+use crate::policy::{PolicyError, PolicySource, RoutingError};
+use crate::time::rfc3339;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -34,16 +49,17 @@ const MAX_BODY: usize = 256 << 20;
 pub(super) type Reply = Response<Full<Bytes>>;
 
 pub(super) async fn handle(
-    control: &Control,
+    admin: &Admin,
     token: Option<&Token>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Reply {
+    let control = &admin.control;
     // Probes for orchestrators: no token needed, nothing revealed.
     if req.method() == Method::GET {
         match req.uri().path() {
             "/healthz" => return ok(json!({ "status": "alive" })),
-            "/readyz" if control.is_ready() => return ok(json!({ "status": "ready" })),
+            "/readyz" if admin.is_ready() => return ok(json!({ "status": "ready" })),
             "/readyz" => {
                 return reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -88,28 +104,22 @@ pub(super) async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
 
-    if let Some(cluster) = control.cluster()
-        && let Some(r) = shared::handle(
-            control,
-            cluster,
-            &shared::Call {
-                method: &parts.method,
-                path: &path,
-                query,
-                if_match: if_match(&parts.headers),
-                is_json,
-                body: &body,
-                who: &who,
-            },
-        )
-        .await
-    {
-        return r;
-    }
+    let based_on = match if_match(&parts.headers) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(())) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "If-Match must be an etcd revision, e.g. \"42\"",
+            );
+        }
+    };
+    let change = |change: Change| admin.writer.write(change, based_on, &who);
+    let routing = |c: RoutingChange| change(Change::Routing(c));
 
     match (&parts.method, path.as_slice()) {
         (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(Full::new(Bytes::from(control.metrics.render(control))));
+            let mut r = Response::new(Full::new(Bytes::from(admin.metrics())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 http::HeaderValue::from_static(
@@ -118,98 +128,44 @@ pub(super) async fn handle(
             );
             r
         }
-        (&Method::GET, ["status"]) => ok(status(control)),
+        (&Method::GET, ["status"]) => ok(status(admin)),
         (&Method::GET, ["policies"]) => ok(json!({ "policies": control.policies.list() })),
-        (&Method::POST, ["policies", "rollback"]) => match control.rollback(&who) {
-            Ok(p) => ok(json!({ "active": p.label() })),
-            Err(e) => routing_error(e),
-        },
+        (&Method::POST, ["policies", "rollback"]) => {
+            changed(admin, routing(RoutingChange::Rollback).await)
+        }
         (&Method::POST, ["policies", version, "activate"]) => match version.parse::<u64>() {
-            Ok(v) => match control.activate(v, &who) {
-                Ok(p) => ok(json!({ "active": p.label() })),
-                Err(e) => routing_error(e),
-            },
+            Ok(v) => changed(admin, routing(RoutingChange::Activate(v)).await),
             Err(_) => error(StatusCode::BAD_REQUEST, "version must be a number"),
         },
-        (&Method::POST, ["policies", name]) => upload(control, name, query, is_json, &body, &who),
-        (&Method::GET, ["servers"]) => ok(servers(control)),
+        (&Method::POST, ["policies", name]) => match parse_upload(name, query, is_json, &body) {
+            Ok((source, activate)) => {
+                changed(admin, change(Change::Policy { source, activate }).await)
+            }
+            Err(r) => *r,
+        },
+        (&Method::GET, ["servers"]) => ok(servers(admin)),
         (&Method::POST | &Method::DELETE, ["servers", id, "drain"]) => {
             let draining = parts.method == Method::POST;
-            match control.set_draining(id, draining, &who) {
-                Some(changed) => {
-                    ok(json!({ "server": id, "draining": draining, "changed": changed }))
-                }
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    &format!("no server {id:?} in the topology"),
-                ),
-            }
+            let server = id.to_string();
+            changed(admin, change(Change::Drain { server, draining }).await)
         }
-        (&Method::GET, ["canary"]) => ok(canary(control)),
+        (&Method::GET, ["canary"]) => ok(canary(admin)),
         (&Method::PUT, ["canary"]) => match percent_body(&body, "percent") {
-            Ok((version, percent)) => match control.set_canary(version, percent, &who) {
-                Ok(()) => ok(canary(control)),
-                Err(e) => routing_error(e),
-            },
+            Ok((v, p)) => changed(admin, routing(RoutingChange::SetCanary(v, p)).await),
             Err(r) => *r,
         },
-        (&Method::POST, ["canary", "promote"]) => match control.promote_canary(&who) {
-            Ok(p) => ok(json!({ "active": p.label() })),
-            Err(e) => routing_error(e),
-        },
-        (&Method::DELETE, ["canary"]) => match control.abort_canary(&who) {
-            Ok(p) => ok(json!({ "aborted": p.label() })),
-            Err(e) => routing_error(e),
-        },
-        (&Method::GET, ["shadow"]) => ok(shadow(control)),
+        (&Method::POST, ["canary", "promote"]) => {
+            changed(admin, routing(RoutingChange::PromoteCanary).await)
+        }
+        (&Method::DELETE, ["canary"]) => changed(admin, routing(RoutingChange::AbortCanary).await),
+        (&Method::GET, ["shadow"]) => ok(shadow(admin)),
         (&Method::PUT, ["shadow"]) => match percent_body(&body, "sample_percent") {
-            Ok((version, percent)) => match control.set_shadow(version, percent, &who) {
-                Ok(()) => ok(shadow(control)),
-                Err(e) => routing_error(e),
-            },
+            Ok((v, p)) => changed(admin, routing(RoutingChange::SetShadow(v, p)).await),
             Err(r) => *r,
         },
-        (&Method::DELETE, ["shadow"]) => {
-            let report = shadow(control);
-            if control.clear_shadow(&who) {
-                ok(report)
-            } else {
-                error(StatusCode::NOT_FOUND, "no shadow is running")
-            }
-        }
-        (&Method::GET, ["topology"]) => {
-            let t = control.topology.snapshot();
-            if query.contains("format=msgpack") {
-                let mut r = Response::new(Full::new(t.source.clone()));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/msgpack"),
-                );
-                with_version(control, r, t.version)
-            } else {
-                // Written straight from the document: a `Value` of a
-                // million subnets would cost far more than the text.
-                match crate::topology::parse(&t.source)
-                    .map_err(|e| e.to_string())
-                    .and_then(|doc| serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string()))
-                {
-                    Ok(mut text) => {
-                        text.push(b'\n');
-                        let mut r = Response::new(Full::new(Bytes::from(text)));
-                        r.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/json"),
-                        );
-                        with_version(control, r, t.version)
-                    }
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-                }
-            }
-        }
-        (&Method::PUT, ["topology"]) => match control.replace_topology(body, &who) {
-            Ok(t) => ok(json!({ "version": t.version, "hash": t.hash, "summary": t.summary() })),
-            Err(e) => topology_refused(control, &e),
-        },
+        (&Method::DELETE, ["shadow"]) => changed(admin, routing(RoutingChange::ClearShadow).await),
+        (&Method::GET, ["topology"]) => topology(admin, query),
+        (&Method::PUT, ["topology"]) => changed(admin, change(Change::Topology(body)).await),
         (_, ["status" | "policies" | "canary" | "shadow" | "topology", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",
@@ -218,9 +174,130 @@ pub(super) async fn handle(
     }
 }
 
+/// The answer to a change: what it did (see the module's table), 200 (201
+/// for a new policy), or 202 when a fleet's write is not applied here yet.
+fn changed(admin: &Admin, result: Result<Changed, ChangeError>) -> Reply {
+    let changed = match result {
+        Ok(c) => c,
+        Err(e) => return change_error(admin, e),
+    };
+    let mut body = match changed.outcome {
+        Outcome::Topology {
+            version,
+            hash,
+            summary,
+        } => json!({ "version": version, "hash": hash, "summary": summary }),
+        Outcome::Policy {
+            name,
+            version,
+            hash,
+            digest,
+            activated,
+            samples,
+        } => json!({
+            "name": name,
+            "version": version,
+            "hash": hash,
+            "digest": digest,
+            "active": activated,
+            "samples": samples,
+        }),
+        Outcome::Routing {
+            aborted,
+            stopped_shadow,
+            unchanged: _,
+        } => {
+            let mut v = routing_view(admin);
+            if let Some(aborted) = aborted {
+                v["aborted"] = json!(aborted);
+            }
+            if let Some((policy, report)) = stopped_shadow {
+                v["stopped"] = json!({
+                    "shadow": policy,
+                    "agreement": agreement(report.agreed, report.compared),
+                    "report": report,
+                });
+            }
+            v
+        }
+        Outcome::Drain {
+            server,
+            draining,
+            changed,
+        } => json!({ "server": server, "draining": draining, "changed": changed }),
+    };
+    let created = body.get("samples").is_some();
+    body["revision"] = json!(changed.revision);
+    body["applied_here"] = json!(changed.applied_here);
+    let status = match (changed.applied_here, created) {
+        (false, _) => StatusCode::ACCEPTED,
+        (true, true) => StatusCode::CREATED,
+        (true, false) => StatusCode::OK,
+    };
+    reply(status, body)
+}
+
+/// What serves now on this node.
+fn routing_view(admin: &Admin) -> Value {
+    let routing = admin.control.policies.routing();
+    json!({
+        "active": routing.active.label(),
+        "previous": routing.previous.as_ref().map(|p| p.label()),
+        "canary": routing.canary.as_ref().map(|c| json!({"policy": c.policy.label(), "version": c.policy.version, "percent": c.percent})),
+        "shadow": routing.shadow.as_ref().map(|s| json!({"policy": s.policy.label(), "version": s.policy.version, "sample_percent": s.sample_percent})),
+    })
+}
+
+fn change_error(admin: &Admin, e: ChangeError) -> Reply {
+    match e {
+        ChangeError::Topology(e) => topology_refused(admin, &e),
+        ChangeError::Policy(e) => policy_error(e),
+        ChangeError::Routing(e) => routing_error(e),
+        ChangeError::UnknownServer(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        ChangeError::Conflict { current, .. } => reply(
+            StatusCode::CONFLICT,
+            json!({ "error": e.to_string(), "current_revision": current }),
+        ),
+        ChangeError::LocalOnly(_) => error(StatusCode::CONFLICT, &e.to_string()),
+        ChangeError::Refused(_) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
+        ChangeError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `GET /topology`: the document as JSON, or as MessagePack exactly as it
+/// was loaded.
+fn topology(admin: &Admin, query: &str) -> Reply {
+    let t = admin.control.topology.snapshot();
+    if query.contains("format=msgpack") {
+        let mut r = Response::new(Full::new(t.source.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/msgpack"),
+        );
+        return with_version(admin, r, t.version);
+    }
+    // Written straight from the document: a `Value` of a million subnets
+    // would cost far more than the text.
+    match crate::topology::parse(&t.source)
+        .map_err(|e| e.to_string())
+        .and_then(|doc| serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string()))
+    {
+        Ok(mut text) => {
+            text.push(b'\n');
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            with_version(admin, r, t.version)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
 /// The policy an upload carries and whether to activate it: a raw `.wasm`
 /// body, or JSON `{"wasm_base64", "config", "activate"}`.
-pub(super) fn parse_upload(
+fn parse_upload(
     name: &str,
     query: &str,
     is_json: bool,
@@ -265,34 +342,7 @@ pub(super) fn parse_upload(
     Ok((source, activate))
 }
 
-fn upload(
-    control: &Control,
-    name: &str,
-    query: &str,
-    is_json: bool,
-    body: &[u8],
-    who: &str,
-) -> Reply {
-    let (source, activate) = match parse_upload(name, query, is_json, body) {
-        Ok(u) => u,
-        Err(r) => return *r,
-    };
-    match control.upload_policy(source, activate, who) {
-        Ok((p, samples)) => reply(
-            StatusCode::CREATED,
-            json!({
-                "name": p.name,
-                "version": p.version,
-                "hash": p.hash,
-                "active": activate,
-                "samples": samples,
-            }),
-        ),
-        Err(e) => policy_error(e),
-    }
-}
-
-pub(super) fn policy_error(e: PolicyError) -> Reply {
+fn policy_error(e: PolicyError) -> Reply {
     let status = match e {
         PolicyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
@@ -300,7 +350,7 @@ pub(super) fn policy_error(e: PolicyError) -> Reply {
     reply(status, json!({ "error": e.to_string() }))
 }
 
-pub(super) fn topology_refused(control: &Control, e: &crate::topology::TopologyError) -> Reply {
+fn topology_refused(admin: &Admin, e: &crate::topology::TopologyError) -> Reply {
     let problems: Vec<String> = match e {
         crate::topology::TopologyError::Invalid(p) => p.clone(),
         other => vec![other.to_string()],
@@ -309,13 +359,14 @@ pub(super) fn topology_refused(control: &Control, e: &crate::topology::TopologyE
         StatusCode::UNPROCESSABLE_ENTITY,
         json!({
             "error": "topology refused; the current one is kept",
-            "kept_version": control.topology.load().version,
+            "kept_version": admin.control.topology.load().version,
             "problems": problems,
         }),
     )
 }
 
-fn status(control: &Control) -> Value {
+fn status(admin: &Admin) -> Value {
+    let control = &admin.control;
     let routing = control.policies.routing();
     let topology = control.topology.load();
     let mut v = json!({
@@ -337,14 +388,14 @@ fn status(control: &Control) -> Value {
         },
         "uptime_seconds": control.started.elapsed().as_secs_f64(),
     });
-    if let Some(cluster) = control.cluster() {
+    if let Some(cluster) = &admin.cluster {
         v["etcd"] = cluster.status();
     }
     v
 }
 
-fn servers(control: &Control) -> Value {
-    let topology = control.topology.load();
+fn servers(admin: &Admin) -> Value {
+    let topology = admin.control.topology.load();
     let list: Vec<Value> = topology
         .servers
         .iter()
@@ -368,38 +419,38 @@ fn servers(control: &Control) -> Value {
     json!({ "topology_version": topology.version, "servers": list })
 }
 
-fn canary(control: &Control) -> Value {
-    let routing = control.policies.routing();
+fn canary(admin: &Admin) -> Value {
+    let routing = admin.control.policies.routing();
     json!({
         "active": routing.active.label(),
         "canary": routing.canary.as_ref().map(|c| json!({"policy": c.policy.label(), "version": c.policy.version, "percent": c.percent})),
     })
 }
 
-fn shadow(control: &Control) -> Value {
-    let routing = control.policies.routing();
+fn shadow(admin: &Admin) -> Value {
+    let routing = admin.control.policies.routing();
     match &routing.shadow {
         None => json!({ "shadow": null }),
         Some(s) => {
             let report = s.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let rate = if report.compared == 0 {
-                None
-            } else {
-                Some(report.agreed as f64 / report.compared as f64)
-            };
             json!({
                 "shadow": s.policy.label(),
                 "version": s.policy.version,
                 "sample_percent": s.sample_percent,
-                "agreement": rate,
+                "agreement": agreement(report.agreed, report.compared),
                 "report": report,
             })
         }
     }
 }
 
+/// The share of agreements, none before the first comparison.
+fn agreement(agreed: u64, compared: u64) -> Option<f64> {
+    (compared > 0).then(|| agreed as f64 / compared as f64)
+}
+
 /// `{"version": N, "<field>": P}`.
-pub(super) fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
+fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, &m));
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let version = v["version"]
@@ -423,7 +474,7 @@ fn if_match(headers: &http::HeaderMap) -> Option<Result<i64, ()>> {
     )
 }
 
-pub(super) fn routing_error(e: RoutingError) -> Reply {
+fn routing_error(e: RoutingError) -> Reply {
     let status = match e {
         RoutingError::UnknownVersion(_) | RoutingError::NoCanary | RoutingError::NoShadow => {
             StatusCode::NOT_FOUND
@@ -436,12 +487,12 @@ pub(super) fn routing_error(e: RoutingError) -> Reply {
 
 /// Adds the topology version (and, with etcd, the topology record's
 /// revision as `ETag`, for `If-Match`).
-fn with_version(control: &Control, mut r: Reply, version: u64) -> Reply {
+fn with_version(admin: &Admin, mut r: Reply, version: u64) -> Reply {
     r.headers_mut().insert(
         "edgeward-topology-version",
         http::HeaderValue::from(version),
     );
-    if let Some(cluster) = control.cluster() {
+    if let Some(cluster) = &admin.cluster {
         let rev = cluster.revision_of(&cluster.keys().topology());
         if let Ok(v) = http::HeaderValue::from_str(&format!("\"{rev}\"")) {
             r.headers_mut().insert(header::ETAG, v);
@@ -450,15 +501,15 @@ fn with_version(control: &Control, mut r: Reply, version: u64) -> Reply {
     r
 }
 
-pub(super) fn ok(v: Value) -> Reply {
+fn ok(v: Value) -> Reply {
     reply(StatusCode::OK, v)
 }
 
-pub(super) fn error(status: StatusCode, message: &str) -> Reply {
+fn error(status: StatusCode, message: &str) -> Reply {
     reply(status, json!({ "error": message }))
 }
 
-pub(super) fn reply(status: StatusCode, v: Value) -> Reply {
+fn reply(status: StatusCode, v: Value) -> Reply {
     let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -5,15 +5,18 @@
 //!
 //! It runs on its own thread and runtime: compiling a policy or indexing a
 //! large topology takes milliseconds to seconds and must never hold up a
-//! player request. Every change goes through [`crate::control::Control`].
+//! player request. Every change goes through the node's
+//! [`crate::control::Writer`]: applied here on a single node, written to
+//! etcd on a node of a fleet. [`api`] is the one route table.
 
-mod api;
+pub mod api;
 mod auth;
-mod shared;
+mod metrics;
 
 pub use auth::Token;
 
-use crate::control::Control;
+use crate::cluster::Cluster;
+use crate::control::{Control, Writer};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -27,6 +30,30 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Required bearer token, if any.
     pub token: Option<Token>,
+}
+
+/// What the admin API serves from: the node's state, its door for
+/// changes, and its link to etcd when it has one.
+pub struct Admin {
+    /// The node's configuration and stores.
+    pub control: Arc<Control>,
+    /// Where changes are written.
+    pub writer: Arc<dyn Writer>,
+    /// The link to etcd, when the configuration lives there.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+impl Admin {
+    /// Ready to serve players: workers up, and (in a fleet) a configuration
+    /// from etcd or the disk copy.
+    pub fn is_ready(&self) -> bool {
+        self.control.is_ready() && self.cluster.as_ref().is_none_or(|c| c.has_config())
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.control.metrics.render(&metrics::live_state(self))
+    }
 }
 
 /// Why the admin listener was not started.
@@ -45,7 +72,7 @@ pub enum AdminError {
 
 /// Binds the admin listener and serves it on a thread of its own. Returns
 /// the bound address.
-pub fn spawn(config: AdminConfig, control: Arc<Control>) -> Result<SocketAddr, AdminError> {
+pub fn spawn(config: AdminConfig, admin: Arc<Admin>) -> Result<SocketAddr, AdminError> {
     if config.token.is_none() && !config.listen.ip().is_loopback() {
         return Err(AdminError::NoToken(config.listen));
     }
@@ -73,15 +100,15 @@ pub fn spawn(config: AdminConfig, control: Arc<Control>) -> Result<SocketAddr, A
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     };
-                    let control = control.clone();
+                    let admin = admin.clone();
                     let token = token.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
-                            let control = control.clone();
+                            let admin = admin.clone();
                             let token = token.clone();
                             async move {
                                 Ok::<_, std::convert::Infallible>(
-                                    api::handle(&control, token.as_ref().as_ref(), peer, req).await,
+                                    api::handle(&admin, token.as_ref().as_ref(), peer, req).await,
                                 )
                             }
                         });

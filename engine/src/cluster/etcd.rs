@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Pause between rounds of a call while the members elect a leader.
+const ELECTION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Largest answer read from a unary call (a range over the configuration
 /// keys or one blob chunk, base64-encoded).
 const MAX_ANSWER: usize = 64 << 20;
@@ -380,8 +383,28 @@ impl EtcdClient {
         (0..n).map(move |i| (first + i) % n)
     }
 
-    /// One unary call, tried on each member in turn.
+    /// One unary call, tried on each member in turn. While members answer
+    /// that they have no leader (an election after a member was lost takes
+    /// about a second), the round is tried again, within the call's time
+    /// limit.
     async fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match self.call_round(path, &body).await {
+                Err(EtcdError::Unavailable(last))
+                    if last.contains("no leader")
+                        && tokio::time::Instant::now() + ELECTION_RETRY < deadline =>
+                {
+                    tokio::time::sleep(ELECTION_RETRY).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One round of [`EtcdClient::call`]: each member once.
+    async fn call_round(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        let body = body.clone();
         let mut last = String::from("no endpoint tried");
         for endpoint in self.rotation() {
             let url = &self.endpoints[endpoint].url;

@@ -423,7 +423,7 @@ impl Follower {
                 key: kv.key.clone(),
                 revision: kv.mod_revision,
                 error,
-                at: super::layout::now(),
+                at: crate::time::now_rfc3339(),
             },
         );
     }
@@ -458,7 +458,7 @@ impl Follower {
             prefix: cluster.keys.prefix().to_string(),
             revision: self.revision,
             cluster_id: self.cluster_id,
-            saved_at: super::layout::now(),
+            saved_at: crate::time::now_rfc3339(),
             kvs: self.kvs.values().cloned().collect(),
             blobs,
         };

@@ -202,11 +202,6 @@ pub fn policy_digest(wasm_sha256: &str, config: &[u8]) -> String {
     crate::sha256_hex(&bytes)[..32].to_string()
 }
 
-/// Now, RFC 3339.
-pub fn now() -> String {
-    crate::policy::rfc3339(std::time::SystemTime::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

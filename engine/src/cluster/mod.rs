@@ -25,6 +25,8 @@ pub mod follow;
 pub mod layout;
 pub mod write;
 
+pub use write::EtcdWriter;
+
 use crate::control::Control;
 use etcd::{EtcdClient, EtcdConfig, KeyValue};
 use layout::Keys;
@@ -226,7 +228,7 @@ impl Cluster {
             "node": self.node,
             "connected": s.connected,
             "member": s.member,
-            "since": s.since.map(crate::policy::rfc3339),
+            "since": s.since.map(crate::time::rfc3339),
             "last_error": s.last_error,
             "configuration_from": s.source,
             "applied_revision": s.revision,

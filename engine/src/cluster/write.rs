@@ -1,11 +1,16 @@
-//! Changes made through a node's admin API when the configuration lives in
-//! etcd. Each is validated on this node first (the same checks a local
-//! change passes), then written in one etcd transaction that compares the
-//! revision the change was based on: the caller's `If-Match`, else the
-//! revision this node last applied. A transaction that finds the key
-//! changed meanwhile writes nothing and reports a [`WriteError::Conflict`].
-//! After a successful write the node waits (briefly) until its own follower
-//! has applied the new revision, so the answer shows the new state.
+//! The etcd writer ([`EtcdWriter`]): the door of a node whose configuration
+//! lives in etcd. Each change is validated on this node first (the same
+//! checks a local change passes), then written in one etcd transaction that
+//! compares the revision the change was based on: the caller's `If-Match`,
+//! else the revision this node last applied. A transaction that finds the
+//! key changed meanwhile writes nothing and reports a
+//! [`ChangeError::Conflict`]. After a successful write the node waits
+//! (briefly) until its own follower has applied the new revision, so the
+//! answer shows the new state.
+//!
+//! An automatic rollback is a compare-and-swap too, off the request path:
+//! the first node to see a version fail rolls the fleet back, the others'
+//! writes find the routing changed and stop there.
 
 use super::Cluster;
 use super::etcd::{Compare, EtcdClient, EtcdError, Op};
@@ -13,10 +18,13 @@ use super::layout::{
     self, BlobRef, CHUNK, CanaryRecord, DrainRecord, Keys, PolicyRecord, RoutingRecord,
     ShadowRecord, TopologyRecord,
 };
-use crate::control::Control;
-use crate::policy::{PolicyError, PolicySource, RoutingError};
-use crate::topology::TopologyError;
+use crate::control::{
+    Change, ChangeError, Changed, Control, Outcome, RoutingChange, Writer, Writing,
+};
+use crate::policy::{PolicySource, RoutingError};
+use crate::routing::acceptance::SampleResult;
 use base64::Engine as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a write waits for this node to apply it.
@@ -24,42 +32,13 @@ const APPLY_WAIT: Duration = Duration::from_secs(5);
 /// Policy records kept in etcd (the oldest unused ones are deleted).
 const POLICIES_KEPT: usize = 16;
 
-/// Why a change was not written.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// etcd could not be reached or refused the write; nothing changed.
-    #[error("{0}; nothing was changed")]
-    Etcd(#[from] EtcdError),
-    /// Someone else changed the key since the revision this change was
-    /// based on.
-    #[error(
-        "conflict: {what} was changed by someone else (now at revision {current}, this change was based on revision {based_on}); nothing was written: read it again and retry"
-    )]
-    Conflict {
-        /// What was changed.
-        what: &'static str,
-        /// The revision the write expected.
-        based_on: i64,
-        /// The revision it has now.
-        current: i64,
-    },
-    /// The topology failed validation.
-    #[error(transparent)]
-    Topology(#[from] TopologyError),
-    /// The policy failed its acceptance steps.
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    /// The routing change is impossible (unknown version, no previous, …).
-    #[error(transparent)]
-    Routing(#[from] RoutingError),
-    /// A policy version this node loaded on its own, not through etcd.
-    #[error(
-        "policy version {0} is local to this node (its start policy), not in etcd; upload it through the admin API to use it fleet-wide"
-    )]
-    LocalOnly(u64),
-    /// No server has this id in the topology.
-    #[error("no server {0:?} in the topology")]
-    UnknownServer(String),
+impl From<EtcdError> for ChangeError {
+    fn from(e: EtcdError) -> Self {
+        match e {
+            EtcdError::Refused(_) => ChangeError::Refused(e.to_string()),
+            _ => ChangeError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// What a successful write returns.
@@ -144,12 +123,12 @@ impl Cluster {
     }
 
     /// Why a transaction on `key` based on `based_on` failed.
-    async fn conflict(&self, what: &'static str, key: &str, based_on: i64) -> WriteError {
+    async fn conflict(&self, what: &'static str, key: &str, based_on: i64) -> ChangeError {
         let current = match self.client.get(key).await {
             Ok((kv, _)) => kv.map_or(0, |kv| kv.mod_revision),
             Err(e) => return e.into(),
         };
-        WriteError::Conflict {
+        ChangeError::Conflict {
             what,
             based_on,
             current,
@@ -164,7 +143,7 @@ impl Cluster {
         bytes: bytes::Bytes,
         if_match: Option<i64>,
         who: &str,
-    ) -> Result<(Written, String, String), WriteError> {
+    ) -> Result<(Written, String, String), ChangeError> {
         let checked = control.check_topology(bytes)?;
         let key = self.keys.topology();
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
@@ -173,7 +152,7 @@ impl Cluster {
             blob: blob.clone(),
             summary: checked.summary(),
             written_by: self.written_by(who),
-            written_at: layout::now(),
+            written_at: crate::time::now_rfc3339(),
         };
         let mut ops = vec![Op::Put(key.clone(), json(&record))];
         // The blob the old record pointed at goes with it.
@@ -207,10 +186,8 @@ impl Cluster {
         source: PolicySource,
         activate: bool,
         who: &str,
-    ) -> Result<(Written, u64, String), WriteError> {
-        let (checked, _) = control
-            .policies
-            .check(source.clone(), &control.topology.snapshot())?;
+    ) -> Result<(Written, u64, String, Vec<SampleResult>), ChangeError> {
+        let (checked, samples) = control.check_policy(source.clone())?;
         let digest = layout::policy_digest(&checked.hash, &source.config);
         let key = self.keys.policy(&digest);
         let wasm = write_blob(&self.client, &self.keys, &source.wasm).await?;
@@ -219,7 +196,7 @@ impl Cluster {
             wasm,
             config_base64: base64::engine::general_purpose::STANDARD.encode(&source.config),
             written_by: self.written_by(who),
-            written_at: layout::now(),
+            written_at: crate::time::now_rfc3339(),
         };
         let (existing, _) = self.client.get(&key).await?;
         let mut compare = Vec::new();
@@ -236,7 +213,7 @@ impl Cluster {
             if routing.active.as_deref() != Some(&digest) {
                 make_active(&mut routing, &digest);
                 routing.written_by = self.written_by(who);
-                routing.written_at = layout::now();
+                routing.written_at = crate::time::now_rfc3339();
                 compare.push(Compare::ModRevision(routing_key.clone(), routing_based_on));
                 ops.push(Op::Put(routing_key.clone(), json(&routing)));
             }
@@ -267,7 +244,7 @@ impl Cluster {
             .copied()
             .or(existing.map(|kv| kv.create_revision as u64))
             .unwrap_or(revision as u64);
-        Ok((written, version, digest))
+        Ok((written, version, digest, samples))
     }
 
     /// Deletions that keep at most [`POLICIES_KEPT`] policy records: the
@@ -336,13 +313,13 @@ impl Cluster {
     }
 
     /// The digest of a local version, if it came from etcd.
-    fn digest_of(&self, version: u64) -> Result<String, WriteError> {
+    fn digest_of(&self, version: u64) -> Result<String, ChangeError> {
         let s = self.lock();
         s.policies
             .iter()
             .find(|(_, v)| **v == version)
             .map(|(d, _)| d.clone())
-            .ok_or(WriteError::Routing(RoutingError::UnknownVersion(version)))
+            .ok_or(ChangeError::Routing(RoutingError::UnknownVersion(version)))
     }
 
     /// Changes the routing record with `change`, in a transaction based on
@@ -353,15 +330,15 @@ impl Cluster {
         if_match: Option<i64>,
         who: &str,
         control: &Control,
-    ) -> Result<Written, WriteError> {
+    ) -> Result<Written, ChangeError> {
         let key = self.keys.routing();
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
         let mut routing = self.routing_record();
         // A version loaded but not from etcd is this node's start policy.
-        let digest = |version: u64| -> Result<String, WriteError> {
+        let digest = |version: u64| -> Result<String, ChangeError> {
             self.digest_of(version)
                 .map_err(|e| match control.policies.find(version) {
-                    Some(_) => WriteError::LocalOnly(version),
+                    Some(_) => ChangeError::LocalOnly(version),
                     None => e,
                 })
         };
@@ -402,11 +379,23 @@ impl Cluster {
             RoutingChange::ClearShadow => {
                 routing.shadow.take().ok_or(RoutingError::NoShadow)?;
             }
+            RoutingChange::Automatic { version, .. } => {
+                let failing = digest(version)?;
+                if routing.canary.as_ref().is_some_and(|c| c.policy == failing) {
+                    routing.canary = None;
+                } else if routing.active.as_deref() == Some(failing.as_str()) {
+                    let previous = routing.history.pop().ok_or(RoutingError::NoPrevious)?;
+                    routing.active = Some(previous);
+                } else {
+                    // Rolled back already (by another node, or an operator).
+                    return Err(RoutingError::UnknownVersion(version).into());
+                }
+            }
         }
         let keep = routing.history.len().saturating_sub(POLICIES_KEPT);
         routing.history.drain(..keep);
         routing.written_by = self.written_by(who);
-        routing.written_at = layout::now();
+        routing.written_at = crate::time::now_rfc3339();
         let result = self
             .client
             .txn(
@@ -429,9 +418,9 @@ impl Cluster {
         id: &str,
         draining: bool,
         who: &str,
-    ) -> Result<(Written, bool), WriteError> {
+    ) -> Result<(Written, bool), ChangeError> {
         if control.topology.load().server_index(id).is_none() {
-            return Err(WriteError::UnknownServer(id.to_string()));
+            return Err(ChangeError::UnknownServer(id.to_string()));
         }
         let key = self.keys.drain(id);
         let (existing, _) = self.client.get(&key).await?;
@@ -439,7 +428,7 @@ impl Cluster {
             (true, false) => {
                 let record = DrainRecord {
                     written_by: self.written_by(who),
-                    written_at: layout::now(),
+                    written_at: crate::time::now_rfc3339(),
                 };
                 self.client.put(&key, &json(&record)).await?
             }
@@ -473,25 +462,174 @@ fn make_active(routing: &mut RoutingRecord, digest: &str) {
     }
 }
 
-/// A change of the routing record.
-#[derive(Debug, Clone, Copy)]
-pub enum RoutingChange {
-    /// Make a version active.
-    Activate(u64),
-    /// Re-activate the previous one.
-    Rollback,
-    /// Start or change a canary.
-    SetCanary(u64, u32),
-    /// Make the canary active.
-    PromoteCanary,
-    /// End the canary.
-    AbortCanary,
-    /// Start or change a shadow.
-    SetShadow(u64, u32),
-    /// Stop the shadow.
-    ClearShadow,
-}
-
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise")
+}
+
+/// The door of a node that follows etcd: see the module's documentation.
+pub struct EtcdWriter {
+    cluster: Arc<Cluster>,
+    control: Arc<Control>,
+    /// Failing versions whose rollback this node has written (or is
+    /// writing): one write per version, however many requests fail.
+    reported: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+impl EtcdWriter {
+    /// The writer of a node following `cluster`, validating with `control`.
+    pub fn new(cluster: Arc<Cluster>, control: Arc<Control>) -> Self {
+        EtcdWriter {
+            cluster,
+            control,
+            reported: Default::default(),
+        }
+    }
+
+    async fn write_now(
+        &self,
+        change: Change,
+        based_on: Option<i64>,
+        who: &str,
+    ) -> Result<Changed, ChangeError> {
+        let (cluster, control) = (&*self.cluster, &*self.control);
+        let (written, outcome) = match change {
+            Change::Topology(bytes) => {
+                let (w, hash, summary) =
+                    cluster.push_topology(control, bytes, based_on, who).await?;
+                let version = control.topology.load().version;
+                (
+                    w,
+                    Outcome::Topology {
+                        version,
+                        hash,
+                        summary,
+                    },
+                )
+            }
+            Change::Policy { source, activate } => {
+                let name = source.name.clone();
+                let (w, version, digest, samples) =
+                    cluster.push_policy(control, source, activate, who).await?;
+                let hash = control.policies.find(version).map(|p| p.hash.clone());
+                (
+                    w,
+                    Outcome::Policy {
+                        name,
+                        version,
+                        hash,
+                        digest: Some(digest),
+                        activated: activate,
+                        samples,
+                    },
+                )
+            }
+            Change::Routing(change) => {
+                let stopping = match change {
+                    RoutingChange::ClearShadow => {
+                        control.policies.routing().shadow.as_ref().map(|s| {
+                            (
+                                s.policy.label(),
+                                s.report.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            )
+                        })
+                    }
+                    _ => None,
+                };
+                let aborted = match change {
+                    RoutingChange::AbortCanary => control
+                        .policies
+                        .routing()
+                        .canary
+                        .as_ref()
+                        .map(|c| c.policy.label()),
+                    _ => None,
+                };
+                let w = cluster
+                    .change_routing(change, based_on, who, control)
+                    .await?;
+                (
+                    w,
+                    Outcome::Routing {
+                        aborted,
+                        stopped_shadow: stopping,
+                        unchanged: false,
+                    },
+                )
+            }
+            Change::Drain { server, draining } => {
+                let (w, changed) = cluster
+                    .set_draining(control, &server, draining, who)
+                    .await?;
+                (
+                    w,
+                    Outcome::Drain {
+                        server,
+                        draining,
+                        changed,
+                    },
+                )
+            }
+        };
+        Ok(Changed {
+            revision: Some(written.revision),
+            applied_here: written.applied,
+            outcome,
+        })
+    }
+}
+
+impl Writer for EtcdWriter {
+    fn write<'a>(&'a self, change: Change, based_on: Option<i64>, who: &'a str) -> Writing<'a> {
+        Box::pin(self.write_now(change, based_on, who))
+    }
+
+    fn report_failing(&self, version: u64, failures: u64) {
+        if !self
+            .reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(version)
+        {
+            return;
+        }
+        let (cluster, control) = (self.cluster.clone(), self.control.clone());
+        let who = crate::control::automatic(&cluster.node);
+        // A rare event: a thread of its own keeps the write off the request
+        // path and off the follower's loop.
+        let spawned = std::thread::Builder::new()
+            .name("auto-rollback".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let change = RoutingChange::Automatic { version, failures };
+                match runtime.block_on(cluster.change_routing(change, None, &who, &control)) {
+                    Ok(w) => tracing::error!(
+                        version,
+                        failures,
+                        revision = w.revision,
+                        "AUTOMATIC ROLLBACK written to etcd: policy version {version} failed {failures} calls in a row"
+                    ),
+                    Err(ChangeError::Conflict { .. } | ChangeError::Routing(_)) => tracing::info!(
+                        version,
+                        "automatic rollback: the fleet's routing changed meanwhile (another node rolled back first)"
+                    ),
+                    Err(e) => {
+                        // etcd is away: protect this node at least; the
+                        // fleet follows once etcd answers again.
+                        tracing::error!(version, "automatic rollback could not be written to etcd: {e}; rolling back on this node only");
+                        let _ = control.apply(
+                            Change::Routing(change),
+                            &crate::control::automatic("this node (etcd unreachable)"),
+                        );
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(version, "cannot start the automatic rollback: {e}");
+        }
+    }
 }

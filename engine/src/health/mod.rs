@@ -14,4 +14,4 @@ pub mod checker;
 mod probe;
 mod state;
 
-pub use state::{ServerHealth, ServerHealthView, State};
+pub use state::{Figures, ServerHealth, ServerHealthView, State};

@@ -1,6 +1,5 @@
 //! One server's live health and operator state.
 
-use crate::policy::bindings::{Figure, Health};
 use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -28,7 +27,7 @@ const DOWN: u8 = 2;
 pub struct ServerHealth {
     state: AtomicU8,
     draining: AtomicBool,
-    figures: ArcSwapOption<Health>,
+    figures: ArcSwapOption<Figures>,
     /// Whether `figures` was ever set: the request path checks this flag
     /// (a plain load) before paying for an `ArcSwap` load per candidate.
     has_figures: AtomicBool,
@@ -67,6 +66,17 @@ pub struct ServerHealthView {
     pub figures: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What the last successful probe of a server reported: what a policy is
+/// offered as the candidate's health (the policy host turns it into the
+/// contract's `health` record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    /// Round-trip time of the probe, in microseconds.
+    pub rtt_us: Option<u32>,
+    /// Numeric top-level fields of the edge's JSON health answer.
+    pub figures: Vec<(String, f64)>,
+}
+
 /// A successful probe.
 #[derive(Debug, Clone)]
 pub struct ProbeOk {
@@ -103,13 +113,14 @@ impl ServerHealth {
         self.draining.swap(draining, Relaxed) != draining
     }
 
-    /// What the policy sees of this server's health, if anything is known.
+    /// The figures of the last successful probe, if there was one (a
+    /// shared handle: offering them to a policy copies nothing).
     #[inline]
-    pub fn for_policy(&self) -> Option<Health> {
+    pub fn figures(&self) -> Option<Arc<Figures>> {
         if !self.has_figures.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        self.figures.load().as_deref().cloned()
+        self.figures.load_full()
     }
 
     /// Applies one probe result with the `rise`/`fall` thresholds, logging
@@ -125,16 +136,9 @@ impl ServerHealth {
                 d.successes = d.successes.saturating_add(1);
                 d.last_error = None;
                 d.rtt_us = Some(ok.rtt_us);
-                self.figures.store(Some(Arc::new(Health {
+                self.figures.store(Some(Arc::new(Figures {
                     rtt_us: Some(ok.rtt_us),
-                    figures: ok
-                        .figures
-                        .iter()
-                        .map(|(name, value)| Figure {
-                            name: name.clone(),
-                            value: *value,
-                        })
-                        .collect(),
+                    figures: ok.figures.clone(),
                 })));
                 self.has_figures
                     .store(true, std::sync::atomic::Ordering::Release);
@@ -180,8 +184,8 @@ impl ServerHealth {
                     State::Unknown => "unknown",
                 }
             },
-            since: d.since.map(crate::policy::rfc3339),
-            last_probe: d.last_probe.map(crate::policy::rfc3339),
+            since: d.since.map(crate::time::rfc3339),
+            last_probe: d.last_probe.map(crate::time::rfc3339),
             last_error: d.last_error.clone(),
             rtt_us: d.rtt_us,
             figures: d
@@ -211,7 +215,7 @@ mod tests {
         assert_eq!(h.state(), State::Unknown);
         h.record("s", ok(), 2, 3);
         assert_eq!(h.state(), State::Up);
-        assert_eq!(h.for_policy().unwrap().figures[0].name, "load");
+        assert_eq!(h.figures().unwrap().figures[0].0, "load");
         for i in 0..3 {
             assert!(h.available(), "still up after {i} failures");
             h.record("s", Err("boom".into()), 2, 3);

@@ -1,8 +1,10 @@
 //! The policy host: loads WebAssembly routing policies and runs them.
 //!
-//! A policy goes through one door, [`PolicyHost::load`]: compile the
-//! component, instantiate it, call its `init` with its configuration. Only
-//! a policy that passes all three becomes a [`LoadedPolicy`]. The request
+//! A policy becomes a [`LoadedPolicy`] through [`PolicyHost::compile`]:
+//! compile the component, instantiate it, call its `init` with its
+//! configuration. (The acceptance check on sample requests, which needs the
+//! request path, is [`crate::routing::acceptance`]; [`crate::control`] runs
+//! both before it [`PolicyHost::register`]s a version.) The request
 //! path never instantiates: each worker thread keeps a [`WarmInstance`] of
 //! the active policy and replaces it only when the active version changes
 //! or after a failure (a `Store` that trapped is never reused).
@@ -15,7 +17,6 @@
 //! ticker thread) adds a wall-clock backstop at ten times the deadline (at
 //! least one second).
 
-pub mod acceptance;
 pub mod bindings;
 mod instance;
 pub mod native;
@@ -26,7 +27,7 @@ pub mod stats;
 pub use instance::{CallError, WarmInstance};
 pub use registry::{
     AutoRollback, Canary, Disagreement, Fallback, PolicyInfo, RoutingError, RoutingState, Shadow,
-    ShadowReport, rfc3339,
+    ShadowReport,
 };
 pub use state::HostState;
 
@@ -197,7 +198,14 @@ pub struct PolicyHost {
     /// component again (a re-upload, a version from etcd that this node
     /// already checked, a restart) skips compilation.
     compiled: CompiledCache,
+    /// Where a version failing `rollback_after` calls in a row is reported
+    /// (the configuration door, set when the engine is wired); without it,
+    /// the version is rolled back here and now.
+    on_failing: std::sync::OnceLock<FailureHook>,
 }
+
+/// Receives `(version, consecutive failures)` from the request path.
+pub type FailureHook = Box<dyn Fn(u64, u64) + Send + Sync>;
 
 /// Compiled components: the last few in memory, and every one on disk when
 /// a cache directory is set (keyed by content hash and by what wasmtime
@@ -374,61 +382,32 @@ impl PolicyHost {
             fallback,
             rollback_after: rollback_after.max(1),
             compiled,
+            on_failing: std::sync::OnceLock::new(),
         }))
     }
 
-    /// The acceptance steps: compile, instantiate, `init` with the
-    /// configuration, then decide the sample requests of `topology`. A
-    /// policy that passes is added to the catalogue (not activated) and
-    /// returned with its sample decisions.
-    pub fn load(
-        &self,
-        source: PolicySource,
-        topology: &Arc<crate::topology::Topology>,
-    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
-        self.load_as(source, topology, None)
-    }
-
-    /// [`PolicyHost::load`] with a version number chosen by the caller
-    /// (etcd's revision of the policy, the same on every node) instead of
-    /// the next local one. Later local numbers stay above it.
-    pub fn load_as(
-        &self,
-        source: PolicySource,
-        topology: &Arc<crate::topology::Topology>,
-        version: Option<u64>,
-    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
+    /// The version number for a new policy: `wanted` (etcd's revision of
+    /// the policy, the same on every node) or the next local one. Later
+    /// local numbers stay above any wanted one.
+    pub fn next_version(&self, wanted: Option<u64>) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
-        let version = match version {
+        match wanted {
             Some(v) => {
                 self.next_version.fetch_max(v + 1, Relaxed);
                 v
             }
             None => self.next_version.fetch_add(1, Relaxed),
-        };
-        let (policy, samples) = self.check_as(source, topology, version)?;
-        self.register(policy.clone());
-        Ok((policy, samples))
+        }
     }
 
-    /// The acceptance steps of [`PolicyHost::load`] without adding the
-    /// policy to the catalogue: what a node runs before it writes a policy
-    /// to shared storage.
-    pub fn check(
+    /// Compiles, instantiates and initialises a policy as `version`,
+    /// without adding it to the catalogue (version 0: only a check).
+    pub fn compile(
         &self,
         source: PolicySource,
-        topology: &Arc<crate::topology::Topology>,
-    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
-        self.check_as(source, topology, 0)
-    }
-
-    fn check_as(
-        &self,
-        source: PolicySource,
-        topology: &Arc<crate::topology::Topology>,
         version: u64,
-    ) -> Result<(Arc<LoadedPolicy>, Vec<acceptance::SampleResult>), PolicyError> {
-        let policy = Self::compile_and_check(
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        Self::compile_and_check(
             &self.engine,
             &self.linker,
             &self.compiled,
@@ -436,13 +415,24 @@ impl PolicyHost {
             self.seed,
             source,
             version,
-        )?;
-        let samples =
-            acceptance::check(self, &policy, topology).map_err(|e| PolicyError::Samples {
-                name: policy.name.clone(),
-                message: e.to_string(),
-            })?;
-        Ok((policy, samples))
+        )
+    }
+
+    /// Sends failing versions to `hook` (once, at start) instead of rolling
+    /// them back here.
+    pub fn on_failing(&self, hook: FailureHook) {
+        let _ = self.on_failing.set(hook);
+    }
+
+    /// Called by a worker when `version` has failed `failures` calls in a
+    /// row (at least `rollback_after`).
+    pub fn report_failing(&self, version: u64, failures: u64) {
+        match self.on_failing.get() {
+            Some(hook) => hook(version, failures),
+            None => {
+                self.auto_rollback(version, failures);
+            }
+        }
     }
 
     /// Which versions serve requests now (one lock-free load per request).

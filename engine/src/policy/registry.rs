@@ -212,8 +212,9 @@ pub enum RoutingError {
 }
 
 impl PolicyHost {
-    /// Adds a loaded version to the catalogue (not yet serving).
-    pub(super) fn register(&self, policy: Arc<LoadedPolicy>) {
+    /// Adds a compiled (and accepted) version to the catalogue, not yet
+    /// serving.
+    pub fn register(&self, policy: Arc<LoadedPolicy>) {
         let mut catalog = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
         catalog.versions.push(policy);
         // Forget the oldest versions nobody uses.
@@ -273,7 +274,7 @@ impl PolicyHost {
                     name: p.name.clone(),
                     version: v,
                     hash: p.hash.clone(),
-                    loaded_at: rfc3339(p.loaded_at),
+                    loaded_at: crate::time::rfc3339(p.loaded_at),
                     role,
                     stats: p.stats.snapshot(),
                 }
@@ -378,7 +379,7 @@ impl PolicyHost {
             from: from.label(),
             to: to.label(),
             reason: format!("{failures} consecutive failed calls"),
-            at_unix: unix_now(),
+            at_unix: crate::time::unix_seconds(SystemTime::now()),
         });
     }
 
@@ -481,17 +482,4 @@ impl PolicyHost {
             .clone();
         Some((shadow.policy.clone(), report))
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// RFC 3339 rendering of a time.
-pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

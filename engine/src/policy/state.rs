@@ -3,6 +3,7 @@
 use super::bindings::edgeward::policy::{host, types};
 use super::bindings::{GroupInfo, LogLevel, RegionInfo, ServerInfo, SubnetInfo};
 use crate::topology::Topology;
+use edgeward_codec::SplitMix64;
 use std::sync::Arc;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
@@ -11,9 +12,9 @@ pub struct HostState {
     /// The topology of the current (or last) call: its indices are what
     /// the policy sees.
     pub(crate) topology: Option<Arc<Topology>>,
-    /// SplitMix64 state: the generator the WIT names, the same one the SDK
-    /// runs inside the policy.
-    rng: u64,
+    /// The generator the WIT names, the same one the SDK runs inside the
+    /// policy.
+    rng: SplitMix64,
     pub(crate) limits: StoreLimits,
     policy: Arc<str>,
 }
@@ -25,10 +26,10 @@ impl HostState {
     pub fn new(policy: &str, seed: Option<u64>, max_memory_bytes: usize) -> Self {
         HostState {
             topology: None,
-            rng: seed.unwrap_or_else(|| {
+            rng: SplitMix64::new(seed.unwrap_or_else(|| {
                 use rand::{RngCore, SeedableRng};
                 rand::rngs::SmallRng::from_os_rng().next_u64()
-            }),
+            })),
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 .instances(4)
@@ -41,7 +42,7 @@ impl HostState {
 
     /// Restarts the random stream from `seed` (once per call).
     pub(crate) fn reseed(&mut self, seed: u64) {
-        self.rng = seed;
+        self.rng = SplitMix64::new(seed);
     }
 
     fn topo(&self) -> Option<&Topology> {
@@ -64,13 +65,11 @@ impl host::Host for HostState {
     }
 
     fn now_ms(&mut self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        crate::time::unix_millis(std::time::SystemTime::now())
     }
 
     fn random(&mut self) -> u64 {
-        splitmix64(&mut self.rng)
+        self.rng.next_u64()
     }
 
     fn lookup_server(&mut self, server: u32) -> Option<ServerInfo> {
@@ -110,13 +109,4 @@ impl host::Host for HostState {
             region: s.region,
         })
     }
-}
-
-/// The next number of a SplitMix64 generator.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -7,7 +7,7 @@
 use super::Outcome;
 use super::url::Route;
 use crate::policy::bindings::{
-    self as wit, Candidate, CandidateState, Decision, IpAddress, RequestKind, Tier,
+    self as wit, Candidate, CandidateState, Decision, RequestKind, Tier,
 };
 use crate::topology::{Encryption, Protocol, Topology};
 use std::borrow::Cow;
@@ -132,7 +132,7 @@ pub fn prepare_reusing<'a>(
         encryption,
         target: target_buf,
         query: query_field,
-        client: ip_to_wit(client),
+        client: client.into(),
         topology_version: topology.version,
         // Set by the caller once it has drawn this request's seed.
         seed: 0,
@@ -264,7 +264,7 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>, tiers:
                 group: m.group,
                 weight: server.weight,
                 state,
-                health: server.health.for_policy(),
+                health: server.health.figures(),
             }
         }));
     };
@@ -376,19 +376,6 @@ fn sanitize_reason(reason: &str) -> String {
         out = "refused by routing policy".into();
     }
     out
-}
-
-fn ip_to_wit(ip: IpAddr) -> IpAddress {
-    match ip {
-        IpAddr::V4(a) => {
-            let [a, b, c, d] = a.octets();
-            IpAddress::V4((a, b, c, d))
-        }
-        IpAddr::V6(a) => {
-            let [a, b, c, d, e, f, g, h] = a.segments();
-            IpAddress::V6((a, b, c, d, e, f, g, h))
-        }
-    }
 }
 
 impl From<Protocol> for wit::Protocol {

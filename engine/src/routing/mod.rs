@@ -8,6 +8,7 @@
 //! [`decide::finish`] checks its answer and renders the `Location`. The HTTP
 //! layer only translates the resulting [`Outcome`] to the wire.
 
+pub mod acceptance;
 pub mod client;
 pub mod decide;
 pub mod url;

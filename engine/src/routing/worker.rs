@@ -253,7 +253,7 @@ impl Decider {
         self.warn(policy, &failure);
         let failures = policy.stats.failed();
         if failures >= self.policies.rollback_after {
-            self.policies.auto_rollback(policy.version, failures);
+            self.policies.report_failing(policy.version, failures);
         }
         None
     }
@@ -393,7 +393,6 @@ fn record(
     request_id: String,
 ) -> crate::decision_log::Record {
     use crate::decision_log::{CandidateRecord, Record, TierRecord};
-    use crate::policy::bindings::CandidateState;
     let r = &prepared.request;
     let tiers = prepared
         .tiers
@@ -411,16 +410,7 @@ fn record(
                     server: topology.servers[c.server as usize].id.to_string(),
                     group: topology.groups[c.group as usize].id.to_string(),
                     weight: c.weight,
-                    state: [
-                        (CandidateState::SERVER_ACTIVE, "server-active"),
-                        (CandidateState::GROUP_ACTIVE, "group-active"),
-                        (CandidateState::SERVES_RESOURCE, "serves-resource"),
-                        (CandidateState::AVAILABLE, "available"),
-                    ]
-                    .into_iter()
-                    .filter(|(flag, _)| c.state.contains(*flag))
-                    .map(|(_, name)| name)
-                    .collect(),
+                    state: c.state.names().collect(),
                 })
                 .collect(),
         })
@@ -431,11 +421,11 @@ fn record(
     };
     Record {
         request_id,
-        time: crate::policy::rfc3339(std::time::SystemTime::now()),
+        time: crate::time::now_rfc3339(),
         client: client.to_string(),
-        kind: kind_name(r.kind).into(),
-        protocol: r.protocol.map(|p| protocol_name(p).into()),
-        encryption: encryption_name(r.encryption).into(),
+        kind: r.kind.as_str().into(),
+        protocol: r.protocol.map(|p| p.as_str().into()),
+        encryption: r.encryption.as_str().into(),
         target: r.target.clone(),
         query: r.query.clone().unwrap_or_default(),
         topology_version: r.topology_version,
@@ -465,36 +455,11 @@ fn describe(p: &Prepared<'_>) -> String {
     let r = &p.request;
     format!(
         "{} {}/{} {}",
-        kind_name(r.kind),
-        r.protocol.map_or("-", protocol_name),
-        encryption_name(r.encryption),
+        r.kind.as_str(),
+        r.protocol.map_or("-", wit::Protocol::as_str),
+        r.encryption.as_str(),
         r.target
     )
-}
-
-fn kind_name(k: wit::RequestKind) -> &'static str {
-    match k {
-        wit::RequestKind::Live => "live",
-        wit::RequestKind::Catchup => "catchup",
-        wit::RequestKind::Vod => "vod",
-        wit::RequestKind::StaticFile => "static-file",
-    }
-}
-
-fn protocol_name(p: wit::Protocol) -> &'static str {
-    match p {
-        wit::Protocol::Hls => "hls",
-        wit::Protocol::Mpd => "mpd",
-    }
-}
-
-fn encryption_name(e: wit::Encryption) -> &'static str {
-    match e {
-        wit::Encryption::None => "none",
-        wit::Encryption::Widevine => "widevine",
-        wit::Encryption::Playready => "playready",
-        wit::Encryption::Cenc => "cenc",
-    }
 }
 
 fn describe_outcome(o: &Outcome) -> String {

@@ -5,10 +5,10 @@
 //! runs out of time or gives an answer the engine would refuse on any of
 //! them is refused.
 
-use super::{LoadedPolicy, PolicyHost};
-use crate::routing::Outcome;
-use crate::routing::decide::{finish, prepare};
-use crate::routing::url::{self, Route};
+use super::Outcome;
+use super::decide::{finish, prepare};
+use super::url::{self, Route};
+use crate::policy::{LoadedPolicy, PolicyError, PolicyHost};
 use crate::topology::{Encryption, Protocol, RecordStatus, Topology};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -149,4 +149,16 @@ pub fn check(
         });
     }
     Ok(results)
+}
+
+/// [`check`], its failure as the policy's refusal.
+pub fn accept(
+    host: &PolicyHost,
+    policy: &Arc<LoadedPolicy>,
+    topology: &Arc<Topology>,
+) -> Result<Vec<SampleResult>, PolicyError> {
+    check(host, policy, topology).map_err(|e| PolicyError::Samples {
+        name: policy.name.clone(),
+        message: e.to_string(),
+    })
 }

@@ -1,10 +1,11 @@
-//! The one door configuration changes enter by. Whatever the source (a
-//! watched file, SIGHUP, the admin API), a change goes through the same
-//! validation, is applied atomically or not at all, and is logged with who
-//! made it and what it was (`target: "audit"`).
+//! Applying a change on this node: validate, publish atomically or not at
+//! all, and write the audit record naming who made it and what it was
+//! (`target: "audit"`). [`Control::apply`] is what a [`super::LocalWriter`]
+//! calls; the etcd follower applies what it reads through the same methods.
 
-use crate::policy::acceptance::SampleResult;
+use super::{Change, ChangeError, Outcome, RoutingChange};
 use crate::policy::{LoadedPolicy, PolicyError, PolicyHost, PolicySource, RoutingError};
+use crate::routing::acceptance::{self, SampleResult};
 use crate::topology::store::TopologyStore;
 use crate::topology::{self, Topology, TopologyError};
 use std::sync::Arc;
@@ -21,8 +22,6 @@ pub struct Control {
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
     ready: std::sync::atomic::AtomicBool,
-    /// The link to etcd, when the configuration lives there.
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Control {
@@ -34,18 +33,7 @@ impl Control {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::new(),
             ready: false.into(),
-            cluster: std::sync::OnceLock::new(),
         }
-    }
-
-    /// Makes this node follow etcd (once, at start).
-    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
-        let _ = self.cluster.set(cluster);
-    }
-
-    /// The link to etcd, when the configuration lives there.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.cluster.get()
     }
 
     /// Marks the engine ready: topology and policy loaded, workers serving.
@@ -59,11 +47,154 @@ impl Control {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the engine serves player traffic (and, when it follows
-    /// etcd, has a configuration from etcd or its disk copy).
+    /// Whether the engine serves player traffic (a node of a fleet is
+    /// ready once it also has a configuration from etcd or its disk copy).
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
-            && self.cluster.get().is_none_or(|c| c.has_config())
+    }
+
+    /// Applies a change on this node, on behalf of `who`.
+    pub fn apply(&self, change: Change, who: &str) -> Result<Outcome, ChangeError> {
+        match change {
+            Change::Topology(bytes) => {
+                let t = self.replace_topology(bytes, who)?;
+                Ok(Outcome::Topology {
+                    version: t.version,
+                    hash: t.hash.clone(),
+                    summary: t.summary(),
+                })
+            }
+            Change::Policy { source, activate } => {
+                let (p, samples) = self.upload_policy(source, activate, who)?;
+                Ok(Outcome::Policy {
+                    name: p.name.clone(),
+                    version: p.version,
+                    hash: Some(p.hash.clone()),
+                    digest: None,
+                    activated: activate,
+                    samples,
+                })
+            }
+            Change::Drain { server, draining } => match self.set_draining(&server, draining, who) {
+                Some(changed) => Ok(Outcome::Drain {
+                    server,
+                    draining,
+                    changed,
+                }),
+                None => Err(ChangeError::UnknownServer(server)),
+            },
+            Change::Routing(change) => self.change_routing(change, who),
+        }
+    }
+
+    /// Applies a routing change.
+    fn change_routing(&self, change: RoutingChange, who: &str) -> Result<Outcome, ChangeError> {
+        let mut outcome = Outcome::Routing {
+            aborted: None,
+            stopped_shadow: None,
+            unchanged: false,
+        };
+        match change {
+            RoutingChange::Activate(v) => {
+                self.activate(v, who)?;
+            }
+            RoutingChange::Rollback => {
+                self.rollback(who)?;
+            }
+            RoutingChange::SetCanary(v, p) => self.set_canary(v, p, who)?,
+            RoutingChange::PromoteCanary => {
+                self.promote_canary(who)?;
+            }
+            RoutingChange::AbortCanary => {
+                let p = self.abort_canary(who)?;
+                if let Outcome::Routing { aborted, .. } = &mut outcome {
+                    *aborted = Some(p.label());
+                }
+            }
+            RoutingChange::SetShadow(v, p) => self.set_shadow(v, p, who)?,
+            RoutingChange::ClearShadow => {
+                let (p, report) = self.policies.clear_shadow().ok_or(RoutingError::NoShadow)?;
+                tracing::info!(
+                    target: "audit",
+                    who,
+                    policy = %p.label(),
+                    compared = report.compared,
+                    agreed = report.agreed,
+                    "shadow stopped"
+                );
+                if let Outcome::Routing { stopped_shadow, .. } = &mut outcome {
+                    *stopped_shadow = Some((p.label(), report));
+                }
+            }
+            RoutingChange::Automatic { version, failures } => {
+                let changed = self.policies.auto_rollback(version, failures);
+                if changed {
+                    tracing::warn!(
+                        target: "audit",
+                        who,
+                        version,
+                        failures,
+                        active = %self.policies.active().label(),
+                        "automatic rollback"
+                    );
+                }
+                if let Outcome::Routing { unchanged, .. } = &mut outcome {
+                    *unchanged = !changed;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The acceptance steps (compile, instantiate, `init`, the sample
+    /// requests of the current topology) without adding the policy to the
+    /// catalogue: what a node of a fleet runs before it writes a policy to
+    /// etcd.
+    pub fn check_policy(
+        &self,
+        source: PolicySource,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<SampleResult>), PolicyError> {
+        self.accept(source, 0)
+    }
+
+    /// Compiles a policy as `version` and runs it on the samples.
+    fn accept(
+        &self,
+        source: PolicySource,
+        version: u64,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<SampleResult>), PolicyError> {
+        let policy = self.policies.compile(source, version)?;
+        let samples = acceptance::accept(&self.policies, &policy, &self.topology.snapshot())?;
+        Ok((policy, samples))
+    }
+
+    /// [`Control::accept`] under a new version number (`wanted`, or the
+    /// next local one), then added to the catalogue.
+    fn load(
+        &self,
+        source: PolicySource,
+        wanted: Option<u64>,
+        who: &str,
+    ) -> Result<(Arc<LoadedPolicy>, Vec<SampleResult>), PolicyError> {
+        let name = source.name.clone();
+        let version = self.policies.next_version(wanted);
+        match self.accept(source, version) {
+            Ok((policy, samples)) => {
+                self.policies.register(policy.clone());
+                tracing::info!(
+                    target: "audit",
+                    who,
+                    policy = %policy.label(),
+                    hash = %policy.hash,
+                    "policy accepted"
+                );
+                Ok((policy, samples))
+            }
+            Err(e) => {
+                tracing::warn!(target: "audit", who, policy = %name, "policy refused: {}", one_line(&e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// Parses and validates a topology without publishing it.
@@ -79,18 +210,7 @@ impl Control {
         version: u64,
         who: &str,
     ) -> Result<Arc<LoadedPolicy>, PolicyError> {
-        let name = source.name.clone();
-        let topology = self.topology.snapshot();
-        match self.policies.load_as(source, &topology, Some(version)) {
-            Ok((policy, _)) => {
-                tracing::info!(target: "audit", who, policy = %policy.label(), hash = %policy.hash, "policy accepted");
-                Ok(policy)
-            }
-            Err(e) => {
-                tracing::warn!(target: "audit", who, policy = %name, "policy refused: {}", one_line(&e.to_string()));
-                Err(e)
-            }
-        }
+        self.load(source, Some(version), who).map(|(p, _)| p)
     }
 
     /// Parses, validates and publishes a topology (JSON or MessagePack).
@@ -127,28 +247,12 @@ impl Control {
         activate: bool,
         who: &str,
     ) -> Result<(Arc<LoadedPolicy>, Vec<SampleResult>), PolicyError> {
-        let name = source.name.clone();
-        let topology = self.topology.snapshot();
-        match self.policies.load(source, &topology) {
-            Ok((policy, samples)) => {
-                tracing::info!(
-                    target: "audit",
-                    who,
-                    policy = %policy.label(),
-                    hash = %policy.hash,
-                    "policy accepted"
-                );
-                if activate {
-                    self.activate(policy.version, who)
-                        .expect("a just-registered version exists");
-                }
-                Ok((policy, samples))
-            }
-            Err(e) => {
-                tracing::warn!(target: "audit", who, policy = %name, "policy refused: {}", one_line(&e.to_string()));
-                Err(e)
-            }
+        let (policy, samples) = self.load(source, None, who)?;
+        if activate {
+            self.activate(policy.version, who)
+                .expect("a just-registered version exists");
         }
+        Ok((policy, samples))
     }
 
     /// Makes a loaded version the active one.

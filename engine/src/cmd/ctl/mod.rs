@@ -1,0 +1,304 @@
+//! `edgeward ctl`: the operator's command line for a node's admin API,
+//! one subcommand per admin route (see [`crate::admin`]); [`client`]
+//! speaks HTTP to it and renders its answers.
+
+pub mod client;
+
+use anyhow::Context;
+use clap::Subcommand;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Options of `ctl`.
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// The node's admin API.
+    #[arg(
+        long,
+        env = "EDGEWARD_ADMIN",
+        default_value = "http://127.0.0.1:9090",
+        global = true
+    )]
+    pub admin: String,
+    /// File holding the bearer token (else EDGEWARD_ADMIN_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of human-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// With etcd: make the change only if the key is still at this
+    /// revision (the ETag of `topology show`, the revisions in `status`);
+    /// a change made meanwhile by someone else fails with a conflict.
+    #[arg(long, global = true, value_name = "REVISION")]
+    pub if_match: Option<i64>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The `ctl` commands, one per admin route.
+#[derive(Subcommand)]
+pub enum CtlCommand {
+    /// Active policy, canary, shadow, topology version, uptime.
+    Status,
+    /// Loaded policy versions with their role and statistics.
+    Policies,
+    /// Upload a policy (it is checked before it is accepted).
+    Push {
+        /// Name to load it under.
+        name: String,
+        /// The component.
+        file: PathBuf,
+        /// Its configuration, TOML (.toml) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Activate it at once.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Make a loaded version the active one.
+    Activate {
+        /// Policy version.
+        version: u64,
+    },
+    /// Re-activate the previous version.
+    Rollback,
+    /// Show, set, promote or abort the canary.
+    Canary {
+        /// What to do (show when none).
+        #[command(subcommand)]
+        action: Option<CanaryAction>,
+    },
+    /// Show, set or stop the shadow.
+    Shadow {
+        /// What to do (show when none).
+        #[command(subcommand)]
+        action: Option<ShadowAction>,
+    },
+    /// Replace or show the topology.
+    Topology {
+        /// What to do.
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// Every server with its health.
+    Servers,
+    /// Take a server out of rotation (health is still tracked).
+    Drain {
+        /// Server id.
+        id: String,
+    },
+    /// Put a drained server back.
+    Undrain {
+        /// Server id.
+        id: String,
+    },
+}
+
+/// `ctl canary` actions.
+#[derive(Subcommand)]
+pub enum CanaryAction {
+    /// Send PERCENT of clients (by address hash) to VERSION.
+    Set {
+        /// Policy version.
+        version: u64,
+        /// Share of clients, 0-100.
+        percent: u32,
+    },
+    /// Make the canary the active version.
+    Promote,
+    /// End the canary.
+    Abort,
+}
+
+/// `ctl shadow` actions.
+#[derive(Subcommand)]
+pub enum ShadowAction {
+    /// Run VERSION beside the active one on PERCENT of requests.
+    Set {
+        /// Policy version.
+        version: u64,
+        /// Share of requests, 0-100.
+        percent: u32,
+    },
+    /// Stop the shadow (prints its final report).
+    Stop,
+}
+
+/// `ctl topology` actions.
+#[derive(Subcommand)]
+pub enum TopologyAction {
+    /// Replace the topology with FILE (JSON or MessagePack); every problem
+    /// is listed if it is refused.
+    Push {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Print the current topology (JSON, or MessagePack to stdout).
+    Show {
+        /// MessagePack instead of JSON.
+        #[arg(long)]
+        msgpack: bool,
+    },
+}
+
+/// Runs a `ctl` command against a node's admin API.
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    use client::{Client, render};
+    use serde_json::json;
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("EDGEWARD_ADMIN_TOKEN").ok(),
+    };
+    let mut client = Client::new(&args.admin, token)?;
+    client.if_match = args.if_match;
+    const JSON: &str = "application/json";
+    let none = Vec::new;
+    let (what, value) = match args.command {
+        CtlCommand::Status => ("status", client.call("GET", "/status", JSON, none())?),
+        CtlCommand::Policies => ("policies", client.call("GET", "/policies", JSON, none())?),
+        CtlCommand::Push {
+            name,
+            file,
+            config,
+            activate,
+        } => {
+            use base64::Engine as _;
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let config = match config {
+                None => serde_json::Value::Null,
+                Some(path) => crate::policy::config_value_from_file(&path)?,
+            };
+            let mut body = json!({
+                "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+                "activate": activate,
+            });
+            if !config.is_null() {
+                body["config"] = config;
+            }
+            let v = client.call(
+                "POST",
+                &format!("/policies/{name}"),
+                JSON,
+                body.to_string().into_bytes(),
+            )?;
+            if !args.json {
+                println!(
+                    "accepted {}@{} (sha256 {}){}",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["version"],
+                    v["hash"].as_str().unwrap_or("?"),
+                    if activate { ", active" } else { "" }
+                );
+                return Ok(());
+            }
+            ("push", v)
+        }
+        CtlCommand::Activate { version } => (
+            "activate",
+            client.call(
+                "POST",
+                &format!("/policies/{version}/activate"),
+                JSON,
+                none(),
+            )?,
+        ),
+        CtlCommand::Rollback => (
+            "rollback",
+            client.call("POST", "/policies/rollback", JSON, none())?,
+        ),
+        CtlCommand::Canary { action } => match action {
+            None => ("canary", client.call("GET", "/canary", JSON, none())?),
+            Some(CanaryAction::Set { version, percent }) => (
+                "canary",
+                client.call(
+                    "PUT",
+                    "/canary",
+                    JSON,
+                    json!({"version": version, "percent": percent})
+                        .to_string()
+                        .into_bytes(),
+                )?,
+            ),
+            Some(CanaryAction::Promote) => (
+                "canary",
+                client.call("POST", "/canary/promote", JSON, none())?,
+            ),
+            Some(CanaryAction::Abort) => {
+                ("canary", client.call("DELETE", "/canary", JSON, none())?)
+            }
+        },
+        CtlCommand::Shadow { action } => match action {
+            None => ("shadow", client.call("GET", "/shadow", JSON, none())?),
+            Some(ShadowAction::Set { version, percent }) => (
+                "shadow",
+                client.call(
+                    "PUT",
+                    "/shadow",
+                    JSON,
+                    json!({"version": version, "sample_percent": percent})
+                        .to_string()
+                        .into_bytes(),
+                )?,
+            ),
+            Some(ShadowAction::Stop) => ("shadow", client.call("DELETE", "/shadow", JSON, none())?),
+        },
+        CtlCommand::Topology { action } => match action {
+            TopologyAction::Push { file } => {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let v = client.call("PUT", "/topology", JSON, bytes)?;
+                if !args.json {
+                    println!(
+                        "topology version {}: {}",
+                        v["version"],
+                        v["summary"].as_str().unwrap_or("")
+                    );
+                    return Ok(());
+                }
+                ("topology", v)
+            }
+            TopologyAction::Show { msgpack } => {
+                let path = if msgpack {
+                    "/topology?format=msgpack"
+                } else {
+                    "/topology"
+                };
+                let answer = client.request("GET", path, JSON, none())?;
+                if answer.status != 200 {
+                    anyhow::bail!(
+                        "GET {path}: {} {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body).trim()
+                    );
+                }
+                std::io::stdout().lock().write_all(&answer.body)?;
+                return Ok(());
+            }
+        },
+        CtlCommand::Servers => ("servers", client.call("GET", "/servers", JSON, none())?),
+        CtlCommand::Drain { id } => (
+            "drain",
+            client.call("POST", &format!("/servers/{id}/drain"), JSON, none())?,
+        ),
+        CtlCommand::Undrain { id } => (
+            "undrain",
+            client.call("DELETE", &format!("/servers/{id}/drain"), JSON, none())?,
+        ),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render(what, &value));
+        if !matches!(what, "status" | "policies" | "servers") {
+            println!();
+        }
+    }
+    Ok(())
+}

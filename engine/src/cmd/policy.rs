@@ -1,0 +1,90 @@
+//! `edgeward policy`: policy components offline.
+
+use super::load_topology;
+use crate::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
+use anyhow::Context;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+/// The `policy` commands.
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Run the acceptance steps a running engine would (compile,
+    /// instantiate, init with the configuration, decide sample requests
+    /// against a topology) and print the decisions.
+    Check {
+        /// The policy component.
+        file: PathBuf,
+        /// Topology for the sample requests (default: the embedded demo).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The policy's configuration, TOML (.toml) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the built-in default policy (`nearest`) to a file, e.g. to
+    /// upload it through the admin API or use it as a starting point.
+    Export {
+        /// Where to write the component.
+        file: PathBuf,
+    },
+}
+
+/// Runs a `policy` command.
+pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check {
+            file,
+            topology,
+            config,
+            json,
+        } => check(&file, topology.as_deref(), config.as_deref(), json),
+        PolicyCommand::Export { file } => std::fs::write(&file, crate::builtin::NEAREST)
+            .with_context(|| format!("cannot write {}", file.display())),
+    }
+}
+
+/// Runs the acceptance steps on a policy file and prints its decisions.
+/// Only the user's policy is loaded (and reported): it is the host's first
+/// version, with no built-in policy beside it.
+fn check(
+    file: &std::path::Path,
+    topology: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = load_topology(topology)?;
+    let source = PolicySource::from_files(file, config)?;
+    let host = PolicyHost::new(
+        Sandbox::default(),
+        Some(1),
+        source,
+        Fallback::Unavailable,
+        u64::MAX,
+    )?;
+    let policy = host.active();
+    let samples = crate::routing::acceptance::accept(&host, &policy, &store.snapshot())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": policy.name,
+                "hash": policy.hash,
+                "accepted": true,
+                "samples": samples,
+            }))?
+        );
+    } else {
+        println!("{}: accepted (sha256 {})", file.display(), policy.hash);
+        for s in samples {
+            println!(
+                "  {:<22} {:<45} -> {} {}",
+                s.client, s.path, s.status, s.answer
+            );
+        }
+    }
+    Ok(())
+}

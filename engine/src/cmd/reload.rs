@@ -1,0 +1,169 @@
+//! What a running engine does besides serving: it waits for signals and
+//! watches its files. SIGHUP, or a change of the --topology or --policy
+//! file, reloads it through the same validation as the admin API (a file
+//! that fails is refused and the current version kept); SIGINT and SIGTERM
+//! stop the process; under systemd, the watchdog is pinged while every
+//! worker runs.
+
+use super::serve::ServeArgs;
+use crate::control::{Change, Control, Outcome, Writer, one_line};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The watched files as they were when last read.
+pub(super) struct Watched {
+    topology: Option<Fingerprint>,
+    policy: Option<Fingerprint>,
+}
+
+impl Watched {
+    /// Fingerprints of the files `args` names, as they are now.
+    pub(super) fn new(args: &ServeArgs) -> Self {
+        Watched {
+            topology: fingerprint(args.topology.as_deref()),
+            policy: fingerprint(args.policy.as_deref()),
+        }
+    }
+}
+
+/// Waits for signals and watches the files: SIGHUP, or a change of the
+/// --topology or --policy file, reloads it through the same validation as
+/// the admin API (a file that fails is refused and the current version
+/// kept); SIGINT and SIGTERM stop the process.
+pub(super) fn until_stopped(
+    mut args: ServeArgs,
+    seen: Watched,
+    follows_etcd: bool,
+    control: Arc<Control>,
+    writer: Arc<dyn Writer>,
+    notifier: Option<&crate::systemd::Notifier>,
+    workers: &[std::thread::JoinHandle<()>],
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    if follows_etcd {
+        // One source of truth: the files only seeded the node.
+        args.topology = None;
+        args.policy = None;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let watch = Duration::from_millis(args.watch_interval_ms.max(1));
+        let mut tick = tokio::time::interval(watch);
+        let Watched {
+            topology: mut topology_seen,
+            policy: mut policy_seen,
+        } = seen;
+        let watchdog = notifier.and(crate::systemd::Notifier::watchdog_interval());
+        let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            tokio::select! {
+                _ = ping.tick(), if watchdog.is_some() => {
+                    // Alive means: every worker thread still runs.
+                    if workers.iter().all(|w| !w.is_finished())
+                        && let Some(n) = notifier
+                    {
+                        n.notify("WATCHDOG=1");
+                    }
+                }
+                _ = hup.recv() => {
+                    reload_topology(&args, &control, &*writer, "SIGHUP").await;
+                    reload_policy(&args, &control, &*writer, "SIGHUP").await;
+                }
+                _ = tick.tick(), if args.watch_interval_ms > 0 => {
+                    let t = fingerprint(args.topology.as_deref());
+                    if t != topology_seen {
+                        topology_seen = t;
+                        reload_topology(&args, &control, &*writer, "file watch").await;
+                    }
+                    let p = fingerprint(args.policy.as_deref());
+                    if p != policy_seen {
+                        policy_seen = p;
+                        reload_policy(&args, &control, &*writer, "file watch").await;
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!("stopping: no new connections, finishing requests in flight");
+        Ok(())
+    })
+}
+
+/// What identifies a file's content cheaply: modification time and size.
+type Fingerprint = (std::time::SystemTime, u64);
+
+fn fingerprint(path: Option<&std::path::Path>) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path?).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+async fn reload_topology(args: &ServeArgs, control: &Control, writer: &dyn Writer, why: &str) {
+    let Some(path) = &args.topology else { return };
+    let who = format!("{why} {}", path.display());
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(
+                "topology reload refused, keeping the current version: cannot read {}: {e}",
+                path.display()
+            );
+            return;
+        }
+    };
+    match writer
+        .write(Change::Topology(bytes.into()), None, &who)
+        .await
+    {
+        Ok(changed) => {
+            if let Outcome::Topology {
+                version, summary, ..
+            } = changed.outcome
+            {
+                tracing::info!(version, "topology reloaded: {summary}");
+            }
+        }
+        Err(e) => tracing::error!(
+            version = control.topology.load().version,
+            "topology reload refused, keeping the current version: {}",
+            one_line(&e.to_string())
+        ),
+    }
+}
+
+async fn reload_policy(args: &ServeArgs, control: &Control, writer: &dyn Writer, why: &str) {
+    let Some(path) = &args.policy else { return };
+    let who = format!("{why} {}", path.display());
+    let source = match super::serve::policy_source(args) {
+        Ok(source) => source,
+        Err(e) => {
+            tracing::error!(
+                version = control.policies.active().version,
+                "policy reload refused, keeping the current version: {}",
+                one_line(&format!("{e:#}"))
+            );
+            return;
+        }
+    };
+    let change = Change::Policy {
+        source,
+        activate: true,
+    };
+    match writer.write(change, None, &who).await {
+        Ok(changed) => {
+            if let Outcome::Policy { name, version, .. } = changed.outcome {
+                tracing::info!(policy = %format!("{name}@{version}"), "policy reloaded and activated");
+            }
+        }
+        Err(e) => tracing::error!(
+            version = control.policies.active().version,
+            "policy reload refused, keeping the current version: {}",
+            one_line(&format!("{e:#}"))
+        ),
+    }
+}

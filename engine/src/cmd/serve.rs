@@ -1,0 +1,450 @@
+//! `edgeward serve`: the engine's wiring. Loads the topology and the
+//! policy, joins the fleet when etcd is given, starts health checking, the
+//! admin API and the player workers, then waits in [`super::reload`] until
+//! it is told to stop, and stops gracefully.
+
+use super::{load_topology, reload};
+use crate::admin::{self, Token};
+use crate::cluster::{Cluster, EtcdWriter};
+use crate::control::{Control, LocalWriter, Writer};
+use crate::http;
+use crate::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
+use crate::routing::client::TrustedProxies;
+use crate::topology::{self, Topology};
+use anyhow::Context;
+use ipnet::IpNet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How logs are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Topology file (JSON or MessagePack). Without it, an embedded demo
+    /// topology is served. Reloaded on SIGHUP.
+    #[arg(long)]
+    pub topology: Option<PathBuf>,
+    /// Routing policy component (.wasm). Without it, the built-in `nearest`
+    /// policy is used. Reloaded on SIGHUP.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// The policy's configuration, TOML (.toml) or JSON.
+    #[arg(long, requires = "policy")]
+    pub policy_config: Option<PathBuf>,
+    /// Address for player traffic.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// A network whose X-Real-IP header is believed (repeatable). Default:
+    /// loopback only.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Worker threads, each with its own accept loop and policy instance.
+    /// Default: one per CPU.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Longest a single policy call may run, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub policy_deadline_ms: u64,
+    /// Largest memory a policy instance may use, in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub policy_memory_mib: usize,
+    /// Seed the policies' random generator (reproducible draws, for tests).
+    #[arg(long)]
+    pub random_seed: Option<u64>,
+    /// What answers a request whose policy call fails.
+    #[arg(long, value_enum, default_value = "native")]
+    pub policy_fallback: Fallback,
+    /// Consecutive failures after which a newly activated policy version is
+    /// rolled back (a canary: aborted) automatically.
+    #[arg(long, default_value_t = 20)]
+    pub rollback_after: u64,
+    /// Do not send the `Edgeward-Policy: name@version` header.
+    #[arg(long)]
+    pub no_policy_header: bool,
+    /// Address of the admin API, or `off`.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: String,
+    /// File holding the admin API's bearer token (else the
+    /// EDGEWARD_ADMIN_TOKEN environment variable; loopback needs none).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// How often the --topology and --policy files are checked for changes,
+    /// in milliseconds (0: only on SIGHUP).
+    #[arg(long, default_value_t = 1000)]
+    pub watch_interval_ms: u64,
+    /// When every candidate of a request is down, offer them anyway (a
+    /// possibly-dead edge rather than a 503). Drained servers stay out.
+    #[arg(long)]
+    pub health_fail_open: bool,
+    /// Most health probes in flight at once.
+    #[arg(long, default_value_t = crate::health::checker::DEFAULT_CONCURRENCY)]
+    pub health_concurrency: usize,
+    /// PEM file of extra CA certificates trusted by TLS health probes (port
+    /// 443 servers), besides the Mozilla roots.
+    #[arg(long)]
+    pub health_ca_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish
+    /// before the process exits anyway, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub shutdown_grace_ms: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Where compiled policies are kept (by content hash), so that restarts
+    /// and re-activations skip compilation; `off` to compile every time.
+    /// Default: $STATE_DIRECTORY/policy-cache under systemd, else
+    /// $XDG_CACHE_HOME/edgeward/policies or ~/.cache/edgeward/policies.
+    #[arg(long, value_name = "DIR")]
+    pub policy_cache_dir: Option<String>,
+    /// Write a sampled JSON-lines record of decisions to this file.
+    #[arg(long)]
+    pub decision_log: Option<PathBuf>,
+    /// Share of decisions recorded in the decision log (0-1).
+    #[arg(long, default_value_t = 0.01)]
+    pub decision_log_sample: f64,
+    /// Size at which the decision log is rotated (FILE.1 … FILE.3 kept), MiB.
+    #[arg(long, default_value_t = 100)]
+    pub decision_log_max_mib: u64,
+    /// Decide every request with the engine's native implementation of the
+    /// default rule instead of the wasm policy: the baseline that shows what
+    /// the sandbox costs. Not for production.
+    #[arg(long)]
+    pub native_only: bool,
+    /// Following etcd.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+/// Following a configuration kept in etcd (see `deploy/README.md`).
+#[derive(clap::Args)]
+pub struct EtcdArgs {
+    /// etcd client URLs, comma-separated (`http://10.0.0.1:2379,...`). With
+    /// it, topology, policies, routing and drained servers come from etcd
+    /// and admin changes are written there; --topology and --policy only
+    /// seed a node that has neither etcd nor a disk copy.
+    #[arg(long, env = "EDGEWARD_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of this fleet's configuration in etcd.
+    #[arg(long, default_value = "/edgeward")]
+    pub etcd_prefix: String,
+    /// etcd user (when etcd has authentication enabled).
+    #[arg(long, requires = "etcd")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (else EDGEWARD_ETCD_PASSWORD).
+    #[arg(long, requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates that sign the etcd members' certificates
+    /// (for https:// endpoints), besides the Mozilla roots.
+    #[arg(long)]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd (with --etcd-key-file).
+    #[arg(long, requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// Time limit of one call to one etcd member, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub etcd_timeout_ms: u64,
+    /// How long start waits for etcd when there is no disk copy, in
+    /// milliseconds (then the node serves its seed configuration but is not
+    /// ready until etcd answers).
+    #[arg(long, default_value_t = 5000)]
+    pub etcd_start_wait_ms: u64,
+    /// Where the node keeps its disk copy of the last good configuration
+    /// (default: $STATE_DIRECTORY, as systemd sets it, else /var/lib/edgeward).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// This node's name in etcd records and logs (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+/// Runs the engine until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Taken before the files are read: a change made while the engine
+    // starts is seen by the watch, never lost between reading and watching.
+    let seen = reload::Watched::new(&args);
+    let store = Arc::new(load_topology(args.topology.as_deref())?);
+    tracing::info!(version = 1, "topology loaded: {}", store.load().summary());
+
+    let sandbox = Sandbox {
+        deadline: Duration::from_millis(args.policy_deadline_ms.max(1)),
+        max_memory_bytes: args.policy_memory_mib.max(1) << 20,
+    };
+    let policies = PolicyHost::with_cache(
+        sandbox,
+        args.random_seed,
+        policy_source(&args)?,
+        args.policy_fallback,
+        args.rollback_after,
+        policy_cache_dir(&args),
+    )?;
+    let control = Arc::new(Control::new(store.clone(), policies.clone()));
+
+    let config = http::ListenerConfig {
+        listen: args.listen,
+        workers: args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        trusted: if args.trusted_proxies.is_empty() {
+            TrustedProxies::default()
+        } else {
+            TrustedProxies::new(args.trusted_proxies.clone())
+        },
+        policy_header: !args.no_policy_header,
+        seed: args.random_seed,
+        fail_open: args.health_fail_open,
+        native_only: args.native_only,
+        decision_log: match &args.decision_log {
+            Some(path) => Some(
+                crate::decision_log::DecisionLog::open(
+                    path,
+                    args.decision_log_sample,
+                    args.decision_log_max_mib << 20,
+                )
+                .with_context(|| format!("cannot open decision log {}", path.display()))?,
+            ),
+            None => None,
+        },
+    };
+    if let Some(log) = &config.decision_log {
+        control.metrics.set_decision_log(log.clone());
+    }
+    let cluster = follow_etcd(&args.etcd, &control)?;
+    let follows_etcd = cluster.is_some();
+    // The one door for changes: this node's, or the fleet's.
+    let writer: Arc<dyn Writer> = match &cluster {
+        Some(cluster) => Arc::new(EtcdWriter::new(cluster.clone(), control.clone())),
+        None => Arc::new(LocalWriter::new(control.clone())),
+    };
+    let failing = writer.clone();
+    policies.on_failing(Box::new(move |version, failures| {
+        failing.report_failing(version, failures)
+    }));
+    crate::health::checker::spawn(
+        store.clone(),
+        args.health_concurrency,
+        args.health_ca_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let admin_addr = if args.admin_listen == "off" {
+        None
+    } else {
+        let listen: SocketAddr = args.admin_listen.parse().with_context(|| {
+            format!(
+                "--admin-listen {:?} is not an address or `off`",
+                args.admin_listen
+            )
+        })?;
+        Some(admin::spawn(
+            admin::AdminConfig {
+                listen,
+                token: admin_token(&args)?,
+            },
+            Arc::new(admin::Admin {
+                control: control.clone(),
+                writer: writer.clone(),
+                cluster: cluster.clone(),
+            }),
+        )?)
+    };
+    let (sockets, bound) =
+        http::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers = http::spawn_workers(
+        sockets,
+        &config,
+        store.clone(),
+        policies.clone(),
+        &control.metrics,
+        &shutdown,
+    )?;
+    control.set_ready();
+
+    announce(bound, config.workers, &store.load(), admin_addr);
+    let notifier = crate::systemd::Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.notify("READY=1");
+    }
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    reload::until_stopped(
+        args,
+        seen,
+        follows_etcd,
+        control.clone(),
+        writer,
+        notifier.as_ref(),
+        &workers,
+    )?;
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
+
+    // Graceful shutdown: not ready any more, stop accepting, let requests
+    // in flight finish (within the grace period), then exit.
+    control.set_not_ready();
+    let _ = stop.send(true);
+    let deadline = std::time::Instant::now() + grace;
+    for worker in workers {
+        while !worker.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Joins the fleet when --etcd is given: restores the disk copy, follows
+/// etcd, and waits a while for a first configuration. Returns the link to
+/// etcd, if the node follows it.
+fn follow_etcd(args: &EtcdArgs, control: &Arc<Control>) -> anyhow::Result<Option<Arc<Cluster>>> {
+    if args.etcd.is_empty() {
+        return Ok(None);
+    }
+    let password = match (&args.etcd_user, &args.etcd_password_file) {
+        (None, _) => None,
+        (Some(_), Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read etcd password file {}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        (Some(_), None) => Some(
+            std::env::var("EDGEWARD_ETCD_PASSWORD")
+                .context("--etcd-user needs --etcd-password-file or EDGEWARD_ETCD_PASSWORD")?,
+        ),
+    };
+    let tls = if args.etcd.iter().any(|e| e.starts_with("https://")) {
+        Some(
+            crate::cluster::tls_config(
+                args.etcd_ca_file.as_deref(),
+                args.etcd_cert_file
+                    .as_deref()
+                    .zip(args.etcd_key_file.as_deref()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/edgeward"));
+    let node = args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "edgeward".into())
+    });
+    let cluster = Cluster::new(crate::cluster::ClusterConfig {
+        etcd: crate::cluster::etcd::EtcdConfig {
+            endpoints: args.etcd.clone(),
+            credentials: args.etcd_user.clone().zip(password),
+            tls,
+            timeout: Duration::from_millis(args.etcd_timeout_ms.max(1)),
+        },
+        prefix: args.etcd_prefix.clone(),
+        node,
+        cache_file: Some(state_dir.join("etcd-copy.msgpack")),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let restored = cluster
+        .start(control)
+        .context("cannot start following etcd")?;
+    if !restored && !cluster.wait_for_config(Duration::from_millis(args.etcd_start_wait_ms)) {
+        tracing::error!(
+            "no configuration from etcd or a disk copy yet: serving the seed configuration, \
+             not ready until etcd answers"
+        );
+    }
+    Ok(Some(cluster))
+}
+
+fn policy_cache_dir(args: &ServeArgs) -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match args.policy_cache_dir.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => env("STATE_DIRECTORY")
+            .map(|d| d.join("policy-cache"))
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("edgeward/policies")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/edgeward/policies"))),
+    }
+}
+
+fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read admin token file {}", path.display()))?;
+        return Token::new(&text)
+            .map(Some)
+            .with_context(|| format!("admin token file {} is empty", path.display()));
+    }
+    Ok(std::env::var("EDGEWARD_ADMIN_TOKEN")
+        .ok()
+        .and_then(|t| Token::new(&t)))
+}
+
+/// Prints the bound address (the end-to-end tests read this line) and a
+/// request that works against the loaded topology.
+fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Option<SocketAddr>) {
+    let shown = if bound.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), bound.port())
+    } else {
+        bound
+    };
+    let example = topology
+        .channels
+        .iter()
+        .find_map(|c| {
+            let s = c.streams.iter().find(|s| s.active && c.active)?;
+            let (proto, ext) = match s.protocol {
+                topology::Protocol::Hls => ("hls", "m3u8"),
+                topology::Protocol::Mpd => ("mpd", "mpd"),
+            };
+            let suffix = match s.encryption {
+                topology::Encryption::None => "",
+                topology::Encryption::Widevine => "_wv",
+                topology::Encryption::Playready => "_pr",
+                topology::Encryption::Cenc => "_cenc",
+            };
+            Some(format!("/btv/live/{proto}{suffix}/{}.{ext}", c.epg_id))
+        })
+        .unwrap_or_else(|| "/vod/example.mp4".into());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "edgeward listening on http://{bound} ({workers} workers)"
+    );
+    let _ = writeln!(out, "try: curl -i http://{shown}{example}");
+    if let Some(admin) = admin {
+        let _ = writeln!(out, "edgeward admin API on http://{admin}");
+    }
+    let _ = out.flush();
+}
+
+/// The policy given with --policy (and its configuration), or the
+/// built-in default.
+pub(super) fn policy_source(args: &ServeArgs) -> anyhow::Result<PolicySource> {
+    Ok(match &args.policy {
+        Some(path) => PolicySource::from_files(path, args.policy_config.as_deref())?,
+        None => PolicySource::builtin_nearest(),
+    })
+}
