@@ -17,8 +17,8 @@ use edgeward::policy::bindings::{
     Candidate, CandidateState, Encryption, IpAddress, Request, RequestKind, Tier,
 };
 use edgeward::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
-use edgeward::routing::Decider;
-use edgeward::routing::url;
+use edgeward::routing::client::TrustedProxies;
+use edgeward::routing::{Decider, PlayerRequest, Router, url};
 use edgeward::topology::store::TopologyStore;
 use edgeward::topology::synthetic::{Spec, generate};
 use std::hint::black_box;
@@ -84,17 +84,27 @@ fn decision(c: &mut Criterion) {
     let path = "/btv/live/hls/ch1.m3u8";
     let query = Some("token=abc");
 
-    let mut decider = Decider::new(
-        store.clone(),
-        host(PolicySource::builtin_nearest()),
-        Some(1),
+    // The whole request path of a worker, as the HTTP layer calls it (the
+    // client is the peer: no trusted proxy, no X-Real-IP).
+    let policies = host(PolicySource::builtin_nearest());
+    let mut router = Router::new(
+        &store,
+        &policies,
+        TrustedProxies::new(Vec::new()),
+        Decider::new(policies.clone(), Some(1)),
+        None,
     );
     let mut i = 0;
     c.bench_function("decision/10k/wasm_nearest", |b| {
         b.iter(|| {
             i = (i + 1) & 4095;
-            let route = url::parse(black_box(path)).unwrap();
-            black_box(decider.decide(&route, query, addrs[i]))
+            black_box(router.route(&PlayerRequest {
+                get_or_head: true,
+                path: black_box(path),
+                query,
+                peer: addrs[i],
+                x_real_ip: None,
+            }))
         })
     });
 
@@ -103,13 +113,13 @@ fn decision(c: &mut Criterion) {
     // through prepare/finish directly instead.
     let topology = store.snapshot();
     let mut seed = 0u64;
-    let mut scratch = edgeward::routing::decide::Scratch::default();
+    let mut scratch = edgeward::routing::candidates::Scratch::default();
     c.bench_function("decision/10k/native_nearest", |b| {
         b.iter(|| {
             i = (i + 1) & 4095;
             seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let route = url::parse(black_box(path)).unwrap();
-            let prepared = edgeward::routing::decide::prepare_reusing(
+            let prepared = edgeward::routing::candidates::prepare_reusing(
                 &topology,
                 &route,
                 query,
@@ -119,7 +129,7 @@ fn decision(c: &mut Criterion) {
             )
             .unwrap();
             let decision = edgeward::policy::native::select(&prepared.tiers, seed);
-            let outcome = edgeward::routing::decide::finish(&topology, &prepared, decision);
+            let outcome = edgeward::routing::answer::check(&topology, &prepared, decision);
             scratch = prepared.into_scratch();
             black_box(outcome.unwrap())
         })

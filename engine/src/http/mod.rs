@@ -10,8 +10,8 @@
 mod respond;
 
 use crate::policy::PolicyHost;
-use crate::routing::Decider;
 use crate::routing::client::TrustedProxies;
+use crate::routing::{Decider, Router};
 use crate::topology::store::TopologyStore;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -84,23 +84,27 @@ pub fn spawn_workers(
         .enumerate()
         .map(|(i, socket)| {
             let settings = respond::Settings {
-                trusted: config.trusted.clone(),
                 policy_header: config.policy_header,
             };
             let mut decider = Decider::new(
-                topology.clone(),
                 policies.clone(),
                 config.seed.map(|s| s.wrapping_add(i as u64)),
             );
             decider.fail_open = config.fail_open;
             decider.native_only = config.native_only;
-            decider.metrics = Some(metrics.worker(i as u16));
             decider.decision_log = config.decision_log.clone();
             decider.worker = i as u16;
+            let router = Router::new(
+                &topology,
+                &policies,
+                config.trusted.clone(),
+                decider,
+                Some(metrics.worker(i as u16)),
+            );
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(socket, settings, decider, shutdown))
+                .spawn(move || worker(socket, settings, router, shutdown))
         })
         .collect()
 }
@@ -108,7 +112,7 @@ pub fn spawn_workers(
 fn worker(
     socket: std::net::TcpListener,
     settings: respond::Settings,
-    decider: Decider,
+    router: Router,
     mut shutdown: Shutdown,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,7 +122,7 @@ fn worker(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let listener = tokio::net::TcpListener::from_std(socket).expect("registering the listener");
-        let decider = Rc::new(RefCell::new(decider));
+        let router = Rc::new(RefCell::new(router));
         let settings = Rc::new(settings);
         let open = Rc::new(std::cell::Cell::new(0usize));
         loop {
@@ -136,14 +140,14 @@ fn worker(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let decider = decider.clone();
+            let router = router.clone();
             let settings = settings.clone();
             let mut shutdown = shutdown.clone();
             let open = open.clone();
             open.set(open.get() + 1);
             tokio::task::spawn_local(async move {
                 let service = service_fn(move |req| {
-                    let response = respond::answer(&decider, &settings, peer, &req);
+                    let response = respond::answer(&router, &settings, peer, &req);
                     std::future::ready(Ok::<_, std::convert::Infallible>(response))
                 });
                 let conn = http1::Builder::new()

@@ -6,7 +6,8 @@
 //! them is refused.
 
 use super::Outcome;
-use super::decide::{finish, prepare};
+use super::answer;
+use super::candidates::prepare;
 use super::url::{self, Route};
 use crate::policy::{LoadedPolicy, PolicyError, PolicyHost};
 use crate::topology::{Encryption, Protocol, RecordStatus, Topology};
@@ -134,7 +135,7 @@ pub fn check(
                 let decision = instance
                     .select(topology, &prepared.request, &prepared.tiers)
                     .map_err(|e| fail(e.to_string()))?;
-                finish(topology, &prepared, decision).map_err(|why| fail(why.to_string()))?
+                answer::check(topology, &prepared, decision).map_err(|why| fail(why.to_string()))?
             }
         };
         let (status, answer) = match outcome {

@@ -1,22 +1,39 @@
-//! One player request, from URL to answer.
+//! One player request, from URL to answer, read top to bottom in
+//! [`Router::route`]:
 //!
-//! Read top to bottom, this is the request path: [`url::parse`] turns the
-//! path into a [`url::Route`]; [`worker::Decider::decide`] takes the current
-//! topology and routing state, [`decide::prepare`] resolves the channel,
-//! program or asset and builds the candidate tiers for the client address,
-//! the chosen policy version decides (with fallback when it fails), and
-//! [`decide::finish`] checks its answer and renders the `Location`. The HTTP
-//! layer only translates the resulting [`Outcome`] to the wire.
+//! 1. the method (GET or HEAD);
+//! 2. the path parsed into a [`url::Route`] ([`url`]);
+//! 3. the client address, `X-Real-IP` from a trusted proxy ([`client`]);
+//! 4. the candidates: what the request resolved to in the topology and the
+//!    candidate tiers for this client ([`candidates`]);
+//! 5. the policy: which version decides, its warm instance called, a
+//!    fallback when it fails, the shadow fed ([`decider`]);
+//! 6. its answer checked and the `Location` built ([`answer`]);
+//! 7. the metrics, counted once, here.
+//!
+//! The HTTP layer ([`crate::http`]) only turns the resulting [`Routed`]
+//! into a response. The acceptance check of new policies ([`acceptance`])
+//! runs steps 4 to 6 on sample requests.
 
 pub mod acceptance;
+pub mod answer;
+pub mod candidates;
 pub mod client;
-pub mod decide;
+pub mod decider;
+mod record;
 pub mod url;
-pub mod worker;
 
-pub use worker::{Decided, Decider};
+pub use decider::{Decided, Decider};
 
+use crate::metrics::{Kind, WorkerMetrics};
+use crate::policy::{PolicyHost, RoutingCache};
+use crate::topology::store::{TopologyCache, TopologyStore};
+use client::TrustedProxies;
+use http::HeaderValue;
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +55,134 @@ impl Outcome {
         Outcome::Refuse {
             status,
             reason: Cow::Borrowed(reason),
+        }
+    }
+
+    /// The HTTP status this outcome is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Redirect(_) => 302,
+            Outcome::Refuse { status, .. } => *status,
+        }
+    }
+}
+
+/// A player request, as far as routing needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayerRequest<'a> {
+    /// GET or HEAD (anything else is refused with `405`).
+    pub get_or_head: bool,
+    /// The URL's path.
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The socket peer.
+    pub peer: IpAddr,
+    /// The `X-Real-IP` header, if any.
+    pub x_real_ip: Option<&'a [u8]>,
+}
+
+/// What to answer, and which policy version decided it.
+#[derive(Debug)]
+pub struct Routed {
+    /// The answer.
+    pub outcome: Outcome,
+    /// `name@version` (or `native`) of what decided, when a policy ran.
+    pub decided_by: Option<HeaderValue>,
+}
+
+/// The request path of one worker thread: its decider, its cached handles
+/// on the topology and the routing state (one cheap load each per
+/// request), and its metric handles.
+pub struct Router {
+    trusted: TrustedProxies,
+    decider: Decider,
+    topology: TopologyCache,
+    routing: RoutingCache,
+    metrics: Option<WorkerMetrics>,
+}
+
+impl Router {
+    /// A router reading the shared `topology` and `policies`.
+    pub fn new(
+        topology: &Arc<TopologyStore>,
+        policies: &Arc<PolicyHost>,
+        trusted: TrustedProxies,
+        decider: Decider,
+        metrics: Option<WorkerMetrics>,
+    ) -> Self {
+        Router {
+            trusted,
+            decider,
+            topology: topology.cache(),
+            routing: policies.routing_cache(),
+            metrics,
+        }
+    }
+
+    /// Answers one request.
+    pub fn route(&mut self, req: &PlayerRequest<'_>) -> Routed {
+        // 1. The method.
+        if !req.get_or_head {
+            let outcome = Outcome::refuse(405, "method not allowed");
+            return self.counted(Kind::Other, Decided::refused(outcome), None);
+        }
+        let started = Instant::now();
+        // 2. The path.
+        let route = match url::parse(req.path) {
+            Ok(route) => route,
+            Err(url::UrlError::NoRoute) => {
+                let outcome = Outcome::refuse(404, "no such route");
+                return self.counted(Kind::Other, Decided::refused(outcome), None);
+            }
+            Err(url::UrlError::Malformed(why)) => {
+                let outcome = Outcome::refuse(400, why);
+                return self.counted(Kind::Other, Decided::refused(outcome), None);
+            }
+        };
+        let kind = match route {
+            url::Route::Live { .. } => Kind::Live,
+            url::Route::Catchup { .. } => Kind::Catchup,
+            url::Route::Vod(_) => Kind::Vod,
+            url::Route::Static(_) => Kind::Static,
+        };
+        // 3. The client address.
+        let client = match self.trusted.client(req.peer, req.x_real_ip) {
+            Ok(ip) => ip,
+            Err(why) => {
+                let decided = Decided::refused(Outcome::refuse(400, why));
+                return self.counted(kind, decided, Some(started));
+            }
+        };
+        // 4-6. Candidates, policy, answer check: on one topology snapshot
+        // and one routing state, however they change meanwhile.
+        let topology = self.topology.load();
+        let routing = self.routing.load();
+        let decided = self
+            .decider
+            .decide(topology, routing, &route, req.query, client);
+        // 7. The metrics.
+        if let (Some(metrics), Some((server, region))) = (&mut self.metrics, decided.chosen) {
+            metrics.redirected(topology, server, region);
+        }
+        self.counted(kind, decided, Some(started))
+    }
+
+    /// Counts a decided request (its decision time when it got that far)
+    /// and gives its answer.
+    fn counted(&mut self, kind: Kind, decided: Decided, started: Option<Instant>) -> Routed {
+        if let Some(m) = &self.metrics {
+            m.request(kind, decided.outcome.status());
+            if let Some(started) = started {
+                m.decision(started.elapsed().as_secs_f64());
+            }
+            if let Some((policy, by)) = &decided.fell_back {
+                m.fallback(policy, by.to_str().unwrap_or("?"));
+            }
+        }
+        Routed {
+            outcome: decided.outcome,
+            decided_by: decided.decided_by,
         }
     }
 }

@@ -1,29 +1,24 @@
-//! The decision, as pure functions of a topology snapshot: [`prepare`]
-//! resolves what was asked and builds the policy's input (the request and
-//! the candidate tiers for this client); [`finish`] checks a policy's answer
-//! and renders the `Location`. Who calls which policy is [`super::worker`]'s
-//! business; the acceptance check of new policies uses the same two steps.
+//! Step 3 of the request path: what the request resolved to in the
+//! topology (channel and stream, program and record, or the asset's path)
+//! and the candidate tiers for this client, ready for the policy. Pure
+//! functions of a topology snapshot; a warm worker reuses the storage of
+//! its previous request ([`Scratch`]), so this allocates nothing.
 
 use super::Outcome;
 use super::url::Route;
-use crate::policy::bindings::{
-    self as wit, Candidate, CandidateState, Decision, RequestKind, Tier,
-};
+use crate::policy::bindings::{self as wit, Candidate, CandidateState, RequestKind, Tier};
 use crate::topology::{Encryption, Protocol, Topology};
-use std::borrow::Cow;
 use std::net::IpAddr;
 
-/// Longest reason text passed on from a policy's rejection.
-const MAX_REASON: usize = 256;
-
-/// A request ready for a policy: its input, and what [`finish`] needs.
+/// A request ready for a policy: its input, and what the answer check
+/// ([`super::answer::check`]) needs.
 pub struct Prepared<'a> {
     /// The policy's view of the request.
     pub request: wit::Request,
     /// The candidate tiers, in order of preference.
     pub tiers: Vec<Tier>,
-    resolved: Resolved<'a>,
-    query: Option<&'a str>,
+    pub(super) resolved: Resolved<'a>,
+    pub(super) query: Option<&'a str>,
     /// The query's buffer while the request has none.
     spare_query: String,
 }
@@ -51,11 +46,11 @@ pub struct Scratch {
 }
 
 /// What the request resolved to in the topology.
-struct Resolved<'a> {
+pub(super) struct Resolved<'a> {
     kind: RequestKind,
     channel: Option<u32>,
     /// Path on the edge, after `scheme://host[:port]/`, in up to three parts.
-    path: [&'a str; 3],
+    pub(super) path: [&'a str; 3],
 }
 
 /// Resolves `route` in `topology` and builds the policy input for `client`.
@@ -144,23 +139,6 @@ pub fn prepare_reusing<'a>(
         query,
         spare_query,
     })
-}
-
-/// Checks a policy's answer and turns it into the response outcome. Never
-/// trusts the policy: a server must be one offered, a status an error
-/// status, a URL absolute http(s). `Err` names what was wrong.
-pub fn finish(
-    topology: &Topology,
-    prepared: &Prepared<'_>,
-    decision: Decision,
-) -> Result<Outcome, &'static str> {
-    check_decision(
-        topology,
-        decision,
-        &prepared.tiers,
-        &prepared.resolved,
-        prepared.query,
-    )
 }
 
 fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>, Outcome> {
@@ -298,84 +276,6 @@ fn open_if_all_down(topology: &Topology, tiers: &mut [Tier]) {
             }
         }
     }
-}
-
-/// Never trust what a policy returns: a server must be one offered, a
-/// status must be an error status, a URL must be absolute http(s).
-fn check_decision(
-    topology: &Topology,
-    decision: Decision,
-    tiers: &[Tier],
-    resolved: &Resolved<'_>,
-    query: Option<&str>,
-) -> Result<Outcome, &'static str> {
-    match decision {
-        Decision::Choose(server) => {
-            let offered = tiers
-                .iter()
-                .any(|t| t.candidates.iter().any(|c| c.server == server));
-            if !offered {
-                return Err("chose a server that was not a candidate");
-            }
-            Ok(Outcome::Redirect(location(
-                &topology.servers[server as usize].base_url,
-                resolved,
-                query,
-            )))
-        }
-        Decision::Reject(r) => {
-            if !(400..=599).contains(&r.status) {
-                return Err("rejected with a status outside 400-599");
-            }
-            Ok(Outcome::Refuse {
-                status: r.status,
-                reason: Cow::Owned(sanitize_reason(&r.reason)),
-            })
-        }
-        Decision::Redirect(url) => {
-            let ok = url.len() <= 8192
-                && http::HeaderValue::from_str(&url).is_ok()
-                && url.parse::<http::Uri>().is_ok_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
-                });
-            if !ok {
-                return Err("redirected to something that is not an absolute http(s) URL");
-            }
-            Ok(Outcome::Redirect(url))
-        }
-    }
-}
-
-/// `{base}/{path}[?{query}]`.
-fn location(base: &str, resolved: &Resolved<'_>, query: Option<&str>) -> String {
-    let [a, b, c] = resolved.path;
-    let q = query.map_or(0, |q| q.len() + 1);
-    let mut s = String::with_capacity(base.len() + 2 + a.len() + b.len() + c.len() + q);
-    s.push_str(base);
-    s.push('/');
-    s.push_str(a);
-    s.push_str(b);
-    if !c.is_empty() {
-        s.push('/');
-        s.push_str(c);
-    }
-    if let Some(q) = query {
-        s.push('?');
-        s.push_str(q);
-    }
-    s
-}
-
-fn sanitize_reason(reason: &str) -> String {
-    let mut out: String = reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_REASON)
-        .collect();
-    if out.trim().is_empty() {
-        out = "refused by routing policy".into();
-    }
-    out
 }
 
 impl From<Protocol> for wit::Protocol {

@@ -1,21 +1,24 @@
-//! The per-worker decision loop: which policy version decides (active or
-//! canary), calling its warm instance, falling back when it fails, feeding
-//! the shadow, and tripping automatic rollback.
+//! Steps 3 to 5 of the request path for one worker thread: candidates
+//! ([`super::candidates`]), then the policy: which version decides (active
+//! or canary), a call of its warm instance, its answer checked
+//! ([`super::answer`]), a fallback when it fails, the shadow fed, and a
+//! version that keeps failing reported for automatic rollback. Sampled
+//! decisions go to the decision log.
 //!
 //! A [`Decider`] belongs to one worker thread and owns that worker's warm
 //! instances (at most one per version in use), so the request path takes no
-//! lock. The topology snapshot and the routing state are each loaded once
-//! per request and used throughout: a concurrent swap never mixes versions
-//! within one decision.
+//! lock. It decides on the topology snapshot and routing state it is given,
+//! loaded once per request: a concurrent swap never mixes versions within
+//! one decision.
 
 use super::Outcome;
-use super::decide::{Prepared, finish, prepare_reusing};
+use super::answer;
+use super::candidates::{Prepared, prepare_reusing};
 use super::url::Route;
 use crate::policy::bindings as wit;
 use crate::policy::{Disagreement, Fallback, RoutingState};
 use crate::policy::{LoadedPolicy, PolicyHost, WarmInstance, native};
 use crate::topology::Topology;
-use crate::topology::store::TopologyStore;
 use http::HeaderValue;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -28,17 +31,34 @@ const NATIVE: HeaderValue = HeaderValue::from_static("native");
 /// At most one policy-failure warning per worker per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
-/// A decided request: the outcome and which policy version decided it.
+/// A decided request: the outcome, which policy version decided it, and
+/// what the metrics count of it.
 pub struct Decided {
     /// What to answer.
     pub outcome: Outcome,
     /// `name@version` (or `native`) of what decided, when a policy ran.
     pub decided_by: Option<HeaderValue>,
+    /// The server chosen (a `choose` answer) and the region of the tier
+    /// that offered it.
+    pub chosen: Option<(u32, Option<u32>)>,
+    /// The version whose call failed and what answered instead.
+    pub fell_back: Option<(String, HeaderValue)>,
+}
+
+impl Decided {
+    /// An answer given before any policy ran.
+    pub fn refused(outcome: Outcome) -> Self {
+        Decided {
+            outcome,
+            decided_by: None,
+            chosen: None,
+            fell_back: None,
+        }
+    }
 }
 
 /// Decides requests for one worker thread.
 pub struct Decider {
-    topology: Arc<TopologyStore>,
     policies: Arc<PolicyHost>,
     instances: Vec<WarmInstance>,
     rng: SmallRng,
@@ -51,8 +71,6 @@ pub struct Decider {
     /// Decide with the native rule only, never calling a wasm policy (the
     /// benchmark baseline that shows what the sandbox costs).
     pub native_only: bool,
-    /// This worker's metric handles.
-    pub metrics: Option<crate::metrics::WorkerMetrics>,
     /// Where sampled decisions are recorded (`--decision-log`).
     pub decision_log: Option<crate::decision_log::DecisionLog>,
     /// This worker's number (for request ids).
@@ -63,24 +81,14 @@ pub struct Decider {
     last_choice: Option<u32>,
     /// The last request's buffers (tiers, target, query), reused by the
     /// next.
-    scratch: super::decide::Scratch,
-    /// This worker's cached handles on the topology and routing state
-    /// (taken out for the length of a decision).
-    caches: Option<Caches>,
-}
-
-/// A worker's cached handles on what it reads per request.
-struct Caches {
-    topology: crate::topology::store::TopologyCache,
-    routing: crate::policy::RoutingCache,
+    scratch: super::candidates::Scratch,
 }
 
 impl Decider {
-    /// A decider reading the shared topology store and policy host; `seed`
-    /// makes its random draws reproducible.
-    pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>, seed: Option<u64>) -> Self {
+    /// A decider calling the policies of `policies`; `seed` makes its
+    /// random draws reproducible.
+    pub fn new(policies: Arc<PolicyHost>, seed: Option<u64>) -> Self {
         Decider {
-            topology,
             policies,
             instances: Vec::new(),
             rng: match seed {
@@ -92,35 +100,18 @@ impl Decider {
             suppressed: 0,
             fail_open: false,
             native_only: false,
-            metrics: None,
             decision_log: None,
             worker: 0,
             requests: 0,
             last_choice: None,
             scratch: Default::default(),
-            caches: None,
         }
     }
 
-    /// Decides one request: `route` parsed from the path, `query` the raw
-    /// query string (without `?`), `client` the client address.
-    pub fn decide(&mut self, route: &Route<'_>, query: Option<&str>, client: IpAddr) -> Decided {
-        let mut caches = self.caches.take().unwrap_or_else(|| Caches {
-            topology: self.topology.cache(),
-            routing: self.policies.routing_cache(),
-        });
-        let decided = self.decide_with(
-            caches.topology.load(),
-            caches.routing.load(),
-            route,
-            query,
-            client,
-        );
-        self.caches = Some(caches);
-        decided
-    }
-
-    fn decide_with(
+    /// Decides one request on `topology` with the versions of `routing`:
+    /// `route` parsed from the path, `query` the raw query string (without
+    /// `?`), `client` the client address.
+    pub fn decide(
         &mut self,
         topology: &Arc<Topology>,
         routing: &Arc<RoutingState>,
@@ -140,12 +131,7 @@ impl Decider {
             &mut self.scratch,
         ) {
             Ok(p) => p,
-            Err(outcome) => {
-                return Decided {
-                    outcome,
-                    decided_by: None,
-                };
-            }
+            Err(outcome) => return Decided::refused(outcome),
         };
         let seed = self.rng.next_u64();
         prepared.request.seed = seed;
@@ -157,27 +143,28 @@ impl Decider {
                     503,
                     "no available edge server for this client",
                 ));
-            self.count_redirect(topology, &prepared);
+            let chosen = self.chosen(&prepared);
             self.scratch = prepared.into_scratch();
             return Decided {
                 outcome,
                 decided_by: Some(NATIVE),
+                chosen,
+                fell_back: None,
             };
         }
         self.prune(routing);
         let policy = routing.for_client(client_hash(client));
 
+        let mut fell_back = None;
         let (outcome, decided_by) = match self.call(policy, topology, &prepared) {
             Some(decided) => decided,
             None => {
                 let (outcome, by) = self.fall_back(routing, policy, topology, &prepared, seed);
-                if let Some(m) = &self.metrics {
-                    m.fallback(&policy.label(), by.to_str().unwrap_or("?"));
-                }
+                fell_back = Some((policy.label(), by.clone()));
                 (outcome, by)
             }
         };
-        self.count_redirect(topology, &prepared);
+        let chosen = self.chosen(&prepared);
 
         if let Some(shadow) = &routing.shadow
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
@@ -201,7 +188,7 @@ impl Decider {
             && log.sampled(self.rng.next_u64())
         {
             let id = self.request_id();
-            log.record(record(
+            log.record(super::record::record(
                 topology,
                 &prepared,
                 client,
@@ -215,6 +202,8 @@ impl Decider {
         Decided {
             outcome,
             decided_by: Some(decided_by),
+            chosen,
+            fell_back,
         }
     }
 
@@ -233,7 +222,7 @@ impl Decider {
             .select(topology, &prepared.request, &prepared.tiers)
             .inspect(|d| choice = chosen(d))
         {
-            Ok(decision) => match finish(topology, prepared, decision) {
+            Ok(decision) => match answer::check(topology, prepared, decision) {
                 Ok(outcome) => {
                     policy.stats.succeeded();
                     self.last_choice = choice;
@@ -292,7 +281,7 @@ impl Decider {
         (outcome, NATIVE)
     }
 
-    /// [`finish`] for the native rule's answers, noting its choice.
+    /// [`answer::check`] for the native rule's answers, noting its choice.
     fn finish(
         &mut self,
         topology: &Topology,
@@ -300,21 +289,20 @@ impl Decider {
         decision: wit::Decision,
     ) -> Result<Outcome, &'static str> {
         let choice = chosen(&decision);
-        let outcome = finish(topology, prepared, decision)?;
+        let outcome = answer::check(topology, prepared, decision)?;
         self.last_choice = choice;
         Ok(outcome)
     }
 
-    /// Counts a redirect to the chosen server (and its tier's region).
-    fn count_redirect(&mut self, topology: &Topology, prepared: &Prepared<'_>) {
-        if let (Some(server), Some(metrics)) = (self.last_choice, &mut self.metrics) {
-            let region = prepared
-                .tiers
-                .iter()
-                .find(|t| t.candidates.iter().any(|c| c.server == server))
-                .map(|t| t.region);
-            metrics.redirected(topology, server, region);
-        }
+    /// The server the answer chose and the region of the tier offering it.
+    fn chosen(&self, prepared: &Prepared<'_>) -> Option<(u32, Option<u32>)> {
+        let server = self.last_choice?;
+        let region = prepared
+            .tiers
+            .iter()
+            .find(|t| t.candidates.iter().any(|c| c.server == server))
+            .map(|t| t.region);
+        Some((server, region))
     }
 
     /// Index of this worker's warm instance of `policy`, created if needed.
@@ -379,62 +367,6 @@ fn chosen(decision: &wit::Decision) -> Option<u32> {
     match decision {
         wit::Decision::Choose(server) => Some(*server),
         _ => None,
-    }
-}
-
-/// The decision-log record of one decision.
-fn record(
-    topology: &Topology,
-    prepared: &Prepared<'_>,
-    client: IpAddr,
-    outcome: &Outcome,
-    decided_by: &HeaderValue,
-    started: Instant,
-    request_id: String,
-) -> crate::decision_log::Record {
-    use crate::decision_log::{CandidateRecord, Record, TierRecord};
-    let r = &prepared.request;
-    let tiers = prepared
-        .tiers
-        .iter()
-        .map(|t| TierRecord {
-            region: topology.regions[t.region as usize].id.to_string(),
-            region_active: t.region_active,
-            subnet: t
-                .subnet
-                .map(|s| topology.subnets[s as usize].net.to_string()),
-            candidates: t
-                .candidates
-                .iter()
-                .map(|c| CandidateRecord {
-                    server: topology.servers[c.server as usize].id.to_string(),
-                    group: topology.groups[c.group as usize].id.to_string(),
-                    weight: c.weight,
-                    state: c.state.names().collect(),
-                })
-                .collect(),
-        })
-        .collect();
-    let (status, location, reason) = match outcome {
-        Outcome::Redirect(url) => (302, Some(url.clone()), None),
-        Outcome::Refuse { status, reason } => (*status, None, Some(reason.to_string())),
-    };
-    Record {
-        request_id,
-        time: crate::time::now_rfc3339(),
-        client: client.to_string(),
-        kind: r.kind.as_str().into(),
-        protocol: r.protocol.map(|p| p.as_str().into()),
-        encryption: r.encryption.as_str().into(),
-        target: r.target.clone(),
-        query: r.query.clone().unwrap_or_default(),
-        topology_version: r.topology_version,
-        tiers,
-        policy: decided_by.to_str().unwrap_or("?").to_string(),
-        status,
-        location,
-        reason,
-        duration_us: started.elapsed().as_secs_f64() * 1e6,
     }
 }
 
