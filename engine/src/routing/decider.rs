@@ -71,6 +71,9 @@ pub struct Decider {
     /// Decide with the native rule only, never calling a wasm policy (the
     /// benchmark baseline that shows what the sandbox costs).
     pub native_only: bool,
+    /// Report the chosen server and its region in [`Decided::chosen`]
+    /// (for the redirect counters).
+    pub count_redirects: bool,
     /// Where sampled decisions are recorded (`--decision-log`).
     pub decision_log: Option<crate::decision_log::DecisionLog>,
     /// This worker's number (for request ids).
@@ -100,6 +103,7 @@ impl Decider {
             suppressed: 0,
             fail_open: false,
             native_only: false,
+            count_redirects: false,
             decision_log: None,
             worker: 0,
             requests: 0,
@@ -294,8 +298,12 @@ impl Decider {
         Ok(outcome)
     }
 
-    /// The server the answer chose and the region of the tier offering it.
+    /// The server the answer chose and the region of the tier offering it
+    /// (looked up only when redirects are counted).
     fn chosen(&self, prepared: &Prepared<'_>) -> Option<(u32, Option<u32>)> {
+        if !self.count_redirects {
+            return None;
+        }
         let server = self.last_choice?;
         let region = prepared
             .tiers

@@ -108,9 +108,10 @@ impl Router {
         topology: &Arc<TopologyStore>,
         policies: &Arc<PolicyHost>,
         trusted: TrustedProxies,
-        decider: Decider,
+        mut decider: Decider,
         metrics: Option<WorkerMetrics>,
     ) -> Self {
+        decider.count_redirects = metrics.is_some();
         Router {
             trusted,
             decider,

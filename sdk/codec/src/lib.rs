@@ -327,6 +327,7 @@ pub const TIER_REGION_ACTIVE: u32 = 1;
 pub const TIER_HAS_SUBNET: u32 = 2;
 
 /// `request-flags` of a request (see the WIT).
+#[inline]
 pub fn request_flags(request: &Request) -> u32 {
     let protocol = request.protocol.map_or(0, |p| p as u32 + 1);
     let mut flags = (request.kind as u32) << KIND_SHIFT
@@ -391,6 +392,7 @@ pub fn encode<H>(request: &Request, tiers: &[Tier<H>], words: &mut Vec<u32>) {
 }
 
 /// Appends `bytes` four to a word, little-endian, the last word padded.
+#[inline]
 fn push_bytes(words: &mut Vec<u32>, bytes: &[u8]) {
     let mut chunks = bytes.chunks_exact(4);
     words.extend(
@@ -496,6 +498,7 @@ impl<H> Decoded<H> {
 /// Reads `len` bytes packed four to a word into `out` (replacing its
 /// text, keeping its buffer); returns the words after them. Bytes that are
 /// not UTF-8 (they cannot be: the engine sends Rust strings) are replaced.
+#[inline]
 fn read_string<'w>(words: &'w [u32], len: usize, out: &mut String) -> &'w [u32] {
     if len == 0 {
         out.clear();

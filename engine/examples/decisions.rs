@@ -1,0 +1,88 @@
+//! Runs the request path of one worker a fixed number of times, for
+//! instruction counts that do not depend on the machine's mood:
+//!
+//! ```sh
+//! cargo build --release -p edgeward --example decisions
+//! valgrind --tool=callgrind --toggle-collect='*run_decisions*' \
+//!     target/release/examples/decisions 20000
+//! ```
+//!
+//! The same topology, clients and policy as `benches/decision.rs`
+//! (`decision/10k/wasm_nearest`); callgrind counts only `run_decisions`,
+//! not the setup (compiling the policy, indexing the topology).
+
+use edgeward::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
+use edgeward::routing::client::TrustedProxies;
+use edgeward::routing::{Decider, Outcome, PlayerRequest, Router};
+use edgeward::topology::store::TopologyStore;
+use edgeward::topology::synthetic::{Spec, generate};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let doc = generate(Spec {
+        v4_subnets: 9_700,
+        v6_subnets: 300,
+        regions: 100,
+        seed: 2,
+    });
+    let store = Arc::new(TopologyStore::new(&doc).unwrap());
+    let policies = PolicyHost::new(
+        Sandbox::default(),
+        Some(1),
+        PolicySource::builtin_nearest(),
+        Fallback::Native,
+        u64::MAX,
+    )
+    .unwrap();
+    let mut router = Router::new(
+        &store,
+        &policies,
+        TrustedProxies::new(Vec::new()),
+        Decider::new(policies.clone(), Some(1)),
+        None,
+    );
+    let clients = clients(4096);
+    // Warm: the instance, the worker's buffers.
+    run_decisions(&mut router, &clients, 1000);
+    let redirects = run_decisions(&mut router, &clients, n);
+    println!("{redirects} redirects of {n} decisions");
+}
+
+#[inline(never)]
+fn run_decisions(router: &mut Router, clients: &[IpAddr], n: usize) -> usize {
+    let mut redirects = 0;
+    for i in 0..n {
+        let routed = router.route(&PlayerRequest {
+            get_or_head: true,
+            path: std::hint::black_box("/btv/live/hls/ch1.m3u8"),
+            query: Some("token=abc"),
+            peer: clients[i % clients.len()],
+            x_real_ip: None,
+        });
+        redirects += usize::from(matches!(routed.outcome, Outcome::Redirect(_)));
+    }
+    redirects
+}
+
+/// The bench's client addresses: mostly inside the synthetic ranges.
+fn clients(n: usize) -> Vec<IpAddr> {
+    let mut x: u64 = 0x1234_5678_9abc_def0;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match i % 20 {
+                0 => IpAddr::from([192, 0, 2, (x % 250) as u8]),
+                1 => IpAddr::from(((0x2001_0db8u128 << 96) | u128::from(x) << 40).to_be_bytes()),
+                2..=5 => IpAddr::from((0x6440_0000 | (x as u32 & 0x003f_ffff)).to_be_bytes()),
+                _ => IpAddr::from((0x0a00_0000 | (x as u32 & 0x00ff_ffff)).to_be_bytes()),
+            }
+        })
+        .collect()
+}
