@@ -13,6 +13,25 @@ use std::time::{Duration, Instant};
 /// ends as soon as the awaited thing happens; this only bounds a failure.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// Polls `found` until it gives a value and returns it. After
+/// [`PATIENCE`] the test fails, naming `what` it waited for. The one wait
+/// of the suite: waiting ends as soon as the awaited thing happens.
+pub fn eventually<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(start.elapsed() < PATIENCE, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`eventually`] for a condition.
+pub fn wait_until(what: &str, mut holds: impl FnMut() -> bool) {
+    eventually(what, || holds().then_some(()))
+}
+
 /// The `edgeward` binary built by cargo for this test run.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_edgeward")
@@ -184,14 +203,8 @@ impl Engine {
 
     /// Waits for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(start.elapsed() < PATIENCE, "the engine did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = &mut self.child;
+        eventually("the engine exits", || child.try_wait().unwrap()).code()
     }
 
     /// Every stderr line so far.
@@ -207,21 +220,21 @@ impl Engine {
     /// Waits until a stderr line after position `from` contains `needle`,
     /// and returns it.
     pub fn wait_log(&self, from: usize, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(line) = self.log.lock().unwrap()[from..]
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
+        let what = format!("a log line containing {needle:?}");
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(&what, || {
+                self.log.lock().unwrap()[from..]
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned()
+            })
+        }));
+        found.unwrap_or_else(|_| {
+            panic!(
                 "no log line containing {needle:?}; log:\n{}",
                 self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            )
+        })
     }
 
     /// Whether the process is still running.

@@ -4,13 +4,13 @@
 //! kept across a topology swap.
 
 use crate::admin::upload;
-use crate::harness::{Engine, TempDir};
+use crate::harness::{Engine, TempDir, wait_until};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RISE: u64 = 2;
 const FALL: u64 = 2;
@@ -136,17 +136,6 @@ fn start(doc: &Value, extra: &[&str]) -> Setup {
     Setup {
         engine: Engine::start(&args),
         _dir: dir,
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -245,8 +245,7 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
         );
     }
     // Rotation at the 4 KiB floor keeps FILE.1..FILE.3 beside FILE.
-    let start = std::time::Instant::now();
-    let records = loop {
+    let records = crate::harness::eventually("20 decisions in the log files", || {
         let mut all = Vec::new();
         for name in [
             "decisions.jsonl",
@@ -258,11 +257,8 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
                 all.extend(text.lines().map(str::to_string));
             }
         }
-        if all.len() >= 20 || start.elapsed() > std::time::Duration::from_secs(30) {
-            break all;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+        (all.len() >= 20).then_some(all)
+    });
     assert!(dir.path("decisions.jsonl.1").exists(), "the log rotated");
     assert!(records.len() >= 8, "{} records kept", records.len());
     let r: serde_json::Value = serde_json::from_str(&records[0]).unwrap();

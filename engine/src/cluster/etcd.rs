@@ -557,14 +557,31 @@ where
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|e| format!("handshake: {}", with_causes(&e)))?;
     tokio::spawn(conn);
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| format!("request: {}", with_causes(&e)))?;
     let status = response.status();
     Ok((status, response.into_body()))
+}
+
+/// An error with its causes: hyper's own message ("connection error")
+/// does not say what broke the connection (etcd closing a TLS connection
+/// that lacks a client certificate, say); its sources do.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn read_all(body: Incoming) -> Result<Bytes, String> {
