@@ -87,8 +87,10 @@ fn decision(c: &mut Criterion) {
     // The whole request path of a worker, as the HTTP layer calls it (the
     // client is the peer: no trusted proxy, no X-Real-IP).
     let policies = host(PolicySource::builtin_nearest());
+    let health = Arc::new(edgeward::health::HealthTable::new(&store.snapshot()));
     let mut router = Router::new(
         &store,
+        &health,
         &policies,
         TrustedProxies::new(Vec::new()),
         Decider::new(policies.clone(), Some(1)),
@@ -121,6 +123,7 @@ fn decision(c: &mut Criterion) {
             let route = url::parse(black_box(path)).unwrap();
             let prepared = edgeward::routing::candidates::prepare_reusing(
                 &topology,
+                &health.load(),
                 &route,
                 query,
                 addrs[i],

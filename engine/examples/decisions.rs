@@ -39,8 +39,10 @@ fn main() {
         u64::MAX,
     )
     .unwrap();
+    let health = Arc::new(edgeward::health::HealthTable::new(&store.snapshot()));
     let mut router = Router::new(
         &store,
+        &health,
         &policies,
         TrustedProxies::new(Vec::new()),
         Decider::new(policies.clone(), Some(1)),

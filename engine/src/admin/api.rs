@@ -396,6 +396,7 @@ fn status(admin: &Admin) -> Value {
 
 fn servers(admin: &Admin) -> Value {
     let topology = admin.control.topology.load();
+    let health = admin.control.health.load();
     let list: Vec<Value> = topology
         .servers
         .iter()
@@ -408,9 +409,10 @@ fn servers(admin: &Admin) -> Value {
                 "active": s.active,
                 "checked": s.healthcheck.is_some(),
             });
-            if let (Value::Object(m), Ok(Value::Object(h))) =
-                (&mut v, serde_json::to_value(s.health.view()))
-            {
+            if let (Value::Object(m), Ok(Value::Object(h))) = (
+                &mut v,
+                serde_json::to_value(health.by_id(&s.id).map(|h| h.view())),
+            ) {
                 m.extend(h);
             }
             v

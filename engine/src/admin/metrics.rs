@@ -158,8 +158,11 @@ pub(super) fn live_state(admin: &Admin) -> Registry {
         &mut r,
         "edgeward_server_state",
         "Health state of each server: 1 for its current state (up, down, unknown, draining)",
-        topology
-            .servers
+        admin
+            .control
+            .health
+            .load()
+            .entries()
             .iter()
             .map(|s| {
                 let state = s.health.view().state;

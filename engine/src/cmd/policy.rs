@@ -66,7 +66,9 @@ fn check(
         u64::MAX,
     )?;
     let policy = host.active();
-    let samples = crate::routing::acceptance::accept(&host, &policy, &store.snapshot())?;
+    let topology = store.snapshot();
+    let health = crate::health::HealthTable::new(&topology);
+    let samples = crate::routing::acceptance::accept(&host, &policy, &topology, &health.load())?;
     if json {
         println!(
             "{}",

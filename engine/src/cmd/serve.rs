@@ -234,7 +234,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         failing.report_failing(version, failures)
     }));
     crate::health::checker::spawn(
-        store.clone(),
+        control.health.clone(),
         args.health_concurrency,
         args.health_ca_file.as_deref(),
     )
@@ -267,6 +267,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sockets,
         &config,
         store.clone(),
+        control.health.clone(),
         policies.clone(),
         &control.metrics,
         &shutdown,

@@ -4,6 +4,7 @@
 //! calls; the etcd follower applies what it reads through the same methods.
 
 use super::{Change, ChangeError, Outcome, RoutingChange};
+use crate::health::HealthTable;
 use crate::policy::{LoadedPolicy, PolicyError, PolicyHost, PolicySource, RoutingError};
 use crate::routing::acceptance::{self, SampleResult};
 use crate::topology::store::TopologyStore;
@@ -15,6 +16,8 @@ use std::time::Instant;
 pub struct Control {
     /// The published topology.
     pub topology: Arc<TopologyStore>,
+    /// The health of its servers (following each new topology).
+    pub health: Arc<HealthTable>,
     /// The policy host and its routing state.
     pub policies: Arc<PolicyHost>,
     /// When the engine started.
@@ -28,6 +31,7 @@ impl Control {
     /// Bundles the stores.
     pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>) -> Self {
         Control {
+            health: Arc::new(HealthTable::new(&topology.snapshot())),
             topology,
             policies,
             started: Instant::now(),
@@ -164,7 +168,12 @@ impl Control {
         version: u64,
     ) -> Result<(Arc<LoadedPolicy>, Vec<SampleResult>), PolicyError> {
         let policy = self.policies.compile(source, version)?;
-        let samples = acceptance::accept(&self.policies, &policy, &self.topology.snapshot())?;
+        let samples = acceptance::accept(
+            &self.policies,
+            &policy,
+            &self.topology.snapshot(),
+            &self.health.load(),
+        )?;
         Ok((policy, samples))
     }
 
@@ -220,6 +229,9 @@ impl Control {
         who: &str,
     ) -> Result<Arc<Topology>, TopologyError> {
         let result = self.topology.replace_with(bytes);
+        if let Ok(t) = &result {
+            self.health.follow(t);
+        }
         match &result {
             Ok(t) => tracing::info!(
                 target: "audit",
@@ -331,9 +343,7 @@ impl Control {
     /// Drains (no new redirects, health still tracked) or undrains a server.
     /// `None` when no server has this id; else whether anything changed.
     pub fn set_draining(&self, id: &str, draining: bool, who: &str) -> Option<bool> {
-        let topology = self.topology.load();
-        let server = &topology.servers[topology.server_index(id)? as usize];
-        let changed = server.health.set_draining(draining);
+        let changed = self.health.load().by_id(id)?.set_draining(draining);
         if changed {
             tracing::info!(
                 target: "audit",
@@ -351,9 +361,8 @@ impl Control {
     /// Makes exactly the servers of `drained` (by id) drained; servers not
     /// in the topology are ignored. Returns how many changed.
     pub fn apply_drained(&self, drained: &std::collections::BTreeSet<String>, who: &str) -> usize {
-        let topology = self.topology.load();
         let mut changed = 0;
-        for server in &topology.servers {
+        for server in self.health.load().entries() {
             let draining = drained.contains(&*server.id);
             if server.health.set_draining(draining) {
                 changed += 1;

@@ -1,13 +1,12 @@
 //! The health checker: one task per checked server on a runtime of its own,
-//! reconciled with the topology whenever a new snapshot is published.
+//! reconciled with the [`HealthTable`] whenever it follows a new topology.
 //!
 //! Each task starts at an offset within its interval derived from the
 //! server id (so a thousand servers do not probe at once), then probes every
 //! interval; a semaphore bounds how many probes run at the same time.
 
-use super::ServerHealth;
 use super::probe::{Target, probe};
-use crate::topology::store::TopologyStore;
+use super::{HealthTable, ServerHealth};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +15,12 @@ use tokio::sync::Semaphore;
 /// Most probes in flight at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 
-/// Starts the checker on a thread of its own. It follows the store's
-/// topology for as long as the process runs. Servers on port 443 are probed
+/// Starts the checker on a thread of its own. It follows the table for as
+/// long as the process runs. Servers on port 443 are probed
 /// over TLS, trusting the Mozilla roots and the PEM certificates in
 /// `extra_ca`.
 pub fn spawn(
-    store: Arc<TopologyStore>,
+    table: Arc<HealthTable>,
     concurrency: usize,
     extra_ca: Option<&std::path::Path>,
 ) -> Result<(), String> {
@@ -33,7 +32,7 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("building the health runtime");
-            runtime.block_on(run(store, concurrency, tls));
+            runtime.block_on(run(table, concurrency, tls));
         })
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -49,15 +48,15 @@ struct Key {
     fall: u32,
 }
 
-async fn run(store: Arc<TopologyStore>, concurrency: usize, tls: Arc<rustls::ClientConfig>) {
+async fn run(table: Arc<HealthTable>, concurrency: usize, tls: Arc<rustls::ClientConfig>) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut changes = store.subscribe();
+    let mut changes = table.subscribe();
     let mut tasks: HashMap<Key, (tokio::task::JoinHandle<()>, Arc<ServerHealth>)> = HashMap::new();
     loop {
-        let topology = store.snapshot();
+        let servers = table.load_full();
         let mut wanted: HashMap<Key, Arc<ServerHealth>> = HashMap::new();
-        for server in &topology.servers {
-            let Some(check) = &server.healthcheck else {
+        for server in servers.entries() {
+            let Some(check) = &server.check else {
                 continue;
             };
             let key = Key {
@@ -97,7 +96,7 @@ async fn run(store: Arc<TopologyStore>, concurrency: usize, tls: Arc<rustls::Cli
         }
         tracing::debug!(
             checked = tasks.len(),
-            version = topology.version,
+            version = servers.topology_version,
             "health checks reconciled"
         );
         if changes.changed().await.is_err() {

@@ -23,7 +23,7 @@ const UP: u8 = 1;
 const DOWN: u8 = 2;
 
 /// A server's health, shared by the checker (writer) and the workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerHealth {
     state: AtomicU8,
     draining: AtomicBool,
@@ -34,7 +34,7 @@ pub struct ServerHealth {
     detail: Mutex<Detail>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Detail {
     successes: u32,
     failures: u32,
@@ -77,6 +77,12 @@ pub struct Figures {
     pub figures: Vec<(String, f64)>,
 }
 
+impl Default for ServerHealth {
+    fn default() -> Self {
+        ServerHealth::new()
+    }
+}
+
 /// A successful probe.
 #[derive(Debug, Clone)]
 pub struct ProbeOk {
@@ -87,6 +93,25 @@ pub struct ProbeOk {
 }
 
 impl ServerHealth {
+    /// Nothing known yet: not checked, not drained (and so available).
+    pub const fn new() -> Self {
+        ServerHealth {
+            state: AtomicU8::new(UNKNOWN),
+            draining: AtomicBool::new(false),
+            figures: ArcSwapOption::const_empty(),
+            has_figures: AtomicBool::new(false),
+            detail: Mutex::new(Detail {
+                successes: 0,
+                failures: 0,
+                since: None,
+                last_error: None,
+                last_probe: None,
+                figures: Vec::new(),
+                rtt_us: None,
+            }),
+        }
+    }
+
     /// Whether the request path may send players here: not down, not drained.
     #[inline]
     pub fn available(&self) -> bool {

@@ -75,6 +75,7 @@ pub fn spawn_workers(
     sockets: Vec<std::net::TcpListener>,
     config: &ListenerConfig,
     topology: Arc<TopologyStore>,
+    health: Arc<crate::health::HealthTable>,
     policies: Arc<PolicyHost>,
     metrics: &crate::metrics::Metrics,
     shutdown: &Shutdown,
@@ -96,6 +97,7 @@ pub fn spawn_workers(
             decider.worker = i as u16;
             let router = Router::new(
                 &topology,
+                &health,
                 &policies,
                 config.trusted.clone(),
                 decider,

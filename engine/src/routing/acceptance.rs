@@ -9,6 +9,7 @@ use super::Outcome;
 use super::answer;
 use super::candidates::prepare;
 use super::url::{self, Route};
+use crate::health::ServersHealth;
 use crate::policy::{LoadedPolicy, PolicyError, PolicyHost};
 use crate::topology::{Encryption, Protocol, RecordStatus, Topology};
 use std::net::IpAddr;
@@ -110,6 +111,7 @@ pub fn check(
     host: &PolicyHost,
     policy: &Arc<LoadedPolicy>,
     topology: &Arc<Topology>,
+    health: &ServersHealth,
 ) -> Result<Vec<SampleResult>, AcceptanceError> {
     let mut instance = host.instantiate(policy).map_err(|e| AcceptanceError {
         client: "-".into(),
@@ -128,7 +130,7 @@ pub fn check(
             path: full_path.clone(),
             reason,
         };
-        let outcome = match prepare(topology, &route, query, client, false) {
+        let outcome = match prepare(topology, health, &route, query, client, false) {
             Err(outcome) => outcome,
             Ok(mut prepared) => {
                 prepared.request.seed = i as u64;
@@ -157,8 +159,9 @@ pub fn accept(
     host: &PolicyHost,
     policy: &Arc<LoadedPolicy>,
     topology: &Arc<Topology>,
+    health: &ServersHealth,
 ) -> Result<Vec<SampleResult>, PolicyError> {
-    check(host, policy, topology).map_err(|e| PolicyError::Samples {
+    check(host, policy, topology, health).map_err(|e| PolicyError::Samples {
         name: policy.name.clone(),
         message: e.to_string(),
     })

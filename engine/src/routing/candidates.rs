@@ -6,6 +6,7 @@
 
 use super::Outcome;
 use super::url::Route;
+use crate::health::{ServerHealth, ServersHealth};
 use crate::policy::bindings::{self as wit, Candidate, CandidateState, RequestKind, Tier};
 use crate::topology::{Encryption, Protocol, Topology};
 use std::net::IpAddr;
@@ -53,14 +54,16 @@ pub(super) struct Resolved<'a> {
     pub(super) path: [&'a str; 3],
 }
 
-/// Resolves `route` in `topology` and builds the policy input for `client`.
-/// An unknown channel, program, stream or record is an `Err` outcome (404).
+/// Resolves `route` in `topology` and builds the policy input for `client`,
+/// joining each candidate to its `health`. An unknown channel, program,
+/// stream or record is an `Err` outcome (404).
 ///
 /// With `fail_open`, when health checking leaves no available candidate at
 /// all, the configured candidates (except drained ones) are offered as if
 /// available: a possibly-dead edge rather than no answer.
 pub fn prepare<'a>(
     topology: &'a Topology,
+    health: &ServersHealth,
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
@@ -68,6 +71,7 @@ pub fn prepare<'a>(
 ) -> Result<Prepared<'a>, Outcome> {
     prepare_reusing(
         topology,
+        health,
         route,
         query,
         client,
@@ -82,6 +86,7 @@ pub fn prepare<'a>(
 /// resolved, so an unknown channel or program leaves them in place.
 pub fn prepare_reusing<'a>(
     topology: &'a Topology,
+    health: &ServersHealth,
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
@@ -94,9 +99,10 @@ pub fn prepare_reusing<'a>(
         target: mut target_buf,
         query: mut query_buf,
     } = std::mem::take(scratch);
-    build_tiers(topology, client, resolved.channel, &mut tiers);
+    let health = Health::of(topology, health);
+    build_tiers(topology, &health, client, resolved.channel, &mut tiers);
     if fail_open {
-        open_if_all_down(topology, &mut tiers);
+        open_if_all_down(&health, &mut tiers);
     }
     let (protocol, encryption, target) = match *route {
         Route::Live {
@@ -197,10 +203,48 @@ fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>
     }
 }
 
+/// The servers' health for one topology snapshot. The table follows each
+/// new topology right after it is published; a request that meets the
+/// new snapshot before its table finds servers by id instead (those that
+/// are new have no health yet: available).
+struct Health<'h> {
+    table: &'h ServersHealth,
+    by_index: bool,
+    topology: &'h Topology,
+}
+
+/// A server nothing is known of yet.
+static UNKNOWN: ServerHealth = ServerHealth::new();
+
+impl<'h> Health<'h> {
+    fn of(topology: &'h Topology, table: &'h ServersHealth) -> Self {
+        Health {
+            table,
+            by_index: table.topology_version == topology.version,
+            topology,
+        }
+    }
+
+    #[inline]
+    fn server(&self, server: u32) -> &ServerHealth {
+        if self.by_index {
+            return self.table.of(server);
+        }
+        let id = &self.topology.servers[server as usize].id;
+        self.table.by_id(id).map_or(&UNKNOWN, |h| h)
+    }
+}
+
 /// One tier per matched subnet (longest prefix first), then the default
 /// region; a region already offered is not repeated. Fills `tiers`, reusing
 /// its entries' candidate vectors.
-fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>, tiers: &mut Vec<Tier>) {
+fn build_tiers(
+    topology: &Topology,
+    health: &Health<'_>,
+    client: IpAddr,
+    channel: Option<u32>,
+    tiers: &mut Vec<Tier>,
+) {
     let mut used = 0;
     let mut push = |region: u32, subnet: Option<u32>, tiers: &mut Vec<Tier>| {
         if tiers[..used].iter().any(|t| t.region == region) {
@@ -224,8 +268,9 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>, tiers:
         tier.candidates.extend(r.members.iter().map(|m| {
             let server = &topology.servers[m.server as usize];
             let group = &topology.groups[m.group as usize];
+            let server_health = health.server(m.server);
             let mut state = CandidateState::empty();
-            if server.health.available() {
+            if server_health.available() {
                 state |= CandidateState::AVAILABLE;
             }
             if server.active {
@@ -242,7 +287,7 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>, tiers:
                 group: m.group,
                 weight: server.weight,
                 state,
-                health: server.health.figures(),
+                health: server_health.figures(),
             }
         }));
     };
@@ -261,7 +306,7 @@ fn build_tiers(topology: &Topology, client: IpAddr, channel: Option<u32>, tiers:
 
 /// Fail-open: if no candidate anywhere is eligible, and that is only for
 /// want of health, mark the undrained ones available.
-fn open_if_all_down(topology: &Topology, tiers: &mut [Tier]) {
+fn open_if_all_down(health: &Health<'_>, tiers: &mut [Tier]) {
     let all = CandidateState::all();
     let any_eligible = tiers
         .iter()
@@ -271,7 +316,7 @@ fn open_if_all_down(topology: &Topology, tiers: &mut [Tier]) {
     }
     for tier in tiers.iter_mut() {
         for c in &mut tier.candidates {
-            if !topology.servers[c.server as usize].health.draining() {
+            if !health.server(c.server).draining() {
                 c.state |= CandidateState::AVAILABLE;
             }
         }
@@ -313,11 +358,21 @@ mod tests {
         });
         let topology = crate::topology::build(&doc, 1).unwrap();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let health = crate::health::HealthTable::new(&topology);
+        let health = &health.load();
         let mut scratch = Scratch::default();
 
         let known = super::super::url::parse("/btv/live/hls/ch1.m3u8").unwrap();
-        let prepared =
-            prepare_reusing(&topology, &known, Some("a=1"), client, false, &mut scratch).unwrap();
+        let prepared = prepare_reusing(
+            &topology,
+            health,
+            &known,
+            Some("a=1"),
+            client,
+            false,
+            &mut scratch,
+        )
+        .unwrap();
         assert_eq!(prepared.request.target, "ch1");
         assert_eq!(prepared.request.query.as_deref(), Some("a=1"));
         assert!(!prepared.tiers.is_empty());
@@ -325,12 +380,23 @@ mod tests {
         let tiers = scratch.tiers.as_ptr();
 
         let unknown = super::super::url::parse("/btv/live/hls/nope.m3u8").unwrap();
-        assert!(prepare_reusing(&topology, &unknown, None, client, false, &mut scratch).is_err());
+        assert!(
+            prepare_reusing(
+                &topology,
+                health,
+                &unknown,
+                None,
+                client,
+                false,
+                &mut scratch
+            )
+            .is_err()
+        );
         assert_eq!(scratch.tiers.as_ptr(), tiers, "kept");
         assert_eq!(scratch.target, "ch1");
 
         let prepared =
-            prepare_reusing(&topology, &known, None, client, false, &mut scratch).unwrap();
+            prepare_reusing(&topology, health, &known, None, client, false, &mut scratch).unwrap();
         assert_eq!(prepared.tiers.as_ptr(), tiers, "reused");
         assert_eq!(prepared.request.query, None);
     }

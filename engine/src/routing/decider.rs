@@ -15,6 +15,7 @@ use super::Outcome;
 use super::answer;
 use super::candidates::{Prepared, prepare_reusing};
 use super::url::Route;
+use crate::health::ServersHealth;
 use crate::policy::bindings as wit;
 use crate::policy::{Disagreement, Fallback, RoutingState};
 use crate::policy::{LoadedPolicy, PolicyHost, WarmInstance, native};
@@ -112,12 +113,14 @@ impl Decider {
         }
     }
 
-    /// Decides one request on `topology` with the versions of `routing`:
+    /// Decides one request on `topology` (with its servers' `health`) with the
+    /// versions of `routing`:
     /// `route` parsed from the path, `query` the raw query string (without
     /// `?`), `client` the client address.
     pub fn decide(
         &mut self,
         topology: &Arc<Topology>,
+        health: &ServersHealth,
         routing: &Arc<RoutingState>,
         route: &Route<'_>,
         query: Option<&str>,
@@ -128,6 +131,7 @@ impl Decider {
         self.requests += 1;
         let mut prepared = match prepare_reusing(
             topology,
+            health,
             route,
             query,
             client,

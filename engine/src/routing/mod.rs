@@ -25,6 +25,7 @@ pub mod url;
 
 pub use decider::{Decided, Decider};
 
+use crate::health::{HealthCache, HealthTable};
 use crate::metrics::{Kind, WorkerMetrics};
 use crate::policy::{PolicyHost, RoutingCache};
 use crate::topology::store::{TopologyCache, TopologyStore};
@@ -92,20 +93,22 @@ pub struct Routed {
 }
 
 /// The request path of one worker thread: its decider, its cached handles
-/// on the topology and the routing state (one cheap load each per
-/// request), and its metric handles.
+/// on the topology, the servers' health and the routing state (one cheap
+/// load each per request), and its metric handles.
 pub struct Router {
     trusted: TrustedProxies,
     decider: Decider,
     topology: TopologyCache,
+    health: HealthCache,
     routing: RoutingCache,
     metrics: Option<WorkerMetrics>,
 }
 
 impl Router {
-    /// A router reading the shared `topology` and `policies`.
+    /// A router reading the shared `topology`, `health` and `policies`.
     pub fn new(
         topology: &Arc<TopologyStore>,
+        health: &Arc<HealthTable>,
         policies: &Arc<PolicyHost>,
         trusted: TrustedProxies,
         mut decider: Decider,
@@ -116,6 +119,7 @@ impl Router {
             trusted,
             decider,
             topology: topology.cache(),
+            health: health.cache(),
             routing: policies.routing_cache(),
             metrics,
         }
@@ -158,10 +162,11 @@ impl Router {
         // 4-6. Candidates, policy, answer check: on one topology snapshot
         // and one routing state, however they change meanwhile.
         let topology = self.topology.load();
+        let health = self.health.load();
         let routing = self.routing.load();
         let decided = self
             .decider
-            .decide(topology, routing, &route, req.query, client);
+            .decide(topology, health, routing, &route, req.query, client);
         // 7. The metrics.
         if let (Some(metrics), Some((server, region))) = (&mut self.metrics, decided.chosen) {
             metrics.redirected(topology, server, region);

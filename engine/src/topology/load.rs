@@ -163,33 +163,18 @@ fn is_canonical(doc: &TopologyDoc, bytes: &[u8]) -> bool {
     rmp_serde::encode::write_named(&mut compare, doc).is_ok() && compare.0.is_empty()
 }
 
+/// Checks a document and builds its snapshot: each collection has its
+/// validator below, which names every problem (object, field, value) and
+/// builds the snapshot's part; nothing is built when any is found.
 fn build_with(
     doc: &TopologyDoc,
     original: Option<Bytes>,
     version: u64,
 ) -> Result<Topology, TopologyError> {
     let mut v = Validator::default();
-
-    let region_ids = v.unique_ids("regions", "id", doc.regions.iter().map(|r| r.id.as_str()));
-    let group_ids = v.unique_ids(
-        "server_groups",
-        "id",
-        doc.server_groups.iter().map(|g| g.id.as_str()),
-    );
-    let server_ids = v.unique_ids("servers", "id", doc.servers.iter().map(|s| s.id.as_str()));
-    let channel_ids = v.unique_ids(
-        "channels",
-        "epg_id",
-        doc.channels.iter().map(|c| c.epg_id.as_str()),
-    );
-    v.unique_ids(
-        "programs",
-        "epg_id",
-        doc.programs.iter().map(|p| p.epg_id.as_str()),
-    );
-
+    let ids = Ids::of(&mut v, doc);
     let default_region = doc.default_region.as_deref().and_then(|id| {
-        let found = region_ids.get(id).copied();
+        let found = ids.regions.get(id).copied();
         if found.is_none() {
             v.problem(format!(
                 "field `default_region`: {id:?} is not the id of any region"
@@ -197,8 +182,91 @@ fn build_with(
         }
         found
     });
+    let servers = servers(&mut v, doc);
+    let channels = channels(&mut v, doc);
+    let groups = groups(&mut v, doc, &ids);
+    let regions = regions(&mut v, doc, &ids);
+    let Subnets {
+        mut subnets,
+        names: subnet_names,
+        v4,
+        v6,
+    } = subnets(&mut v, doc, &ids);
+    let programs = programs(&mut v, doc, &ids);
 
-    // Servers.
+    if !v.problems.is_empty() {
+        return Err(TopologyError::Invalid(v.problems));
+    }
+
+    let (v4_table, parents) = PrefixTable::build(&v4);
+    for (&(_, _, id), parent) in v4.iter().zip(parents) {
+        subnets[id as usize].parent = parent;
+    }
+    let (v6_table, parents) = PrefixTable::build(&v6);
+    for (&(_, _, id), parent) in v6.iter().zip(parents) {
+        subnets[id as usize].parent = parent;
+    }
+
+    let source = match original {
+        Some(bytes) if is_canonical(doc, &bytes) => bytes,
+        _ => Bytes::from(to_msgpack(doc)),
+    };
+    let hash = crate::sha256_hex(&source);
+    Ok(Topology {
+        version,
+        source,
+        hash,
+        regions,
+        groups,
+        channel_by_epg: index_by(channels.iter().map(|c| &c.epg_id)),
+        program_by_epg: index_by(programs.iter().map(|p| &p.epg_id)),
+        server_by_id: index_by(servers.iter().map(|s| &s.id)),
+        servers,
+        subnets,
+        subnet_names: subnet_names.into_boxed_slice(),
+        channels,
+        programs,
+        default_region,
+        v4: v4_table,
+        v6: v6_table,
+    })
+}
+
+/// The ids of each collection, by their index (duplicates are problems).
+struct Ids<'a> {
+    regions: HashMap<&'a str, u32>,
+    groups: HashMap<&'a str, u32>,
+    servers: HashMap<&'a str, u32>,
+    channels: HashMap<&'a str, u32>,
+}
+
+impl<'a> Ids<'a> {
+    fn of(v: &mut Validator, doc: &'a TopologyDoc) -> Self {
+        let ids = Ids {
+            regions: v.unique_ids("regions", "id", doc.regions.iter().map(|r| r.id.as_str())),
+            groups: v.unique_ids(
+                "server_groups",
+                "id",
+                doc.server_groups.iter().map(|g| g.id.as_str()),
+            ),
+            servers: v.unique_ids("servers", "id", doc.servers.iter().map(|s| s.id.as_str())),
+            channels: v.unique_ids(
+                "channels",
+                "epg_id",
+                doc.channels.iter().map(|c| c.epg_id.as_str()),
+            ),
+        };
+        v.unique_ids(
+            "programs",
+            "epg_id",
+            doc.programs.iter().map(|p| p.epg_id.as_str()),
+        );
+        ids
+    }
+}
+
+/// Servers: port, host, DVR prefix, health check.
+fn servers(v: &mut Validator, doc: &TopologyDoc) -> Vec<Server> {
     let mut servers = Vec::with_capacity(doc.servers.len());
     for (i, s) in doc.servers.iter().enumerate() {
         let obj = format!("servers[{i}] {:?}", s.id);
@@ -268,11 +336,13 @@ fn build_with(
             prefix,
             base_url: base_url.into(),
             healthcheck: s.healthcheck.clone(),
-            health: Default::default(),
         });
     }
+    servers
+}
 
-    // Channels.
+/// Channels and their streams: ids usable in a URL, edge paths.
+fn channels(v: &mut Validator, doc: &TopologyDoc) -> Vec<Channel> {
     let mut channels = Vec::with_capacity(doc.channels.len());
     for (i, c) in doc.channels.iter().enumerate() {
         let obj = format!("channels[{i}] {:?}", c.epg_id);
@@ -296,13 +366,16 @@ fn build_with(
             streams,
         });
     }
+    channels
+}
 
-    // Server groups.
+/// Server groups: the servers and channels they name exist.
+fn groups(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Group> {
     let mut groups = Vec::with_capacity(doc.server_groups.len());
     for (i, g) in doc.server_groups.iter().enumerate() {
         let obj = format!("server_groups[{i}] {:?}", g.id);
         for (j, s) in g.servers.iter().enumerate() {
-            if !server_ids.contains_key(s.as_str()) {
+            if !ids.servers.contains_key(s.as_str()) {
                 v.problem(format!(
                     "{obj}: field `servers[{j}]`: {s:?} is not the id of any server"
                 ));
@@ -313,7 +386,7 @@ fn build_with(
         } else {
             let mut list: Vec<u32> = Vec::with_capacity(g.channels.len());
             for (j, c) in g.channels.iter().enumerate() {
-                match channel_ids.get(c.as_str()) {
+                match ids.channels.get(c.as_str()) {
                     Some(&idx) => list.push(idx),
                     None => v.problem(format!(
                         "{obj}: field `channels[{j}]`: {c:?} is not the epg_id of any channel"
@@ -330,21 +403,24 @@ fn build_with(
             channels,
         });
     }
+    groups
+}
 
-    // Regions, with their (edge server, group) members flattened.
+/// Regions, with their (edge server, group) members flattened.
+fn regions(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Region> {
     let mut regions = Vec::with_capacity(doc.regions.len());
     for (i, r) in doc.regions.iter().enumerate() {
         let obj = format!("regions[{i}] {:?}", r.id);
         let mut members = Vec::new();
         for (j, gid) in r.server_groups.iter().enumerate() {
-            let Some(&g) = group_ids.get(gid.as_str()) else {
+            let Some(&g) = ids.groups.get(gid.as_str()) else {
                 v.problem(format!(
                     "{obj}: field `server_groups[{j}]`: {gid:?} is not the id of any server group"
                 ));
                 continue;
             };
             for sid in &doc.server_groups[g as usize].servers {
-                if let Some(&s) = server_ids.get(sid.as_str())
+                if let Some(&s) = ids.servers.get(sid.as_str())
                     && doc.servers[s as usize].kind == ServerKind::Edge
                 {
                     let m = Member {
@@ -364,9 +440,20 @@ fn build_with(
             members: members.into_boxed_slice(),
         });
     }
+    regions
+}
 
-    // Subnets. Duplicate networks are found once the prefixes are sorted
-    // for indexing, where they end up side by side.
+/// The subnets of a document, and their prefixes sorted for indexing.
+struct Subnets {
+    subnets: Vec<Subnet>,
+    names: Vec<(u32, Box<str>)>,
+    v4: Vec<(u32, u8, u32)>,
+    v6: Vec<(u128, u8, u32)>,
+}
+
+/// Subnets: CIDR and region. Duplicate networks are found once the
+/// prefixes are sorted for indexing, where they end up side by side.
+fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
     let mut subnets = Vec::with_capacity(doc.subnets.len());
     let mut subnet_names = Vec::new();
     let mut v4 = Vec::with_capacity(doc.subnets.len());
@@ -374,7 +461,7 @@ fn build_with(
     for (i, s) in doc.subnets.iter().enumerate() {
         // Messages name the subnet by its place; no text is made for a
         // good one (there may be a million).
-        let region = match region_ids.get(&*s.region) {
+        let region = match ids.regions.get(&*s.region) {
             Some(&r) => r,
             None => {
                 v.problem(format!(
@@ -423,13 +510,21 @@ fn build_with(
             ));
         }
     }
+    Subnets {
+        subnets,
+        names: subnet_names,
+        v4,
+        v6,
+    }
+}
 
-    // Programs.
+/// Programs and their records: channel, times, DVR servers, paths.
+fn programs(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Program> {
     let mut programs = Vec::with_capacity(doc.programs.len());
     for (i, p) in doc.programs.iter().enumerate() {
         let obj = format!("programs[{i}] {:?}", p.epg_id);
         v.check_resource_id(&obj, "epg_id", &p.epg_id);
-        let channel = match channel_ids.get(p.channel.as_str()) {
+        let channel = match ids.channels.get(p.channel.as_str()) {
             Some(&c) => c,
             None => {
                 v.problem(format!(
@@ -449,7 +544,7 @@ fn build_with(
         let mut records = Vec::with_capacity(p.records.len());
         for (j, r) in p.records.iter().enumerate() {
             let robj = format!("{obj}.records[{j}]");
-            let server = match server_ids.get(r.server.as_str()) {
+            let server = match ids.servers.get(r.server.as_str()) {
                 Some(&s) if doc.servers[s as usize].kind == ServerKind::Dvr => s,
                 Some(_) => {
                     v.problem(format!(
@@ -480,43 +575,7 @@ fn build_with(
             records: records.into_boxed_slice(),
         });
     }
-
-    if !v.problems.is_empty() {
-        return Err(TopologyError::Invalid(v.problems));
-    }
-
-    let (v4_table, parents) = PrefixTable::build(&v4);
-    for (&(_, _, id), parent) in v4.iter().zip(parents) {
-        subnets[id as usize].parent = parent;
-    }
-    let (v6_table, parents) = PrefixTable::build(&v6);
-    for (&(_, _, id), parent) in v6.iter().zip(parents) {
-        subnets[id as usize].parent = parent;
-    }
-
-    let source = match original {
-        Some(bytes) if is_canonical(doc, &bytes) => bytes,
-        _ => Bytes::from(to_msgpack(doc)),
-    };
-    let hash = crate::sha256_hex(&source);
-    Ok(Topology {
-        version,
-        source,
-        hash,
-        regions,
-        groups,
-        channel_by_epg: index_by(channels.iter().map(|c| &c.epg_id)),
-        program_by_epg: index_by(programs.iter().map(|p| &p.epg_id)),
-        server_by_id: index_by(servers.iter().map(|s| &s.id)),
-        servers,
-        subnets,
-        subnet_names: subnet_names.into_boxed_slice(),
-        channels,
-        programs,
-        default_region,
-        v4: v4_table,
-        v6: v6_table,
-    })
+    programs
 }
 
 /// Collects problems while a document is checked.

@@ -17,7 +17,6 @@ pub mod synthetic;
 use foldhash::HashMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 pub use load::{TopologyError, build, load, parse};
 pub use model::{Encryption, Protocol, RecordStatus, ServerKind, TopologyDoc};
@@ -123,12 +122,9 @@ pub struct Server {
     pub prefix: Option<Box<str>>,
     /// `scheme://host[:port]`, rendered once for every Location.
     pub base_url: Box<str>,
-    /// Health check settings, when configured.
+    /// Health check settings, when configured (the checks themselves and
+    /// their results are [`crate::health`]'s).
     pub healthcheck: Option<model::HealthcheckDoc>,
-    /// Live health and operator state (shared with the health checker;
-    /// carried over to the next snapshot while the server and its check
-    /// are unchanged).
-    pub health: Arc<crate::health::ServerHealth>,
 }
 
 /// A client subnet (28 bytes: a topology may hold millions; its name, if

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 pub struct TopologyStore {
     current: ArcSwap<Topology>,
     writer: Mutex<()>,
-    /// Announces each new version (the health checker listens).
+    /// Announces each new version.
     published: tokio::sync::watch::Sender<u64>,
 }
 
@@ -98,30 +98,9 @@ impl TopologyStore {
     ) -> Result<Arc<Topology>, TopologyError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load_full();
-        let mut topology = build(old.version + 1)?;
-        carry_over_health(&old, &mut topology);
-        let topology = Arc::new(topology);
+        let topology = Arc::new(build(old.version + 1)?);
         self.current.store(topology.clone());
         self.published.send_replace(topology.version);
         Ok(topology)
-    }
-}
-
-/// Servers whose address and health check are unchanged keep their health
-/// state; drain state is kept by id whatever changed.
-fn carry_over_health(old: &Topology, new: &mut Topology) {
-    for server in &mut new.servers {
-        let Some(i) = old.server_index(&server.id) else {
-            continue;
-        };
-        let before = &old.servers[i as usize];
-        if before.host == server.host
-            && before.port == server.port
-            && before.healthcheck == server.healthcheck
-        {
-            server.health = before.health.clone();
-        } else if before.health.draining() {
-            server.health.set_draining(true);
-        }
     }
 }
