@@ -439,6 +439,9 @@ fn a_policy_failing_on_one_node_is_rolled_back_on_every_node() {
         });
     }
     a.wait_log(0, "AUTOMATIC ROLLBACK written to etcd");
+    wait_until("node a reports its automatic rollback", || {
+        status(&a)["last_automatic_rollback"]["from"] == bad
+    });
     let routing = status(&b)["etcd"]["revisions"]["routing"].as_i64().unwrap();
     assert_eq!(
         routing,

@@ -7,7 +7,7 @@ use super::cache::DiskCopy;
 use super::etcd::{EtcdError, Event, KeyValue};
 use super::layout::{BlobRef, PolicyRecord, RoutingRecord, TopologyRecord};
 use super::{Cluster, Refusal};
-use crate::control::{Control, one_line};
+use crate::control::{Change, Control, RoutingChange, one_line};
 use crate::policy::PolicySource;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -222,7 +222,7 @@ impl Follower {
                     Err(BlobError::Bad(m)) => self.refuse(cluster, &kv, m),
                     Ok(bytes) => {
                         let who = who(&kv, &record.written_by);
-                        if let Err(e) = control.replace_topology(bytes, &who) {
+                        if let Err(e) = control.apply(Change::Topology(bytes), &who) {
                             self.refuse(cluster, &kv, one_line(&e.to_string()));
                         } else {
                             self.refused.remove(&kv.key);
@@ -361,26 +361,33 @@ impl Follower {
             .map(|s| (s.policy.version, u32::from(s.sample_percent)));
         let current_active = routing.active.version;
         drop(routing);
+        // The record as the changes that lead here, applied through the
+        // same door as a single node's.
+        let apply = |change| {
+            control
+                .apply(Change::Routing(change), &who)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
         if let Some(v) = active
             && v != current_active
         {
-            control.activate(v, &who).map_err(|e| e.to_string())?;
+            apply(RoutingChange::Activate(v))?;
         }
         if canary != current_canary {
             match canary {
-                Some((v, p)) => control.set_canary(v, p, &who).map_err(|e| e.to_string())?,
-                None => {
-                    // Promoted (the activation above ended it) or aborted.
-                    let _ = control.abort_canary(&who);
+                Some((v, p)) => apply(RoutingChange::SetCanary(v, p))?,
+                // Promoted (the activation above ended it) or aborted.
+                None if control.policies.routing().canary.is_some() => {
+                    apply(RoutingChange::AbortCanary)?
                 }
+                None => {}
             }
         }
         if shadow != current_shadow {
             match shadow {
-                Some((v, p)) => control.set_shadow(v, p, &who).map_err(|e| e.to_string())?,
-                None => {
-                    control.clear_shadow(&who);
-                }
+                Some((v, p)) => apply(RoutingChange::SetShadow(v, p))?,
+                None => apply(RoutingChange::ClearShadow)?,
             }
         }
         Ok(())

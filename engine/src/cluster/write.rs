@@ -607,12 +607,21 @@ impl Writer for EtcdWriter {
                 };
                 let change = RoutingChange::Automatic { version, failures };
                 match runtime.block_on(cluster.change_routing(change, None, &who, &control)) {
-                    Ok(w) => tracing::error!(
-                        version,
-                        failures,
-                        revision = w.revision,
-                        "AUTOMATIC ROLLBACK written to etcd: policy version {version} failed {failures} calls in a row"
-                    ),
+                    Ok(w) => {
+                        tracing::error!(
+                            version,
+                            failures,
+                            revision = w.revision,
+                            "AUTOMATIC ROLLBACK written to etcd: policy version {version} failed {failures} calls in a row"
+                        );
+                        if let Some(from) = control.policies.find(version) {
+                            control.policies.note_auto_rollback(
+                                &from,
+                                &control.policies.active(),
+                                failures,
+                            );
+                        }
+                    }
                     Err(ChangeError::Conflict { .. } | ChangeError::Routing(_)) => tracing::info!(
                         version,
                         "automatic rollback: the fleet's routing changed meanwhile (another node rolled back first)"

@@ -373,7 +373,9 @@ impl PolicyHost {
         }
     }
 
-    fn note_auto_rollback(&self, from: &LoadedPolicy, to: &LoadedPolicy, failures: u64) {
+    /// Records an automatic rollback for the status endpoint (done here for
+    /// a local one; by the fleet's writer for one written to etcd).
+    pub fn note_auto_rollback(&self, from: &LoadedPolicy, to: &LoadedPolicy, failures: u64) {
         let mut catalog = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
         catalog.auto_rollback = Some(AutoRollback {
             from: from.label(),
