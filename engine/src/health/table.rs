@@ -20,6 +20,9 @@ pub struct ServersHealth {
     /// The topology version whose server indices this table follows.
     pub topology_version: u64,
     servers: Box<[Entry]>,
+    /// The same handles, packed: what the request path reads per
+    /// candidate.
+    by_index: Box<[Arc<ServerHealth>]>,
     by_id: HashMap<Box<str>, u32>,
 }
 
@@ -42,7 +45,13 @@ impl ServersHealth {
     /// The server with this index in topology `topology_version`.
     #[inline]
     pub fn of(&self, server: u32) -> &ServerHealth {
-        &self.servers[server as usize].health
+        &self.by_index[server as usize]
+    }
+
+    /// Every server's health, by index in topology `topology_version`.
+    #[inline]
+    pub fn by_index(&self) -> &[Arc<ServerHealth>] {
+        &self.by_index
     }
 
     /// The server with this id.
@@ -89,6 +98,7 @@ impl ServersHealth {
             .collect();
         ServersHealth {
             topology_version: topology.version,
+            by_index: servers.iter().map(|e| e.health.clone()).collect(),
             servers,
             by_id,
         }

@@ -26,7 +26,7 @@ pub type Candidate = edgeward_codec::Candidate<Arc<Figures>>;
 pub type Tier = edgeward_codec::Tier<Arc<Figures>>;
 
 /// Packs a request and its `tiers` into the words of `policy.select`
-/// (the codec's [`edgeward_codec::encode`]), and lists the health figures
+/// (the codec's [`edgeward_codec::encode_with`]), and lists the health figures
 /// of the offered servers that have any, once per server, reusing both
 /// buffers.
 pub fn pack(
@@ -35,9 +35,8 @@ pub fn pack(
     words: &mut Vec<u32>,
     health: &mut Vec<ServerHealth>,
 ) {
-    edgeward_codec::encode(request, tiers, words);
     health.clear();
-    for c in tiers.iter().flat_map(|t| &t.candidates) {
+    edgeward_codec::encode_with(request, tiers, words, |c| {
         if let Some(h) = &c.health
             && !health.iter().any(|s| s.server == c.server)
         {
@@ -56,7 +55,7 @@ pub fn pack(
                 },
             });
         }
-    }
+    });
 }
 
 /// The host encodes, the SDK decodes: the two halves of the contract meet

@@ -10,6 +10,7 @@ use crate::health::{ServerHealth, ServersHealth};
 use crate::policy::bindings::{self as wit, Candidate, CandidateState, RequestKind, Tier};
 use crate::topology::{Encryption, Protocol, Topology};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A request ready for a policy: its input, and what the answer check
 /// ([`super::answer::check`]) needs.
@@ -100,7 +101,23 @@ pub fn prepare_reusing<'a>(
         query: mut query_buf,
     } = std::mem::take(scratch);
     let health = Health::of(topology, health);
-    build_tiers(topology, &health, client, resolved.channel, &mut tiers);
+    // One loop per way of finding health: no branch per candidate.
+    match &health {
+        Health::Indexed(all) => build_tiers(
+            topology,
+            |s| &all[s as usize],
+            client,
+            resolved.channel,
+            &mut tiers,
+        ),
+        Health::ById(..) => build_tiers(
+            topology,
+            |s| health.server(s),
+            client,
+            resolved.channel,
+            &mut tiers,
+        ),
+    }
     if fail_open {
         open_if_all_down(&health, &mut tiers);
     }
@@ -207,10 +224,11 @@ fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>
 /// new topology right after it is published; a request that meets the
 /// new snapshot before its table finds servers by id instead (those that
 /// are new have no health yet: available).
-struct Health<'h> {
-    table: &'h ServersHealth,
-    by_index: bool,
-    topology: &'h Topology,
+enum Health<'h> {
+    /// The table of this snapshot: by server index.
+    Indexed(&'h [Arc<ServerHealth>]),
+    /// A table of another snapshot: by id.
+    ById(&'h ServersHealth, &'h Topology),
 }
 
 /// A server nothing is known of yet.
@@ -218,29 +236,31 @@ static UNKNOWN: ServerHealth = ServerHealth::new();
 
 impl<'h> Health<'h> {
     fn of(topology: &'h Topology, table: &'h ServersHealth) -> Self {
-        Health {
-            table,
-            by_index: table.topology_version == topology.version,
-            topology,
+        if table.topology_version == topology.version {
+            Health::Indexed(table.by_index())
+        } else {
+            Health::ById(table, topology)
         }
     }
 
     #[inline]
     fn server(&self, server: u32) -> &ServerHealth {
-        if self.by_index {
-            return self.table.of(server);
+        match self {
+            Health::Indexed(all) => &all[server as usize],
+            Health::ById(table, topology) => {
+                let id = &topology.servers[server as usize].id;
+                table.by_id(id).map_or(&UNKNOWN, |h| h)
+            }
         }
-        let id = &self.topology.servers[server as usize].id;
-        self.table.by_id(id).map_or(&UNKNOWN, |h| h)
     }
 }
 
 /// One tier per matched subnet (longest prefix first), then the default
 /// region; a region already offered is not repeated. Fills `tiers`, reusing
 /// its entries' candidate vectors.
-fn build_tiers(
+fn build_tiers<'h>(
     topology: &Topology,
-    health: &Health<'_>,
+    health: impl Fn(u32) -> &'h ServerHealth,
     client: IpAddr,
     channel: Option<u32>,
     tiers: &mut Vec<Tier>,
@@ -268,7 +288,7 @@ fn build_tiers(
         tier.candidates.extend(r.members.iter().map(|m| {
             let server = &topology.servers[m.server as usize];
             let group = &topology.groups[m.group as usize];
-            let server_health = health.server(m.server);
+            let server_health = health(m.server);
             let mut state = CandidateState::empty();
             if server_health.available() {
                 state |= CandidateState::AVAILABLE;

@@ -345,6 +345,18 @@ pub fn request_flags(request: &Request) -> u32 {
 /// Packs a request and its `tiers` into the words of `policy.select` (see
 /// the WIT), replacing what `words` held and keeping its capacity.
 pub fn encode<H>(request: &Request, tiers: &[Tier<H>], words: &mut Vec<u32>) {
+    encode_with(request, tiers, words, |_| {});
+}
+
+/// [`encode`], showing each candidate to `each` as it is packed (the
+/// engine gathers the health list in the same pass).
+#[inline]
+pub fn encode_with<H>(
+    request: &Request,
+    tiers: &[Tier<H>],
+    words: &mut Vec<u32>,
+    mut each: impl FnMut(&Candidate<H>),
+) {
     words.clear();
     let client = match request.client {
         IpAddress::V4((a, b, c, d)) => [u32::from_be_bytes([a, b, c, d]), 0, 0, 0],
@@ -387,6 +399,7 @@ pub fn encode<H>(request: &Request, tiers: &[Tier<H>], words: &mut Vec<u32>) {
     for t in tiers {
         for c in &t.candidates {
             words.extend_from_slice(&[c.server, c.group, c.weight, u32::from(c.state.bits())]);
+            each(c);
         }
     }
 }
