@@ -160,6 +160,13 @@ fn policy_check_runs_the_acceptance_steps_offline() {
         text.contains("198.51.100.77"),
         "an unmatched client is sampled: {text}"
     );
+    // Only the policy checked is loaded and reported, not the built-in one.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("policy loaded") && log.contains("consistent"),
+        "{log}"
+    );
+    assert!(!log.contains("nearest"), "{log}");
 
     let dir = TempDir::new("check-hostile");
     let config = dir.path("hostile.json");
