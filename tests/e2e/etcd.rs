@@ -283,6 +283,15 @@ fn put_topology(engine: &Engine, body: &[u8], if_match: Option<&str>) -> (u16, V
     )
 }
 
+/// Two nodes, `a` and `b`, following a single-member etcd.
+fn pair(name: &str) -> (EtcdCluster, TempDir, Engine, Engine) {
+    let etcd = EtcdCluster::start(1, name);
+    let state = TempDir::new(&format!("{name}-nodes"));
+    let a = node(&etcd, &state, "a");
+    let b = node(&etcd, &state, "b");
+    (etcd, state, a, b)
+}
+
 /// Three nodes following one 3-member etcd, each connected to it.
 fn fleet(name: &str) -> (EtcdCluster, TempDir, Vec<Engine>) {
     let etcd = EtcdCluster::start(3, name);
@@ -457,10 +466,7 @@ fn a_policy_failing_on_one_node_is_rolled_back_on_every_node() {
 
 #[test]
 fn two_conflicting_topology_writes_one_wins_the_other_is_told() {
-    let etcd = EtcdCluster::start(1, "etcd-conflict");
-    let state = TempDir::new("etcd-conflict-nodes");
-    let a = node(&etcd, &state, "a");
-    let b = node(&etcd, &state, "b");
+    let (_etcd, state, a, b) = pair("etcd-conflict");
     let (code, v) = put_topology(&a, &topology("base.test"), None);
     assert_eq!(code, 200, "{v}");
     let base = format!("\"{}\"", v["revision"]);
@@ -526,10 +532,7 @@ fn two_conflicting_topology_writes_one_wins_the_other_is_told() {
 
 #[test]
 fn two_conflicting_routing_changes_one_wins() {
-    let etcd = EtcdCluster::start(1, "etcd-conflict-routing");
-    let state = TempDir::new("etcd-conflict-routing-nodes");
-    let a = node(&etcd, &state, "a");
-    let b = node(&etcd, &state, "b");
+    let (_etcd, _state, a, b) = pair("etcd-conflict-routing");
     let (code, v) = upload(&a, "p1", "nearest", json!({}), false);
     assert_eq!(code, 201, "{v}");
     let version = v["version"].as_u64().unwrap();
@@ -565,10 +568,7 @@ fn two_conflicting_routing_changes_one_wins() {
 
 #[test]
 fn a_node_away_during_a_compaction_reads_everything_again() {
-    let etcd = EtcdCluster::start(1, "etcd-compaction");
-    let state = TempDir::new("etcd-compaction-nodes");
-    let a = node(&etcd, &state, "a");
-    let b = node(&etcd, &state, "b");
+    let (etcd, state, a, b) = pair("etcd-compaction");
     let (code, _) = put_topology(&a, &topology("base.test"), None);
     assert_eq!(code, 200);
     wait_until("b has the base topology", || {

@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Pause between rounds of a call while the members elect a leader.
 const ELECTION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a call waits, at most, for the members to elect a leader.
+const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Largest answer read from a unary call (a range over the configuration
 /// keys or one blob chunk, base64-encoded).
@@ -384,15 +386,17 @@ impl EtcdClient {
     }
 
     /// One unary call, tried on each member in turn. While members answer
-    /// that they have no leader (an election after a member was lost takes
-    /// about a second), the round is tried again, within the call's time
-    /// limit.
+    /// that they have no leader, or that etcd timed out the request (an
+    /// election after the leader was lost takes a second or two), the round
+    /// is tried again, for up to [`ELECTION_WAIT`] (or the call's time limit
+    /// if longer).
     async fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout.max(ELECTION_WAIT);
         loop {
             match self.call_round(path, &body).await {
                 Err(EtcdError::Unavailable(last))
-                    if last.contains("no leader")
+                    if (last.contains("no leader")
+                        || last.contains("etcdserver: request timed out"))
                         && tokio::time::Instant::now() + ELECTION_RETRY < deadline =>
                 {
                     tokio::time::sleep(ELECTION_RETRY).await;

@@ -5,7 +5,9 @@
 
 use super::{Change, ChangeError, Outcome, RoutingChange};
 use crate::health::HealthTable;
-use crate::policy::{LoadedPolicy, PolicyError, PolicyHost, PolicySource, RoutingError};
+use crate::policy::{
+    LoadedPolicy, PolicyError, PolicyHost, PolicySource, RoutingError, ShadowReport,
+};
 use crate::routing::acceptance::{self, SampleResult};
 use crate::topology::store::TopologyStore;
 use crate::topology::{self, Topology, TopologyError};
@@ -117,17 +119,9 @@ impl Control {
             }
             RoutingChange::SetShadow(v, p) => self.set_shadow(v, p, who)?,
             RoutingChange::ClearShadow => {
-                let (p, report) = self.policies.clear_shadow().ok_or(RoutingError::NoShadow)?;
-                tracing::info!(
-                    target: "audit",
-                    who,
-                    policy = %p.label(),
-                    compared = report.compared,
-                    agreed = report.agreed,
-                    "shadow stopped"
-                );
+                let stopped = self.clear_shadow(who).ok_or(RoutingError::NoShadow)?;
                 if let Outcome::Routing { stopped_shadow, .. } = &mut outcome {
-                    *stopped_shadow = Some((p.label(), report));
+                    *stopped_shadow = Some(stopped);
                 }
             }
             RoutingChange::Automatic { version, failures } => {
@@ -322,20 +316,18 @@ impl Control {
         Ok(())
     }
 
-    /// Stops the shadow.
-    pub fn clear_shadow(&self, who: &str) -> bool {
-        let stopped = self.policies.clear_shadow();
-        if let Some((p, report)) = &stopped {
-            tracing::info!(
-                target: "audit",
-                who,
-                policy = %p.label(),
-                compared = report.compared,
-                agreed = report.agreed,
-                "shadow stopped"
-            );
-        }
-        stopped.is_some()
+    /// Stops the shadow; returns it (`name@version`) and its final report.
+    pub fn clear_shadow(&self, who: &str) -> Option<(String, ShadowReport)> {
+        let (p, report) = self.policies.clear_shadow()?;
+        tracing::info!(
+            target: "audit",
+            who,
+            policy = %p.label(),
+            compared = report.compared,
+            agreed = report.agreed,
+            "shadow stopped"
+        );
+        Some((p.label(), report))
     }
 }
 
