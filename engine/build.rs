@@ -85,6 +85,23 @@ fn main() {
         ));
     }
     listing.push_str("];\n");
+    // The core modules as `cargo build` leaves them (before encoding): what
+    // a policy author's plain build gives, which the engine accepts too.
+    listing.push_str(
+        "/// Every policy built from `policies/`, as `(name, core module path)`.\n\
+         pub const BUILT_MODULES: &[(&str, &str)] = &[\n",
+    );
+    for (package, lib_name) in &policies {
+        let module = target_dir
+            .join(WASM_TARGET)
+            .join("policy")
+            .join(format!("{lib_name}.wasm"));
+        listing.push_str(&format!(
+            "    ({package:?}, {:?}),\n",
+            module.display().to_string()
+        ));
+    }
+    listing.push_str("];\n");
     std::fs::write(out_dir.join("policies.rs"), listing).unwrap();
 }
 

@@ -9,6 +9,10 @@ mod built {
 /// `(name, path of the .wasm file in the build directory)`.
 pub use built::BUILT as BUILT_POLICIES;
 
+/// The same crates as the core modules `cargo build` leaves (what a policy
+/// author's plain build gives): `(name, path of the .wasm file)`.
+pub use built::BUILT_MODULES;
+
 /// The default policy, `policies/nearest`, as component bytes.
 pub const NEAREST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nearest.wasm"));
 

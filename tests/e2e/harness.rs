@@ -51,6 +51,16 @@ pub fn built_policy(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("policy {name} was not built"))
 }
 
+/// The core module of a policy from `policies/`, as a plain `cargo build
+/// --target wasm32-unknown-unknown` leaves it (not encoded as a component).
+pub fn built_module(name: &str) -> PathBuf {
+    edgeward::builtin::BUILT_MODULES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| PathBuf::from(p))
+        .unwrap_or_else(|| panic!("policy {name} was not built"))
+}
+
 /// A running engine process, killed on drop.
 pub struct Engine {
     child: Child,

@@ -79,6 +79,74 @@ fn a_file_that_is_not_a_component_is_refused() {
 }
 
 #[test]
+fn a_plain_cargo_build_is_accepted_by_policy_upload_and_ctl_push() {
+    let module = crate::harness::built_module("consistent");
+    let bytes = std::fs::read(&module).unwrap();
+    assert!(bytes.starts_with(b"\0asm\x01\0\0\0"), "a core module");
+    let topology = fixtures().join("routing.json");
+
+    // --policy: the engine encodes it as a component when it loads it.
+    let engine = Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--policy",
+        module.to_str().unwrap(),
+    ]);
+    let resp = engine.get("/vod/a.mp4", &[("X-Real-IP", "10.1.5.5")]);
+    assert_eq!(resp.status, 302, "{resp:?}");
+    assert_eq!(resp.header("Edgeward-Policy"), Some("consistent@1"));
+
+    // The admin API, raw body.
+    let resp = engine.admin(
+        "POST",
+        "/policies/plain?activate=true",
+        &bytes,
+        "application/wasm",
+        None,
+    );
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let resp = engine.get("/vod/a.mp4", &[("X-Real-IP", "10.1.5.5")]);
+    assert_eq!(resp.header("Edgeward-Policy"), Some("plain@2"));
+
+    // ctl push.
+    let (ok, out, err) = crate::ctl::ctl(
+        &engine,
+        &["push", "pushed", module.to_str().unwrap(), "--activate"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("accepted pushed@3"), "{out}");
+    let resp = engine.get("/vod/a.mp4", &[("X-Real-IP", "10.1.5.5")]);
+    assert_eq!(resp.header("Edgeward-Policy"), Some("pushed@3"));
+
+    // A core module not built with the SDK: refused, saying what to run.
+    let resp = engine.admin(
+        "POST",
+        "/policies/bare",
+        b"\0asm\x01\0\0\0",
+        "application/wasm",
+        None,
+    );
+    assert_eq!(resp.status, 422, "{}", resp.body);
+    assert!(
+        resp.body.contains("not one built with edgeward-sdk")
+            && resp.body.contains("edgeward policy build"),
+        "{}",
+        resp.body
+    );
+    let dir = TempDir::new("policy-text");
+    let text = dir.path("policy.wasm");
+    std::fs::write(&text, "fn main() {}").unwrap();
+    let err = Engine::try_start(&["--policy", text.to_str().unwrap()])
+        .err()
+        .expect("must not start");
+    assert!(
+        err.contains("not WebAssembly")
+            && err.contains("cargo build --release --target wasm32-unknown-unknown"),
+        "{err}"
+    );
+}
+
+#[test]
 fn policy_reload_on_sighup_keeps_the_old_one_when_the_new_one_is_bad() {
     let dir = TempDir::new("policy-reload");
     let path = dir.path("policy.wasm");

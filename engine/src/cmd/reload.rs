@@ -30,28 +30,58 @@ impl Watched {
 /// --topology or --policy file, reloads it through the same validation as
 /// the admin API (a file that fails is refused and the current version
 /// kept); SIGINT and SIGTERM stop the process.
-pub(super) fn until_stopped(
-    mut args: ServeArgs,
+/// What the engine waits on: its signals, installed before it announces
+/// that it listens (a SIGHUP sent as soon as the address is printed
+/// reloads, and never meets the default action, which ends the process),
+/// and its watched files.
+pub(super) struct Events {
+    runtime: tokio::runtime::Runtime,
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
     seen: Watched,
+}
+
+impl Events {
+    /// Installs the signal handlers; `seen` is the files as first read.
+    pub(super) fn install(seen: Watched) -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _entered = runtime.enter();
+        Ok(Events {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            runtime,
+            seen,
+        })
+    }
+}
+
+pub(super) fn until_stopped(
+    events: Events,
+    mut args: ServeArgs,
     follows_etcd: bool,
     control: Arc<Control>,
     writer: Arc<dyn Writer>,
     notifier: Option<&crate::systemd::Notifier>,
     workers: &[std::thread::JoinHandle<()>],
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
     if follows_etcd {
         // One source of truth: the files only seeded the node.
         args.topology = None;
         args.policy = None;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let Events {
+        runtime,
+        mut hup,
+        mut term,
+        mut int,
+        seen,
+    } = events;
     runtime.block_on(async move {
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let watch = Duration::from_millis(args.watch_interval_ms.max(1));
         let mut tick = tokio::time::interval(watch);
         let Watched {

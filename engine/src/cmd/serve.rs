@@ -274,6 +274,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     control.set_ready();
 
+    let events = reload::Events::install(seen)?;
     announce(bound, config.workers, &store.load(), admin_addr);
     let notifier = crate::systemd::Notifier::from_env();
     if let Some(n) = &notifier {
@@ -281,8 +282,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     reload::until_stopped(
+        events,
         args,
-        seen,
         follows_etcd,
         control.clone(),
         writer,

@@ -18,6 +18,7 @@
 //! least one second).
 
 pub mod bindings;
+pub mod component;
 mod instance;
 pub mod native;
 mod registry;
@@ -277,7 +278,8 @@ impl CompiledCache {
                 Err(e) => tracing::warn!("policy cache {}: {e:#}; compiling again", file.display()),
             }
         }
-        let c = Component::new(engine, wasm).map_err(|e| PolicyError::Compile {
+        let component = component::of(wasm, name)?;
+        let c = Component::new(engine, &component).map_err(|e| PolicyError::Compile {
             name: name.to_string(),
             message: format!("{e:#}"),
         })?;
@@ -474,6 +476,7 @@ impl PolicyHost {
             .take(64)
             .collect();
         let hash = crate::sha256_hex(&source.wasm);
+        component::check(&source.wasm, &name)?;
         let component = compiled.get_or_compile(engine, &hash, &source.wasm, &name)?;
         let pre = linker
             .instantiate_pre(&component)
