@@ -2,6 +2,7 @@
 //! from `policies/` and `tests/policies/`, real HTTP over loopback.
 
 mod admin;
+mod authoring;
 mod ctl;
 mod etcd;
 mod harness;

@@ -42,6 +42,23 @@ fn has_component_type(module: &[u8]) -> bool {
         })
 }
 
+/// The contract a component exports its policy for
+/// (`edgeward:policy@0.3.0`), if it exports one.
+pub fn contract(component: &[u8]) -> Option<String> {
+    wasmparser::Parser::new(0)
+        .parse_all(component)
+        .map_while(Result::ok)
+        .find_map(|payload| match payload {
+            wasmparser::Payload::ComponentExportSection(exports) => {
+                exports.into_iter().map_while(Result::ok).find_map(|e| {
+                    let version = e.name.name.strip_prefix("edgeward:policy/policy@")?;
+                    Some(format!("edgeward:policy@{version}"))
+                })
+            }
+            _ => None,
+        })
+}
+
 /// The kind of file `bytes` hold, from their header.
 pub fn kind(bytes: &[u8]) -> Kind {
     if bytes.starts_with(&CORE_MODULE) {

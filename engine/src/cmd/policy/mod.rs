@@ -1,4 +1,10 @@
-//! `edgeward policy`: policy components offline.
+//! `edgeward policy`: the policy author's commands. [`new`] writes a
+//! standalone policy crate, [`build`] turns it into a component, `check`
+//! runs the acceptance steps a running engine would, `export` writes the
+//! built-in default.
+
+pub mod build;
+pub mod new;
 
 use super::load_topology;
 use crate::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
@@ -31,6 +37,29 @@ pub enum PolicyCommand {
         /// Where to write the component.
         file: PathBuf,
     },
+    /// Write a new policy crate in ./NAME that builds with nothing but
+    /// this binary, a Rust toolchain and the wasm32-unknown-unknown target
+    /// (the SDK and the contract are vendored into it).
+    New {
+        /// The crate's name (and folder).
+        name: String,
+        /// Which policy it starts from.
+        #[arg(long, value_enum, default_value = "nearest")]
+        template: new::Template,
+        /// Where to create the folder (default: here).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        into: PathBuf,
+    },
+    /// Build a policy crate for wasm and encode it as a component; prints
+    /// its path, size, content hash and contract version.
+    Build {
+        /// The crate's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a `policy` command.
@@ -44,6 +73,38 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
         } => check(&file, topology.as_deref(), config.as_deref(), json),
         PolicyCommand::Export { file } => std::fs::write(&file, crate::builtin::NEAREST)
             .with_context(|| format!("cannot write {}", file.display())),
+        PolicyCommand::New {
+            name,
+            template,
+            into,
+        } => {
+            let dir = new::run(&name, template, &into)?;
+            println!(
+                "wrote {} (template {}, contract {}): cd {} && edgeward policy build",
+                dir.display(),
+                clap::ValueEnum::to_possible_value(&template)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                new::CONTRACT,
+                dir.display()
+            );
+            Ok(())
+        }
+        PolicyCommand::Build { dir, json } => {
+            let built = build::run(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&built)?);
+            } else {
+                println!(
+                    "built {}: {} bytes, sha256 {}, contract {}",
+                    built.path.display(),
+                    built.size,
+                    built.sha256,
+                    built.contract
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,148 @@
+//! The policy author's path outside this repository: `policy new` writes a
+//! standalone crate, its own `cargo test` runs, `policy build` makes the
+//! component, and the engine loads it. One test builds a crate (it takes a
+//! while: the SDK's macros compile), the others check refusals.
+
+use crate::harness::{Engine, TempDir, binary, fixtures};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `edgeward ARGS` in `dir`, with none of the outer build's flags.
+fn edgeward(dir: &Path, args: &[&str]) -> Output {
+    clean(Command::new(binary()).args(args).current_dir(dir))
+        .output()
+        .unwrap()
+}
+
+/// A command without the flags a surrounding cargo or coverage run sets
+/// (the author's build must not inherit them).
+fn clean(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `(name, version)` of every locked package.
+fn locked(lock: &Path) -> BTreeSet<(String, String)> {
+    let parsed: toml::Table = toml::from_str(&std::fs::read_to_string(lock).unwrap()).unwrap();
+    parsed["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_policy_crate_builds_tests_and_serves_outside_the_repository() {
+    let dir = TempDir::new("authoring");
+    let out = edgeward(
+        &dir.0,
+        &["policy", "new", "my-policy", "--template", "blank"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let krate = dir.path("my-policy");
+
+    // Nothing of this repository is referred to.
+    for file in [
+        "Cargo.toml",
+        "vendor/edgeward-sdk/Cargo.toml",
+        "vendor/edgeward-codec/Cargo.toml",
+    ] {
+        let manifest = std::fs::read_to_string(krate.join(file)).unwrap();
+        assert!(!manifest.contains("workspace = true"), "{file}: {manifest}");
+        assert!(!manifest.contains("\"../../"), "{file}: {manifest}");
+    }
+    assert!(krate.join("vendor/wit/policy.wit").is_file());
+    let before = locked(&krate.join("Cargo.lock"));
+    assert!(before.iter().any(|(n, _)| n == "wit-bindgen"), "{before:?}");
+
+    // The crate's own unit test, natively.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = clean(
+        Command::new(&cargo)
+            .args(["test", "--quiet"])
+            .current_dir(&krate),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "cargo test: {}", text(&out));
+    assert!(text(&out).contains("1 passed"), "{}", text(&out));
+
+    // The component.
+    let out = edgeward(&krate, &["policy", "build", "--json"]);
+    assert!(out.status.success(), "policy build: {}", text(&out));
+    let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["contract"], "edgeward:policy@0.3.0", "{built}");
+    let component = Path::new(built["path"].as_str().unwrap()).to_path_buf();
+    let bytes = std::fs::read(&component).unwrap();
+    assert_eq!(built["size"], bytes.len());
+    assert_eq!(built["sha256"], edgeward::sha256_hex(&bytes));
+    assert_eq!(
+        locked(&krate.join("Cargo.lock")),
+        before,
+        "the build kept every locked version"
+    );
+
+    // The engine serves it; `ctl push` takes the plain cargo output too.
+    let engine = Engine::start(&[
+        "--topology",
+        fixtures().join("routing.json").to_str().unwrap(),
+        "--policy",
+        component.to_str().unwrap(),
+    ]);
+    let resp = engine.get("/vod/a.mp4", &[("X-Real-IP", "10.1.5.5")]);
+    assert_eq!(resp.status, 302, "{resp:?}");
+    assert_eq!(resp.header("Edgeward-Policy"), Some("my_policy@1"));
+    let module = krate.join("target/wasm32-unknown-unknown/release/my_policy.wasm");
+    let (ok, out, err) = crate::ctl::ctl(
+        &engine,
+        &["push", "plain", module.to_str().unwrap(), "--activate"],
+    );
+    assert!(ok && out.starts_with("accepted plain@2"), "{out}{err}");
+}
+
+#[test]
+fn policy_new_and_build_refuse_bad_input_clearly() {
+    let dir = TempDir::new("authoring-bad");
+    let out = edgeward(&dir.0, &["policy", "new", "../escape"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("\"../escape\" is not a crate name"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path("escape").exists() && !dir.0.parent().unwrap().join("escape").exists());
+
+    std::fs::create_dir(dir.path("taken")).unwrap();
+    let out = edgeward(&dir.0, &["policy", "new", "taken"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+
+    let out = edgeward(&dir.0, &["policy", "build", "taken"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("has no Cargo.toml"), "{}", text(&out));
+}
