@@ -107,6 +107,11 @@ fn a_new_policy_crate_builds_tests_and_serves_outside_the_repository() {
         "the build kept every locked version"
     );
 
+    // The cases it came with hold, through the engine's request path.
+    let out = edgeward(&krate, &["policy", "test", "--cases", "cases.toml"]);
+    assert!(out.status.success(), "policy test: {}", text(&out));
+    assert!(text(&out).contains("4 passed, 0 failed"), "{}", text(&out));
+
     // The engine serves it; `ctl push` takes the plain cargo output too.
     let engine = Engine::start(&[
         "--topology",
@@ -145,4 +150,81 @@ fn policy_new_and_build_refuse_bad_input_clearly() {
     let out = edgeward(&dir.0, &["policy", "build", "taken"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("has no Cargo.toml"), "{}", text(&out));
+}
+
+#[test]
+fn policy_test_reports_each_case_and_fails_on_a_mismatch() {
+    let dir = TempDir::new("policy-test");
+    let cases = dir.path("cases.toml");
+    std::fs::write(
+        &cases,
+        r#"
+[[case]]
+name = "10.1/16 with e-city down goes to the wide region"
+client = "10.1.5.5"
+url = "/btv/live/hls/ch1.m3u8"
+down = ["e-city"]
+expect = { edge = "e-wide" }
+
+[[case]]
+name = "wrong on purpose"
+client = "10.1.5.5"
+url = "/vod/a.mp4"
+expect = { host = "nowhere.test" }
+"#,
+    )
+    .unwrap();
+    let nearest = crate::harness::built_policy("nearest");
+    let topology = fixtures().join("routing.json");
+    let args = |cases: &Path| {
+        vec![
+            "policy".to_string(),
+            "test".into(),
+            nearest.to_str().unwrap().into(),
+            "--cases".into(),
+            cases.to_str().unwrap().into(),
+            "--topology".into(),
+            topology.to_str().unwrap().into(),
+        ]
+    };
+    let run = |cases: &Path| {
+        let args = args(cases);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        edgeward(&dir.0, &args)
+    };
+    let out = run(&cases);
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("ok      10.1/16 with e-city down"),
+        "{report}"
+    );
+    assert!(report.contains("FAILED  wrong on purpose"), "{report}");
+    assert!(report.contains("expected host nowhere.test"), "{report}");
+    assert!(
+        report.contains("got      302 http://e-city.test/vod/a.mp4 (edge e-city)"),
+        "{report}"
+    );
+    assert!(report.contains("candidates offered:"), "{report}");
+    assert!(report.contains("1 passed, 1 failed"), "{report}");
+
+    // A case naming a server that does not exist is refused, named.
+    std::fs::write(
+        &cases,
+        "[[case]]\nclient = \"10.1.5.5\"\nurl = \"/vod/a.mp4\"\ndown = [\"ghost\"]\nexpect = { status = 302 }\n",
+    )
+    .unwrap();
+    let out = run(&cases);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("field `down`: \"ghost\" is not the id of any server"),
+        "{}",
+        text(&out)
+    );
+    // A malformed file names the problem.
+    std::fs::write(&cases, "[[case]]\nclient = \"not-an-ip\"\n").unwrap();
+    let out = run(&cases);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("cases file"), "{}", text(&out));
+    assert!(text(&out).contains("client"), "{}", text(&out));
 }

@@ -133,6 +133,20 @@ impl ServerHealth {
         }
     }
 
+    /// Sets the checked state directly, as a probe result would after the
+    /// thresholds (for offline runs such as `policy test`, where nothing
+    /// is probed).
+    pub fn set_checked(&self, state: State) {
+        self.state.store(
+            match state {
+                State::Unknown => UNKNOWN,
+                State::Up => UP,
+                State::Down => DOWN,
+            },
+            Relaxed,
+        );
+    }
+
     /// Drains or undrains; returns whether it changed.
     pub fn set_draining(&self, draining: bool) -> bool {
         self.draining.swap(draining, Relaxed) != draining

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod new;
+pub mod test;
 
 use super::load_topology;
 use crate::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
@@ -50,6 +51,23 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "DIR", default_value = ".")]
         into: PathBuf,
     },
+    /// Run table-driven cases (TOML or JSON) through the engine's request
+    /// path: client, URL, down or drained servers -> the expected status,
+    /// edge, host or Location. Exits non-zero if any case fails.
+    Test {
+        /// The policy: a crate folder (built first) or a .wasm file.
+        #[arg(default_value = ".")]
+        policy: PathBuf,
+        /// The cases file.
+        #[arg(long)]
+        cases: PathBuf,
+        /// Topology the cases route on (default: the embedded demo).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The policy's configuration, TOML (.toml) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Build a policy crate for wasm and encode it as a component; prints
     /// its path, size, content hash and contract version.
     Build {
@@ -88,6 +106,22 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 new::CONTRACT,
                 dir.display()
             );
+            Ok(())
+        }
+        PolicyCommand::Test {
+            policy,
+            cases,
+            topology,
+            config,
+        } => {
+            let report = test::run(&policy, &cases, topology.as_deref(), config.as_deref())?;
+            if report.failed > 0 {
+                anyhow::bail!(
+                    "{} of {} cases failed",
+                    report.failed,
+                    report.failed + report.passed
+                );
+            }
             Ok(())
         }
         PolicyCommand::Build { dir, json } => {

@@ -145,6 +145,7 @@ pub fn run(name: &str, template: Template, parent: &Path) -> anyhow::Result<Path
         ("Cargo.lock".into(), lock(name)),
         ("rust-toolchain.toml".into(), TOOLCHAIN.into()),
         ("src/lib.rs".into(), source.into()),
+        ("cases.toml".into(), CASES.into()),
         ("README.md".into(), readme(name)),
         (".gitignore".into(), "/target\n".into()),
         ("vendor/wit/policy.wit".into(), WIT.into()),
@@ -252,6 +253,41 @@ strip = "debuginfo"
     )
 }
 
+/// Cases every template passes on the demo topology (`edgeward policy
+/// test --cases cases.toml`); the author adds their own.
+const CASES: &str = r#"# Cases for `edgeward policy test --cases cases.toml` (add --topology FILE
+# for your own topology; these hold on the demo topology built into the
+# engine). Each names a client and a URL, optionally servers that are down
+# or drained, and what the answer must be: status, edge, edges (any of),
+# host or location_prefix.
+
+[[case]]
+name = "a Moscow client goes to a Moscow edge"
+client = "10.1.2.3"
+url = "/btv/live/hls/ch1.m3u8"
+expect = { edges = ["edge-msk-1", "edge-msk-2"] }
+
+[[case]]
+name = "with both Moscow edges down, the default region serves"
+client = "10.1.2.3"
+url = "/btv/live/hls/ch1.m3u8"
+down = ["edge-msk-1", "edge-msk-2"]
+expect = { edge = "edge-central-1", location_prefix = "https://e1.central.cdn.example/live/ch1/" }
+
+[[case]]
+name = "a client of no subnet is served by the default region"
+client = "192.0.2.1"
+url = "/vod/film.mp4"
+expect = { host = "e1.central.cdn.example" }
+
+[[case]]
+name = "no edge anywhere is a 503"
+client = "192.0.2.1"
+url = "/vod/film.mp4"
+drained = ["edge-central-1"]
+expect = { status = 503 }
+"#;
+
 const TOOLCHAIN: &str = r#"# The toolchain the vendored SDK and Cargo.lock were built with.
 [toolchain]
 channel = "1.95.0"
@@ -296,6 +332,7 @@ A routing policy for edgeward ({CONTRACT}), written by `edgeward policy new`.
 ```sh
 cargo test                          # the policy's unit tests, natively
 edgeward policy build               # the component, ready to load
+edgeward policy test --cases cases.toml   # table-driven cases, through the engine
 edgeward policy check target/edgeward/{name}.wasm --topology my-topology.json
 edgeward ctl push {name} target/edgeward/{name}.wasm --activate
 ```
