@@ -702,7 +702,13 @@ fn nodes_ride_out_the_loss_of_etcd_and_catch_up_on_return() {
         });
     }
 
-    // Node c goes away; a change is made while it is gone.
+    // Node c goes away (once its disk copy holds t2: it serves a change a
+    // moment before it has written it down); a change is made while it is
+    // gone.
+    let copy = state.path("c").join("etcd-copy.msgpack");
+    wait_until("c's disk copy holds t2", || {
+        std::fs::read(&copy).is_ok_and(|b| b.windows(7).any(|w| w == b"t2.test"))
+    });
     drop(c.take());
     let (code, v) = upload(&a, "spread", "consistent", json!({}), true);
     assert_eq!(code, 201, "{v}");

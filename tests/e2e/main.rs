@@ -5,6 +5,7 @@ mod admin;
 mod authoring;
 mod ctl;
 mod etcd;
+mod explain;
 mod harness;
 mod health;
 mod k6;

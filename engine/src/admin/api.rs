@@ -19,6 +19,7 @@
 //! | `PUT /shadow`, `DELETE /shadow` | run (`{"version", "sample_percent"}`), stop | *routing* (+ `stopped`: the final report) |
 //! | `GET /topology[?format=msgpack]` | the topology (`ETag`: its etcd revision) | the document |
 //! | `PUT /topology` | replace it (JSON or MessagePack body) | *topology* |
+//! | `GET /explain?client=IP&url=PATH[&version=N][&draws=N]` | why that client's request goes where it goes ([`crate::routing::explain`]) | the trace |
 //! | `GET /servers` | every server with its health (up/down/unknown/draining), since, last error, figures | `{"topology_version", "servers"}` |
 //! | `POST /servers/{id}/drain`, `DELETE /servers/{id}/drain` | drain or undrain a server | *drain* |
 //!
@@ -165,6 +166,7 @@ pub(super) async fn handle(
         },
         (&Method::DELETE, ["shadow"]) => changed(admin, routing(RoutingChange::ClearShadow).await),
         (&Method::GET, ["topology"]) => topology(admin, query),
+        (&Method::GET, ["explain"]) => explain(admin, query),
         (&Method::PUT, ["topology"]) => changed(admin, change(Change::Topology(body)).await),
         (_, ["status" | "policies" | "canary" | "shadow" | "topology", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -262,6 +264,77 @@ fn change_error(admin: &Admin, e: ChangeError) -> Reply {
         ChangeError::Refused(_) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
         ChangeError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `GET /explain`: the request path traced for one client and URL, with the
+/// version that would decide (`version` to ask another loaded one).
+fn explain(admin: &Admin, query: &str) -> Reply {
+    let mut client = None;
+    let mut url = None;
+    let mut version = None;
+    let mut draws = 0;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        let bad = |what: &str| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("{key}: {value:?} is not {what}"),
+            )
+        };
+        match key {
+            "client" => match value.parse::<std::net::IpAddr>() {
+                Ok(ip) => client = Some(ip),
+                Err(_) => return bad("an IP address"),
+            },
+            "url" => url = Some(value),
+            "version" => match value.parse::<u64>() {
+                Ok(v) => version = Some(v),
+                Err(_) => return bad("a policy version"),
+            },
+            "draws" => match value.parse::<u32>() {
+                Ok(d) if d <= crate::routing::explain::MAX_DRAWS => draws = d,
+                _ => return bad("a number of draws (at most 100000)"),
+            },
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown parameter {key:?} (client, url, version, draws)"),
+                );
+            }
+        }
+    }
+    let (Some(client), Some(url)) = (client, url) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "client and url are required, e.g. /explain?client=10.1.2.3&url=/btv/live/hls/ch1.m3u8",
+        );
+    };
+    let control = &admin.control;
+    let policy = match version {
+        Some(v) => match control.policies.find(v) {
+            Some(p) => p,
+            None => return routing_error(RoutingError::UnknownVersion(v)),
+        },
+        None => control
+            .policies
+            .routing()
+            .for_client(crate::routing::decider::client_hash(client))
+            .clone(),
+    };
+    ok(crate::routing::explain::explain(
+        &control.topology.snapshot(),
+        &control.health.load(),
+        &control.policies,
+        &policy,
+        &crate::routing::explain::Question {
+            client,
+            url: &url,
+            draws,
+        },
+    ))
 }
 
 /// `GET /topology`: the document as JSON, or as MessagePack exactly as it

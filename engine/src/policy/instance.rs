@@ -182,10 +182,48 @@ impl WarmInstance {
         }
     }
 
+    /// [`WarmInstance::select`], with what an explanation shows of the
+    /// call: the lines the policy logged, the fuel it used and how long it
+    /// took.
+    pub fn select_traced(
+        &mut self,
+        topology: &Arc<Topology>,
+        request: &Request,
+        tiers: &[Tier],
+    ) -> (Result<Decision, CallError>, CallTrace) {
+        self.store.data_mut().captured = Some(Vec::new());
+        let started = std::time::Instant::now();
+        let result = self.select(topology, request, tiers);
+        let elapsed = started.elapsed();
+        let fuel = self
+            .call_fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let logs = self.store.data_mut().captured.take().unwrap_or_default();
+        (
+            result,
+            CallTrace {
+                logs,
+                fuel,
+                elapsed_us: elapsed.as_secs_f64() * 1e6,
+            },
+        )
+    }
+
     /// Counts an answer the engine refused (the caller decides what next).
     pub fn note_invalid(&mut self) {
         self.local.invalid += 1;
     }
+}
+
+/// What an explained call did besides answering.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallTrace {
+    /// Lines the policy logged during the call.
+    pub logs: Vec<String>,
+    /// Fuel (wasm instructions, roughly) the call used.
+    pub fuel: u64,
+    /// How long the call took, in microseconds.
+    pub elapsed_us: f64,
 }
 
 impl Drop for WarmInstance {

@@ -25,7 +25,7 @@ mod registry;
 mod state;
 pub mod stats;
 
-pub use instance::{CallError, WarmInstance};
+pub use instance::{CallError, CallTrace, WarmInstance};
 pub use registry::{
     AutoRollback, Canary, Disagreement, Fallback, PolicyInfo, RoutingError, RoutingState, Shadow,
     ShadowReport,

@@ -17,6 +17,8 @@ pub struct HostState {
     rng: SplitMix64,
     pub(crate) limits: StoreLimits,
     policy: Arc<str>,
+    /// The lines the policy logs, kept while a call is explained.
+    pub(crate) captured: Option<Vec<String>>,
 }
 
 impl HostState {
@@ -37,6 +39,7 @@ impl HostState {
                 .memories(2)
                 .build(),
             policy: policy.into(),
+            captured: None,
         }
     }
 
@@ -54,6 +57,11 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        if let Some(lines) = &mut self.captured
+            && lines.len() < 100
+        {
+            lines.push(format!("{level:?}: {message}"));
+        }
         let policy = &*self.policy;
         match level {
             LogLevel::Trace => tracing::trace!(target: "policy", policy, "{message}"),

@@ -384,7 +384,7 @@ fn chosen(decision: &wit::Decision) -> Option<u32> {
 
 /// A stable hash of the client address (the same on every node), for the
 /// canary split.
-fn client_hash(ip: IpAddr) -> u64 {
+pub fn client_hash(ip: IpAddr) -> u64 {
     let bits = match ip {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),

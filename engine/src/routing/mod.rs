@@ -20,6 +20,7 @@ pub mod answer;
 pub mod candidates;
 pub mod client;
 pub mod decider;
+pub mod explain;
 mod record;
 pub mod url;
 

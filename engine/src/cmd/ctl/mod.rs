@@ -93,6 +93,22 @@ pub enum CtlCommand {
         /// Server id.
         id: String,
     },
+    /// Why a client's request goes where it goes: URL, content, subnets,
+    /// tiers, every candidate and why it is not eligible, the policy's
+    /// answer, logs, fuel and time.
+    Explain {
+        /// The client address.
+        client: std::net::IpAddr,
+        /// Path and query, e.g. /btv/live/hls/ch1.m3u8.
+        url: String,
+        /// Ask this loaded policy version (default: the one that decides
+        /// for this client, canary included).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Also decide over this many seeds and count the answers.
+        #[arg(long, default_value_t = 0)]
+        draws: u32,
+    },
 }
 
 /// `ctl canary` actions.
@@ -291,6 +307,22 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             "undrain",
             client.call("DELETE", &format!("/servers/{id}/drain"), JSON, none())?,
         ),
+        CtlCommand::Explain {
+            client: ip,
+            url,
+            version,
+            draws,
+        } => {
+            use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+            let mut path = format!(
+                "/explain?client={ip}&url={}&draws={draws}",
+                utf8_percent_encode(&url, NON_ALPHANUMERIC)
+            );
+            if let Some(v) = version {
+                path.push_str(&format!("&version={v}"));
+            }
+            ("explain", client.call("GET", &path, JSON, none())?)
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);

@@ -68,6 +68,33 @@ pub enum PolicyCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Explain, offline, how a policy decides one request: URL, content,
+    /// subnets, tiers, every candidate and why it is not eligible, the
+    /// answer, its logs, fuel and time (JSON).
+    Explain {
+        /// The policy component (or core module).
+        file: PathBuf,
+        /// The client address.
+        client: std::net::IpAddr,
+        /// Path and query, e.g. /btv/live/hls/ch1.m3u8.
+        url: String,
+        /// Topology (default: the embedded demo).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The policy's configuration, TOML (.toml) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also decide over this many seeds and count the answers.
+        #[arg(long, default_value_t = 0)]
+        draws: u32,
+        /// A server to take as reported down by health checks
+        /// (repeatable).
+        #[arg(long, value_name = "SERVER")]
+        down: Vec<String>,
+        /// A server to take as drained (repeatable).
+        #[arg(long, value_name = "SERVER")]
+        drained: Vec<String>,
+    },
     /// Build a policy crate for wasm and encode it as a component; prints
     /// its path, size, content hash and contract version.
     Build {
@@ -122,6 +149,42 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     report.failed + report.passed
                 );
             }
+            Ok(())
+        }
+        PolicyCommand::Explain {
+            file,
+            client,
+            url,
+            topology,
+            config,
+            draws,
+            down,
+            drained,
+        } => {
+            let store = load_topology(topology.as_deref())?;
+            let topology = store.snapshot();
+            let source = PolicySource::from_files(&file, config.as_deref())?;
+            let host = PolicyHost::new(
+                Sandbox::default(),
+                Some(1),
+                source,
+                Fallback::Unavailable,
+                u64::MAX,
+            )?;
+            let health = crate::health::HealthTable::new(&topology);
+            test::set_health(&health.load(), &down, &drained)?;
+            let trace = crate::routing::explain::explain(
+                &topology,
+                &health.load(),
+                &host,
+                &host.active(),
+                &crate::routing::explain::Question {
+                    client,
+                    url: &url,
+                    draws: draws.min(crate::routing::explain::MAX_DRAWS),
+                },
+            );
+            println!("{}", serde_json::to_string_pretty(&trace)?);
             Ok(())
         }
         PolicyCommand::Build { dir, json } => {

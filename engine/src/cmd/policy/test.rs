@@ -131,7 +131,8 @@ pub fn run(
             .clone()
             .unwrap_or_else(|| format!("case {}", i + 1));
         let health = Arc::new(HealthTable::new(&topology));
-        set_health(&health.load(), case).with_context(|| format!("{}: {name}", cases.display()))?;
+        set_health(&health.load(), &case.down, &case.drained)
+            .with_context(|| format!("{}: {name}", cases.display()))?;
         let mut router = Router::new(
             &store,
             &health,
@@ -176,9 +177,13 @@ pub fn run(
     Ok(report)
 }
 
-/// Marks the case's down and drained servers.
-fn set_health(health: &ServersHealth, case: &Case) -> anyhow::Result<()> {
-    for (list, field) in [(&case.down, "down"), (&case.drained, "drained")] {
+/// Marks servers down (as health checks would) and drained.
+pub(super) fn set_health(
+    health: &ServersHealth,
+    down: &[String],
+    drained: &[String],
+) -> anyhow::Result<()> {
+    for (list, field) in [(down, "down"), (drained, "drained")] {
         for id in list {
             let Some(server) = health.by_id(id) else {
                 bail!("field `{field}`: {id:?} is not the id of any server in the topology");
