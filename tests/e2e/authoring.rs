@@ -56,17 +56,67 @@ fn locked(lock: &Path) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-#[test]
-fn a_new_policy_crate_builds_tests_and_serves_outside_the_repository() {
-    let dir = TempDir::new("authoring");
-    let out = edgeward(
-        &dir.0,
-        &["policy", "new", "my-policy", "--template", "blank"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let krate = dir.path("my-policy");
+/// The quickstart block of the README, as it stands.
+fn quickstart() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- quickstart")
+        .expect("README has a quickstart");
+    let block = &readme[start..];
+    let body = &block[block.find("```sh\n").unwrap() + 6..];
+    body[..body.find("```").unwrap()].to_string()
+}
 
-    // Nothing of this repository is referred to.
+/// `(name, version)` of every locked package but the crate's own.
+fn locked_deps(lock: &Path, own: &str) -> BTreeSet<(String, String)> {
+    locked(lock).into_iter().filter(|(n, _)| n != own).collect()
+}
+
+/// The one test that builds a policy crate (the SDK's macros take a while):
+/// the README's quickstart, run as it stands, outside the repository.
+#[test]
+fn the_readme_quickstart_works_outside_the_repository() {
+    let dir = TempDir::new("quickstart");
+    let engine = Engine::start(&[]);
+    let bin_dir = Path::new(binary()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = format!("set -eux\n{}", quickstart());
+    let out = clean(
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(&dir.0)
+            .env("PATH", path)
+            .env(
+                "EDGEWARD_ADMIN",
+                format!("http://{}", engine.admin.unwrap()),
+            ),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the quickstart failed:\n{}",
+        text(&out)
+    );
+    let log = text(&out);
+    assert!(log.contains("4 passed, 0 failed"), "{log}");
+    assert!(log.contains("contract edgeward:policy@0.3.0"), "{log}");
+    assert!(log.contains("accepted my-policy@2"), "{log}");
+
+    // The engine serves it for everybody now.
+    let resp = engine.get("/vod/a.mp4", &[("X-Real-IP", "10.1.2.3")]);
+    assert_eq!(resp.status, 302, "{resp:?}");
+    assert_eq!(resp.header("Edgeward-Policy"), Some("my-policy@2"));
+
+    // The crate refers to nothing of this repository.
+    let krate = dir.path("my-policy");
     for file in [
         "Cargo.toml",
         "vendor/edgeward-sdk/Cargo.toml",
@@ -77,57 +127,26 @@ fn a_new_policy_crate_builds_tests_and_serves_outside_the_repository() {
         assert!(!manifest.contains("\"../../"), "{file}: {manifest}");
     }
     assert!(krate.join("vendor/wit/policy.wit").is_file());
-    let before = locked(&krate.join("Cargo.lock"));
-    assert!(before.iter().any(|(n, _)| n == "wit-bindgen"), "{before:?}");
-
-    // The crate's own unit test, natively.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = clean(
-        Command::new(&cargo)
-            .args(["test", "--quiet"])
-            .current_dir(&krate),
-    )
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "cargo test: {}", text(&out));
-    assert!(text(&out).contains("1 passed"), "{}", text(&out));
-
-    // The component.
-    let out = edgeward(&krate, &["policy", "build", "--json"]);
-    assert!(out.status.success(), "policy build: {}", text(&out));
-    let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(built["contract"], "edgeward:policy@0.3.0", "{built}");
-    let component = Path::new(built["path"].as_str().unwrap()).to_path_buf();
-    let bytes = std::fs::read(&component).unwrap();
-    assert_eq!(built["size"], bytes.len());
-    assert_eq!(built["sha256"], edgeward::sha256_hex(&bytes));
-    assert_eq!(
-        locked(&krate.join("Cargo.lock")),
-        before,
-        "the build kept every locked version"
+    // The build kept every version the command locked.
+    let out = edgeward(
+        &dir.0,
+        &["policy", "new", "fresh", "--template", "consistent"],
     );
+    assert!(out.status.success(), "{}", text(&out));
+    let written = locked_deps(&dir.path("fresh/Cargo.lock"), "fresh");
+    assert!(
+        written.iter().any(|(n, _)| n == "wit-bindgen"),
+        "{written:?}"
+    );
+    assert_eq!(locked_deps(&krate.join("Cargo.lock"), "my-policy"), written);
 
-    // The cases it came with hold, through the engine's request path.
-    let out = edgeward(&krate, &["policy", "test", "--cases", "cases.toml"]);
-    assert!(out.status.success(), "policy test: {}", text(&out));
-    assert!(text(&out).contains("4 passed, 0 failed"), "{}", text(&out));
-
-    // The engine serves it; `ctl push` takes the plain cargo output too.
-    let engine = Engine::start(&[
-        "--topology",
-        fixtures().join("routing.json").to_str().unwrap(),
-        "--policy",
-        component.to_str().unwrap(),
-    ]);
-    let resp = engine.get("/vod/a.mp4", &[("X-Real-IP", "10.1.5.5")]);
-    assert_eq!(resp.status, 302, "{resp:?}");
-    assert_eq!(resp.header("Edgeward-Policy"), Some("my_policy@1"));
+    // The plain cargo output goes through `ctl push` too.
     let module = krate.join("target/wasm32-unknown-unknown/release/my_policy.wasm");
     let (ok, out, err) = crate::ctl::ctl(
         &engine,
         &["push", "plain", module.to_str().unwrap(), "--activate"],
     );
-    assert!(ok && out.starts_with("accepted plain@2"), "{out}{err}");
+    assert!(ok && out.starts_with("accepted plain@3"), "{out}{err}");
 }
 
 #[test]
