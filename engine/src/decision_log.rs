@@ -1,10 +1,13 @@
 //! The decision log: a sampled JSON-lines record of routing decisions
 //! (`--decision-log FILE`), rotated by size.
 //!
-//! Each record says when, who (client address), what was asked, the
-//! candidate tiers the policy saw (with region, subnet and every
-//! candidate's flags), what was answered, which policy version decided and
-//! how long it took: enough to replay the decision later. Workers hand
+//! Each record (schema [`SCHEMA`]) says when, who (client address), what
+//! was asked, the candidate tiers exactly as the policy saw them (indices
+//! and ids, flags, health figures), the random seed and clock of the call,
+//! the topology's version and hash, what the policy answered, what was
+//! sent, which policy version decided and how long it took: everything
+//! `edgeward policy replay` needs to call another policy exactly as the
+//! engine called this one. Workers hand
 //! records to a writer thread through a bounded channel and never wait: when
 //! the writer falls behind, records are dropped and counted.
 
@@ -20,9 +23,17 @@ const QUEUE: usize = 8192;
 /// Rotated files kept (`FILE.1` … `FILE.N`).
 const KEEP: usize = 3;
 
+/// The version of the record format. 2 added what an exact replay needs:
+/// `seed`, `time_ms`, `topology_hash`, `answer`, and indices, state bits
+/// and health figures in the tiers (version 1 records have no `schema`).
+pub const SCHEMA: u32 = 2;
+
 /// One decision.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Record {
+    /// [`SCHEMA`].
+    #[serde(default)]
+    pub schema: u32,
     /// The request's id (as in its log lines).
     pub request_id: String,
     /// RFC 3339 time.
@@ -41,8 +52,20 @@ pub struct Record {
     pub query: String,
     /// Topology version the decision used.
     pub topology_version: u64,
+    /// SHA-256 of that topology's document.
+    #[serde(default)]
+    pub topology_hash: String,
+    /// The request's random seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// The clock of the call, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub time_ms: u64,
     /// What the policy saw.
     pub tiers: Vec<TierRecord>,
+    /// What the deciding policy answered (none when a fallback answered).
+    #[serde(default)]
+    pub answer: Option<Answer>,
     /// `name@version` of what decided (or `native`).
     pub policy: String,
     /// Status answered.
@@ -55,22 +78,52 @@ pub struct Record {
     pub duration_us: f64,
 }
 
+/// A policy's answer, as the log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// The candidate with this server index.
+    Choose(u32),
+    /// A refusal with this status.
+    Reject(u16),
+    /// A redirect to this URL.
+    Redirect(String),
+}
+
 /// One tier as the policy saw it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct TierRecord {
+    /// Region index.
+    #[serde(default)]
+    pub region_index: u32,
     /// Region id.
     pub region: String,
     /// Region `active` flag.
     pub region_active: bool,
     /// Matched subnet (none for the default-region tier).
     pub subnet: Option<String>,
+    /// Its index.
+    #[serde(default)]
+    pub subnet_index: Option<u32>,
     /// The candidates.
     pub candidates: Vec<CandidateRecord>,
 }
 
 /// One candidate as the policy saw it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct CandidateRecord {
+    /// Server index.
+    #[serde(default)]
+    pub server_index: u32,
+    /// Group index.
+    #[serde(default)]
+    pub group_index: u32,
+    /// The flags as the packed call carries them.
+    #[serde(default)]
+    pub bits: u8,
+    /// Health figures offered with it: round-trip time and named figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRecord>,
     /// Server id.
     pub server: String,
     /// Group id.
@@ -78,7 +131,16 @@ pub struct CandidateRecord {
     /// Weight.
     pub weight: u32,
     /// Set flags: `server-active`, `group-active`, `serves-resource`, `available`.
-    pub state: Vec<&'static str>,
+    pub state: Vec<String>,
+}
+
+/// Health figures of a candidate.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct HealthRecord {
+    /// Round-trip time of the last probe, microseconds.
+    pub rtt_us: Option<u32>,
+    /// Named figures, in the order the edge reported them.
+    pub figures: Vec<(String, f64)>,
 }
 
 /// The workers' handle on the log.

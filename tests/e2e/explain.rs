@@ -189,3 +189,114 @@ fn explain_refuses_bad_questions_and_works_from_ctl_and_offline() {
         "{trace:#}"
     );
 }
+
+/// Decisions of `nearest` logged at a sample of 1, then replayed.
+#[test]
+fn replay_gives_the_same_answers_with_the_same_policy_and_shows_the_changes_of_another() {
+    let dir = crate::harness::TempDir::new("replay");
+    let log = dir.path("decisions.jsonl");
+    let topology = fixtures().join("routing.json");
+    let engine = Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--decision-log",
+        log.to_str().unwrap(),
+        "--decision-log-sample",
+        "1",
+    ]);
+    let mut conn = engine.connect();
+    let mut sent = 0;
+    for i in 0..100 {
+        for (ip, path) in [
+            (format!("10.9.0.{}", i % 50), format!("/vod/film-{i}.mp4")),
+            (format!("10.1.5.{i}"), "/btv/live/hls/ch1.m3u8".to_string()),
+            (format!("10.6.0.{i}"), format!("/static/{i}.png")),
+        ] {
+            let resp = conn.request("GET", &path, &[("X-Real-IP", &ip)]);
+            assert_eq!(resp.status, 302, "{resp:?}");
+            sent += 1;
+        }
+    }
+    crate::harness::wait_until("every decision is logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= sent)
+    });
+    let replay = |policy: &str, extra: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .args(["policy", "replay"])
+            .arg(built_policy(policy))
+            .arg("--log")
+            .arg(&log)
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let topo = ["--topology", topology.to_str().unwrap()];
+
+    // The policy that made them: every answer the same (random draws
+    // included: the seed is in the log).
+    let (ok, out, err) = replay("nearest", &topo);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["decisions"], sent, "{report:#}");
+    assert_eq!(report["same"], sent, "{report:#}");
+    assert_eq!(report["same_share"], 1.0);
+    // Without the topology too (nearest looks nothing up).
+    let (ok, out, err) = replay("nearest", &[]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["same"], sent, "{report:#}");
+
+    // Another policy: `consistent` keys the weighted region's edges by
+    // asset, so some of those change edge within the region, and only
+    // those.
+    let (ok, out, err) = replay("consistent", &topo);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let changed = report["changed"].as_object().unwrap();
+    assert_eq!(
+        changed.keys().collect::<Vec<_>>(),
+        ["another edge in the same region"],
+        "{report:#}"
+    );
+    let n = changed["another edge in the same region"].as_u64().unwrap();
+    assert!(n > 0 && n < 100, "{report:#}");
+    assert_eq!(report["same"].as_u64().unwrap() + n, sent as u64);
+    let servers: Vec<&str> = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["server"].as_str().unwrap())
+        .collect();
+    assert!(
+        servers[..2].contains(&"e-w3") && servers[..2].contains(&"e-w1"),
+        "{report:#}"
+    );
+    assert!(!report["examples"].as_array().unwrap().is_empty());
+
+    // The wrong topology is refused, naming both hashes.
+    let other = fixtures().join("unreachable.json");
+    let (ok, _, err) = replay("nearest", &["--topology", other.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("was made on topology") && err.contains("the topology given has hash"),
+        "{err}"
+    );
+    // A damaged line is named.
+    std::fs::write(dir.path("bad.jsonl"), "{\"schema\": 2}\nnot json\n").unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["policy", "replay"])
+        .arg(built_policy("nearest"))
+        .arg("--log")
+        .arg(dir.path("bad.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.jsonl:1: not a decision record"), "{err}");
+}

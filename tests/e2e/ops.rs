@@ -245,7 +245,9 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
         );
     }
     // Rotation at the 4 KiB floor keeps FILE.1..FILE.3 beside FILE.
-    let records = crate::harness::eventually("20 decisions in the log files", || {
+    // Rotation keeps at most four small files, so not every record stays:
+    // wait for a rotation and at least 8 records.
+    let records = crate::harness::eventually("a rotated log with 8 records", || {
         let mut all = Vec::new();
         for name in [
             "decisions.jsonl",
@@ -257,7 +259,7 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
                 all.extend(text.lines().map(str::to_string));
             }
         }
-        (all.len() >= 20).then_some(all)
+        (all.len() >= 8 && dir.path("decisions.jsonl.1").exists()).then_some(all)
     });
     assert!(dir.path("decisions.jsonl.1").exists(), "the log rotated");
     assert!(records.len() >= 8, "{} records kept", records.len());

@@ -182,6 +182,11 @@ impl WarmInstance {
         }
     }
 
+    /// Fixes the clock the policy reads (`host.now-ms`), or lets it run.
+    pub fn set_clock(&mut self, ms: Option<u64>) {
+        self.store.data_mut().clock_ms = ms;
+    }
+
     /// [`WarmInstance::select`], with what an explanation shows of the
     /// call: the lines the policy logged, the fuel it used and how long it
     /// took.

@@ -19,6 +19,8 @@ pub struct HostState {
     policy: Arc<str>,
     /// The lines the policy logs, kept while a call is explained.
     pub(crate) captured: Option<Vec<String>>,
+    /// A fixed clock (a replayed call sees the time it was logged at).
+    pub(crate) clock_ms: Option<u64>,
 }
 
 impl HostState {
@@ -40,6 +42,7 @@ impl HostState {
                 .build(),
             policy: policy.into(),
             captured: None,
+            clock_ms: None,
         }
     }
 
@@ -73,7 +76,8 @@ impl host::Host for HostState {
     }
 
     fn now_ms(&mut self) -> u64 {
-        crate::time::unix_millis(std::time::SystemTime::now())
+        self.clock_ms
+            .unwrap_or_else(|| crate::time::unix_millis(std::time::SystemTime::now()))
     }
 
     fn random(&mut self) -> u64 {

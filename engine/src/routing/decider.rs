@@ -173,6 +173,8 @@ impl Decider {
             }
         };
         let chosen = self.chosen(&prepared);
+        // The shadow's call below overwrites `last_choice`.
+        let answered = self.last_choice;
 
         if let Some(shadow) = &routing.shadow
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
@@ -199,9 +201,9 @@ impl Decider {
             log.record(super::record::record(
                 topology,
                 &prepared,
-                client,
                 &outcome,
                 &decided_by,
+                answered,
                 started,
                 id,
             ));

@@ -3,10 +3,9 @@
 
 use super::Outcome;
 use super::candidates::Prepared;
-use crate::decision_log::{CandidateRecord, Record, TierRecord};
+use crate::decision_log::{Answer, CandidateRecord, HealthRecord, Record, SCHEMA, TierRecord};
 use crate::topology::Topology;
 use http::HeaderValue;
-use std::net::IpAddr;
 use std::time::Instant;
 
 /// The decision-log record of one decision: the request as the policy saw
@@ -14,9 +13,9 @@ use std::time::Instant;
 pub fn record(
     topology: &Topology,
     prepared: &Prepared<'_>,
-    client: IpAddr,
     outcome: &Outcome,
     decided_by: &HeaderValue,
+    chosen: Option<u32>,
     started: Instant,
     request_id: String,
 ) -> Record {
@@ -25,6 +24,8 @@ pub fn record(
         .tiers
         .iter()
         .map(|t| TierRecord {
+            region_index: t.region,
+            subnet_index: t.subnet,
             region: topology.regions[t.region as usize].id.to_string(),
             region_active: t.region_active,
             subnet: t
@@ -34,10 +35,17 @@ pub fn record(
                 .candidates
                 .iter()
                 .map(|c| CandidateRecord {
+                    server_index: c.server,
+                    group_index: c.group,
+                    bits: c.state.bits(),
+                    health: c.health.as_ref().map(|h| HealthRecord {
+                        rtt_us: h.rtt_us,
+                        figures: h.figures.clone(),
+                    }),
                     server: topology.servers[c.server as usize].id.to_string(),
                     group: topology.groups[c.group as usize].id.to_string(),
                     weight: c.weight,
-                    state: c.state.names().collect(),
+                    state: c.state.names().map(str::to_string).collect(),
                 })
                 .collect(),
         })
@@ -46,10 +54,23 @@ pub fn record(
         Outcome::Redirect(url) => (302, Some(url.clone()), None),
         Outcome::Refuse { status, reason } => (*status, None, Some(reason.to_string())),
     };
+    let policy = decided_by.to_str().unwrap_or("?").to_string();
+    // What the policy answered; a fallback's answer is not the policy's.
+    let answer = match (chosen, outcome) {
+        _ if policy == "native" => None,
+        (Some(server), _) => Some(Answer::Choose(server)),
+        (None, Outcome::Redirect(url)) => Some(Answer::Redirect(url.clone())),
+        (None, Outcome::Refuse { status, .. }) => Some(Answer::Reject(*status)),
+    };
     Record {
+        schema: SCHEMA,
+        topology_hash: topology.hash.clone(),
+        seed: r.seed,
+        time_ms: crate::time::unix_millis(std::time::SystemTime::now()),
+        answer,
         request_id,
         time: crate::time::now_rfc3339(),
-        client: client.to_string(),
+        client: r.client.to_std().to_string(),
         kind: r.kind.as_str().into(),
         protocol: r.protocol.map(|p| p.as_str().into()),
         encryption: r.encryption.as_str().into(),
@@ -57,7 +78,7 @@ pub fn record(
         query: r.query.clone().unwrap_or_default(),
         topology_version: r.topology_version,
         tiers,
-        policy: decided_by.to_str().unwrap_or("?").to_string(),
+        policy,
         status,
         location,
         reason,

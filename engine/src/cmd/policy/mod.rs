@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod new;
+pub mod replay;
 pub mod test;
 
 use super::load_topology;
@@ -94,6 +95,26 @@ pub enum PolicyCommand {
         /// A server to take as drained (repeatable).
         #[arg(long, value_name = "SERVER")]
         drained: Vec<String>,
+    },
+    /// Replay logged decisions (--decision-log files, schema 2) through
+    /// another policy, exactly as the engine called the one that made them,
+    /// and report what would have changed.
+    Replay {
+        /// The policy to replay through.
+        file: PathBuf,
+        /// Decision log files (repeatable).
+        #[arg(long = "log", required = true)]
+        logs: Vec<PathBuf>,
+        /// The topology the decisions were made on (checked against their
+        /// hash); without it, host look-ups find nothing.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The policy's configuration, TOML (.toml) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Build a policy crate for wasm and encode it as a component; prints
     /// its path, size, content hash and contract version.
@@ -185,6 +206,48 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 },
             );
             println!("{}", serde_json::to_string_pretty(&trace)?);
+            Ok(())
+        }
+        PolicyCommand::Replay {
+            file,
+            logs,
+            topology,
+            config,
+            json,
+        } => {
+            let r = replay::run(&file, &logs, topology.as_deref(), config.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "{} decisions replayed ({:.0}/s): {} the same ({:.2} %)",
+                r.decisions,
+                r.per_second,
+                r.same,
+                r.same_share * 100.0
+            );
+            for (why, n) in &r.skipped {
+                println!("skipped {n}: {why}");
+            }
+            for (kind, n) in &r.changed {
+                println!("changed {n}: {kind}");
+            }
+            println!("redirects per server, before -> after (largest change first):");
+            for s in r.servers.iter().take(20) {
+                println!(
+                    "  {:<24} {:>6.2} % -> {:>6.2} %",
+                    s.server,
+                    s.before * 100.0,
+                    s.after * 100.0
+                );
+            }
+            for e in &r.examples {
+                println!(
+                    "  e.g. {} {} {}: {} -> {}",
+                    e.request_id, e.client, e.target, e.before, e.after
+                );
+            }
             Ok(())
         }
         PolicyCommand::Build { dir, json } => {
