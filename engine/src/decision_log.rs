@@ -25,7 +25,8 @@ const KEEP: usize = 3;
 
 /// The version of the record format. 2 added what an exact replay needs:
 /// `seed`, `time_ms`, `topology_hash`, `answer`, and indices, state bits
-/// and health figures in the tiers (version 1 records have no `schema`).
+/// and health figures in the tiers; a candidate's flag names became
+/// `missing`, the flags it lacks (version 1 records have no `schema`).
 pub const SCHEMA: u32 = 2;
 
 /// One decision.
@@ -130,8 +131,11 @@ pub struct CandidateRecord {
     pub group: String,
     /// Weight.
     pub weight: u32,
-    /// Set flags: `server-active`, `group-active`, `serves-resource`, `available`.
-    pub state: Vec<String>,
+    /// The flags that are not set (`server-active`, `group-active`,
+    /// `serves-resource`, `available`): what keeps it from being eligible.
+    /// Omitted when all are set; `bits` holds them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// Health figures of a candidate.

@@ -4,6 +4,7 @@
 use super::Outcome;
 use super::candidates::Prepared;
 use crate::decision_log::{Answer, CandidateRecord, HealthRecord, Record, SCHEMA, TierRecord};
+use crate::policy::bindings::CandidateState;
 use crate::topology::Topology;
 use http::HeaderValue;
 use std::time::Instant;
@@ -45,7 +46,10 @@ pub fn record(
                     server: topology.servers[c.server as usize].id.to_string(),
                     group: topology.groups[c.group as usize].id.to_string(),
                     weight: c.weight,
-                    state: c.state.names().map(str::to_string).collect(),
+                    missing: (CandidateState::all() - c.state)
+                        .names()
+                        .map(str::to_string)
+                        .collect(),
                 })
                 .collect(),
         })

@@ -6,7 +6,7 @@
 //! Host look-ups during the replay answer from `--topology` (checked
 //! against the hash each record carries) or, without it, find nothing.
 
-use crate::decision_log::{Answer, Record, SCHEMA};
+use crate::decision_log::{Answer, HealthRecord, SCHEMA};
 use crate::health::Figures;
 use crate::policy::bindings::{
     Candidate, CandidateState, Decision, Encryption, Protocol, Request, RequestKind, Tier,
@@ -21,6 +21,67 @@ use std::sync::Arc;
 
 /// Changed decisions shown as examples, at most.
 const EXAMPLES: usize = 10;
+
+/// What a replay reads of a decision record (the rest of it is skipped
+/// without being stored; strings are borrowed from the line).
+#[derive(serde::Deserialize)]
+struct Record<'a> {
+    #[serde(default)]
+    schema: u32,
+    #[serde(borrow)]
+    request_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    client: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    protocol: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    encryption: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    target: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    query: std::borrow::Cow<'a, str>,
+    topology_version: u64,
+    #[serde(default, borrow)]
+    topology_hash: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    time_ms: u64,
+    #[serde(borrow)]
+    tiers: Vec<TierRecord<'a>>,
+    #[serde(default)]
+    answer: Option<Answer>,
+}
+
+#[derive(serde::Deserialize)]
+struct TierRecord<'a> {
+    #[serde(default)]
+    region_index: u32,
+    #[serde(borrow)]
+    region: std::borrow::Cow<'a, str>,
+    region_active: bool,
+    #[serde(default)]
+    subnet_index: Option<u32>,
+    #[serde(borrow)]
+    candidates: Vec<CandidateRecord<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CandidateRecord<'a> {
+    #[serde(default)]
+    server_index: u32,
+    #[serde(default)]
+    group_index: u32,
+    #[serde(default)]
+    bits: u8,
+    #[serde(default)]
+    health: Option<HealthRecord>,
+    #[serde(borrow)]
+    server: std::borrow::Cow<'a, str>,
+    weight: u32,
+}
 
 /// What the replay found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -102,6 +163,7 @@ pub fn run(
     let started = std::time::Instant::now();
     let mut line = String::new();
     let mut tiers: Vec<Tier> = Vec::new();
+    let mut request = Request::empty();
     for log in logs {
         let file = std::fs::File::open(log)
             .with_context(|| format!("cannot read decision log {}", log.display()))?;
@@ -137,7 +199,7 @@ pub fn run(
                     .or_default() += 1;
                 continue;
             };
-            if checked && record.topology_hash != topology.hash {
+            if checked && *record.topology_hash != *topology.hash {
                 bail!(
                     "{}:{number}: the decision was made on topology {} but the topology given has hash {}; \
                      give the topology it was made on, or none (host look-ups then find nothing)",
@@ -146,7 +208,7 @@ pub fn run(
                     topology.hash
                 );
             }
-            let request = request_of(&record, &topology)
+            request_of(&record, &topology, &mut request)
                 .with_context(|| format!("{}:{number}", log.display()))?;
             tiers_of(&record, &mut tiers);
             instance.set_clock(Some(record.time_ms));
@@ -176,9 +238,9 @@ pub fn run(
             *report.changed.entry(kind).or_default() += 1;
             if report.examples.len() < EXAMPLES {
                 report.examples.push(Example {
-                    request_id: record.request_id.clone(),
-                    client: record.client.clone(),
-                    target: record.target.clone(),
+                    request_id: record.request_id.to_string(),
+                    client: record.client.to_string(),
+                    target: record.target.to_string(),
                     before: name(logged),
                     after: match &replayed {
                         Ok(a) => name(a),
@@ -228,45 +290,55 @@ fn fresh(
     Ok(host.instantiate(policy)?)
 }
 
-/// The request as the engine passed it.
-fn request_of(record: &Record, topology: &Topology) -> anyhow::Result<Request> {
+/// The request as the engine passed it, into `request` (its strings reused).
+fn request_of(
+    record: &Record<'_>,
+    topology: &Topology,
+    request: &mut Request,
+) -> anyhow::Result<()> {
     let kind = *RequestKind::ALL
         .iter()
-        .find(|k| k.as_str() == record.kind)
+        .find(|k| k.as_str() == record.kind.as_ref())
         .with_context(|| format!("kind {:?} is not a request kind", record.kind))?;
     let protocol = match &record.protocol {
         None => None,
         Some(p) => Some(
             *Protocol::ALL
                 .iter()
-                .find(|x| x.as_str() == p)
+                .find(|x| x.as_str() == *p)
                 .with_context(|| format!("protocol {p:?} is not a protocol"))?,
         ),
     };
     let encryption = *Encryption::ALL
         .iter()
-        .find(|e| e.as_str() == record.encryption)
+        .find(|e| e.as_str() == record.encryption.as_ref())
         .with_context(|| format!("encryption {:?} is not an encryption", record.encryption))?;
     let client: std::net::IpAddr = record
         .client
         .parse()
         .with_context(|| format!("client {:?} is not an IP address", record.client))?;
-    Ok(Request {
-        kind,
-        protocol,
-        encryption,
-        target: record.target.clone(),
-        query: (!record.query.is_empty()).then(|| record.query.clone()),
-        client: client.into(),
-        // The indices refer to the logged topology; look-ups answer from
-        // the one given (checked to be the same) or from none.
-        topology_version: if topology.version == 0 {
-            record.topology_version
-        } else {
-            topology.version
-        },
-        seed: record.seed,
-    })
+    request.kind = kind;
+    request.protocol = protocol;
+    request.encryption = encryption;
+    request.target.clear();
+    request.target.push_str(&record.target);
+    if record.query.is_empty() {
+        request.query = None;
+    } else {
+        let query = request.query.get_or_insert_with(String::new);
+        query.clear();
+        query.push_str(&record.query);
+    }
+    request.client = client.into();
+    // The indices refer to the logged topology; look-ups answer from the
+    // one given (checked to be the same) or from none.
+    request.topology_version = if topology.version == 0 {
+        record.topology_version
+    } else {
+        topology.version
+    };
+    request.seed = record.seed;
+    Ok(())
 }
 
 /// The tiers as the engine passed them, into `tiers` (reused).
@@ -306,23 +378,23 @@ fn answer_of(decision: &Decision) -> Result<Answer, String> {
 }
 
 /// A candidate's server id and the region of its tier.
-fn offered(record: &Record, server: u32) -> Option<(&str, &str)> {
+fn offered<'r>(record: &'r Record<'_>, server: u32) -> Option<(&'r str, &'r str)> {
     record.tiers.iter().find_map(|t| {
         t.candidates
             .iter()
             .find(|c| c.server_index == server)
-            .map(|c| (c.server.as_str(), t.region.as_str()))
+            .map(|c| (&*c.server, &*t.region))
     })
 }
 
-fn server_id(record: &Record, server: u32) -> String {
+fn server_id(record: &Record<'_>, server: u32) -> String {
     offered(record, server).map_or_else(
         || format!("#{server} (not offered)"),
         |(id, _)| id.to_string(),
     )
 }
 
-fn describe(record: &Record, answer: &Answer) -> String {
+fn describe(record: &Record<'_>, answer: &Answer) -> String {
     match answer {
         Answer::Choose(s) => format!("choose {}", server_id(record, *s)),
         Answer::Reject(status) => format!("reject {status}"),
@@ -331,7 +403,7 @@ fn describe(record: &Record, answer: &Answer) -> String {
 }
 
 /// The kind of a change.
-fn change(record: &Record, before: &Answer, after: &Answer) -> String {
+fn change(record: &Record<'_>, before: &Answer, after: &Answer) -> String {
     match (before, after) {
         (Answer::Choose(a), Answer::Choose(b)) => {
             match (offered(record, *a), offered(record, *b)) {
