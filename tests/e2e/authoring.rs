@@ -79,7 +79,26 @@ fn locked_deps(lock: &Path, own: &str) -> BTreeSet<(String, String)> {
 #[test]
 fn the_readme_quickstart_works_outside_the_repository() {
     let dir = TempDir::new("quickstart");
-    let engine = Engine::start(&[]);
+    let decisions = dir.path("decisions.jsonl");
+    let engine = Engine::start(&[
+        "--decision-log",
+        decisions.to_str().unwrap(),
+        "--decision-log-sample",
+        "1",
+    ]);
+    // Traffic for the replay step.
+    let mut conn = engine.connect();
+    for i in 0..50 {
+        let ip = format!("10.1.{i}.3");
+        assert_eq!(
+            conn.request("GET", &format!("/vod/{i}.mp4"), &[("X-Real-IP", &ip)])
+                .status,
+            302
+        );
+    }
+    crate::harness::wait_until("the decisions are logged", || {
+        std::fs::read_to_string(&decisions).is_ok_and(|t| t.lines().count() >= 50)
+    });
     let bin_dir = Path::new(binary()).parent().unwrap();
     let path = format!(
         "{}:{}",
@@ -107,6 +126,11 @@ fn the_readme_quickstart_works_outside_the_repository() {
     );
     let log = text(&out);
     assert!(log.contains("4 passed, 0 failed"), "{log}");
+    assert!(
+        log.contains("test the_cases_hold_through_the_engine ... ok"),
+        "{log}"
+    );
+    assert!(log.contains("decisions replayed"), "{log}");
     assert!(log.contains("contract edgeward:policy@0.3.0"), "{log}");
     assert!(log.contains("accepted my-policy@2"), "{log}");
 

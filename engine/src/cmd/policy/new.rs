@@ -146,6 +146,7 @@ pub fn run(name: &str, template: Template, parent: &Path) -> anyhow::Result<Path
         ("rust-toolchain.toml".into(), TOOLCHAIN.into()),
         ("src/lib.rs".into(), source.into()),
         ("cases.toml".into(), CASES.into()),
+        ("tests/cases.rs".into(), CASES_TEST.into()),
         ("README.md".into(), readme(name)),
         (".gitignore".into(), "/target\n".into()),
         ("vendor/wit/policy.wit".into(), WIT.into()),
@@ -253,6 +254,32 @@ strip = "debuginfo"
     )
 }
 
+/// The crate's `cargo test` runs its cases file through `edgeward policy
+/// test` (the engine builds the tiers; the SDK does not).
+const CASES_TEST: &str = r#"//! `cases.toml`, through the engine's own request path: runs
+//! `edgeward policy test` (set EDGEWARD to the binary's path if it is not
+//! on PATH).
+
+use std::process::Command;
+
+#[test]
+fn the_cases_hold_through_the_engine() {
+    let edgeward = std::env::var("EDGEWARD").unwrap_or_else(|_| "edgeward".into());
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(&edgeward)
+        .args(["policy", "test", dir, "--cases"])
+        .arg(format!("{dir}/cases.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {edgeward:?} (set EDGEWARD to its path): {e}"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+"#;
+
 /// Cases every template passes on the demo topology (`edgeward policy
 /// test --cases cases.toml`); the author adds their own.
 const CASES: &str = r#"# Cases for `edgeward policy test --cases cases.toml` (add --topology FILE
@@ -330,7 +357,7 @@ fn readme(name: &str) -> String {
 A routing policy for edgeward ({CONTRACT}), written by `edgeward policy new`.
 
 ```sh
-cargo test                          # the policy's unit tests, natively
+cargo test                          # its unit tests, natively, and cases.toml
 edgeward policy build               # the component, ready to load
 edgeward policy test --cases cases.toml   # table-driven cases, through the engine
 edgeward policy check target/edgeward/{name}.wasm --topology my-topology.json
