@@ -128,6 +128,23 @@ pub enum PolicyCommand {
     },
 }
 
+/// A policy host for one policy file, as the offline commands use it: the
+/// file's policy is its only (and active) version, seeded, and a failing
+/// call is a 503 (no fallback hides it).
+fn offline_host(
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<PolicyHost>> {
+    let source = PolicySource::from_files(file, config)?;
+    Ok(PolicyHost::new(
+        Sandbox::default(),
+        Some(1),
+        source,
+        Fallback::Unavailable,
+        u64::MAX,
+    )?)
+}
+
 /// Runs a `policy` command.
 pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
@@ -184,14 +201,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
         } => {
             let store = load_topology(topology.as_deref())?;
             let topology = store.snapshot();
-            let source = PolicySource::from_files(&file, config.as_deref())?;
-            let host = PolicyHost::new(
-                Sandbox::default(),
-                Some(1),
-                source,
-                Fallback::Unavailable,
-                u64::MAX,
-            )?;
+            let host = offline_host(&file, config.as_deref())?;
             let health = crate::health::HealthTable::new(&topology);
             test::set_health(&health.load(), &down, &drained)?;
             let trace = crate::routing::explain::explain(
@@ -278,14 +288,7 @@ fn check(
     json: bool,
 ) -> anyhow::Result<()> {
     let store = load_topology(topology)?;
-    let source = PolicySource::from_files(file, config)?;
-    let host = PolicyHost::new(
-        Sandbox::default(),
-        Some(1),
-        source,
-        Fallback::Unavailable,
-        u64::MAX,
-    )?;
+    let host = offline_host(file, config)?;
     let policy = host.active();
     let topology = store.snapshot();
     let health = crate::health::HealthTable::new(&topology);

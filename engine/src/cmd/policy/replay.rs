@@ -11,7 +11,7 @@ use crate::health::Figures;
 use crate::policy::bindings::{
     Candidate, CandidateState, Decision, Encryption, Protocol, Request, RequestKind, Tier,
 };
-use crate::policy::{Fallback, PolicyHost, PolicySource, Sandbox, WarmInstance};
+use crate::policy::{PolicyHost, WarmInstance};
 use crate::topology::Topology;
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
@@ -137,14 +137,7 @@ pub fn run(
     topology: Option<&Path>,
     config: Option<&Path>,
 ) -> anyhow::Result<Report> {
-    let source = PolicySource::from_files(file, config)?;
-    let host = PolicyHost::new(
-        Sandbox::default(),
-        Some(1),
-        source,
-        Fallback::Unavailable,
-        u64::MAX,
-    )?;
+    let host = super::offline_host(file, config)?;
     let topology: Arc<Topology> = match topology {
         Some(path) => super::super::load_topology(Some(path))?.snapshot(),
         None => Arc::new(crate::topology::load(

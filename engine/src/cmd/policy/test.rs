@@ -20,7 +20,6 @@
 
 use super::build;
 use crate::health::{HealthTable, ServersHealth, State};
-use crate::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
 use crate::routing::client::TrustedProxies;
 use crate::routing::url;
 use crate::routing::{Decider, Outcome, PlayerRequest, Router};
@@ -113,14 +112,7 @@ pub fn run(
     }
     let store = Arc::new(super::super::load_topology(topology)?);
     let topology = store.snapshot();
-    let source = PolicySource::from_files(&file, config)?;
-    let host = PolicyHost::new(
-        Sandbox::default(),
-        Some(1),
-        source,
-        Fallback::Unavailable,
-        u64::MAX,
-    )?;
+    let host = super::offline_host(&file, config)?;
     let mut report = Report {
         passed: 0,
         failed: 0,
