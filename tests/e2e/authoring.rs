@@ -248,7 +248,10 @@ expect = { host = "nowhere.test" }
         report.contains("got      302 http://e-city.test/vod/a.mp4 (edge e-city)"),
         "{report}"
     );
-    assert!(report.contains("candidates offered:"), "{report}");
+    assert!(
+        report.contains("explain:") && report.contains("\"why_not\""),
+        "{report}"
+    );
     assert!(report.contains("1 passed, 1 failed"), "{report}");
 
     // A case naming a server that does not exist is refused, named.

@@ -2,7 +2,9 @@
 //! cases run through the engine's own request path (the same candidates,
 //! policy call, answer check and `Location` as a running engine), each
 //! with its own health states. A mismatch prints the case, the expected
-//! and the actual answer and the candidates the policy saw.
+//! and the actual answer and the explanation of the request (what `policy
+//! explain` prints: subnets, tiers, why each candidate is not eligible,
+//! the policy's answer and logs).
 //!
 //! The cases file (TOML, or JSON by its `.json` extension):
 //!
@@ -21,7 +23,6 @@
 use super::build;
 use crate::health::{HealthTable, ServersHealth, State};
 use crate::routing::client::TrustedProxies;
-use crate::routing::url;
 use crate::routing::{Decider, Outcome, PlayerRequest, Router};
 use crate::topology::Topology;
 use anyhow::{Context, bail};
@@ -159,8 +160,22 @@ pub fn run(
                 if let Some(by) = routed.decided_by.as_ref().and_then(|h| h.to_str().ok()) {
                     println!("        decided by {by}");
                 }
-                for line in candidates(&topology, &health.load(), case, path, query) {
-                    println!("        {line}");
+                // The explanation of this very request (see `policy explain`).
+                let trace = crate::routing::explain::explain(
+                    &topology,
+                    &health.load(),
+                    &host,
+                    &host.active(),
+                    &crate::routing::explain::Question {
+                        client: case.client,
+                        url: &case.url,
+                        draws: 0,
+                    },
+                );
+                let text = serde_json::to_string_pretty(&trace).unwrap_or_default();
+                println!("        explain:");
+                for line in text.lines() {
+                    println!("          {line}");
                 }
             }
         }
@@ -293,52 +308,4 @@ fn describe(expect: &Expect) -> String {
         parts.push(format!("Location {p}..."));
     }
     parts.join(", ")
-}
-
-/// The tiers the policy was offered, one line per candidate.
-fn candidates(
-    topology: &Topology,
-    health: &ServersHealth,
-    case: &Case,
-    path: &str,
-    query: Option<&str>,
-) -> Vec<String> {
-    let Ok(route) = url::parse(path) else {
-        return vec!["the URL is not a route".into()];
-    };
-    let prepared = match crate::routing::candidates::prepare(
-        topology,
-        health,
-        &route,
-        query,
-        case.client,
-        false,
-    ) {
-        Ok(p) => p,
-        Err(outcome) => return vec![format!("not routed to a policy: {outcome:?}")],
-    };
-    let mut lines = vec!["candidates offered:".to_string()];
-    for tier in &prepared.tiers {
-        let region = &topology.regions[tier.region as usize];
-        let subnet = tier.subnet.map_or("default_region".to_string(), |s| {
-            topology.subnets[s as usize].net.to_string()
-        });
-        lines.push(format!(
-            "  region {} ({}{})",
-            region.id,
-            subnet,
-            if tier.region_active { "" } else { ", inactive" }
-        ));
-        for c in &tier.candidates {
-            let flags: Vec<&str> = c.state.names().collect();
-            lines.push(format!(
-                "    {} via {} weight {} [{}]",
-                topology.servers[c.server as usize].id,
-                topology.groups[c.group as usize].id,
-                c.weight,
-                flags.join(", ")
-            ));
-        }
-    }
-    lines
 }
