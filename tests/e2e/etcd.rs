@@ -395,6 +395,25 @@ fn policies_activated_and_rolled_back_through_any_node_serve_everywhere() {
     for n in &nodes {
         wait_until("every node rolled back", || policy_header(n) == label);
     }
+
+    // The core module of a plain cargo build, through etcd: every node
+    // encodes it when it loads it.
+    let module = std::fs::read(crate::harness::built_module("nearest")).unwrap();
+    let r = nodes[0].admin(
+        "POST",
+        "/policies/plain?activate=true",
+        &module,
+        "application/wasm",
+        None,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    let plain = format!("plain@{}", v["version"]);
+    for n in &nodes {
+        wait_until("every node routes with the plain module", || {
+            policy_header(n) == plain
+        });
+    }
 }
 
 #[test]
