@@ -12,36 +12,20 @@
 //! (save a baseline with `-- --save-baseline main`, compare with
 //! `-- --baseline main`).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use criterion::{Criterion, criterion_group, criterion_main};
+use edgeward::policy::PolicySource;
 use edgeward::policy::bindings::{
     Candidate, CandidateState, Encryption, IpAddress, Request, RequestKind, Tier,
 };
-use edgeward::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
-use edgeward::routing::client::TrustedProxies;
-use edgeward::routing::{Decider, PlayerRequest, Router, url};
+use edgeward::routing::{PlayerRequest, url};
 use edgeward::topology::store::TopologyStore;
 use edgeward::topology::synthetic::{Spec, generate};
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::sync::Arc;
-
-/// Client addresses: mostly inside the synthetic ranges, a few outside.
-fn clients(n: usize) -> Vec<IpAddr> {
-    let mut x: u64 = 0x1234_5678_9abc_def0;
-    (0..n)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            match i % 20 {
-                0 => IpAddr::from([192, 0, 2, (x % 250) as u8]),
-                1 => IpAddr::from(((0x2001_0db8u128 << 96) | u128::from(x) << 40).to_be_bytes()),
-                2..=5 => IpAddr::from((0x6440_0000 | (x as u32 & 0x003f_ffff)).to_be_bytes()),
-                _ => IpAddr::from((0x0a00_0000 | (x as u32 & 0x00ff_ffff)).to_be_bytes()),
-            }
-        })
-        .collect()
-}
+use support::{clients, host};
 
 fn lpm(c: &mut Criterion) {
     let doc = generate(Spec {
@@ -61,17 +45,6 @@ fn lpm(c: &mut Criterion) {
     });
 }
 
-fn host(policy: PolicySource) -> Arc<PolicyHost> {
-    PolicyHost::new(
-        Sandbox::default(),
-        Some(1),
-        policy,
-        Fallback::Native,
-        u64::MAX,
-    )
-    .unwrap()
-}
-
 fn decision(c: &mut Criterion) {
     let doc = generate(Spec {
         v4_subnets: 9_700,
@@ -84,18 +57,7 @@ fn decision(c: &mut Criterion) {
     let path = "/btv/live/hls/ch1.m3u8";
     let query = Some("token=abc");
 
-    // The whole request path of a worker, as the HTTP layer calls it (the
-    // client is the peer: no trusted proxy, no X-Real-IP).
-    let policies = host(PolicySource::builtin_nearest());
-    let health = Arc::new(edgeward::health::HealthTable::new(&store.snapshot()));
-    let mut router = Router::new(
-        &store,
-        &health,
-        &policies,
-        TrustedProxies::new(Vec::new()),
-        Decider::new(policies.clone(), Some(1)),
-        None,
-    );
+    let mut router = support::router(&store);
     let mut i = 0;
     c.bench_function("decision/10k/wasm_nearest", |b| {
         b.iter(|| {
@@ -114,6 +76,8 @@ fn decision(c: &mut Criterion) {
     // is not a fair baseline (it pays for the failed call); measure it
     // through prepare/finish directly instead.
     let topology = store.snapshot();
+    let health = edgeward::health::HealthTable::new(&topology);
+    let health = health.load();
     let mut seed = 0u64;
     let mut scratch = edgeward::routing::candidates::Scratch::default();
     c.bench_function("decision/10k/native_nearest", |b| {
@@ -123,7 +87,7 @@ fn decision(c: &mut Criterion) {
             let route = url::parse(black_box(path)).unwrap();
             let prepared = edgeward::routing::candidates::prepare_reusing(
                 &topology,
-                &health.load(),
+                &health,
                 &route,
                 query,
                 addrs[i],

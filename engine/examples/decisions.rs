@@ -11,9 +11,10 @@
 //! (`decision/10k/wasm_nearest`); callgrind counts only `run_decisions`,
 //! not the setup (compiling the policy, indexing the topology).
 
-use edgeward::policy::{Fallback, PolicyHost, PolicySource, Sandbox};
-use edgeward::routing::client::TrustedProxies;
-use edgeward::routing::{Decider, Outcome, PlayerRequest, Router};
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use edgeward::routing::{Outcome, PlayerRequest, Router};
 use edgeward::topology::store::TopologyStore;
 use edgeward::topology::synthetic::{Spec, generate};
 use std::net::IpAddr;
@@ -31,24 +32,8 @@ fn main() {
         seed: 2,
     });
     let store = Arc::new(TopologyStore::new(&doc).unwrap());
-    let policies = PolicyHost::new(
-        Sandbox::default(),
-        Some(1),
-        PolicySource::builtin_nearest(),
-        Fallback::Native,
-        u64::MAX,
-    )
-    .unwrap();
-    let health = Arc::new(edgeward::health::HealthTable::new(&store.snapshot()));
-    let mut router = Router::new(
-        &store,
-        &health,
-        &policies,
-        TrustedProxies::new(Vec::new()),
-        Decider::new(policies.clone(), Some(1)),
-        None,
-    );
-    let clients = clients(4096);
+    let mut router = support::router(&store);
+    let clients = support::clients(4096);
     // Warm: the instance, the worker's buffers.
     run_decisions(&mut router, &clients, 1000);
     let redirects = run_decisions(&mut router, &clients, n);
@@ -69,22 +54,4 @@ fn run_decisions(router: &mut Router, clients: &[IpAddr], n: usize) -> usize {
         redirects += usize::from(matches!(routed.outcome, Outcome::Redirect(_)));
     }
     redirects
-}
-
-/// The bench's client addresses: mostly inside the synthetic ranges.
-fn clients(n: usize) -> Vec<IpAddr> {
-    let mut x: u64 = 0x1234_5678_9abc_def0;
-    (0..n)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            match i % 20 {
-                0 => IpAddr::from([192, 0, 2, (x % 250) as u8]),
-                1 => IpAddr::from(((0x2001_0db8u128 << 96) | u128::from(x) << 40).to_be_bytes()),
-                2..=5 => IpAddr::from((0x6440_0000 | (x as u32 & 0x003f_ffff)).to_be_bytes()),
-                _ => IpAddr::from((0x0a00_0000 | (x as u32 & 0x00ff_ffff)).to_be_bytes()),
-            }
-        })
-        .collect()
 }
