@@ -470,9 +470,11 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
 pub struct EtcdWriter {
     cluster: Arc<Cluster>,
     control: Arc<Control>,
-    /// Failing versions whose rollback this node has written (or is
-    /// writing): one write per version, however many requests fail.
-    reported: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Failing versions whose rollback this node is writing: one write at a
+    /// time per version, however many requests fail meanwhile. A version is
+    /// forgotten once its write is done, so one activated again later can be
+    /// rolled back again.
+    reported: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 impl EtcdWriter {
@@ -593,6 +595,7 @@ impl Writer for EtcdWriter {
             return;
         }
         let (cluster, control) = (self.cluster.clone(), self.control.clone());
+        let reported = self.reported.clone();
         let who = crate::control::automatic(&cluster.node);
         // A rare event: a thread of its own keeps the write off the request
         // path and off the follower's loop.
@@ -636,6 +639,10 @@ impl Writer for EtcdWriter {
                         );
                     }
                 }
+                reported
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&version);
             });
         if let Err(e) = spawned {
             tracing::error!(version, "cannot start the automatic rollback: {e}");

@@ -249,7 +249,8 @@ fn subnets(topology: &Topology, client: IpAddr) -> Value {
 
 /// The tiers with every candidate and why it is not eligible.
 fn tiers(topology: &Topology, health: &ServersHealth, tiers: &[Tier]) -> Value {
-    let by_id = health.topology_version == topology.version;
+    // The table of this very snapshot is read by index; another by id.
+    let indexed = health.topology_version == topology.version;
     tiers
         .iter()
         .map(|t| {
@@ -260,7 +261,7 @@ fn tiers(topology: &Topology, health: &ServersHealth, tiers: &[Tier]) -> Value {
                 .map(|c| {
                     let server = &topology.servers[c.server as usize];
                     let group = &topology.groups[c.group as usize];
-                    let view = if by_id {
+                    let view = if indexed {
                         Some(health.of(c.server).view())
                     } else {
                         health.by_id(&server.id).map(|h| h.view())
