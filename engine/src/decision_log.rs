@@ -11,6 +11,7 @@
 //! records to a writer thread through a bounded channel and never wait: when
 //! the writer falls behind, records are dropped and counted.
 
+use crate::topology::Topology;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,11 @@ const KEEP: usize = 3;
 /// `seed`, `time_ms`, `topology_hash`, `answer`, and indices, state bits
 /// and health figures in the tiers; a candidate's flag names became
 /// `missing`, the flags it lacks (version 1 records have no `schema`).
-pub const SCHEMA: u32 = 2;
+/// 3 added what the host's look-ups answer, so that a replay needs no
+/// topology: a [`TopologyRecord`] of the servers, groups and regions before
+/// the first decision made on each topology in each file, and a tier's
+/// `subnet_name`; and `fallback`: a fallback's answer is recorded too.
+pub const SCHEMA: u32 = 3;
 
 /// One decision.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -64,9 +69,14 @@ pub struct Record {
     pub time_ms: u64,
     /// What the policy saw.
     pub tiers: Vec<TierRecord>,
-    /// What the deciding policy answered (none when a fallback answered).
+    /// What decided answered: the policy, or the fallback when the policy
+    /// failed (schema 2 records leave a fallback's answer out).
     #[serde(default)]
     pub answer: Option<Answer>,
+    /// `name@version` of the policy whose call failed, when a fallback
+    /// (`policy`) answered instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// `name@version` of what decided (or `native`).
     pub policy: String,
     /// Status answered.
@@ -77,6 +87,106 @@ pub struct Record {
     pub reason: Option<String>,
     /// Time to decide, in microseconds.
     pub duration_us: f64,
+    /// The topology decided on, for its [`TopologyRecord`] (not written).
+    #[serde(skip)]
+    pub topology: Option<Arc<Topology>>,
+}
+
+/// What the host's look-ups answer on one topology: written once per
+/// topology per file, before the first decision made on it, so that the
+/// decisions themselves stay small. Subnets are not in it (a topology may
+/// have millions); a decision's tiers carry their matched subnets.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct TopologyRecord {
+    /// Always `"topology"` (what tells this line from a decision).
+    pub record: String,
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// The topology's version.
+    pub topology_version: u64,
+    /// SHA-256 of its document, as the decisions name it.
+    pub topology_hash: String,
+    /// Every server, by index.
+    pub servers: Vec<ServerEntry>,
+    /// Every server group, by index.
+    pub groups: Vec<GroupEntry>,
+    /// Every region, by index.
+    pub regions: Vec<RegionEntry>,
+}
+
+/// A server of a [`TopologyRecord`] (what `host.lookup-server` answers).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ServerEntry {
+    /// Id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Weight.
+    pub weight: u32,
+    /// `active` flag.
+    pub active: bool,
+}
+
+/// A server group of a [`TopologyRecord`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GroupEntry {
+    /// Id.
+    pub id: String,
+    /// `active` flag.
+    pub active: bool,
+}
+
+/// A region of a [`TopologyRecord`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RegionEntry {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `active` flag.
+    pub active: bool,
+}
+
+impl TopologyRecord {
+    /// The record of `topology`.
+    pub fn of(topology: &Topology) -> Self {
+        TopologyRecord {
+            record: "topology".into(),
+            schema: SCHEMA,
+            topology_version: topology.version,
+            topology_hash: topology.hash.clone(),
+            servers: topology
+                .servers
+                .iter()
+                .map(|s| ServerEntry {
+                    id: s.id.to_string(),
+                    host: s.host.to_string(),
+                    port: s.port,
+                    weight: s.weight,
+                    active: s.active,
+                })
+                .collect(),
+            groups: topology
+                .groups
+                .iter()
+                .map(|g| GroupEntry {
+                    id: g.id.to_string(),
+                    active: g.active,
+                })
+                .collect(),
+            regions: topology
+                .regions
+                .iter()
+                .map(|r| RegionEntry {
+                    id: r.id.to_string(),
+                    name: r.name.to_string(),
+                    active: r.active,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A policy's answer, as the log records it.
@@ -101,11 +211,15 @@ pub struct TierRecord {
     pub region: String,
     /// Region `active` flag.
     pub region_active: bool,
-    /// Matched subnet (none for the default-region tier).
+    /// Matched subnet (omitted for the default-region tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
     /// Its index.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_index: Option<u32>,
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_name: Option<String>,
     /// The candidates.
     pub candidates: Vec<CandidateRecord>,
 }
@@ -204,11 +318,24 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
 fn writer(rx: Receiver<Record>, path: PathBuf, file: std::fs::File, max_bytes: u64) {
     let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut out = std::io::BufWriter::new(file);
+    // The topologies whose record this file has (the last few).
+    let mut described: Vec<String> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         // Write what is queued, then flush once.
         while let Some(record) = next {
-            let mut line = serde_json::to_vec(&record).unwrap_or_default();
+            let mut line = Vec::new();
+            if let Some(topology) = &record.topology
+                && !described.contains(&topology.hash)
+            {
+                line = serde_json::to_vec(&TopologyRecord::of(topology)).unwrap_or_default();
+                line.push(b'\n');
+                if described.len() >= 8 {
+                    described.remove(0);
+                }
+                described.push(topology.hash.clone());
+            }
+            let _ = serde_json::to_writer(&mut line, &record);
             line.push(b'\n');
             if out.write_all(&line).is_err() {
                 tracing::warn!(path = %path.display(), "decision log write failed");
@@ -220,6 +347,7 @@ fn writer(rx: Receiver<Record>, path: PathBuf, file: std::fs::File, max_bytes: u
                     Ok(file) => {
                         out = std::io::BufWriter::new(file);
                         written = 0;
+                        described.clear();
                     }
                     Err(e) => tracing::warn!(error = %e, "decision log rotation failed"),
                 }

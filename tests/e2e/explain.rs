@@ -218,7 +218,7 @@ fn replay_gives_the_same_answers_with_the_same_policy_and_shows_the_changes_of_a
         }
     }
     crate::harness::wait_until("every decision is logged", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= sent)
+        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
     });
     let replay = |policy: &str, extra: &[&str]| {
         let out = std::process::Command::new(binary())
@@ -299,4 +299,144 @@ fn replay_gives_the_same_answers_with_the_same_policy_and_shows_the_changes_of_a
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.jsonl:1: not a decision record"), "{err}");
+}
+
+/// Runs `policy replay --json` and parses its report.
+fn replay_report(
+    policy: &str,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> Value {
+    let out = std::process::Command::new(binary())
+        .args(["policy", "replay"])
+        .arg(built_policy(policy))
+        .arg("--config")
+        .arg(config)
+        .arg("--log")
+        .arg(log)
+        .args(extra)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A policy that asks the host about servers, groups, regions and subnets
+/// replays identically without the topology: the log carries what those
+/// look-ups answer.
+#[test]
+fn replay_without_the_topology_answers_look_ups_from_the_log() {
+    let dir = crate::harness::TempDir::new("replay-lookups");
+    let log = dir.path("decisions.jsonl");
+    let config = dir.path("look-up.json");
+    std::fs::write(&config, r#"{"mode": "look-up"}"#).unwrap();
+    let topology = fixtures().join("routing.json");
+    let engine = Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--policy",
+        built_policy("hostile").to_str().unwrap(),
+        "--policy-config",
+        config.to_str().unwrap(),
+        "--decision-log",
+        log.to_str().unwrap(),
+        "--decision-log-sample",
+        "1",
+    ]);
+    let mut conn = engine.connect();
+    let mut sent = 0;
+    for i in 0..40 {
+        for (ip, path) in [
+            (format!("10.9.0.{i}"), format!("/vod/film-{i}.mp4")),
+            (format!("10.1.5.{i}"), "/btv/live/hls/ch1.m3u8".to_string()),
+        ] {
+            let resp = conn.request("GET", &path, &[("X-Real-IP", &ip)]);
+            assert_eq!(resp.status, 302, "{resp:?}");
+            let location = resp.header("Location").unwrap();
+            assert!(
+                !location.contains("none") && location.contains("&subnet=10."),
+                "{location}"
+            );
+            sent += 1;
+        }
+    }
+    crate::harness::wait_until("every decision is logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
+    });
+    for extra in [&["--topology", topology.to_str().unwrap()][..], &[]] {
+        let report = replay_report("hostile", &config, &log, extra);
+        assert_eq!(report["decisions"], sent, "{report:#}");
+        assert_eq!(report["same"], sent, "{extra:?}: {report:#}");
+        let from = if extra.is_empty() { "log" } else { "topology" };
+        assert_eq!(report["lookups"], from);
+        assert_eq!(report["topologies"], 1, "{report:#}");
+    }
+}
+
+/// Decisions a fallback answered are logged with what it answered and
+/// which version failed, and replay through the same fallback.
+#[test]
+fn replay_covers_decisions_a_fallback_answered() {
+    let dir = crate::harness::TempDir::new("replay-fallback");
+    let log = dir.path("decisions.jsonl");
+    let config = dir.path("panic.json");
+    std::fs::write(&config, r#"{"mode": "panic", "only_target": "boom"}"#).unwrap();
+    let engine = Engine::start(&[
+        "--topology",
+        fixtures().join("routing.json").to_str().unwrap(),
+        "--policy",
+        built_policy("hostile").to_str().unwrap(),
+        "--policy-config",
+        config.to_str().unwrap(),
+        "--rollback-after",
+        "1000",
+        "--decision-log",
+        log.to_str().unwrap(),
+        "--decision-log-sample",
+        "1",
+    ]);
+    let mut conn = engine.connect();
+    let mut sent = 0;
+    for i in 0..30 {
+        for path in ["/vod/boom", "/vod/fine.mp4"] {
+            let ip = format!("10.9.0.{i}");
+            let resp = conn.request("GET", path, &[("X-Real-IP", &ip)]);
+            assert_eq!(resp.status, 302, "{resp:?}");
+            sent += 1;
+        }
+    }
+    crate::harness::wait_until("every decision is logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let boom: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["target"] == "boom")
+        .unwrap();
+    assert_eq!(boom["schema"], 3);
+    assert_eq!(boom["policy"], "native", "{boom:#}");
+    assert_eq!(boom["fallback"], "hostile@1", "{boom:#}");
+    assert!(boom["answer"]["choose"].is_u64(), "{boom:#}");
+
+    let report = replay_report("hostile", &config, &log, &[]);
+    assert_eq!(report["decisions"], sent, "{report:#}");
+    assert_eq!(report["same"], sent, "{report:#}");
+    assert_eq!(report["logged_fallbacks"], 30, "{report:#}");
+    assert_eq!(report["failed"], 30, "{report:#}");
+
+    // With a 503 for a fallback, the failed ones change, and only those.
+    let report = replay_report("hostile", &config, &log, &["--fallback", "unavailable"]);
+    assert_eq!(report["same"], 30, "{report:#}");
+    assert_eq!(
+        report["changed"],
+        json!({"the new policy failed (choose -> reject)": 30}),
+        "{report:#}"
+    );
 }

@@ -256,7 +256,24 @@ fn the_decision_log_records_sampled_decisions_and_rotates() {
             "decisions.jsonl.3",
         ] {
             if let Ok(text) = std::fs::read_to_string(dir.path(name)) {
-                all.extend(text.lines().map(str::to_string));
+                // Each file describes the topology before its first
+                // decision on it, so that a replay needs no other file.
+                if let Some(first) = text.lines().next() {
+                    let first: serde_json::Value = serde_json::from_str(first).unwrap();
+                    assert_eq!(first["record"], "topology", "{name}: {first}");
+                    let servers = first["servers"].as_array().unwrap();
+                    assert!(
+                        servers.iter().any(|s| s["id"] == "edge-spb-1"
+                            && s["host"] == "e1.spb.cdn.example"
+                            && s["port"] == 8080),
+                        "{first}"
+                    );
+                }
+                all.extend(
+                    text.lines()
+                        .filter(|l| !l.contains(r#""record":"topology""#))
+                        .map(str::to_string),
+                );
             }
         }
         (all.len() >= 8 && dir.path("decisions.jsonl.1").exists()).then_some(all)

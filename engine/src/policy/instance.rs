@@ -187,6 +187,13 @@ impl WarmInstance {
         self.store.data_mut().clock_ms = ms;
     }
 
+    /// Where host look-ups answer from: a logged decision's entries (the
+    /// table is kept between calls so its buffers are reused; `None`
+    /// answers from the call's topology again).
+    pub fn logged_topology(&mut self) -> &mut Option<super::LoggedTopology> {
+        &mut self.store.data_mut().logged
+    }
+
     /// [`WarmInstance::select`], with what an explanation shows of the
     /// call: the lines the policy logged, the fuel it used and how long it
     /// took.

@@ -30,7 +30,7 @@ pub use registry::{
     AutoRollback, Canary, Disagreement, Fallback, PolicyInfo, RoutingError, RoutingState, Shadow,
     ShadowReport,
 };
-pub use state::HostState;
+pub use state::{HostState, LoggedTopology, LookupTables};
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;

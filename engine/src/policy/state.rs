@@ -21,6 +21,32 @@ pub struct HostState {
     pub(crate) captured: Option<Vec<String>>,
     /// A fixed clock (a replayed call sees the time it was logged at).
     pub(crate) clock_ms: Option<u64>,
+    /// Look-ups answered from a logged decision instead of `topology`
+    /// (a replay without the topology the decision was made on).
+    pub(crate) logged: Option<LoggedTopology>,
+}
+
+/// What a decision log carries of a topology: what the look-ups of
+/// servers, groups and regions answer (by index, from the log's topology
+/// record) and the subnets the decision matched.
+#[derive(Debug, Default)]
+pub struct LoggedTopology {
+    /// Servers, groups and regions of the decision's topology (none when
+    /// the log has no record of it).
+    pub tables: Option<Arc<LookupTables>>,
+    /// The matched subnets, by index.
+    pub subnets: Vec<(u32, SubnetInfo)>,
+}
+
+/// Servers, groups and regions by index.
+#[derive(Debug, Default)]
+pub struct LookupTables {
+    /// Servers.
+    pub servers: Vec<ServerInfo>,
+    /// Server groups.
+    pub groups: Vec<GroupInfo>,
+    /// Regions.
+    pub regions: Vec<RegionInfo>,
 }
 
 impl HostState {
@@ -43,6 +69,7 @@ impl HostState {
             policy: policy.into(),
             captured: None,
             clock_ms: None,
+            logged: None,
         }
     }
 
@@ -85,6 +112,14 @@ impl host::Host for HostState {
     }
 
     fn lookup_server(&mut self, server: u32) -> Option<ServerInfo> {
+        if let Some(logged) = &self.logged {
+            return logged
+                .tables
+                .as_ref()?
+                .servers
+                .get(server as usize)
+                .cloned();
+        }
         let s = self.topo()?.servers.get(server as usize)?;
         Some(ServerInfo {
             id: s.id.to_string(),
@@ -96,6 +131,14 @@ impl host::Host for HostState {
     }
 
     fn lookup_region(&mut self, region: u32) -> Option<RegionInfo> {
+        if let Some(logged) = &self.logged {
+            return logged
+                .tables
+                .as_ref()?
+                .regions
+                .get(region as usize)
+                .cloned();
+        }
         let r = self.topo()?.regions.get(region as usize)?;
         Some(RegionInfo {
             id: r.id.to_string(),
@@ -105,6 +148,9 @@ impl host::Host for HostState {
     }
 
     fn lookup_group(&mut self, group: u32) -> Option<GroupInfo> {
+        if let Some(logged) = &self.logged {
+            return logged.tables.as_ref()?.groups.get(group as usize).cloned();
+        }
         let g = self.topo()?.groups.get(group as usize)?;
         Some(GroupInfo {
             id: g.id.to_string(),
@@ -113,6 +159,13 @@ impl host::Host for HostState {
     }
 
     fn lookup_subnet(&mut self, subnet: u32) -> Option<SubnetInfo> {
+        if let Some(logged) = &self.logged {
+            return logged
+                .subnets
+                .iter()
+                .find(|(i, _)| *i == subnet)
+                .map(|(_, s)| s.clone());
+        }
         let topo = self.topo()?;
         let s = topo.subnets.get(subnet as usize)?;
         Some(SubnetInfo {

@@ -202,8 +202,11 @@ impl Decider {
                 topology,
                 &prepared,
                 &outcome,
-                &decided_by,
-                answered,
+                super::record::Decided {
+                    by: &decided_by,
+                    chosen: answered,
+                    fallback: fell_back.as_ref().map(|(failed, _)| failed.as_str()),
+                },
                 started,
                 id,
             ));

@@ -7,19 +7,34 @@ use crate::decision_log::{Answer, CandidateRecord, HealthRecord, Record, SCHEMA,
 use crate::policy::bindings::CandidateState;
 use crate::topology::Topology;
 use http::HeaderValue;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Who decided and what they chose.
+pub struct Decided<'a> {
+    /// `name@version` (or `native`) of what answered.
+    pub by: &'a HeaderValue,
+    /// The server a `choose` answer named.
+    pub chosen: Option<u32>,
+    /// The version whose call failed, when a fallback answered.
+    pub fallback: Option<&'a str>,
+}
 
 /// The decision-log record of one decision: the request as the policy saw
 /// it, its candidates by id, and the answer.
 pub fn record(
-    topology: &Topology,
+    topology: &Arc<Topology>,
     prepared: &Prepared<'_>,
     outcome: &Outcome,
-    decided_by: &HeaderValue,
-    chosen: Option<u32>,
+    decided: Decided<'_>,
     started: Instant,
     request_id: String,
 ) -> Record {
+    let Decided {
+        by: decided_by,
+        chosen,
+        fallback,
+    } = decided;
     let r = &prepared.request;
     let tiers = prepared
         .tiers
@@ -32,6 +47,10 @@ pub fn record(
             subnet: t
                 .subnet
                 .map(|s| topology.subnets[s as usize].net.to_string()),
+            subnet_name: t
+                .subnet
+                .and_then(|s| topology.subnet_name(s))
+                .map(str::to_string),
             candidates: t
                 .candidates
                 .iter()
@@ -59,9 +78,9 @@ pub fn record(
         Outcome::Refuse { status, reason } => (*status, None, Some(reason.to_string())),
     };
     let policy = decided_by.to_str().unwrap_or("?").to_string();
-    // What the policy answered; a fallback's answer is not the policy's.
+    // What decided answered (with `fallback`, what answered for the
+    // policy that failed).
     let answer = match (chosen, outcome) {
-        _ if policy == "native" => None,
         (Some(server), _) => Some(Answer::Choose(server)),
         (None, Outcome::Redirect(url)) => Some(Answer::Redirect(url.clone())),
         (None, Outcome::Refuse { status, .. }) => Some(Answer::Reject(*status)),
@@ -72,6 +91,7 @@ pub fn record(
         seed: r.seed,
         time_ms: crate::time::unix_millis(std::time::SystemTime::now()),
         answer,
+        fallback: fallback.map(str::to_string),
         request_id,
         time: crate::time::now_rfc3339(),
         client: r.client.to_std().to_string(),
@@ -87,5 +107,6 @@ pub fn record(
         location,
         reason,
         duration_us: started.elapsed().as_secs_f64() * 1e6,
+        topology: Some(topology.clone()),
     }
 }

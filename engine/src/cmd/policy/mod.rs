@@ -96,7 +96,7 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "SERVER")]
         drained: Vec<String>,
     },
-    /// Replay logged decisions (--decision-log files, schema 2) through
+    /// Replay logged decisions (--decision-log files, schema 2 or 3) through
     /// another policy, exactly as the engine called the one that made them,
     /// and report what would have changed.
     Replay {
@@ -106,9 +106,13 @@ pub enum PolicyCommand {
         #[arg(long = "log", required = true)]
         logs: Vec<PathBuf>,
         /// The topology the decisions were made on (checked against their
-        /// hash); without it, host look-ups find nothing.
+        /// hash); without it, host look-ups answer from what each record
+        /// carries of what it offered.
         #[arg(long)]
         topology: Option<PathBuf>,
+        /// What answers when the replayed policy fails.
+        #[arg(long, value_enum, default_value = "native")]
+        fallback: replay::ReplayFallback,
         /// The policy's configuration, TOML (.toml) or JSON.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -223,9 +227,16 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             logs,
             topology,
             config,
+            fallback,
             json,
         } => {
-            let r = replay::run(&file, &logs, topology.as_deref(), config.as_deref())?;
+            let r = replay::run(
+                &file,
+                &logs,
+                topology.as_deref(),
+                config.as_deref(),
+                fallback,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
@@ -237,6 +248,16 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 r.same,
                 r.same_share * 100.0
             );
+            println!("host look-ups answered from the {}", r.lookups);
+            if r.logged_fallbacks > 0 {
+                println!(
+                    "{} logged decisions were answered by a fallback",
+                    r.logged_fallbacks
+                );
+            }
+            if r.failed > 0 {
+                println!("the replayed policy failed {} times", r.failed);
+            }
             for (why, n) in &r.skipped {
                 println!("skipped {n}: {why}");
             }

@@ -2,7 +2,7 @@
 //! `nearest` until the request's target is `only_target` (or always, when
 //! that is unset), then misbehaves as `mode` says.
 
-use edgeward_sdk::{Decision, Policy, Request, Tier, choose, export_policy};
+use edgeward_sdk::{Decision, Policy, Request, Tier, choose, export_policy, host};
 use serde::Deserialize;
 
 /// How to misbehave.
@@ -28,6 +28,10 @@ pub enum Mode {
     /// Redirect to a URL that spells out the request as the policy
     /// received it (for tests of the packed request).
     Echo,
+    /// Redirect to a URL built from the host's look-ups of the first
+    /// eligible candidate: its server, group, region and subnet (for
+    /// tests that replay look-ups).
+    LookUp,
 }
 
 /// Configuration.
@@ -92,6 +96,38 @@ impl Policy for Hostile {
                         request.client.to_std(),
                         request.topology_version,
                         tiers.len(),
+                    ));
+                }
+                Mode::LookUp => {
+                    let found = tiers.iter().find_map(|t| {
+                        t.eligible()
+                            .find(|c| c.weight > 0)
+                            .map(|c| (t.region, t.subnet, c.server, c.group))
+                    });
+                    let Some((region, subnet, server, group)) = found else {
+                        return Decision::reject(503, "nothing eligible");
+                    };
+                    let s = host::server_info(server);
+                    let g = host::group_info(group);
+                    let r = host::region_info(region);
+                    let n = subnet.and_then(host::subnet_info);
+                    return Decision::Redirect(format!(
+                        "http://{}:{}/{}?id={}&weight={}&active={}&group={}/{}&region={}/{}/{}&subnet={}",
+                        s.as_ref().map_or("none", |s| &s.host),
+                        s.as_ref().map_or(0, |s| s.port),
+                        request.target,
+                        s.as_ref().map_or("none", |s| &s.id),
+                        s.as_ref().map_or(0, |s| s.weight),
+                        s.as_ref().is_some_and(|s| s.active),
+                        g.as_ref().map_or("none", |g| &g.id),
+                        g.as_ref().is_some_and(|g| g.active),
+                        r.as_ref().map_or("none", |r| &r.id),
+                        r.as_ref().map_or("none", |r| &r.name),
+                        r.as_ref().is_some_and(|r| r.active),
+                        n.map_or_else(
+                            || "none".to_string(),
+                            |n| format!("{}/{}/{}", n.cidr, n.name, n.region)
+                        ),
                     ));
                 }
                 Mode::FailInit | Mode::Behave => {}
