@@ -68,6 +68,8 @@ fn decision(c: &mut Criterion) {
                 query,
                 peer: addrs[i],
                 x_real_ip: None,
+                tls: false,
+                forwarded_proto: None,
             }))
         })
     });
@@ -91,7 +93,7 @@ fn decision(c: &mut Criterion) {
                 &route,
                 query,
                 addrs[i],
-                false,
+                Default::default(),
                 &mut scratch,
             )
             .unwrap();

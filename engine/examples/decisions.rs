@@ -50,6 +50,8 @@ fn run_decisions(router: &mut Router, clients: &[IpAddr], n: usize) -> usize {
             query: Some("token=abc"),
             peer: clients[i % clients.len()],
             x_real_ip: None,
+            tls: false,
+            forwarded_proto: None,
         });
         redirects += usize::from(matches!(routed.outcome, Outcome::Redirect(_)));
     }

@@ -68,6 +68,8 @@ pub struct Engine {
     pub addr: SocketAddr,
     /// The admin API's address, when it runs.
     pub admin: Option<SocketAddr>,
+    /// The HTTPS player listener's address, when it runs.
+    pub tls: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -120,24 +122,28 @@ impl Engine {
             .is_some_and(|i| args.get(i + 1) != Some(&"off"));
         std::thread::spawn(move || {
             let mut addr = None;
+            let mut tls = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("edgeward listening on http://") {
                     addr = Some(rest.split_whitespace().next().unwrap().to_string());
                     if !expect_admin {
-                        let _ = tx.send((addr.take().unwrap(), None));
+                        let _ = tx.send((addr.take().unwrap(), None, None));
                     }
+                } else if let Some(rest) = line.strip_prefix("edgeward listening on https://") {
+                    tls = Some(rest.split_whitespace().next().unwrap().to_string());
                 } else if let Some(rest) = line.strip_prefix("edgeward admin API on http://")
                     && let Some(addr) = addr.take()
                 {
-                    let _ = tx.send((addr, Some(rest.trim().to_string())));
+                    let _ = tx.send((addr, Some(rest.trim().to_string()), tls.take()));
                 }
             }
         });
         match rx.recv_timeout(PATIENCE) {
-            Ok((addr, admin)) => Ok(Engine {
+            Ok((addr, admin, tls)) => Ok(Engine {
                 child,
                 addr: addr.parse().unwrap(),
                 admin: admin.map(|a| a.parse().unwrap()),
+                tls: tls.map(|a: String| a.parse().unwrap()),
                 log,
             }),
             Err(_) => {

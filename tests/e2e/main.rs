@@ -14,4 +14,5 @@ mod policies;
 mod routing;
 mod sandbox;
 mod swap;
+mod tls;
 mod topology;

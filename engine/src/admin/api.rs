@@ -273,6 +273,7 @@ fn explain(admin: &Admin, query: &str) -> Reply {
     let mut url = None;
     let mut version = None;
     let mut draws = 0;
+    let mut tls = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
@@ -298,10 +299,15 @@ fn explain(admin: &Admin, query: &str) -> Reply {
                 Ok(d) if d <= crate::routing::explain::MAX_DRAWS => draws = d,
                 _ => return bad("a number of draws (at most 100000)"),
             },
+            "tls" => match value.as_str() {
+                "1" | "true" => tls = true,
+                "0" | "false" => tls = false,
+                _ => return bad("1 or 0"),
+            },
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    &format!("unknown parameter {key:?} (client, url, version, draws)"),
+                    &format!("unknown parameter {key:?} (client, url, version, draws, tls)"),
                 );
             }
         }
@@ -333,6 +339,7 @@ fn explain(admin: &Admin, query: &str) -> Reply {
             client,
             url: &url,
             draws,
+            tls,
         },
     ))
 }

@@ -60,12 +60,20 @@ impl Events {
     }
 }
 
+/// What SIGHUP and the file watch reload.
+pub(super) struct Reloaded {
+    /// Topology and policy go through the one door.
+    pub control: Arc<Control>,
+    pub writer: Arc<dyn Writer>,
+    /// The player TLS listener's certificates, reloaded in place.
+    pub certificates: Option<Arc<crate::http::tls::Certificates>>,
+}
+
 pub(super) fn until_stopped(
     events: Events,
     mut args: ServeArgs,
     follows_etcd: bool,
-    control: Arc<Control>,
-    writer: Arc<dyn Writer>,
+    reloaded: Reloaded,
     notifier: Option<&crate::systemd::Notifier>,
     workers: &[std::thread::JoinHandle<()>],
 ) -> anyhow::Result<()> {
@@ -81,6 +89,17 @@ pub(super) fn until_stopped(
         mut int,
         seen,
     } = events;
+    let Reloaded {
+        control,
+        writer,
+        certificates,
+    } = reloaded;
+    let cert_files = |c: &Option<Arc<crate::http::tls::Certificates>>| -> Vec<Option<Fingerprint>> {
+        c.iter()
+            .flat_map(|c| c.files().map(|f| fingerprint(Some(f))).collect::<Vec<_>>())
+            .collect()
+    };
+    let mut certs_seen = cert_files(&certificates);
     runtime.block_on(async move {
         let watch = Duration::from_millis(args.watch_interval_ms.max(1));
         let mut tick = tokio::time::interval(watch);
@@ -103,6 +122,7 @@ pub(super) fn until_stopped(
                 _ = hup.recv() => {
                     reload_topology(&args, &control, &*writer, "SIGHUP").await;
                     reload_policy(&args, &control, &*writer, "SIGHUP").await;
+                    reload_certificates(certificates.as_deref(), "SIGHUP");
                 }
                 _ = tick.tick(), if args.watch_interval_ms > 0 => {
                     let t = fingerprint(args.topology.as_deref());
@@ -115,6 +135,11 @@ pub(super) fn until_stopped(
                         policy_seen = p;
                         reload_policy(&args, &control, &*writer, "file watch").await;
                     }
+                    let c = cert_files(&certificates);
+                    if c != certs_seen {
+                        certs_seen = c;
+                        reload_certificates(certificates.as_deref(), "file watch");
+                    }
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -123,6 +148,20 @@ pub(super) fn until_stopped(
         tracing::info!("stopping: no new connections, finishing requests in flight");
         Ok(())
     })
+}
+
+/// Reloads the TLS certificates; a bad set is refused and the current
+/// one kept.
+fn reload_certificates(certificates: Option<&crate::http::tls::Certificates>, why: &str) {
+    let Some(certificates) = certificates else {
+        return;
+    };
+    match certificates.reload() {
+        Ok(()) => tracing::info!(why, "TLS certificates reloaded"),
+        Err(e) => {
+            tracing::error!(why, error = %e, "TLS certificates refused; the current ones stay")
+        }
+    }
 }
 
 /// What identifies a file's content cheaply: modification time and size.

@@ -45,6 +45,15 @@ pub struct ServeArgs {
     /// Address for player traffic.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address for player traffic over HTTPS (HTTP/2 or HTTP/1.1 by ALPN);
+    /// needs --tls-cert.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate chain and its private key, PEM: `CERT.pem,KEY.pem`
+    /// (repeatable: chosen by the name the client asks for, the first
+    /// when none matches). Reloaded on SIGHUP and when a file changes.
+    #[arg(long, value_name = "CERT,KEY")]
+    pub tls_cert: Vec<http::tls::CertPair>,
     /// A network whose X-Real-IP header is believed (repeatable). Default:
     /// loopback only.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
@@ -193,8 +202,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let control = Arc::new(Control::new(store.clone(), policies.clone()));
 
+    let tls = match args.tls_listen {
+        Some(listen) => Some(http::TlsListener {
+            listen,
+            certificates: http::tls::Certificates::load(args.tls_cert.clone())
+                .map_err(anyhow::Error::msg)?,
+        }),
+        None if !args.tls_cert.is_empty() => {
+            anyhow::bail!("--tls-cert is given but no --tls-listen address")
+        }
+        None => None,
+    };
+    let certificates = tls.as_ref().map(|t| t.certificates.clone());
     let config = http::ListenerConfig {
         listen: args.listen,
+        tls,
         workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -276,6 +298,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let events = reload::Events::install(seen)?;
     announce(bound, config.workers, &store.load(), admin_addr);
+    let reloaded = reload::Reloaded {
+        control: control.clone(),
+        writer,
+        certificates,
+    };
     let notifier = crate::systemd::Notifier::from_env();
     if let Some(n) = &notifier {
         n.notify("READY=1");
@@ -285,8 +312,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         events,
         args,
         follows_etcd,
-        control.clone(),
-        writer,
+        reloaded,
         notifier.as_ref(),
         &workers,
     )?;
@@ -406,7 +432,9 @@ fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
 
 /// Prints the bound address (the end-to-end tests read this line) and a
 /// request that works against the loaded topology.
-fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Option<SocketAddr>) {
+fn announce(bound: http::Bound, workers: usize, topology: &Topology, admin: Option<SocketAddr>) {
+    let secure = bound.tls;
+    let bound = bound.plain;
     let shown = if bound.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), bound.port())
     } else {
@@ -436,6 +464,12 @@ fn announce(bound: SocketAddr, workers: usize, topology: &Topology, admin: Optio
         "edgeward listening on http://{bound} ({workers} workers)"
     );
     let _ = writeln!(out, "try: curl -i http://{shown}{example}");
+    if let Some(secure) = secure {
+        let _ = writeln!(
+            out,
+            "edgeward listening on https://{secure} (HTTP/2, HTTP/1.1)"
+        );
+    }
     if let Some(admin) = admin {
         let _ = writeln!(out, "edgeward admin API on http://{admin}");
     }

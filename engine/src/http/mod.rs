@@ -5,17 +5,23 @@
 //! kernel spreads connections over the workers, and everything a request
 //! touches on its worker (the [`Decider`] and its warm policy instance) is
 //! thread-local, so the request path takes no lock. Responses go out with
-//! title-case header names (`Location`), which some smart-TV players require.
+//! title-case header names (`Location`) on HTTP/1.1, which some smart-TV
+//! players require.
+//!
+//! Each worker also accepts on the HTTPS listener when there is one
+//! ([`tls`]): HTTP/2 or HTTP/1.1 chosen by ALPN. The plain listener speaks
+//! HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c).
 
 mod respond;
+pub mod tls;
 
 use crate::policy::PolicyHost;
 use crate::routing::client::TrustedProxies;
 use crate::routing::{Decider, Router};
 use crate::topology::store::TopologyStore;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -27,6 +33,8 @@ use std::time::Duration;
 pub struct ListenerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// The HTTPS listener, if any.
+    pub tls: Option<TlsListener>,
     /// Number of worker threads (each with its own accept loop).
     pub workers: usize,
     /// Proxies whose `X-Real-IP` is believed.
@@ -43,13 +51,62 @@ pub struct ListenerConfig {
     pub decision_log: Option<crate::decision_log::DecisionLog>,
 }
 
-/// Binds one `SO_REUSEPORT` socket per worker on `config.listen` (port 0
-/// picks a free port, shared by all). Returns the sockets and the bound
-/// address.
-pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
-    let mut addr = config.listen;
-    let mut sockets = Vec::with_capacity(config.workers);
-    for _ in 0..config.workers.max(1) {
+/// The HTTPS player listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Its certificates (reloaded in place).
+    pub certificates: Arc<tls::Certificates>,
+}
+
+/// A worker's listening sockets: plain HTTP, and HTTPS when configured.
+pub struct WorkerSockets {
+    plain: std::net::TcpListener,
+    tls: Option<std::net::TcpListener>,
+}
+
+/// The bound addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Plain HTTP.
+    pub plain: SocketAddr,
+    /// HTTPS.
+    pub tls: Option<SocketAddr>,
+}
+
+/// Binds one `SO_REUSEPORT` socket per worker on `config.listen` and, with
+/// TLS, one more on its address (port 0 picks a free port, shared by all).
+pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<WorkerSockets>, Bound)> {
+    let workers = config.workers.max(1);
+    let (plain, plain_addr) = bind_each(config.listen, workers)?;
+    let (mut tls, tls_addr) = match &config.tls {
+        Some(t) => {
+            let (sockets, addr) = bind_each(t.listen, workers)?;
+            (sockets.into_iter().map(Some).collect(), Some(addr))
+        }
+        None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
+    };
+    let sockets = plain
+        .into_iter()
+        .zip(tls.drain(..))
+        .map(|(plain, tls)| WorkerSockets { plain, tls })
+        .collect();
+    Ok((
+        sockets,
+        Bound {
+            plain: plain_addr,
+            tls: tls_addr,
+        },
+    ))
+}
+
+fn bind_each(
+    mut addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -72,7 +129,7 @@ pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<std::net::TcpListen
 /// turns true; then each stops accepting and returns once its open
 /// connections have finished their requests.
 pub fn spawn_workers(
-    sockets: Vec<std::net::TcpListener>,
+    sockets: Vec<WorkerSockets>,
     config: &ListenerConfig,
     topology: Arc<TopologyStore>,
     health: Arc<crate::health::HealthTable>,
@@ -80,12 +137,17 @@ pub fn spawn_workers(
     metrics: &crate::metrics::Metrics,
     shutdown: &Shutdown,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| t.certificates.server_config(&[b"h2", b"http/1.1"]));
     sockets
         .into_iter()
         .enumerate()
-        .map(|(i, socket)| {
+        .map(|(i, sockets)| {
             let settings = respond::Settings {
                 policy_header: config.policy_header,
+                tls: false,
             };
             let mut decider = Decider::new(
                 policies.clone(),
@@ -104,15 +166,29 @@ pub fn spawn_workers(
                 Some(metrics.worker(i as u16)),
             );
             let shutdown = shutdown.clone();
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(socket, settings, router, shutdown))
+                .spawn(move || worker(sockets, tls, settings, router, shutdown))
         })
         .collect()
 }
 
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one worker's connections share.
+struct Shared {
+    router: RefCell<Router>,
+    plain: respond::Settings,
+    tls: respond::Settings,
+    /// Connections open on this worker.
+    open: std::cell::Cell<usize>,
+}
+
 fn worker(
-    socket: std::net::TcpListener,
+    sockets: WorkerSockets,
+    tls: Option<Arc<rustls::ServerConfig>>,
     settings: respond::Settings,
     router: Router,
     mut shutdown: Shutdown,
@@ -123,13 +199,25 @@ fn worker(
         .expect("building a worker runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let listener = tokio::net::TcpListener::from_std(socket).expect("registering the listener");
-        let router = Rc::new(RefCell::new(router));
-        let settings = Rc::new(settings);
-        let open = Rc::new(std::cell::Cell::new(0usize));
+        let plain =
+            tokio::net::TcpListener::from_std(sockets.plain).expect("registering the listener");
+        let secure = sockets
+            .tls
+            .map(|s| tokio::net::TcpListener::from_std(s).expect("registering the TLS listener"));
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let shared = Rc::new(Shared {
+            router: RefCell::new(router),
+            tls: respond::Settings {
+                tls: true,
+                ..settings.clone()
+            },
+            plain: settings,
+            open: std::cell::Cell::new(0),
+        });
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (accepted, is_tls) = tokio::select! {
+                accepted = plain.accept() => (accepted, false),
+                accepted = accept_on(secure.as_ref()) => (accepted, true),
                 _ = shutdown.changed() => break,
             };
             let (stream, peer) = match accepted {
@@ -142,43 +230,95 @@ fn worker(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let router = router.clone();
-            let settings = settings.clone();
-            let mut shutdown = shutdown.clone();
-            let open = open.clone();
-            open.set(open.get() + 1);
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            shared.open.set(shared.open.get() + 1);
+            let acceptor = acceptor.clone();
             tokio::task::spawn_local(async move {
-                let service = service_fn(move |req| {
-                    let response = respond::answer(&router, &settings, peer, &req);
-                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
-                });
-                let conn = http1::Builder::new()
-                    .title_case_headers(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), service);
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    _ = shutdown.changed() => {
-                        // Finish the request in progress, then close.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
+                match (is_tls, acceptor) {
+                    (true, Some(acceptor)) => {
+                        let handshake =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => serve(stream, peer, &shared, true, shutdown).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    _ => serve(stream, peer, &shared, false, shutdown).await,
                 }
-                open.set(open.get() - 1);
+                shared.open.set(shared.open.get() - 1);
             });
         }
-        // Stopped accepting (the socket closes here); let open connections
+        // Stopped accepting (the sockets close here); let open connections
         // finish their requests.
-        drop(listener);
-        while open.get() > 0 {
+        drop(plain);
+        drop(secure);
+        while shared.open.get() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
+}
+
+/// The next connection on `listener`, or never when there is none.
+async fn accept_on(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one connection: HTTP/1.1, or HTTP/2 (chosen by ALPN over TLS,
+/// by its preface in cleartext), until it closes or the worker stops.
+async fn serve<I>(io: I, peer: SocketAddr, shared: &Rc<Shared>, tls: bool, mut shutdown: Shutdown)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let service_shared = shared.clone();
+    let service = service_fn(move |req| {
+        let s = &*service_shared;
+        let settings = if tls { &s.tls } else { &s.plain };
+        let response = respond::answer(&s.router, settings, peer, &req);
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .title_case_headers(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.changed() => {
+            // Finish the request in progress, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// Runs HTTP/2 streams on the worker's own thread (the router is not
+/// `Send`, and need not be).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
 }
 
 /// Tells the workers to stop: they stop accepting, finish the requests in

@@ -18,9 +18,12 @@ const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
 /// What a worker needs besides its router.
+#[derive(Clone)]
 pub(super) struct Settings {
     /// Send the `Edgeward-Policy` header.
     pub policy_header: bool,
+    /// The listener is TLS.
+    pub tls: bool,
 }
 
 /// Names the policy version that decided (turned off with
@@ -41,6 +44,11 @@ pub(super) fn answer<B>(
         query: req.uri().query(),
         peer: peer.ip(),
         x_real_ip: req.headers().get("x-real-ip").map(HeaderValue::as_bytes),
+        tls: settings.tls,
+        forwarded_proto: req
+            .headers()
+            .get("x-forwarded-proto")
+            .map(HeaderValue::as_bytes),
     });
     let mut resp = render(routed.outcome);
     if !get_or_head {

@@ -130,7 +130,7 @@ pub fn check(
             path: full_path.clone(),
             reason,
         };
-        let outcome = match prepare(topology, health, &route, query, client, false) {
+        let outcome = match prepare(topology, health, &route, query, client, Default::default()) {
             Err(outcome) => outcome,
             Ok(mut prepared) => {
                 prepared.request.seed = i as u64;

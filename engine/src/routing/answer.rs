@@ -1,7 +1,8 @@
 //! Step 5 of the request path: the policy's answer checked and turned into
 //! the response. Never trust a policy: a server must be one offered, a
-//! status an error status, a URL absolute http(s); the `Location` is built
-//! here from the chosen edge's base URL and the resolved path.
+//! status an error status, a URL absolute http(s) (https for a player that
+//! came over HTTPS); the `Location` is built here from the chosen edge's
+//! base URL (its TLS one for such a player) and the resolved path.
 
 use super::Outcome;
 use super::candidates::{Prepared, Resolved};
@@ -26,6 +27,7 @@ pub fn check(
         &prepared.tiers,
         &prepared.resolved,
         prepared.query,
+        prepared.tls,
     )
 }
 
@@ -37,6 +39,7 @@ fn check_decision(
     tiers: &[Tier],
     resolved: &Resolved<'_>,
     query: Option<&str>,
+    tls: bool,
 ) -> Result<Outcome, &'static str> {
     match decision {
         Decision::Choose(server) => {
@@ -46,11 +49,13 @@ fn check_decision(
             if !offered {
                 return Err("chose a server that was not a candidate");
             }
-            Ok(Outcome::Redirect(location(
-                &topology.servers[server as usize].base_url,
-                resolved,
-                query,
-            )))
+            let server = &topology.servers[server as usize];
+            // A TLS request is offered only servers with a TLS port.
+            let base = match (tls, &server.tls_base_url) {
+                (true, Some(url)) => url,
+                _ => &server.base_url,
+            };
+            Ok(Outcome::Redirect(location(base, resolved, query)))
         }
         Decision::Reject(r) => {
             if !(400..=599).contains(&r.status) {
@@ -69,6 +74,11 @@ fn check_decision(
                 });
             if !ok {
                 return Err("redirected to something that is not an absolute http(s) URL");
+            }
+            if tls && !url.starts_with("https://") {
+                return Err(
+                    "redirected a player that came over HTTPS to an http URL (mixed content)",
+                );
             }
             Ok(Outcome::Redirect(url))
         }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 /// A request ready for a policy: its input, and what the answer check
 /// ([`super::answer::check`]) needs.
 pub struct Prepared<'a> {
+    /// Whether the player came over TLS (its Location is then `https`).
+    pub tls: bool,
     /// The policy's view of the request.
     pub request: wit::Request,
     /// The candidate tiers, in order of preference.
@@ -68,7 +70,7 @@ pub fn prepare<'a>(
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
-    fail_open: bool,
+    offer: Offer,
 ) -> Result<Prepared<'a>, Outcome> {
     prepare_reusing(
         topology,
@@ -76,9 +78,19 @@ pub fn prepare<'a>(
         route,
         query,
         client,
-        fail_open,
+        offer,
         &mut Scratch::default(),
     )
+}
+
+/// Which servers are offered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offer {
+    /// Offer down edges when no edge is up (`--health-fail-open`).
+    pub fail_open: bool,
+    /// The player came over TLS: servers without a TLS port are not
+    /// offered (so that no policy, however old, can send it to `http`).
+    pub tls: bool,
 }
 
 /// [`prepare`], building the request and tiers in the buffers of
@@ -91,7 +103,7 @@ pub fn prepare_reusing<'a>(
     route: &Route<'a>,
     query: Option<&'a str>,
     client: IpAddr,
-    fail_open: bool,
+    offer: Offer,
     scratch: &mut Scratch,
 ) -> Result<Prepared<'a>, Outcome> {
     let resolved = resolve(topology, route)?;
@@ -118,7 +130,13 @@ pub fn prepare_reusing<'a>(
             &mut tiers,
         ),
     }
-    if fail_open {
+    if offer.tls {
+        for tier in &mut tiers {
+            tier.candidates
+                .retain(|c| topology.servers[c.server as usize].tls_base_url.is_some());
+        }
+    }
+    if offer.fail_open {
         open_if_all_down(&health, &mut tiers);
     }
     let (protocol, encryption, target) = match *route {
@@ -156,6 +174,7 @@ pub fn prepare_reusing<'a>(
         seed: 0,
     };
     Ok(Prepared {
+        tls: offer.tls,
         request,
         tiers,
         resolved,
@@ -389,7 +408,7 @@ mod tests {
             &known,
             Some("a=1"),
             client,
-            false,
+            Offer::default(),
             &mut scratch,
         )
         .unwrap();
@@ -407,7 +426,7 @@ mod tests {
                 &unknown,
                 None,
                 client,
-                false,
+                Offer::default(),
                 &mut scratch
             )
             .is_err()
@@ -415,8 +434,16 @@ mod tests {
         assert_eq!(scratch.tiers.as_ptr(), tiers, "kept");
         assert_eq!(scratch.target, "ch1");
 
-        let prepared =
-            prepare_reusing(&topology, health, &known, None, client, false, &mut scratch).unwrap();
+        let prepared = prepare_reusing(
+            &topology,
+            health,
+            &known,
+            None,
+            client,
+            Offer::default(),
+            &mut scratch,
+        )
+        .unwrap();
         assert_eq!(prepared.tiers.as_ptr(), tiers, "reused");
         assert_eq!(prepared.request.query, None);
     }

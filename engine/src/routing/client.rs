@@ -24,6 +24,13 @@ impl TrustedProxies {
         TrustedProxies(nets)
     }
 
+    /// Whether a request from `peer` with this `X-Forwarded-Proto` came
+    /// to the proxy over TLS (only a trusted proxy is believed).
+    pub fn forwarded_tls(&self, peer: IpAddr, proto: Option<&[u8]>) -> bool {
+        proto.is_some_and(|p| p.trim_ascii().eq_ignore_ascii_case(b"https"))
+            && self.0.iter().any(|net| net.contains(&peer.to_canonical()))
+    }
+
     /// The client address of a request from `peer` carrying `x_real_ip`.
     /// A malformed header from a trusted proxy is an error (`400`); from
     /// anyone else the header is ignored.
@@ -63,6 +70,10 @@ mod tests {
         assert_eq!(t.client(lo, None), Ok(lo));
         assert_eq!(t.client(other, Some(b"10.1.2.3")), Ok(other));
         assert!(t.client(lo, Some(b"not-an-ip")).is_err());
+        assert!(t.forwarded_tls(lo, Some(b"HTTPS")));
+        assert!(!t.forwarded_tls(lo, Some(b"http")));
+        assert!(!t.forwarded_tls(lo, None));
+        assert!(!t.forwarded_tls(other, Some(b"https")));
         // A v4-mapped peer counts as its IPv4 address.
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(

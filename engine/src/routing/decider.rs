@@ -13,7 +13,7 @@
 
 use super::Outcome;
 use super::answer;
-use super::candidates::{Prepared, prepare_reusing};
+use super::candidates::{Offer, Prepared, prepare_reusing};
 use super::url::Route;
 use crate::health::ServersHealth;
 use crate::policy::bindings as wit;
@@ -56,6 +56,19 @@ impl Decided {
             fell_back: None,
         }
     }
+}
+
+/// What a player asked, as far as deciding needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// The route parsed from the path.
+    pub route: &'a Route<'a>,
+    /// The raw query string (without `?`).
+    pub query: Option<&'a str>,
+    /// The client address.
+    pub client: IpAddr,
+    /// The player came over TLS (or through a trusted proxy that says so).
+    pub tls: bool,
 }
 
 /// Decides requests for one worker thread.
@@ -115,17 +128,20 @@ impl Decider {
 
     /// Decides one request on `topology` (with its servers' `health`) with the
     /// versions of `routing`:
-    /// `route` parsed from the path, `query` the raw query string (without
-    /// `?`), `client` the client address.
+    /// for the request `asked`.
     pub fn decide(
         &mut self,
         topology: &Arc<Topology>,
         health: &ServersHealth,
         routing: &Arc<RoutingState>,
-        route: &Route<'_>,
-        query: Option<&str>,
-        client: IpAddr,
+        asked: &Asked<'_>,
     ) -> Decided {
+        let Asked {
+            route,
+            query,
+            client,
+            tls,
+        } = *asked;
         // Only the decision log needs the decision's own duration.
         let started = self.decision_log.is_some().then(Instant::now);
         self.requests += 1;
@@ -135,7 +151,10 @@ impl Decider {
             route,
             query,
             client,
-            self.fail_open,
+            Offer {
+                fail_open: self.fail_open,
+                tls,
+            },
             &mut self.scratch,
         ) {
             Ok(p) => p,

@@ -12,7 +12,7 @@
 
 use super::Outcome;
 use super::answer;
-use super::candidates::prepare;
+use super::candidates::{Offer, prepare};
 use super::url::{self, Route};
 use crate::health::ServersHealth;
 use crate::policy::bindings::Decision;
@@ -35,6 +35,8 @@ pub struct Question<'a> {
     pub url: &'a str,
     /// Also decide over this many seeds and count the answers.
     pub draws: u32,
+    /// As a player that came over TLS.
+    pub tls: bool,
 }
 
 /// The explanation, as JSON (the admin API's answer).
@@ -69,7 +71,11 @@ pub fn explain(
     out["url"]["route"] = describe_route(&route);
     out["content"] = content(topology, &route);
     out["subnets"] = subnets(topology, question.client);
-    let prepared = match prepare(topology, health, &route, query, question.client, false) {
+    let offer = Offer {
+        fail_open: false,
+        tls: question.tls,
+    };
+    let prepared = match prepare(topology, health, &route, query, question.client, offer) {
         Ok(p) => p,
         Err(outcome) => {
             out["status"] = json!(outcome.status());
@@ -79,7 +85,26 @@ pub fn explain(
             return out;
         }
     };
-    out["tiers"] = tiers(topology, health, &prepared.tiers);
+    // Every candidate is shown, those a TLS request does not offer too.
+    let all = match question.tls {
+        true => prepare(
+            topology,
+            health,
+            &route,
+            query,
+            question.client,
+            Offer::default(),
+        )
+        .ok(),
+        false => None,
+    };
+    out["tls"] = json!(question.tls);
+    out["tiers"] = tiers(
+        topology,
+        health,
+        all.as_ref().map_or(&prepared.tiers, |a| &a.tiers),
+        question.tls,
+    );
     let mut instance = match host.instantiate(policy) {
         Ok(i) => i,
         Err(e) => {
@@ -248,7 +273,7 @@ fn subnets(topology: &Topology, client: IpAddr) -> Value {
 }
 
 /// The tiers with every candidate and why it is not eligible.
-fn tiers(topology: &Topology, health: &ServersHealth, tiers: &[Tier]) -> Value {
+fn tiers(topology: &Topology, health: &ServersHealth, tiers: &[Tier], tls: bool) -> Value {
     // The table of this very snapshot is read by index; another by id.
     let indexed = health.topology_version == topology.version;
     tiers
@@ -267,6 +292,10 @@ fn tiers(topology: &Topology, health: &ServersHealth, tiers: &[Tier]) -> Value {
                         health.by_id(&server.id).map(|h| h.view())
                     };
                     let mut why_not = Vec::new();
+                    let offered = !tls || server.tls_base_url.is_some();
+                    if !offered {
+                        why_not.push("no TLS (not offered to a TLS request)".to_string());
+                    }
                     if !t.region_active {
                         why_not.push("region inactive".to_string());
                     }
@@ -302,7 +331,7 @@ fn tiers(topology: &Topology, health: &ServersHealth, tiers: &[Tier]) -> Value {
                         "group": group.id,
                         "weight": c.weight,
                         "flags": c.state.names().collect::<Vec<_>>(),
-                        "eligible": t.region_active && c.is_eligible(),
+                        "eligible": offered && t.region_active && c.is_eligible(),
                         "why_not": why_not,
                         "health": view.map(|v| v.state),
                     })

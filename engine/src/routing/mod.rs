@@ -3,7 +3,8 @@
 //!
 //! 1. the method (GET or HEAD);
 //! 2. the path parsed into a [`url::Route`] ([`url`]);
-//! 3. the client address, `X-Real-IP` from a trusted proxy ([`client`]);
+//! 3. the client address, `X-Real-IP` from a trusted proxy, and whether
+//!    it came over TLS (or `X-Forwarded-Proto: https` from one) ([`client`]);
 //! 4. the candidates: what the request resolved to in the topology and the
 //!    candidate tiers for this client ([`candidates`]);
 //! 5. the policy: which version decides, its warm instance called, a
@@ -82,6 +83,11 @@ pub struct PlayerRequest<'a> {
     pub peer: IpAddr,
     /// The `X-Real-IP` header, if any.
     pub x_real_ip: Option<&'a [u8]>,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The `X-Forwarded-Proto` header, if any (believed from a trusted
+    /// proxy: `https` counts as TLS).
+    pub forwarded_proto: Option<&'a [u8]>,
 }
 
 /// What to answer, and which policy version decided it.
@@ -160,14 +166,23 @@ impl Router {
                 return self.counted(kind, decided, Some(started));
             }
         };
+        let tls = req.tls || self.trusted.forwarded_tls(req.peer, req.forwarded_proto);
         // 4-6. Candidates, policy, answer check: on one topology snapshot
         // and one routing state, however they change meanwhile.
         let topology = self.topology.load();
         let health = self.health.load();
         let routing = self.routing.load();
-        let decided = self
-            .decider
-            .decide(topology, health, routing, &route, req.query, client);
+        let decided = self.decider.decide(
+            topology,
+            health,
+            routing,
+            &decider::Asked {
+                route: &route,
+                query: req.query,
+                client,
+                tls,
+            },
+        );
         // 7. The metrics.
         if let (Some(metrics), Some((server, region))) = (&mut self.metrics, decided.chosen) {
             metrics.redirected(topology, server, region);

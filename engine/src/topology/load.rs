@@ -281,6 +281,20 @@ fn servers(v: &mut Validator, doc: &TopologyDoc) -> Vec<Server> {
             }
         };
         let base_url = base_url(&s.host, port);
+        let tls_port = match s.tls_port {
+            None if port == 443 => Some(443),
+            None => None,
+            Some(p) => match u16::try_from(p) {
+                Ok(p) if p != 0 => Some(p),
+                _ => {
+                    v.problem(format!(
+                        "{obj}: field `tls_port`: {p} is out of range (1-65535)"
+                    ));
+                    None
+                }
+            },
+        };
+        let tls_base_url = tls_port.map(|p| tls_base_url(&s.host, p).into());
         if s.host.is_empty() || base_url.parse::<http::Uri>().is_err() || s.host.contains('/') {
             v.problem(format!(
                 "{obj}: field `host`: {:?} is not a valid host name or IP address",
@@ -335,6 +349,7 @@ fn servers(v: &mut Validator, doc: &TopologyDoc) -> Vec<Server> {
             active: s.active,
             prefix,
             base_url: base_url.into(),
+            tls_base_url,
             healthcheck: s.healthcheck.clone(),
         });
     }
@@ -652,6 +667,19 @@ pub fn base_url(host: &str, port: u16) -> String {
         443 => format!("https://{host}"),
         80 => format!("http://{host}"),
         _ => format!("http://{host}:{port}"),
+    }
+}
+
+/// `https://host[:port]` (the port left out when 443).
+pub fn tls_base_url(host: &str, port: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match port {
+        443 => format!("https://{host}"),
+        _ => format!("https://{host}:{port}"),
     }
 }
 

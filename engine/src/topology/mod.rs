@@ -122,6 +122,9 @@ pub struct Server {
     pub prefix: Option<Box<str>>,
     /// `scheme://host[:port]`, rendered once for every Location.
     pub base_url: Box<str>,
+    /// `https://host[:tls_port]`, for players that came over TLS; none when
+    /// the server serves no TLS.
+    pub tls_base_url: Option<Box<str>>,
     /// Health check settings, when configured (the checks themselves and
     /// their results are [`crate::health`]'s).
     pub healthcheck: Option<model::HealthcheckDoc>,

@@ -254,6 +254,11 @@ pub struct ServerDoc {
     pub host: String,
     /// TCP port, 1..=65535 (443 means https).
     pub port: u32,
+    /// Port the server serves HTTPS on, for players that came over TLS
+    /// (443 when `port` is 443). A server without one is not a candidate
+    /// for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u32>,
     /// An inactive server is never chosen.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub active: bool,

@@ -54,6 +54,7 @@ pub fn generate(spec: Spec) -> TopologyDoc {
                 kind: ServerKind::Edge,
                 host: format!("e{e}.r{r}.cdn.example"),
                 port: if e % 2 == 0 { 80 } else { 443 },
+                tls_port: (e % 2 == 0).then_some(8443),
                 active: true,
                 weight: 1 + rng.below(4) as u32,
                 healthcheck: None,

@@ -95,6 +95,9 @@ pub enum PolicyCommand {
         /// A server to take as drained (repeatable).
         #[arg(long, value_name = "SERVER")]
         drained: Vec<String>,
+        /// As a player that came over HTTPS.
+        #[arg(long)]
+        tls: bool,
     },
     /// Replay logged decisions (--decision-log files, schema 2 or 3) through
     /// another policy, exactly as the engine called the one that made them,
@@ -202,6 +205,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             draws,
             down,
             drained,
+            tls,
         } => {
             let store = load_topology(topology.as_deref())?;
             let topology = store.snapshot();
@@ -217,6 +221,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     client,
                     url: &url,
                     draws: draws.min(crate::routing::explain::MAX_DRAWS),
+                    tls,
                 },
             );
             println!("{}", serde_json::to_string_pretty(&trace)?);

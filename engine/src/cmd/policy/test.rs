@@ -54,6 +54,9 @@ struct Case {
     /// Servers an operator drained.
     #[serde(default)]
     drained: Vec<String>,
+    /// As a player that came over HTTPS.
+    #[serde(default)]
+    tls: bool,
     /// The expected answer.
     expect: Expect,
 }
@@ -144,6 +147,8 @@ pub fn run(
             query,
             peer: case.client,
             x_real_ip: None,
+            tls: case.tls,
+            forwarded_proto: None,
         });
         let answer = Answer::of(&topology, &routed.outcome);
         match mismatch(&case.expect, &answer) {
@@ -170,6 +175,7 @@ pub fn run(
                         client: case.client,
                         url: &case.url,
                         draws: 0,
+                        tls: case.tls,
                     },
                 );
                 let text = serde_json::to_string_pretty(&trace).unwrap_or_default();

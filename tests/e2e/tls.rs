@@ -1,0 +1,429 @@
+//! Players over HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and cleartext HTTP/2:
+//! certificates chosen by SNI, reloaded without a failed request, a broken
+//! one refused; a player that came over TLS is sent to `https` and only to
+//! edges that serve it. Certificates are made here (rcgen; an RSA key with
+//! openssl), requests made with curl.
+
+use crate::harness::{Engine, TempDir, wait_until};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A test certificate authority.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// Writes the CA's certificate to `path`.
+    fn write(&self, path: &Path) {
+        std::fs::write(path, self.cert.pem()).unwrap();
+    }
+
+    /// A leaf for `names` with `key`, written as `cert` and `key` PEM files.
+    fn leaf(&self, names: &[&str], key: &KeyPair, cert_file: &Path, key_file: &Path) {
+        let p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        let cert = p.signed_by(key, &self.cert, &self.key).unwrap();
+        std::fs::write(cert_file, cert.pem()).unwrap();
+        std::fs::write(key_file, key.serialize_pem()).unwrap();
+    }
+}
+
+/// An RSA 2048 key, made by openssl (ring, under rcgen, cannot make one).
+fn rsa_key(dir: &TempDir) -> KeyPair {
+    let path = dir.path("rsa.key");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&path)
+        .output()
+        .expect("openssl (tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    KeyPair::from_pem(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The topology: the client subnet's region has an edge without TLS
+/// (port 80), one with `tls_port` 8443 and one on 443 (TLS implied, but
+/// weight 0: never drawn), so a TLS player always goes to `both`.
+const TOPOLOGY: &str = r#"{
+  "regions": [{"id": "r", "server_groups": ["g"]}],
+  "subnets": [{"cidr": "10.0.0.0/8", "region": "r"}],
+  "server_groups": [{"id": "g", "servers": ["plain", "both", "secure"]}],
+  "servers": [
+    {"id": "plain", "kind": "edge", "host": "plain.test", "port": 80},
+    {"id": "both", "kind": "edge", "host": "both.test", "port": 80, "tls_port": 8443},
+    {"id": "secure", "kind": "edge", "host": "secure.test", "port": 443, "weight": 0}
+  ],
+  "channels": []
+}"#;
+
+struct Setup {
+    dir: TempDir,
+    engine: Engine,
+    ca: PathBuf,
+}
+
+/// An engine with an HTTPS listener: `a.test` with an ECDSA key (the
+/// default), `b.test` with an RSA key, both from one CA.
+fn setup(name: &str) -> Setup {
+    let dir = TempDir::new(name);
+    let ca = Ca::new("edgeward test CA");
+    ca.write(&dir.path("ca.pem"));
+    ca.leaf(
+        &["a.test"],
+        &KeyPair::generate().unwrap(),
+        &dir.path("a.pem"),
+        &dir.path("a.key"),
+    );
+    ca.leaf(
+        &["b.test"],
+        &rsa_key(&dir),
+        &dir.path("b.pem"),
+        &dir.path("b.key"),
+    );
+    std::fs::write(dir.path("topology.json"), TOPOLOGY).unwrap();
+    let pair = |n: &str| {
+        format!(
+            "{},{}",
+            dir.path(&format!("{n}.pem")).display(),
+            dir.path(&format!("{n}.key")).display()
+        )
+    };
+    let (a, b) = (pair("a"), pair("b"));
+    let engine = Engine::start(&[
+        "--topology",
+        dir.path("topology.json").to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &a,
+        "--tls-cert",
+        &b,
+        "--watch-interval-ms",
+        "100",
+    ]);
+    let ca = dir.path("ca.pem");
+    Setup { dir, engine, ca }
+}
+
+/// What curl saw: the HTTP version, the status and the `Location`.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    version: String,
+    status: u16,
+    location: Option<String>,
+}
+
+/// `curl` of `https://NAME:PORT/PATH` (NAME resolved to the engine),
+/// verifying with `ca`, with `extra` options; `Err` is curl's complaint.
+fn curl_tls(s: &Setup, ca: &Path, name: &str, path: &str, extra: &[&str]) -> Result<Seen, String> {
+    let port = s
+        .engine
+        .tls
+        .expect("the engine runs an HTTPS listener")
+        .port();
+    let url = format!("https://{name}:{port}{path}");
+    curl(
+        &[
+            &[
+                "--cacert",
+                ca.to_str().unwrap(),
+                "--resolve",
+                &format!("{name}:{port}:127.0.0.1"),
+            ][..],
+            extra,
+            &[&url],
+        ]
+        .concat(),
+    )
+}
+
+fn curl(args: &[&str]) -> Result<Seen, String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            "X-Real-IP: 10.1.2.3",
+        ])
+        .args(args)
+        .output()
+        .expect("curl (tests/run installs it)");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().unwrap_or_default().to_string();
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let location = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_string())
+    });
+    Ok(Seen {
+        version,
+        status,
+        location,
+    })
+}
+
+#[test]
+fn https_over_http2_and_http1_chooses_the_certificate_by_name_and_redirects_to_https() {
+    let s = setup("tls-basic");
+    let ca = s.ca.clone();
+    // HTTP/2 by ALPN, ECDSA certificate for a.test.
+    let seen = curl_tls(&s, &ca, "a.test", "/vod/film.mp4", &["--http2"]).unwrap();
+    assert_eq!(seen.version, "HTTP/2", "{seen:?}");
+    assert_eq!(seen.status, 302);
+    // The only TLS edge of positive weight is `both`, on its TLS port; the
+    // plain edge is not offered.
+    assert_eq!(
+        seen.location.as_deref(),
+        Some("https://both.test:8443/vod/film.mp4")
+    );
+    // HTTP/1.1 by ALPN, RSA certificate for b.test: curl verifies the name,
+    // so the right certificate was chosen.
+    let seen = curl_tls(&s, &ca, "b.test", "/vod/film.mp4", &["--http1.1"]).unwrap();
+    assert_eq!(seen.version, "HTTP/1.1", "{seen:?}");
+    assert_eq!(
+        seen.location.as_deref(),
+        Some("https://both.test:8443/vod/film.mp4")
+    );
+    // TLS 1.2 and 1.3 both.
+    for v in ["--tls-max", "1.2"]
+        .chunks(2)
+        .map(|c| c.to_vec())
+        .chain([vec!["--tlsv1.3"]])
+    {
+        let seen = curl_tls(&s, &ca, "a.test", "/vod/x.mp4", &v).unwrap();
+        assert_eq!(seen.status, 302, "{v:?}");
+    }
+    // An unknown name gets the first (default) certificate, for a.test.
+    let err = curl_tls(&s, &ca, "c.test", "/vod/x.mp4", &[]).unwrap_err();
+    assert!(
+        err.contains("no alternative certificate subject name"),
+        "{err}"
+    );
+    let seen = curl_tls(&s, &ca, "c.test", "/vod/x.mp4", &["-k"]).unwrap();
+    assert_eq!(seen.status, 302);
+
+    // Plain HTTP: HTTP/1.1 with a title-case Location, and h2c.
+    let plain_edges = [
+        "http://plain.test/vod/film.mp4",
+        "http://both.test/vod/film.mp4",
+    ];
+    let resp = s.engine.get("/vod/film.mp4", &[("X-Real-IP", "10.1.2.3")]);
+    assert!(
+        resp.headers
+            .iter()
+            .any(|(n, v)| n == "Location" && plain_edges.contains(&v.as_str())),
+        "{resp:?}"
+    );
+    let plain = format!("http://{}/vod/film.mp4", s.engine.addr);
+    let seen = curl(&["--http2-prior-knowledge", &plain]).unwrap();
+    assert_eq!(seen.version, "HTTP/2");
+    assert!(
+        plain_edges.contains(&seen.location.as_deref().unwrap()),
+        "{seen:?}"
+    );
+    // A trusted proxy's X-Forwarded-Proto: https counts as TLS.
+    let resp = s.engine.get(
+        "/vod/film.mp4",
+        &[("X-Real-IP", "10.1.2.3"), ("X-Forwarded-Proto", "https")],
+    );
+    assert_eq!(
+        resp.header("Location"),
+        Some("https://both.test:8443/vod/film.mp4")
+    );
+    drop(s.dir);
+}
+
+#[test]
+fn explain_shows_edges_without_tls_as_not_offered() {
+    let s = setup("tls-explain");
+    let (status, trace) = s.engine.admin_json(
+        "GET",
+        "/explain?client=10.1.2.3&url=/vod/a.mp4&tls=1",
+        serde_json::json!(null),
+    );
+    assert_eq!(status, 200);
+    let plain = trace["tiers"][0]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["server"] == "plain")
+        .unwrap();
+    assert_eq!(plain["eligible"], false, "{trace:#}");
+    assert!(
+        plain["why_not"][0].as_str().unwrap().starts_with("no TLS"),
+        "{trace:#}"
+    );
+    assert_eq!(
+        trace["location"], "https://both.test:8443/vod/a.mp4",
+        "{trace:#}"
+    );
+}
+
+#[test]
+fn a_replaced_certificate_is_served_without_a_failed_request_and_a_broken_one_is_refused() {
+    let s = setup("tls-reload");
+    // Both CAs are trusted by the client that keeps requesting.
+    let ca2 = Ca::new("edgeward second CA");
+    ca2.write(&s.dir.path("ca2.pem"));
+    let bundle = s.dir.path("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&s.ca).unwrap()
+            + &std::fs::read_to_string(s.dir.path("ca2.pem")).unwrap(),
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = s.engine.tls.unwrap().port();
+    let requester = {
+        let stop = stop.clone();
+        let bundle = bundle.clone();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut done = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Ten requests on one kept-alive connection, then a new one.
+                let url = format!("https://a.test:{port}/vod/x.mp4");
+                let urls: Vec<&str> = std::iter::repeat_n(url.as_str(), 10).collect();
+                let out = Command::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}\n", "--cacert"])
+                    .arg(&bundle)
+                    .args([
+                        "--resolve",
+                        &format!("a.test:{port}:127.0.0.1"),
+                        "-H",
+                        "X-Real-IP: 10.1.2.3",
+                    ])
+                    .args(&urls)
+                    .output()
+                    .unwrap();
+                let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+                if !out.status.success() || codes.lines().any(|c| c != "302") {
+                    failures.push(format!("{codes} {}", String::from_utf8_lossy(&out.stderr)));
+                }
+                done += 1;
+            }
+            (done, failures)
+        })
+    };
+    let ca1 = s.ca.clone();
+    wait_until("requests are being made", || {
+        curl_tls(&s, &ca1, "a.test", "/vod/x.mp4", &[]).is_ok()
+    });
+    // Replace a.test's pair with one from the second CA (key first, then
+    // the certificate, as a renewal tool might): the watch reloads it.
+    let from = s.engine.log_len();
+    let new_key = KeyPair::generate().unwrap();
+    ca2.leaf(
+        &["a.test"],
+        &new_key,
+        &s.dir.path("a2.pem"),
+        &s.dir.path("a2.key"),
+    );
+    std::fs::rename(s.dir.path("a2.key"), s.dir.path("a.key")).unwrap();
+    std::fs::rename(s.dir.path("a2.pem"), s.dir.path("a.pem")).unwrap();
+    s.engine.wait_log(from, "TLS certificates reloaded");
+    let ca2_file = s.dir.path("ca2.pem");
+    wait_until("the new certificate is served", || {
+        curl_tls(&s, &ca2_file, "a.test", "/vod/x.mp4", &[]).is_ok()
+    });
+    assert!(
+        curl_tls(&s, &ca1, "a.test", "/vod/x.mp4", &[]).is_err(),
+        "the old one is gone"
+    );
+
+    // A broken certificate file is refused with the reason; the current
+    // pair keeps serving, and SIGHUP does not change that.
+    let from = s.engine.log_len();
+    std::fs::write(s.dir.path("a.pem"), "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
+    let line = s.engine.wait_log(from, "TLS certificates refused");
+    assert!(line.contains("a.pem"), "{line}");
+    s.engine.sighup();
+    s.engine.wait_log(from, "why=\"SIGHUP\"");
+    assert!(curl_tls(&s, &ca2_file, "a.test", "/vod/x.mp4", &[]).is_ok());
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (done, failures) = requester.join().unwrap();
+    assert!(done > 0);
+    assert!(
+        failures.is_empty(),
+        "requests failed during the reload: {failures:?}"
+    );
+}
+
+#[test]
+fn a_bad_certificate_at_start_is_refused_with_the_reason() {
+    let dir = TempDir::new("tls-bad-start");
+    std::fs::write(dir.path("c.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path("c.key"), "not a key").unwrap();
+    let pair = format!(
+        "{},{}",
+        dir.path("c.pem").display(),
+        dir.path("c.key").display()
+    );
+    let err = match Engine::try_start(&["--tls-listen", "127.0.0.1:0", "--tls-cert", &pair]) {
+        Ok(_) => panic!("the engine started with {pair}"),
+        Err(log) => log,
+    };
+    assert!(
+        err.contains("c.pem") && err.contains("holds no certificate"),
+        "{err}"
+    );
+    // A key that is not the certificate's.
+    let ca = Ca::new("ca");
+    ca.leaf(
+        &["x.test"],
+        &KeyPair::generate().unwrap(),
+        &dir.path("x.pem"),
+        &dir.path("x.key"),
+    );
+    ca.leaf(
+        &["y.test"],
+        &KeyPair::generate().unwrap(),
+        &dir.path("y.pem"),
+        &dir.path("y.key"),
+    );
+    let pair = format!(
+        "{},{}",
+        dir.path("x.pem").display(),
+        dir.path("y.key").display()
+    );
+    let err = match Engine::try_start(&["--tls-listen", "127.0.0.1:0", "--tls-cert", &pair]) {
+        Ok(_) => panic!("the engine started with {pair}"),
+        Err(log) => log,
+    };
+    assert!(err.contains("does not belong to certificate"), "{err}");
+}
