@@ -8,6 +8,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
@@ -78,6 +79,12 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+    worker: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     policy: String,
     answered_by: String,
@@ -91,6 +98,21 @@ pub struct Metrics {
     fallbacks: Family<FallbackLabels, Counter>,
     redirects: Arc<Mutex<RedirectBook>>,
     decision_log: std::sync::OnceLock<crate::decision_log::DecisionLog>,
+    open: Family<ListenerLabels, Gauge>,
+    refused: Family<ListenerLabels, Counter>,
+    timed_out: Family<ListenerLabels, Counter>,
+}
+
+/// One worker's connection figures on one listener (`http` or `https`).
+#[derive(Clone, Debug)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections closed at once because the worker was at its limit.
+    pub refused: Counter,
+    /// Connections closed because a request's head (or the next one on an
+    /// idle keep-alive connection, or a TLS handshake) took too long.
+    pub timed_out: Counter,
 }
 
 /// Redirects per server and region: each worker counts into its own table
@@ -182,7 +204,28 @@ impl Metrics {
             "Requests answered by the fallback after their policy call failed",
             fallbacks.clone(),
         );
+        let open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "edgeward_connections_open",
+            "Player connections open, by listener (http, https) and worker",
+            open.clone(),
+        );
+        let refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "edgeward_connections_refused",
+            "Player connections closed at once: the worker had --max-connections-per-worker open",
+            refused.clone(),
+        );
+        let timed_out = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "edgeward_connections_timed_out",
+            "Player connections closed for a slow request head, an idle keep-alive or a slow TLS handshake",
+            timed_out.clone(),
+        );
         Metrics {
+            open,
+            refused,
+            timed_out,
             registry,
             requests,
             decision,
@@ -196,6 +239,16 @@ impl Metrics {
     /// fell behind).
     pub fn set_decision_log(&self, log: crate::decision_log::DecisionLog) {
         let _ = self.decision_log.set(log);
+    }
+
+    /// One worker's connection figures on `listener` (`http`, `https`).
+    pub fn connections(&self, listener: &'static str, worker: u16) -> ConnectionMetrics {
+        let labels = ListenerLabels { listener, worker };
+        ConnectionMetrics {
+            open: self.open.get_or_create(&labels).clone(),
+            refused: self.refused.get_or_create(&labels).clone(),
+            timed_out: self.timed_out.get_or_create(&labels).clone(),
+        }
     }
 
     /// The handles one worker increments.

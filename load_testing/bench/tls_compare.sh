@@ -34,13 +34,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
   -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 # One nginx worker, TLS with HTTP/2, no session reuse.
-python3 - "$OUT" "$NGINX_PORT" <<'PY'
+python3 - "$OUT" "$NGINX_PORT" "$(nginx -v 2>&1)" <<'PY'
 import re, sys
-out, port = sys.argv[1], sys.argv[2]
+out, port, version = sys.argv[1], sys.argv[2], sys.argv[3]
+# `http2 on;` exists from nginx 1.25.1; before, `listen ... http2`.
+v = tuple(int(x) for x in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version).groups())
+h2 = ("ssl reuseport backlog=4096;\n        http2 on;" if v >= (1, 25, 1)
+      else "ssl http2 reuseport backlog=4096;")
 conf = open(f"{out}/nginx.conf").read()
 conf = conf.replace("worker_processes 2;", "worker_processes 1;")
 conf = re.sub(r"listen 127\.0\.0\.1:\d+ reuseport backlog=4096;",
-    f"listen 127.0.0.1:{port} ssl reuseport backlog=4096;\n        http2 on;\n"
+    f"listen 127.0.0.1:{port} {h2}\n"
     f"        ssl_certificate {out}/cert.pem;\n        ssl_certificate_key {out}/key.pem;\n"
     "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache off;\n        ssl_session_tickets off;", conf)
 open(f"{out}/nginx-tls.conf", "w").write(conf)

@@ -3,6 +3,7 @@
 
 mod admin;
 mod authoring;
+mod connections;
 mod ctl;
 mod etcd;
 mod explain;

@@ -410,6 +410,9 @@ impl EtcdClient {
     async fn call_round(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let body = body.clone();
         let mut last = String::from("no endpoint tried");
+        // What every member said: one that has no leader keeps the round
+        // worth retrying even when the last one tried is down.
+        let mut said: Vec<String> = Vec::new();
         for endpoint in self.rotation() {
             let url = &self.endpoints[endpoint].url;
             for attempt in 0..2 {
@@ -418,6 +421,7 @@ impl EtcdClient {
                     Err(e @ EtcdError::Refused(_)) => return Err(e),
                     Err(e) => {
                         last = e.to_string();
+                        said.push(last.clone());
                         break;
                     }
                 };
@@ -431,10 +435,12 @@ impl EtcdClient {
                     Ok(Ok(a)) => a,
                     Ok(Err(e)) => {
                         last = format!("{url}: {e}");
+                        said.push(last.clone());
                         break;
                     }
                     Err(_) => {
                         last = format!("{url}: no answer within {} ms", self.timeout.as_millis());
+                        said.push(last.clone());
                         break;
                     }
                 };
@@ -459,10 +465,14 @@ impl EtcdClient {
                 }
                 if is_member_problem(status, &message) {
                     last = format!("{url}: {message}");
+                    said.push(last.clone());
                     break;
                 }
                 return Err(EtcdError::Refused(explain(&message)));
             }
+        }
+        if said.len() > 1 {
+            last = said.join("; ");
         }
         Err(EtcdError::Unavailable(last))
     }

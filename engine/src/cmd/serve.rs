@@ -54,6 +54,14 @@ pub struct ServeArgs {
     /// when none matches). Reloaded on SIGHUP and when a file changes.
     #[arg(long, value_name = "CERT,KEY")]
     pub tls_cert: Vec<http::tls::CertPair>,
+    /// Connections a worker keeps open at most; beyond, a new connection
+    /// is accepted and closed at once.
+    #[arg(long, default_value_t = http::MAX_CONNECTIONS_PER_WORKER)]
+    pub max_connections_per_worker: usize,
+    /// Longest wait for a request's head, the next one on an idle
+    /// keep-alive connection included, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub header_timeout_ms: u64,
     /// A network whose X-Real-IP header is believed (repeatable). Default:
     /// loopback only.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
@@ -217,6 +225,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = http::ListenerConfig {
         listen: args.listen,
         tls,
+        max_connections: args.max_connections_per_worker,
+        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
         workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

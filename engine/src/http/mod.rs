@@ -49,7 +49,16 @@ pub struct ListenerConfig {
     pub native_only: bool,
     /// Sampled decision records.
     pub decision_log: Option<crate::decision_log::DecisionLog>,
+    /// Connections a worker keeps open at most; beyond, a new one is
+    /// accepted and closed at once (never left waiting in the backlog).
+    pub max_connections: usize,
+    /// Longest wait for a request's head, the next one on an idle
+    /// keep-alive connection included (hyper times both with one timer).
+    pub header_timeout: Duration,
 }
+
+/// Connections a worker keeps open at most, by default.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 20_000;
 
 /// The HTTPS player listener.
 #[derive(Debug, Clone)]
@@ -167,9 +176,15 @@ pub fn spawn_workers(
             );
             let shutdown = shutdown.clone();
             let tls = tls.clone();
+            let limits = Limits {
+                max_connections: config.max_connections.max(1),
+                header_timeout: config.header_timeout,
+                plain: metrics.connections("http", i as u16),
+                tls: metrics.connections("https", i as u16),
+            };
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(sockets, tls, settings, router, shutdown))
+                .spawn(move || worker(sockets, tls, settings, limits, router, shutdown))
         })
         .collect()
 }
@@ -177,11 +192,20 @@ pub fn spawn_workers(
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One worker's connection limits and their figures.
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+    plain: crate::metrics::ConnectionMetrics,
+    tls: crate::metrics::ConnectionMetrics,
+}
+
 /// What one worker's connections share.
 struct Shared {
     router: RefCell<Router>,
     plain: respond::Settings,
     tls: respond::Settings,
+    limits: Limits,
     /// Connections open on this worker.
     open: std::cell::Cell<usize>,
 }
@@ -190,6 +214,7 @@ fn worker(
     sockets: WorkerSockets,
     tls: Option<Arc<rustls::ServerConfig>>,
     settings: respond::Settings,
+    limits: Limits,
     router: Router,
     mut shutdown: Shutdown,
 ) {
@@ -212,6 +237,7 @@ fn worker(
                 ..settings.clone()
             },
             plain: settings,
+            limits,
             open: std::cell::Cell::new(0),
         });
         loop {
@@ -229,10 +255,22 @@ fn worker(
                     continue;
                 }
             };
+            let figures = match is_tls {
+                true => &shared.limits.tls,
+                false => &shared.limits.plain,
+            };
+            if shared.open.get() >= shared.limits.max_connections {
+                // At the limit: close at once rather than leave it waiting
+                // (the connections already open keep being served).
+                figures.refused.inc();
+                drop(stream);
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let shutdown = shutdown.clone();
             shared.open.set(shared.open.get() + 1);
+            figures.open.inc();
             let acceptor = acceptor.clone();
             tokio::task::spawn_local(async move {
                 match (is_tls, acceptor) {
@@ -240,16 +278,35 @@ fn worker(
                         let handshake =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                         match handshake {
-                            Ok(Ok(stream)) => serve(stream, peer, &shared, true, shutdown).await,
+                            Ok(Ok(stream)) => {
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve(stream, peer, &shared, true, h2, shutdown).await
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed");
                             }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            Err(_) => {
+                                shared.limits.tls.timed_out.inc();
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                            }
                         }
                     }
-                    _ => serve(stream, peer, &shared, false, shutdown).await,
+                    _ => match sniff_h2(&stream, shared.limits.header_timeout).await {
+                        Sniffed::Http1 => {
+                            serve(stream, peer, &shared, false, false, shutdown).await
+                        }
+                        Sniffed::Http2 => serve(stream, peer, &shared, false, true, shutdown).await,
+                        Sniffed::TimedOut => {
+                            shared.limits.plain.timed_out.inc();
+                        }
+                        Sniffed::Closed => {}
+                    },
                 }
                 shared.open.set(shared.open.get() - 1);
+                match is_tls {
+                    true => shared.limits.tls.open.dec(),
+                    false => shared.limits.plain.open.dec(),
+                };
             });
         }
         // Stopped accepting (the sockets close here); let open connections
@@ -272,10 +329,56 @@ async fn accept_on(
     }
 }
 
-/// Serves one connection: HTTP/1.1, or HTTP/2 (chosen by ALPN over TLS,
-/// by its preface in cleartext), until it closes or the worker stops.
-async fn serve<I>(io: I, peer: SocketAddr, shared: &Rc<Shared>, tls: bool, mut shutdown: Shutdown)
-where
+/// The HTTP/2 connection preface (what an h2c client with prior
+/// knowledge sends first).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a cleartext connection opens.
+enum Sniffed {
+    Http1,
+    Http2,
+    /// Nothing decisive within the head timeout.
+    TimedOut,
+    Closed,
+}
+
+/// Whether a cleartext connection opens with the HTTP/2 preface, looked at
+/// without reading it, within `timeout`: a connection that sends nothing
+/// must not sit here forever.
+async fn sniff_h2(stream: &tokio::net::TcpStream, timeout: Duration) -> Sniffed {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_) => return Sniffed::TimedOut,
+            Ok(Err(_)) | Ok(Ok(0)) => return Sniffed::Closed,
+            Ok(Ok(n)) => n,
+        };
+        if buf[..n] != H2_PREFACE[..n] {
+            return Sniffed::Http1;
+        }
+        if n == H2_PREFACE.len() {
+            return Sniffed::Http2;
+        }
+        // Part of the preface: wait for the rest (rare; not a busy loop).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Sniffed::TimedOut;
+        }
+    }
+}
+
+/// Serves one connection, HTTP/2 when `h2` (by ALPN over TLS, by its
+/// preface in cleartext) else HTTP/1.1, until it closes or the worker
+/// stops.
+async fn serve<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: &Rc<Shared>,
+    tls: bool,
+    h2: bool,
+    mut shutdown: Shutdown,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
     let service_shared = shared.clone();
@@ -290,8 +393,13 @@ where
         .http1()
         .title_case_headers(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(shared.limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
@@ -303,6 +411,16 @@ where
         }
     };
     if let Err(e) = result {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            let figures = if tls {
+                &shared.limits.tls
+            } else {
+                &shared.limits.plain
+            };
+            figures.timed_out.inc();
+        }
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
