@@ -21,7 +21,6 @@ use crate::routing::{Decider, Router};
 use crate::topology::store::TopologyStore;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -271,43 +270,19 @@ fn worker(
             let shutdown = shutdown.clone();
             shared.open.set(shared.open.get() + 1);
             figures.open.inc();
-            let acceptor = acceptor.clone();
-            tokio::task::spawn_local(async move {
-                match (is_tls, acceptor) {
-                    (true, Some(acceptor)) => {
-                        let handshake =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                        match handshake {
-                            Ok(Ok(stream)) => {
-                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                serve(stream, peer, &shared, true, h2, shutdown).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                shared.limits.tls.timed_out.inc();
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                            }
-                        }
-                    }
-                    _ => match sniff_h2(&stream, shared.limits.header_timeout).await {
-                        Sniffed::Http1 => {
-                            serve(stream, peer, &shared, false, false, shutdown).await
-                        }
-                        Sniffed::Http2 => serve(stream, peer, &shared, false, true, shutdown).await,
-                        Sniffed::TimedOut => {
-                            shared.limits.plain.timed_out.inc();
-                        }
-                        Sniffed::Closed => {}
-                    },
+            // One task per connection, each sized for its own kind: an
+            // async block holding both the TLS and the plain path would
+            // make every connection as large as a TLS one.
+            match (is_tls, acceptor.clone()) {
+                (true, Some(acceptor)) => {
+                    tokio::task::spawn_local(tls_connection(
+                        stream, peer, shared, acceptor, shutdown,
+                    ));
                 }
-                shared.open.set(shared.open.get() - 1);
-                match is_tls {
-                    true => shared.limits.tls.open.dec(),
-                    false => shared.limits.plain.open.dec(),
-                };
-            });
+                _ => {
+                    tokio::task::spawn_local(plain_connection(stream, peer, shared, shutdown));
+                }
+            }
         }
         // Stopped accepting (the sockets close here); let open connections
         // finish their requests.
@@ -317,6 +292,48 @@ fn worker(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
+}
+
+/// One cleartext connection, HTTP/1.1 or h2c.
+async fn plain_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Rc<Shared>,
+    shutdown: Shutdown,
+) {
+    match sniff_h2(&stream, shared.limits.header_timeout).await {
+        Sniffed::Http1 => serve(stream, peer, &shared, false, false, shutdown).await,
+        Sniffed::Http2 => serve(stream, peer, &shared, false, true, shutdown).await,
+        Sniffed::TimedOut => {
+            shared.limits.plain.timed_out.inc();
+        }
+        Sniffed::Closed => {}
+    }
+    shared.open.set(shared.open.get() - 1);
+    shared.limits.plain.open.dec();
+}
+
+/// One TLS connection: the handshake, then HTTP/2 or HTTP/1.1 by ALPN.
+async fn tls_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Rc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: Shutdown,
+) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve(stream, peer, &shared, true, h2, shutdown).await
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+        Err(_) => {
+            shared.limits.tls.timed_out.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    }
+    shared.open.set(shared.open.get() - 1);
+    shared.limits.tls.open.dec();
 }
 
 /// The next connection on `listener`, or never when there is none.
@@ -370,50 +387,26 @@ async fn sniff_h2(stream: &tokio::net::TcpStream, timeout: Duration) -> Sniffed 
 
 /// Serves one connection, HTTP/2 when `h2` (by ALPN over TLS, by its
 /// preface in cleartext) else HTTP/1.1, until it closes or the worker
-/// stops.
+/// stops. The HTTP/2 state is boxed: a connection task is as large as the
+/// largest future it may hold, and most connections (HTTP/1.1, idle
+/// between requests) should not pay for HTTP/2's.
 async fn serve<I>(
     io: I,
     peer: SocketAddr,
     shared: &Rc<Shared>,
     tls: bool,
     h2: bool,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
-    let service_shared = shared.clone();
-    let service = service_fn(move |req| {
-        let s = &*service_shared;
-        let settings = if tls { &s.tls } else { &s.plain };
-        let response = respond::answer(&s.router, settings, peer, &req);
-        std::future::ready(Ok::<_, std::convert::Infallible>(response))
-    });
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
-        .title_case_headers(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = if h2 {
-        builder.http2_only()
+    let result = if h2 {
+        Box::pin(serve_h2(io, peer, shared, tls, shutdown)).await
     } else {
-        builder.http1_only()
-    };
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = shutdown.changed() => {
-            // Finish the request in progress, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+        serve_h1(io, peer, shared, tls, shutdown).await
     };
     if let Err(e) = result {
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout)
-        {
+        if e.is_timeout() {
             let figures = if tls {
                 &shared.limits.tls
             } else {
@@ -422,6 +415,80 @@ async fn serve<I>(
             figures.timed_out.inc();
         }
         tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// A player response.
+type PlayerResponse = http::Response<http_body_util::Full<bytes::Bytes>>;
+/// What the handler answers with, at once.
+type Answered = std::future::Ready<Result<PlayerResponse, std::convert::Infallible>>;
+
+/// The request handler of one connection.
+fn service(
+    shared: &Rc<Shared>,
+    tls: bool,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = PlayerResponse,
+    Error = std::convert::Infallible,
+    Future = Answered,
+> + 'static {
+    let shared = shared.clone();
+    service_fn(move |req| {
+        let s = &*shared;
+        let settings = if tls { &s.tls } else { &s.plain };
+        let response = respond::answer(&s.router, settings, peer, &req);
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    })
+}
+
+async fn serve_h1<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: &Rc<Shared>,
+    tls: bool,
+    mut shutdown: Shutdown,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service(shared, tls, peer));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.changed() => {
+            // Finish the request in progress, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+async fn serve_h2<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: &Rc<Shared>,
+    tls: bool,
+    mut shutdown: Shutdown,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let conn = hyper::server::conn::http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), service(shared, tls, peer));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }
 
