@@ -17,6 +17,13 @@ type Case = (&'static str, fn(&mut Value), &'static [&'static str]);
 fn invalid_cases() -> Vec<Case> {
     vec![
         (
+            "server with a TLS port out of range",
+            |t| {
+                t["servers"][0]["tls_port"] = json!(70000);
+            },
+            &["servers[0]", "field `tls_port`", "70000", "out of range"],
+        ),
+        (
             "region names a missing group",
             |t| {
                 t["regions"][0]["server_groups"] = json!(["g-nope"]);

@@ -658,11 +658,7 @@ fn is_uri_path(s: &str) -> bool {
 /// `scheme://host[:port]`: 443 is https, 80 is http, any other port is
 /// written out with http. IPv6 literals are bracketed.
 pub fn base_url(host: &str, port: u16) -> String {
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
+    let host = bracketed(host);
     match port {
         443 => format!("https://{host}"),
         80 => format!("http://{host}"),
@@ -672,14 +668,19 @@ pub fn base_url(host: &str, port: u16) -> String {
 
 /// `https://host[:port]` (the port left out when 443).
 pub fn tls_base_url(host: &str, port: u16) -> String {
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
+    let host = bracketed(host);
     match port {
         443 => format!("https://{host}"),
         _ => format!("https://{host}:{port}"),
+    }
+}
+
+/// The host as a URL authority writes it: an IPv6 literal in brackets.
+fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
     }
 }
 
@@ -692,6 +693,19 @@ fn index_by<'a>(ids: impl Iterator<Item = &'a Box<str>>) -> HashMap<Box<str>, u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_bracket_ipv6_and_leave_out_default_ports() {
+        assert_eq!(base_url("e.test", 80), "http://e.test");
+        assert_eq!(base_url("e.test", 443), "https://e.test");
+        assert_eq!(base_url("2001:db8::1", 8080), "http://[2001:db8::1]:8080");
+        assert_eq!(tls_base_url("e.test", 443), "https://e.test");
+        assert_eq!(
+            tls_base_url("2001:db8::1", 8443),
+            "https://[2001:db8::1]:8443"
+        );
+        assert_eq!(tls_base_url("[2001:db8::1]", 443), "https://[2001:db8::1]");
+    }
 
     const DOC: &str = r#"{
         "regions": [{"id": "r", "server_groups": ["g"]}],
