@@ -196,30 +196,19 @@ fn replay_gives_the_same_answers_with_the_same_policy_and_shows_the_changes_of_a
     let dir = crate::harness::TempDir::new("replay");
     let log = dir.path("decisions.jsonl");
     let topology = fixtures().join("routing.json");
-    let engine = Engine::start(&[
-        "--topology",
-        topology.to_str().unwrap(),
-        "--decision-log",
-        log.to_str().unwrap(),
-        "--decision-log-sample",
-        "1",
-    ]);
-    let mut conn = engine.connect();
-    let mut sent = 0;
-    for i in 0..100 {
-        for (ip, path) in [
-            (format!("10.9.0.{}", i % 50), format!("/vod/film-{i}.mp4")),
-            (format!("10.1.5.{i}"), "/btv/live/hls/ch1.m3u8".to_string()),
-            (format!("10.6.0.{i}"), format!("/static/{i}.png")),
-        ] {
-            let resp = conn.request("GET", &path, &[("X-Real-IP", &ip)]);
-            assert_eq!(resp.status, 302, "{resp:?}");
-            sent += 1;
-        }
-    }
-    crate::harness::wait_until("every decision is logged", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
-    });
+    let engine = logging_engine(&log, &["--topology", topology.to_str().unwrap()]);
+    let sent = send_logged(
+        &engine,
+        &log,
+        (0..100).flat_map(|i| {
+            [
+                (format!("10.9.0.{}", i % 50), format!("/vod/film-{i}.mp4")),
+                (format!("10.1.5.{i}"), "/btv/live/hls/ch1.m3u8".to_string()),
+                (format!("10.6.0.{i}"), format!("/static/{i}.png")),
+            ]
+        }),
+        |_| {},
+    );
     let replay = |policy: &str, extra: &[&str]| {
         let out = std::process::Command::new(binary())
             .args(["policy", "replay"])
@@ -301,6 +290,41 @@ fn replay_gives_the_same_answers_with_the_same_policy_and_shows_the_changes_of_a
     assert!(err.contains("bad.jsonl:1: not a decision record"), "{err}");
 }
 
+/// An engine recording every decision in `log`, with `extra` arguments.
+fn logging_engine(log: &std::path::Path, extra: &[&str]) -> Engine {
+    let mut args = vec![
+        "--decision-log",
+        log.to_str().unwrap(),
+        "--decision-log-sample",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Engine::start(&args)
+}
+
+/// Sends each `(client, path)` on one connection, expecting a redirect
+/// (and whatever `check` asserts of it), and waits until every decision
+/// is in `log`. Returns how many were sent.
+fn send_logged(
+    engine: &Engine,
+    log: &std::path::Path,
+    requests: impl IntoIterator<Item = (String, String)>,
+    check: impl Fn(&crate::harness::Response),
+) -> usize {
+    let mut conn = engine.connect();
+    let mut sent = 0;
+    for (ip, path) in requests {
+        let resp = conn.request("GET", &path, &[("X-Real-IP", &ip)]);
+        assert_eq!(resp.status, 302, "{resp:?}");
+        check(&resp);
+        sent += 1;
+    }
+    crate::harness::wait_until("every decision is logged", || {
+        std::fs::read_to_string(log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
+    });
+    sent
+}
+
 /// Runs `policy replay --json` and parses its report.
 fn replay_report(
     policy: &str,
@@ -337,38 +361,34 @@ fn replay_without_the_topology_answers_look_ups_from_the_log() {
     let config = dir.path("look-up.json");
     std::fs::write(&config, r#"{"mode": "look-up"}"#).unwrap();
     let topology = fixtures().join("routing.json");
-    let engine = Engine::start(&[
-        "--topology",
-        topology.to_str().unwrap(),
-        "--policy",
-        built_policy("hostile").to_str().unwrap(),
-        "--policy-config",
-        config.to_str().unwrap(),
-        "--decision-log",
-        log.to_str().unwrap(),
-        "--decision-log-sample",
-        "1",
-    ]);
-    let mut conn = engine.connect();
-    let mut sent = 0;
-    for i in 0..40 {
-        for (ip, path) in [
-            (format!("10.9.0.{i}"), format!("/vod/film-{i}.mp4")),
-            (format!("10.1.5.{i}"), "/btv/live/hls/ch1.m3u8".to_string()),
-        ] {
-            let resp = conn.request("GET", &path, &[("X-Real-IP", &ip)]);
-            assert_eq!(resp.status, 302, "{resp:?}");
+    let engine = logging_engine(
+        &log,
+        &[
+            "--topology",
+            topology.to_str().unwrap(),
+            "--policy",
+            built_policy("hostile").to_str().unwrap(),
+            "--policy-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let sent = send_logged(
+        &engine,
+        &log,
+        (0..40).flat_map(|i| {
+            [
+                (format!("10.9.0.{i}"), format!("/vod/film-{i}.mp4")),
+                (format!("10.1.5.{i}"), "/btv/live/hls/ch1.m3u8".to_string()),
+            ]
+        }),
+        |resp| {
             let location = resp.header("Location").unwrap();
             assert!(
                 !location.contains("none") && location.contains("&subnet=10."),
                 "{location}"
             );
-            sent += 1;
-        }
-    }
-    crate::harness::wait_until("every decision is logged", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
-    });
+        },
+    );
     for extra in [&["--topology", topology.to_str().unwrap()][..], &[]] {
         let report = replay_report("hostile", &config, &log, extra);
         assert_eq!(report["decisions"], sent, "{report:#}");
@@ -387,33 +407,27 @@ fn replay_covers_decisions_a_fallback_answered() {
     let log = dir.path("decisions.jsonl");
     let config = dir.path("panic.json");
     std::fs::write(&config, r#"{"mode": "panic", "only_target": "boom"}"#).unwrap();
-    let engine = Engine::start(&[
-        "--topology",
-        fixtures().join("routing.json").to_str().unwrap(),
-        "--policy",
-        built_policy("hostile").to_str().unwrap(),
-        "--policy-config",
-        config.to_str().unwrap(),
-        "--rollback-after",
-        "1000",
-        "--decision-log",
-        log.to_str().unwrap(),
-        "--decision-log-sample",
-        "1",
-    ]);
-    let mut conn = engine.connect();
-    let mut sent = 0;
-    for i in 0..30 {
-        for path in ["/vod/boom", "/vod/fine.mp4"] {
-            let ip = format!("10.9.0.{i}");
-            let resp = conn.request("GET", path, &[("X-Real-IP", &ip)]);
-            assert_eq!(resp.status, 302, "{resp:?}");
-            sent += 1;
-        }
-    }
-    crate::harness::wait_until("every decision is logged", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
-    });
+    let engine = logging_engine(
+        &log,
+        &[
+            "--topology",
+            fixtures().join("routing.json").to_str().unwrap(),
+            "--policy",
+            built_policy("hostile").to_str().unwrap(),
+            "--policy-config",
+            config.to_str().unwrap(),
+            "--rollback-after",
+            "1000",
+        ],
+    );
+    let sent = send_logged(
+        &engine,
+        &log,
+        (0..30).flat_map(|i| {
+            ["/vod/boom", "/vod/fine.mp4"].map(|p| (format!("10.9.0.{i}"), p.to_string()))
+        }),
+        |_| {},
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     let boom: Value = text
         .lines()
