@@ -49,19 +49,7 @@ done
 
 run() { # name port -> "rps p50_us p99_us"
   CLIENTS="$OUT/clients.txt" taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency -s load_testing/bench/rotate.lua "http://127.0.0.1:$2/" > "$OUT/$1.wrk"
-  python3 - "$OUT/$1.wrk" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def us(v):
-    n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
-    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = us(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
-p99 = us(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-errs = re.search(r"Socket errors: (.*)", t)
-print(f"{rps:.0f} {p50:.0f} {p99:.0f} {bad.group(1) if bad else 0} {'errors:' + errs.group(1).replace(' ', '') if errs else ''}")
-PY
+  python3 load_testing/bench/wrk_summary.py "$OUT/$1.wrk"
 }
 
 for conns in $CONNS; do
