@@ -9,6 +9,7 @@ mod etcd;
 mod explain;
 mod harness;
 mod health;
+mod http1;
 mod k6;
 mod ops;
 mod policies;

@@ -58,10 +58,19 @@ pub struct ServeArgs {
     /// is accepted and closed at once.
     #[arg(long, default_value_t = http::MAX_CONNECTIONS_PER_WORKER)]
     pub max_connections_per_worker: usize,
-    /// Longest wait for a request's head, the next one on an idle
-    /// keep-alive connection included, in milliseconds.
+    /// Longest wait for a request's head, in milliseconds: from a
+    /// connection's start for its first, from its first byte for the
+    /// next (over TLS, also the wait between requests).
     #[arg(long, default_value_t = 30_000)]
     pub header_timeout_ms: u64,
+    /// Longest a cleartext HTTP/1.1 connection is kept open between
+    /// requests, in milliseconds (nginx's keepalive_timeout default).
+    #[arg(long, default_value_t = 75_000)]
+    pub idle_timeout_ms: u64,
+    /// Requests answered on one cleartext HTTP/1.1 connection before it
+    /// is closed (`Connection: close` on the last); 0 for no limit.
+    #[arg(long, default_value_t = 0)]
+    pub max_requests_per_connection: u64,
     /// A network whose X-Real-IP header is believed (repeatable). Default:
     /// loopback only.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
@@ -227,6 +236,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         max_connections: args.max_connections_per_worker,
         header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+        idle_timeout: std::time::Duration::from_millis(args.idle_timeout_ms.max(1)),
+        max_requests: args.max_requests_per_connection,
         workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

@@ -8,10 +8,13 @@
 //! title-case header names (`Location`) on HTTP/1.1, which some smart-TV
 //! players require.
 //!
-//! Each worker also accepts on the HTTPS listener when there is one
-//! ([`tls`]): HTTP/2 or HTTP/1.1 chosen by ALPN. The plain listener speaks
-//! HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c).
+//! The plain listener speaks HTTP/1.1 with our own loop ([`h1`], which
+//! holds no buffer while a connection waits) and cleartext HTTP/2 with
+//! prior knowledge (h2c) with hyper. Each worker also accepts on the HTTPS
+//! listener when there is one ([`tls`]): HTTP/2 or HTTP/1.1 chosen by
+//! ALPN, with hyper.
 
+mod h1;
 mod respond;
 pub mod tls;
 
@@ -51,9 +54,16 @@ pub struct ListenerConfig {
     /// Connections a worker keeps open at most; beyond, a new one is
     /// accepted and closed at once (never left waiting in the backlog).
     pub max_connections: usize,
-    /// Longest wait for a request's head, the next one on an idle
-    /// keep-alive connection included (hyper times both with one timer).
+    /// Longest wait for a request's head, from a connection's start or
+    /// from a head's first byte (over TLS, hyper also times the wait
+    /// between requests with it).
     pub header_timeout: Duration,
+    /// Longest a cleartext HTTP/1.1 connection is kept open between
+    /// requests.
+    pub idle_timeout: Duration,
+    /// Requests answered on one cleartext HTTP/1.1 connection before it is
+    /// closed (0: no limit).
+    pub max_requests: u64,
 }
 
 /// Connections a worker keeps open at most, by default.
@@ -178,6 +188,8 @@ pub fn spawn_workers(
             let limits = Limits {
                 max_connections: config.max_connections.max(1),
                 header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+                max_requests: config.max_requests,
                 plain: metrics.connections("http", i as u16),
                 tls: metrics.connections("https", i as u16),
             };
@@ -195,6 +207,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Limits {
     max_connections: usize,
     header_timeout: Duration,
+    idle_timeout: Duration,
+    max_requests: u64,
     plain: crate::metrics::ConnectionMetrics,
     tls: crate::metrics::ConnectionMetrics,
 }
@@ -207,6 +221,8 @@ struct Shared {
     limits: Limits,
     /// Connections open on this worker.
     open: std::cell::Cell<usize>,
+    /// The buffers of the HTTP/1.1 loop.
+    scratch: RefCell<h1::Scratch>,
 }
 
 fn worker(
@@ -238,6 +254,7 @@ fn worker(
             plain: settings,
             limits,
             open: std::cell::Cell::new(0),
+            scratch: RefCell::new(h1::Scratch::new()),
         });
         loop {
             let (accepted, is_tls) = tokio::select! {
@@ -294,20 +311,28 @@ fn worker(
     });
 }
 
-/// One cleartext connection, HTTP/1.1 or h2c.
+/// One cleartext connection: HTTP/1.1, or h2c when it opens with the
+/// HTTP/2 preface.
 async fn plain_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     shared: Rc<Shared>,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
 ) {
-    match sniff_h2(&stream, shared.limits.header_timeout).await {
-        Sniffed::Http1 => serve(stream, peer, &shared, false, false, shutdown).await,
-        Sniffed::Http2 => serve(stream, peer, &shared, false, true, shutdown).await,
-        Sniffed::TimedOut => {
+    match h1::serve(stream, peer, &shared, &mut shutdown).await {
+        h1::Ended::Closed => {}
+        h1::Ended::TimedOut => {
             shared.limits.plain.timed_out.inc();
         }
-        Sniffed::Closed => {}
+        h1::Ended::Failed(e) => {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+        h1::Ended::Http2(stream) => {
+            // Boxed: a task is as large as the largest future it may
+            // hold, and HTTP/1.1 connections should not pay for HTTP/2's.
+            let result = Box::pin(serve_h2(stream, peer, &shared, false, shutdown)).await;
+            hyper_ended(result, &shared, false, peer);
+        }
     }
     shared.open.set(shared.open.get() - 1);
     shared.limits.plain.open.dec();
@@ -323,8 +348,11 @@ async fn tls_connection(
 ) {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve(stream, peer, &shared, true, h2, shutdown).await
+            let result = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Box::pin(serve_h2(stream, peer, &shared, true, shutdown)).await,
+                _ => serve_h1(stream, peer, &shared, true, shutdown).await,
+            };
+            hyper_ended(result, &shared, true, peer);
         }
         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
         Err(_) => {
@@ -346,65 +374,8 @@ async fn accept_on(
     }
 }
 
-/// The HTTP/2 connection preface (what an h2c client with prior
-/// knowledge sends first).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How a cleartext connection opens.
-enum Sniffed {
-    Http1,
-    Http2,
-    /// Nothing decisive within the head timeout.
-    TimedOut,
-    Closed,
-}
-
-/// Whether a cleartext connection opens with the HTTP/2 preface, looked at
-/// without reading it, within `timeout`: a connection that sends nothing
-/// must not sit here forever.
-async fn sniff_h2(stream: &tokio::net::TcpStream, timeout: Duration) -> Sniffed {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Err(_) => return Sniffed::TimedOut,
-            Ok(Err(_)) | Ok(Ok(0)) => return Sniffed::Closed,
-            Ok(Ok(n)) => n,
-        };
-        if buf[..n] != H2_PREFACE[..n] {
-            return Sniffed::Http1;
-        }
-        if n == H2_PREFACE.len() {
-            return Sniffed::Http2;
-        }
-        // Part of the preface: wait for the rest (rare; not a busy loop).
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if tokio::time::Instant::now() >= deadline {
-            return Sniffed::TimedOut;
-        }
-    }
-}
-
-/// Serves one connection, HTTP/2 when `h2` (by ALPN over TLS, by its
-/// preface in cleartext) else HTTP/1.1, until it closes or the worker
-/// stops. The HTTP/2 state is boxed: a connection task is as large as the
-/// largest future it may hold, and most connections (HTTP/1.1, idle
-/// between requests) should not pay for HTTP/2's.
-async fn serve<I>(
-    io: I,
-    peer: SocketAddr,
-    shared: &Rc<Shared>,
-    tls: bool,
-    h2: bool,
-    shutdown: Shutdown,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
-{
-    let result = if h2 {
-        Box::pin(serve_h2(io, peer, shared, tls, shutdown)).await
-    } else {
-        serve_h1(io, peer, shared, tls, shutdown).await
-    };
+/// Counts how a connection served by hyper ended.
+fn hyper_ended(result: Result<(), hyper::Error>, shared: &Shared, tls: bool, peer: SocketAddr) {
     if let Err(e) = result {
         if e.is_timeout() {
             let figures = if tls {
@@ -435,10 +406,22 @@ fn service(
     Future = Answered,
 > + 'static {
     let shared = shared.clone();
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let s = &*shared;
         let settings = if tls { &s.tls } else { &s.plain };
-        let response = respond::answer(&s.router, settings, peer, &req);
+        let method = req.method();
+        let headers = req.headers();
+        let asked = respond::Asked {
+            get_or_head: method == http::Method::GET || method == http::Method::HEAD,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            peer: peer.ip(),
+            x_real_ip: headers.get("x-real-ip").map(http::HeaderValue::as_bytes),
+            forwarded_proto: headers
+                .get("x-forwarded-proto")
+                .map(http::HeaderValue::as_bytes),
+        };
+        let response = respond::answer(&s.router, settings, &asked).into_response();
         std::future::ready(Ok::<_, std::convert::Infallible>(response))
     })
 }

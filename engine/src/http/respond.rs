@@ -1,21 +1,23 @@
-//! The wire format of the player listener: an HTTP request becomes a
+//! The wire format of the player listener: a request's parts become a
 //! [`PlayerRequest`] for the [`Router`] (which runs the request path and
-//! counts it), and its [`crate::routing::Routed`] answer becomes the
-//! response.
+//! counts it), and its [`crate::routing::Routed`] answer becomes a
+//! [`Reply`]: one description of the response, written out by our own
+//! HTTP/1.1 loop ([`Reply::write_h1`]) or handed to hyper for HTTP/2 and
+//! TLS ([`Reply::into_response`]), so every protocol answers alike.
 
 use crate::routing::{Outcome, PlayerRequest, Router};
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::net::SocketAddr;
 
 /// Seconds a player is asked to wait after a `503`.
-const RETRY_AFTER_SECS: HeaderValue = HeaderValue::from_static("5");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
+const RETRY_AFTER_SECS: &str = "5";
+const NO_STORE: &str = "no-store";
+const TEXT: &str = "text/plain; charset=utf-8";
+const GET_HEAD: &str = "GET, HEAD";
 
 /// What a worker needs besides its router.
 #[derive(Clone)]
@@ -30,77 +32,215 @@ pub(super) struct Settings {
 /// `--no-policy-header`).
 const POLICY_HEADER: http::HeaderName = http::HeaderName::from_static("edgeward-policy");
 
+/// The parts of a player request the answer depends on, however it came.
+pub(super) struct Asked<'a> {
+    pub get_or_head: bool,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub peer: std::net::IpAddr,
+    pub x_real_ip: Option<&'a [u8]>,
+    pub forwarded_proto: Option<&'a [u8]>,
+}
+
+/// One response, before it is put on a wire.
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub status: StatusCode,
+    /// `Location` of a redirect (checked as a header value).
+    pub location: Option<HeaderValue>,
+    /// The plain-text reason of a refusal (sent with a newline).
+    pub reason: Option<Cow<'static, str>>,
+    /// `Retry-After` (on `503`).
+    pub retry_after: bool,
+    /// `Allow: GET, HEAD` (on `405`).
+    pub allow: bool,
+    /// `Edgeward-Policy`.
+    pub policy: Option<HeaderValue>,
+}
+
 /// Answers one player request.
-pub(super) fn answer<B>(
-    router: &RefCell<Router>,
-    settings: &Settings,
-    peer: SocketAddr,
-    req: &Request<B>,
-) -> Response<Full<Bytes>> {
-    let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
+pub(super) fn answer(router: &RefCell<Router>, settings: &Settings, asked: &Asked<'_>) -> Reply {
     let routed = router.borrow_mut().route(&PlayerRequest {
-        get_or_head,
-        path: req.uri().path(),
-        query: req.uri().query(),
-        peer: peer.ip(),
-        x_real_ip: req.headers().get("x-real-ip").map(HeaderValue::as_bytes),
+        get_or_head: asked.get_or_head,
+        path: asked.path,
+        query: asked.query,
+        peer: asked.peer,
+        x_real_ip: asked.x_real_ip,
         tls: settings.tls,
-        forwarded_proto: req
-            .headers()
-            .get("x-forwarded-proto")
-            .map(HeaderValue::as_bytes),
+        forwarded_proto: asked.forwarded_proto,
     });
-    let mut resp = render(routed.outcome);
-    if !get_or_head {
-        resp.headers_mut().insert(ALLOW, GET_HEAD);
+    let mut reply = Reply::of(routed.outcome);
+    reply.allow = !asked.get_or_head;
+    if settings.policy_header {
+        reply.policy = routed.decided_by;
     }
-    if settings.policy_header
-        && let Some(by) = routed.decided_by
-    {
-        resp.headers_mut().insert(POLICY_HEADER, by);
-    }
-    resp
+    reply
 }
 
-/// The response for an outcome. (For `HEAD`, hyper sends the same head
-/// without the body.)
-fn render(outcome: Outcome) -> Response<Full<Bytes>> {
-    let mut resp = match outcome {
-        Outcome::Redirect(location) => {
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::FOUND;
-            match HeaderValue::try_from(location) {
-                Ok(v) => {
-                    resp.headers_mut().insert(LOCATION, v);
-                }
-                Err(_) => {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "unrepresentable Location",
-                    );
-                }
+impl Reply {
+    /// The reply for an outcome.
+    pub fn of(outcome: Outcome) -> Reply {
+        match outcome {
+            Outcome::Redirect(location) => match HeaderValue::try_from(location) {
+                Ok(v) => Reply {
+                    location: Some(v),
+                    ..Reply::refusal(StatusCode::FOUND, None)
+                },
+                Err(_) => Reply::refusal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some(Cow::Borrowed("unrepresentable Location")),
+                ),
+            },
+            Outcome::Refuse { status, reason } => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                Reply::refusal(status, Some(reason))
             }
-            resp
         }
-        Outcome::Refuse { status, reason } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut resp = error(status, &reason);
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                resp.headers_mut().insert(RETRY_AFTER, RETRY_AFTER_SECS);
+    }
+
+    /// A refusal by the HTTP layer itself (a malformed request and such).
+    pub fn refusal(status: StatusCode, reason: Option<Cow<'static, str>>) -> Reply {
+        Reply {
+            status,
+            location: None,
+            retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            allow: false,
+            policy: None,
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        self.reason.as_ref().map_or(0, |r| r.len() + 1)
+    }
+
+    /// For hyper (HTTP/2, and HTTP/1.1 over TLS), which adds
+    /// `Content-Length` and `Date` and drops the body of a `HEAD` answer.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = match &self.reason {
+            Some(reason) => {
+                let mut body = String::with_capacity(reason.len() + 1);
+                body.push_str(reason);
+                body.push('\n');
+                Bytes::from(body)
             }
-            resp
+            None => Bytes::new(),
+        };
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = self.status;
+        let headers = resp.headers_mut();
+        if let Some(location) = self.location {
+            headers.insert(LOCATION, location);
         }
-    };
-    resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-    resp
+        if self.reason.is_some() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
+        }
+        if self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        if self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(GET_HEAD));
+        }
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+        if let Some(policy) = self.policy {
+            headers.insert(POLICY_HEADER, policy);
+        }
+        resp
+    }
+
+    /// Appends the HTTP/1.1 response to `out`, header names in title
+    /// case; the body left out when `head_only`. `connection` is the
+    /// `Connection` header to send, if any.
+    pub fn write_h1(
+        &self,
+        head_only: bool,
+        connection: Option<&str>,
+        date: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(location) = &self.location {
+            line(out, "Location", location.as_bytes());
+        }
+        if self.reason.is_some() {
+            line(out, "Content-Type", TEXT.as_bytes());
+        }
+        if self.retry_after {
+            line(out, "Retry-After", RETRY_AFTER_SECS.as_bytes());
+        }
+        if self.allow {
+            line(out, "Allow", GET_HEAD.as_bytes());
+        }
+        line(out, "Cache-Control", NO_STORE.as_bytes());
+        if let Some(policy) = &self.policy {
+            line(out, "Edgeward-Policy", policy.as_bytes());
+        }
+        if let Some(connection) = connection {
+            line(out, "Connection", connection.as_bytes());
+        }
+        let mut len = itoa::Buffer::new();
+        line(
+            out,
+            "Content-Length",
+            len.format(self.body_len()).as_bytes(),
+        );
+        line(out, "Date", date);
+        out.extend_from_slice(b"\r\n");
+        if !head_only && let Some(reason) = &self.reason {
+            out.extend_from_slice(reason.as_bytes());
+            out.push(b'\n');
+        }
+    }
 }
 
-fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
-    let mut body = String::with_capacity(reason.len() + 1);
-    body.push_str(reason);
-    body.push('\n');
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, TEXT);
-    resp
+fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_and_a_refusal_on_the_wire() {
+        let reply = Reply::of(Outcome::Redirect("http://e1.test/a".into()));
+        let mut out = Vec::new();
+        reply.write_h1(false, None, b"Tue, 01 Dec 2026 15:00:00 GMT", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 302 Found\r\nLocation: http://e1.test/a\r\n\
+             Cache-Control: no-store\r\nContent-Length: 0\r\n\
+             Date: Tue, 01 Dec 2026 15:00:00 GMT\r\n\r\n"
+        );
+        let reply = Reply::of(Outcome::refuse(503, "no edge"));
+        let mut out = Vec::new();
+        reply.write_h1(true, Some("close"), b"D", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\nContent-Length: 8\r\n\
+             Date: D\r\n\r\n"
+        );
+        // A status without a canonical reason phrase keeps the empty one.
+        let reply = Reply::of(Outcome::refuse(299, "odd"));
+        let mut out = Vec::new();
+        reply.write_h1(false, None, b"D", &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 299 \r\n"));
+        assert!(out.ends_with(b"\r\n\r\nodd\n"));
+        // A Location that cannot be a header value never reaches the wire.
+        let reply = Reply::of(Outcome::Redirect(
+            "http://e1.test/a\r\nSet-Cookie: x".into(),
+        ));
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(reply.location.is_none());
+    }
 }
