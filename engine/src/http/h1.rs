@@ -20,12 +20,14 @@
 //! chunked, the connection is closed after the answer). HTTP/2 and TLS
 //! stay with hyper.
 
+use super::Shared;
 use super::respond::{self, Asked, Reply};
-use super::{Shared, Shutdown};
 use http::StatusCode;
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::task::{Poll, Waker};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -76,6 +78,65 @@ impl Date {
             self.text = httpdate::fmt_http_date(now);
         }
         self.text.as_bytes()
+    }
+}
+
+/// Tells a worker's idle HTTP/1.1 connections that it stops. Each
+/// connection has a slot for its waker, set while it waits between
+/// requests: cheaper than a shared channel's waiter, which every request
+/// would register and remove under a lock shared by all workers.
+#[derive(Default)]
+pub(super) struct Stop {
+    stopping: Cell<bool>,
+    wakers: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Stop {
+    /// Wakes every idle connection, which then closes.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        let wakers: Vec<Waker> = self
+            .wakers
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// One connection's slot in [`Stop`], given back when it ends.
+struct Registered<'a> {
+    stop: &'a Stop,
+    slot: usize,
+}
+
+impl<'a> Registered<'a> {
+    fn new(stop: &'a Stop) -> Self {
+        let slot = stop.free.borrow_mut().pop().unwrap_or_else(|| {
+            let mut wakers = stop.wakers.borrow_mut();
+            wakers.push(None);
+            wakers.len() - 1
+        });
+        Registered { stop, slot }
+    }
+
+    fn wake_me(&self, waker: &Waker) {
+        let mut wakers = self.stop.wakers.borrow_mut();
+        let slot = &mut wakers[self.slot];
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.stop.wakers.borrow_mut()[self.slot] = None;
+        self.stop.free.borrow_mut().push(self.slot);
     }
 }
 
@@ -139,13 +200,9 @@ enum Step {
 /// one timer serves every wait. A request does not touch the timer: when
 /// it fires, the deadline is worked out from the last answer and the timer
 /// set again if that is still ahead.
-pub(super) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    shutdown: &mut Shutdown,
-) -> Ended {
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Ended {
     let limits = &shared.limits;
+    let stop = Registered::new(&shared.stop);
     let mut pending = Pending::default();
     let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
@@ -155,13 +212,24 @@ pub(super) async fn serve(
     let mut last_answer = Instant::now();
     loop {
         let idle = pending.idle();
+        let woke = std::future::poll_fn(|cx| {
+            if idle {
+                // Stopping: an idle connection closes now, one in the
+                // middle of a request once it is answered.
+                if stop.stop.stopping.get() {
+                    return Poll::Ready(Err(None));
+                }
+                stop.wake_me(cx.waker());
+            }
+            stream.poll_read_ready(cx).map_err(Some)
+        });
         tokio::select! {
             biased;
-            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                if let Err(e) = ready {
-                    return Ended::Failed(e);
-                }
-            }
+            woke = woke => match woke {
+                Ok(()) => {}
+                Err(Some(e)) => return Ended::Failed(e),
+                Err(None) => return Ended::Closed,
+            },
             () = &mut timer => {
                 let due = head_deadline.unwrap_or(last_answer + limits.idle_timeout);
                 if Instant::now() >= due {
@@ -170,9 +238,6 @@ pub(super) async fn serve(
                 timer.as_mut().reset(due);
                 continue;
             }
-            // Stopping: an idle connection closes now, one in the middle
-            // of a request once it is answered.
-            _ = shutdown.changed(), if idle => return Ended::Closed,
         }
         match read_and_answer(&stream, peer, shared, &mut pending) {
             Step::Nothing => {}

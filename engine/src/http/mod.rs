@@ -223,6 +223,9 @@ struct Shared {
     open: std::cell::Cell<usize>,
     /// The buffers of the HTTP/1.1 loop.
     scratch: RefCell<h1::Scratch>,
+    /// Wakes idle HTTP/1.1 connections when the worker stops (HTTP/2 and
+    /// TLS connections are told by `Shutdown`).
+    stop: h1::Stop,
 }
 
 fn worker(
@@ -255,6 +258,7 @@ fn worker(
             limits,
             open: std::cell::Cell::new(0),
             scratch: RefCell::new(h1::Scratch::new()),
+            stop: h1::Stop::default(),
         });
         loop {
             let (accepted, is_tls) = tokio::select! {
@@ -305,6 +309,7 @@ fn worker(
         // finish their requests.
         drop(plain);
         drop(secure);
+        shared.stop.stop();
         while shared.open.get() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -317,9 +322,9 @@ async fn plain_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     shared: Rc<Shared>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    match h1::serve(stream, peer, &shared, &mut shutdown).await {
+    match h1::serve(stream, peer, &shared).await {
         h1::Ended::Closed => {}
         h1::Ended::TimedOut => {
             shared.limits.plain.timed_out.inc();
