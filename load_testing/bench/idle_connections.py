@@ -122,15 +122,26 @@ def h2_answered(sock):
             return
 
 
+CONTEXTS = {}
+
+
+def client_context(alpn):
+    """One per protocol: a context per connection would load the CA store
+    10,000 times."""
+    if alpn not in CONTEXTS:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols([alpn])
+        CONTEXTS[alpn] = ctx
+    return CONTEXTS[alpn]
+
+
 def connect(port, tls, alpn):
     sock = socket.create_connection(("127.0.0.1", port))
     if not tls:
         return sock
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols([alpn])
-    sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    sock = client_context(alpn).wrap_socket(sock, server_hostname="localhost")
     assert sock.selected_alpn_protocol() in (alpn, None), sock.selected_alpn_protocol()
     return sock
 
