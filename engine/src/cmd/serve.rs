@@ -63,8 +63,9 @@ pub struct ServeArgs {
     /// next (over TLS, also the wait between requests).
     #[arg(long, default_value_t = 30_000)]
     pub header_timeout_ms: u64,
-    /// Longest a cleartext HTTP/1.1 connection is kept open between
-    /// requests, in milliseconds (nginx's keepalive_timeout default).
+    /// Longest a cleartext HTTP/1.1 or an HTTP/2 connection is kept open
+    /// between requests, in milliseconds (nginx's keepalive_timeout
+    /// default).
     #[arg(long, default_value_t = 75_000)]
     pub idle_timeout_ms: u64,
     /// Requests answered on one cleartext HTTP/1.1 connection before it

@@ -58,8 +58,8 @@ pub struct ListenerConfig {
     /// from a head's first byte (over TLS, hyper also times the wait
     /// between requests with it).
     pub header_timeout: Duration,
-    /// Longest a cleartext HTTP/1.1 connection is kept open between
-    /// requests.
+    /// Longest a cleartext HTTP/1.1 or an HTTP/2 connection is kept open
+    /// between requests (over TLS, HTTP/1.1 has the head timeout).
     pub idle_timeout: Duration,
     /// Requests answered on one cleartext HTTP/1.1 connection before it is
     /// closed (0: no limit).
@@ -199,6 +199,9 @@ pub fn spawn_workers(
         })
         .collect()
 }
+
+/// Longest an idle HTTP/2 connection is given to take its GOAWAY.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -404,6 +407,7 @@ fn service(
     shared: &Rc<Shared>,
     tls: bool,
     peer: SocketAddr,
+    activity: Option<Rc<std::cell::Cell<tokio::time::Instant>>>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = PlayerResponse,
@@ -412,6 +416,9 @@ fn service(
 > + 'static {
     let shared = shared.clone();
     service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        if let Some(activity) = &activity {
+            activity.set(tokio::time::Instant::now());
+        }
         let s = &*shared;
         let settings = if tls { &s.tls } else { &s.plain };
         let method = req.method();
@@ -445,7 +452,7 @@ where
         .title_case_headers(true)
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.header_timeout)
-        .serve_connection(TokioIo::new(io), service(shared, tls, peer));
+        .serve_connection(TokioIo::new(io), service(shared, tls, peer, None));
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => result,
@@ -467,15 +474,42 @@ async fn serve_h2<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+    // hyper has no idle timeout for HTTP/2: a connection whose last
+    // request came longer than the idle timeout ago is closed (GOAWAY,
+    // then the socket), timed from when each request arrives.
+    let last = Rc::new(std::cell::Cell::new(tokio::time::Instant::now()));
     let conn = hyper::server::conn::http2::Builder::new(LocalExec)
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(io), service(shared, tls, peer));
+        .serve_connection(
+            TokioIo::new(io),
+            service(shared, tls, peer, Some(last.clone())),
+        );
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => result,
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle = shared.limits.idle_timeout;
+    let timer = tokio::time::sleep(idle);
+    let mut timer = std::pin::pin!(timer);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            () = &mut timer => {
+                let due = last.get() + idle;
+                if tokio::time::Instant::now() < due {
+                    timer.as_mut().reset(due);
+                    continue;
+                }
+                let figures = if tls { &shared.limits.tls } else { &shared.limits.plain };
+                figures.timed_out.inc();
+                // GOAWAY, then a PING the client is to answer before the
+                // last GOAWAY: an idle client may be gone, so not for long.
+                conn.as_mut().graceful_shutdown();
+                return tokio::time::timeout(IDLE_CLOSE_GRACE, conn)
+                    .await
+                    .unwrap_or(Ok(()));
+            }
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                return conn.await;
+            }
         }
     }
 }
