@@ -23,6 +23,17 @@ fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
+/// Timeouts on the cleartext listener, summed over the workers.
+pub fn plain_timeouts(engine: &Engine) -> f64 {
+    let text = engine
+        .admin("GET", "/metrics", b"", "text/plain", None)
+        .body;
+    text.lines()
+        .filter(|l| l.starts_with("edgeward_connections_timed_out_total{listener=\"http\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn metric(engine: &Engine, line_start: &str) -> f64 {
     let text = engine
         .admin("GET", "/metrics", b"", "text/plain", None)
@@ -160,14 +171,6 @@ fn an_idle_http2_connection_is_closed_with_goaway_after_the_idle_timeout() {
         "a GOAWAY: {kinds:?}"
     );
     eventually("the idle HTTP/2 connection counted as timed out", || {
-        let text = engine
-            .admin("GET", "/metrics", b"", "text/plain", None)
-            .body;
-        let total: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("edgeward_connections_timed_out_total{listener=\"http\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        (total >= 1.0).then_some(())
+        (plain_timeouts(&engine) >= 1.0).then_some(())
     });
 }

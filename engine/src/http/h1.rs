@@ -460,12 +460,15 @@ fn read_and_answer(
     if close {
         pending.head = Vec::new();
     }
-    let unsent = match stream.try_write(write) {
-        _ if write.is_empty() => None,
-        Ok(n) if n == write.len() => None,
-        Ok(n) => Some(write[n..].to_vec()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(write.to_vec()),
-        Err(e) => return Step::Failed(e),
+    let unsent = if write.is_empty() {
+        None
+    } else {
+        match stream.try_write(write) {
+            Ok(n) if n == write.len() => None,
+            Ok(n) => Some(write[n..].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(write.to_vec()),
+            Err(e) => return Step::Failed(e),
+        }
     };
     Step::Answered {
         unsent,
