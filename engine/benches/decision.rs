@@ -70,6 +70,7 @@ fn decision(c: &mut Criterion) {
                 x_real_ip: None,
                 tls: false,
                 forwarded_proto: None,
+                headers: Default::default(),
             }))
         })
     });
@@ -125,6 +126,7 @@ fn policy_call(c: &mut Criterion) {
         client: IpAddress::V4((10, 1, 2, 3)),
         topology_version: 1,
         seed: 0,
+        ..Request::empty()
     };
     // Three tiers, 8 candidates: the first two tiers have none eligible.
     let cand = |server: u32, state: CandidateState| Candidate {
@@ -139,6 +141,7 @@ fn policy_call(c: &mut Criterion) {
             region: 0,
             region_active: false,
             subnet: Some(0),
+            distance_km: None,
             candidates: vec![
                 cand(0, CandidateState::all()),
                 cand(1, CandidateState::all()),
@@ -148,6 +151,7 @@ fn policy_call(c: &mut Criterion) {
             region: 1,
             region_active: true,
             subnet: Some(1),
+            distance_km: None,
             candidates: vec![
                 cand(2, CandidateState::all() & !CandidateState::AVAILABLE),
                 cand(3, CandidateState::all() & !CandidateState::SERVER_ACTIVE),
@@ -157,6 +161,7 @@ fn policy_call(c: &mut Criterion) {
             region: 2,
             region_active: true,
             subnet: None,
+            distance_km: None,
             candidates: (4..8).map(|s| cand(s, CandidateState::all())).collect(),
         },
     ];

@@ -52,6 +52,7 @@ fn run_decisions(router: &mut Router, clients: &[IpAddr], n: usize) -> usize {
             x_real_ip: None,
             tls: false,
             forwarded_proto: None,
+            headers: Default::default(),
         });
         redirects += usize::from(matches!(routed.outcome, Outcome::Redirect(_)));
     }

@@ -32,7 +32,34 @@ const KEEP: usize = 3;
 /// topology: a [`TopologyRecord`] of the servers, groups and regions before
 /// the first decision made on each topology in each file, and a tier's
 /// `subnet_name`; and `fallback`: a fallback's answer is recorded too.
-pub const SCHEMA: u32 = 3;
+/// 4 (contract 0.4.0) added `tls`, the `headers` the deciding policy
+/// declared (values of [`is_secret_header`] ones left out), a tier's
+/// `distance_km` and a server's `tls_port`.
+pub const SCHEMA: u32 = 4;
+
+/// A header whose value the decision log leaves out: credentials and
+/// anything named like them (`authorization`, `cookie`, `*token*`,
+/// `*secret*`, `*key*`, `*session*`, `*password*`, `*auth*`), so that no
+/// secret ends up in a log file. A replay sees such a header as absent.
+pub fn is_secret_header(name: &str) -> bool {
+    const SECRET: [&str; 7] = [
+        "cookie", "token", "secret", "key", "session", "password", "auth",
+    ];
+    SECRET.iter().any(|s| name.contains(s))
+}
+
+/// A declared header of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HeaderRecord {
+    /// Its name, lower case.
+    pub name: String,
+    /// Its value; none when the request had none, or when it is secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Set when the value was left out as a secret.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
+}
 
 /// One decision.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -56,6 +83,12 @@ pub struct Record {
     pub target: String,
     /// Raw query string.
     pub query: String,
+    /// The player came over TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// The headers the deciding policy declared, with their values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderRecord>,
     /// Topology version the decision used.
     pub topology_version: u64,
     /// SHA-256 of that topology's document.
@@ -123,6 +156,9 @@ pub struct ServerEntry {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// TLS port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
     /// Weight.
     pub weight: u32,
     /// `active` flag.
@@ -164,6 +200,7 @@ impl TopologyRecord {
                     id: s.id.to_string(),
                     host: s.host.to_string(),
                     port: s.port,
+                    tls_port: s.tls_port,
                     weight: s.weight,
                     active: s.active,
                 })
@@ -220,6 +257,10 @@ pub struct TierRecord {
     /// Its name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_name: Option<String>,
+    /// For a tier found by distance from the client's GeoIP location, the
+    /// distance in kilometres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<u32>,
     /// The candidates.
     pub candidates: Vec<CandidateRecord>,
 }

@@ -1,10 +1,10 @@
-//! The bridge between the generated `select` export and a [`crate::Policy`]:
+//! The bridge between the generated exports and a [`crate::Policy`]:
 //! the words are decoded by the contract's codec (`edgeward-codec`, the
 //! same crate the engine encodes them with) into buffers reused from call
 //! to call, and the health list is joined to the candidates. Used by
 //! [`crate::export_policy!`]; policy authors do not need it.
 
-use crate::{Health, Request, ServerHealth, Tier};
+use crate::{Health, Request, ServerHealth, SteerPoll, Tier};
 use edgeward_codec::Decoded;
 use std::cell::RefCell;
 
@@ -37,5 +37,40 @@ pub fn with_call<R>(
         });
         crate::host::seed_call(decoded.request.seed);
         f(&decoded.request, &decoded.tiers)
+    })
+}
+
+/// Names the headers the policy declared, lower-cased, for the calls to
+/// come; returns them for the manifest.
+#[doc(hidden)]
+pub fn declare_headers(names: Vec<String>) -> Vec<String> {
+    let names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    DECODED.with(|cell| {
+        if let Ok(mut d) = cell.try_borrow_mut() {
+            d.declare_headers(&names);
+        }
+    });
+    names
+}
+
+/// Decodes the words of a `steer` call, seeds [`crate::host::random`],
+/// and runs `f` on the poll.
+#[doc(hidden)]
+pub fn with_steer<R>(words: &[u32], state: &[u8], f: impl FnOnce(&SteerPoll<'_>) -> R) -> R {
+    DECODED.with(|cell| {
+        let mut fresh = Decoded::new();
+        let mut guard = cell.try_borrow_mut();
+        let decoded = match guard.as_deref_mut() {
+            Ok(d) => d,
+            Err(_) => &mut fresh,
+        };
+        decoded.decode_steer(words);
+        crate::host::seed_call(decoded.request.seed);
+        f(&SteerPoll {
+            request: &decoded.request,
+            tiers: &decoded.tiers,
+            pathways: &decoded.pathways,
+            state,
+        })
     })
 }

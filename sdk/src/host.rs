@@ -7,7 +7,7 @@
 //! [`testing::seed`] makes deterministic, and look-ups answer from what
 //! [`testing::set_servers`] and friends installed.
 
-use crate::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+use crate::{GroupInfo, PathwayInfo, RegionInfo, ServerInfo, SubnetInfo};
 
 /// Severity of a log line.
 pub use crate::bindings::edgeward::policy::host::LogLevel;
@@ -70,6 +70,12 @@ pub fn subnet_info(subnet: u32) -> Option<SubnetInfo> {
     imp::subnet_info(subnet)
 }
 
+/// The steering pathway with this index in the topology of the current
+/// call.
+pub fn pathway_info(pathway: u32) -> Option<PathwayInfo> {
+    imp::pathway_info(pathway)
+}
+
 /// Forwards panic messages to the engine's log: a policy built for
 /// `wasm32-unknown-unknown` has no stderr, so without this a panic would
 /// reach the operator only as a bare trap. Called by [`crate::export_policy!`].
@@ -90,8 +96,8 @@ pub fn install_panic_hook() {
 mod imp {
     use crate::bindings::edgeward::policy::host as h;
     pub use h::{
-        lookup_group as group_info, lookup_region as region_info, lookup_server as server_info,
-        lookup_subnet as subnet_info, now_ms,
+        lookup_group as group_info, lookup_pathway as pathway_info, lookup_region as region_info,
+        lookup_server as server_info, lookup_subnet as subnet_info, now_ms,
     };
     use std::cell::Cell;
 
@@ -124,7 +130,7 @@ mod imp {
 mod imp {
     use super::LogLevel;
     use super::testing::STATE;
-    use crate::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+    use crate::{GroupInfo, PathwayInfo, RegionInfo, ServerInfo, SubnetInfo};
 
     pub fn log(level: LogLevel, message: &str) {
         eprintln!("[policy {level:?}] {message}");
@@ -160,13 +166,17 @@ mod imp {
     pub fn subnet_info(i: u32) -> Option<SubnetInfo> {
         STATE.with(|s| s.borrow().subnets.get(i as usize).cloned())
     }
+
+    pub fn pathway_info(i: u32) -> Option<PathwayInfo> {
+        STATE.with(|s| s.borrow().pathways.get(i as usize).cloned())
+    }
 }
 
 /// In-process stand-ins for the host, for a policy's native unit tests.
 /// They have no effect inside the engine.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing {
-    use crate::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+    use crate::{GroupInfo, PathwayInfo, RegionInfo, ServerInfo, SubnetInfo};
     use std::cell::RefCell;
 
     pub(super) struct State {
@@ -175,6 +185,7 @@ pub mod testing {
         pub(super) regions: Vec<RegionInfo>,
         pub(super) groups: Vec<GroupInfo>,
         pub(super) subnets: Vec<SubnetInfo>,
+        pub(super) pathways: Vec<PathwayInfo>,
     }
 
     impl State {
@@ -192,6 +203,7 @@ pub mod testing {
                 regions: Vec::new(),
                 groups: Vec::new(),
                 subnets: Vec::new(),
+                pathways: Vec::new(),
             })
         };
     }
@@ -219,5 +231,10 @@ pub mod testing {
     /// Installs the subnets [`super::subnet_info`] answers from (by index).
     pub fn set_subnets(subnets: Vec<SubnetInfo>) {
         STATE.with(|s| s.borrow_mut().subnets = subnets);
+    }
+
+    /// Installs the pathways [`super::pathway_info`] answers from (by index).
+    pub fn set_pathways(pathways: Vec<PathwayInfo>) {
+        STATE.with(|s| s.borrow_mut().pathways = pathways);
     }
 }

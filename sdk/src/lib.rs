@@ -58,12 +58,18 @@ pub mod bindings {
 }
 
 pub use bindings::edgeward::policy::types::{
-    Decision, Figure, GroupInfo, Health, RegionInfo, Rejection, ServerHealth, ServerInfo,
-    SubnetInfo,
+    Decision, Figure, GroupInfo, Health, Manifest, PathwayInfo, RegionInfo, Rejection,
+    ServerHealth, ServerInfo, SteerDecision, Steering, SubnetInfo,
 };
 /// The request and candidate types come from the contract's codec, the
 /// crate the engine encodes them with (`edgeward-codec`).
-pub use edgeward_codec::{CandidateState, Encryption, IpAddress, Protocol, Request, RequestKind};
+pub use edgeward_codec::{
+    AnonymousIp, CandidateState, Coordinates, Country, Encryption, Geo, Headers, IpAddress,
+    PathwayOffer, Protocol, Request, RequestKind,
+};
+
+/// The contract this SDK builds policies for.
+pub const CONTRACT: &str = "edgeward:policy@0.4.0";
 
 /// An edge server that could serve the request: its server and group
 /// indices (see [`host::server_info`], [`host::group_info`]), `weight` (0
@@ -73,10 +79,52 @@ pub use edgeward_codec::{CandidateState, Encryption, IpAddress, Protocol, Reques
 pub type Candidate = edgeward_codec::Candidate<Health>;
 
 /// The candidates of one region, in the order of preference the topology
-/// implies: one tier per matched subnet (longest prefix first), then the
-/// `default_region` tier. A region already offered by an earlier tier is
-/// not repeated. [`Tier::eligible`] lists the candidates a policy may pick.
+/// implies: one tier per matched subnet (longest prefix first), then, for
+/// a client in no subnet, the regions nearest to its GeoIP location
+/// ([`Tier::distance_km`](edgeward_codec::Tier::distance_km) set), then
+/// the `default_region` tier. A region already offered by an earlier tier
+/// is not repeated. [`Tier::eligible`] lists the candidates a policy may
+/// pick.
 pub type Tier = edgeward_codec::Tier<Health>;
+
+/// One content-steering poll: the player's request (its kind and
+/// protocol are those of the steered stream; its query is the poll's),
+/// the client's tiers (regions only: no candidates), the pathways the
+/// engine offers, and what this policy returned as state for the
+/// session's previous poll (empty on the first).
+#[derive(Debug, Clone, Copy)]
+pub struct SteerPoll<'a> {
+    /// The poll as a request.
+    pub request: &'a Request,
+    /// The client's tiers, in order of preference, without candidates.
+    pub tiers: &'a [Tier],
+    /// The pathways offered (see [`host::pathway_info`]).
+    pub pathways: &'a [PathwayOffer],
+    /// The policy's state from the previous poll (at most 64 bytes).
+    pub state: &'a [u8],
+}
+
+impl SteerDecision {
+    /// This priority order of pathway indices, with this TTL in seconds (0:
+    /// the engine's default) and no state.
+    pub fn order(priority: Vec<u32>, ttl_s: u32) -> Self {
+        SteerDecision::Order(Steering {
+            priority,
+            ttl_s,
+            state: Vec::new(),
+        })
+    }
+}
+
+impl RegionInfo {
+    /// Where the region is, when the topology says.
+    pub fn coordinates(&self) -> Option<Coordinates> {
+        self.location.map(|c| Coordinates {
+            latitude: c.latitude,
+            longitude: c.longitude,
+        })
+    }
+}
 
 pub mod abi;
 pub use config::NoConfig;
@@ -100,6 +148,22 @@ pub trait Policy: Sized + 'static {
     /// Decides where one request goes. `tiers` come in order of preference
     /// (longest matching subnet first, the default region last).
     fn select(&mut self, request: &Request, tiers: &[Tier]) -> Decision;
+
+    /// The request headers this policy reads, by name (any case; at most
+    /// 16). Only these cross the boundary, as [`Request::headers`]: a
+    /// policy that reads none pays nothing for them. Asked once, right
+    /// after [`Policy::new`], so it may depend on the configuration.
+    fn headers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Orders the pathways of a content-steering poll. The default leaves
+    /// it to the engine ([`SteerDecision::DefaultOrder`]: the pathways of
+    /// the client's tiers in tier order, those with edges up first).
+    fn steer(&mut self, poll: &SteerPoll<'_>) -> SteerDecision {
+        let _ = poll;
+        SteerDecision::DefaultOrder
+    }
 }
 
 impl Decision {
@@ -129,12 +193,27 @@ macro_rules! export_policy {
             impl $crate::bindings::exports::edgeward::policy::policy::Guest for EdgewardPolicyExport {
                 fn init(
                     config: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<(), ::std::string::String> {
+                ) -> ::core::result::Result<$crate::Manifest, ::std::string::String> {
                     $crate::host::install_panic_hook();
                     let config = $crate::config::decode::<<$policy as $crate::Policy>::Config>(&config)?;
                     let policy = <$policy as $crate::Policy>::new(config)?;
+                    let headers = $crate::abi::declare_headers($crate::Policy::headers(&policy));
                     INSTANCE.with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(policy));
-                    ::core::result::Result::Ok(())
+                    ::core::result::Result::Ok($crate::Manifest { headers })
+                }
+
+                fn steer(
+                    call: ::std::vec::Vec<u32>,
+                    state: ::std::vec::Vec<u8>,
+                ) -> $crate::SteerDecision {
+                    $crate::abi::with_steer(&call, &state, |poll| {
+                        INSTANCE.with(|slot| match slot.borrow_mut().as_mut() {
+                            ::core::option::Option::Some(policy) => {
+                                $crate::Policy::steer(policy, poll)
+                            }
+                            ::core::option::Option::None => $crate::SteerDecision::DefaultOrder,
+                        })
+                    })
                 }
 
                 fn select(

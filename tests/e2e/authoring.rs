@@ -131,7 +131,7 @@ fn the_readme_quickstart_works_outside_the_repository() {
         "{log}"
     );
     assert!(log.contains("decisions replayed"), "{log}");
-    assert!(log.contains("contract edgeward:policy@0.3.0"), "{log}");
+    assert!(log.contains("contract edgeward:policy@0.4.0"), "{log}");
     assert!(log.contains("accepted my-policy@2"), "{log}");
 
     // The engine serves it for everybody now.

@@ -4,6 +4,7 @@
 mod admin;
 mod authoring;
 mod connections;
+mod contract;
 mod ctl;
 mod etcd;
 mod explain;

@@ -28,7 +28,7 @@ fn the_built_nearest_component_serves_with_its_configuration() {
 fn the_built_component_imports_no_wasi() {
     let bytes = std::fs::read(built_policy("nearest")).unwrap();
     let text = String::from_utf8_lossy(&bytes);
-    assert!(text.contains("edgeward:policy/host@0.3.0"));
+    assert!(text.contains("edgeward:policy/host@0.4.0"));
     assert!(!text.contains("wasi:"), "the policy must not import WASI");
 }
 

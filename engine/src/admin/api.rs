@@ -274,6 +274,7 @@ fn explain(admin: &Admin, query: &str) -> Reply {
     let mut version = None;
     let mut draws = 0;
     let mut tls = false;
+    let mut headers: Vec<(String, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
@@ -304,10 +305,16 @@ fn explain(admin: &Admin, query: &str) -> Reply {
                 "0" | "false" => tls = false,
                 _ => return bad("1 or 0"),
             },
+            "header" => match parse_header(&value) {
+                Some(h) if headers.len() < 64 => headers.push(h),
+                _ => return bad("a header `Name: value` (at most 64)"),
+            },
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    &format!("unknown parameter {key:?} (client, url, version, draws, tls)"),
+                    &format!(
+                        "unknown parameter {key:?} (client, url, version, draws, tls, header)"
+                    ),
                 );
             }
         }
@@ -340,8 +347,17 @@ fn explain(admin: &Admin, query: &str) -> Reply {
             url: &url,
             draws,
             tls,
+            headers: &headers,
         },
     ))
+}
+
+/// `Name: value`, the name a valid header name.
+pub fn parse_header(text: &str) -> Option<(String, String)> {
+    let (name, value) = text.split_once(':')?;
+    let name = name.trim();
+    http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+    Some((name.to_string(), value.trim().to_string()))
 }
 
 /// `GET /topology`: the document as JSON, or as MessagePack exactly as it

@@ -22,6 +22,7 @@
 
 use super::Shared;
 use super::respond::{self, Asked, Reply};
+use crate::routing::headers::RequestHeaders;
 use http::StatusCode;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -591,6 +592,7 @@ fn one_request(
             peer: peer.ip(),
             x_real_ip,
             forwarded_proto,
+            headers: RequestHeaders::Parsed(req.headers),
         },
     );
     let body = match length {

@@ -432,6 +432,7 @@ fn service(
             forwarded_proto: headers
                 .get("x-forwarded-proto")
                 .map(http::HeaderValue::as_bytes),
+            headers: crate::routing::headers::RequestHeaders::Map(headers),
         };
         let response = respond::answer(&s.router, settings, &asked).into_response();
         std::future::ready(Ok::<_, std::convert::Infallible>(response))

@@ -40,6 +40,7 @@ pub(super) struct Asked<'a> {
     pub peer: std::net::IpAddr,
     pub x_real_ip: Option<&'a [u8]>,
     pub forwarded_proto: Option<&'a [u8]>,
+    pub headers: crate::routing::headers::RequestHeaders<'a>,
 }
 
 /// One response, before it is put on a wire.
@@ -68,6 +69,7 @@ pub(super) fn answer(router: &RefCell<Router>, settings: &Settings, asked: &Aske
         x_real_ip: asked.x_real_ip,
         tls: settings.tls,
         forwarded_proto: asked.forwarded_proto,
+        headers: asked.headers,
     });
     let mut reply = Reply::of(routed.outcome);
     reply.allow = !asked.get_or_head;

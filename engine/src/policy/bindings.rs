@@ -1,42 +1,130 @@
-//! Host bindings generated from `wit/` (the single source of truth), and
-//! the host's side of the packed call: the request and candidate types
-//! come from the contract's codec (`edgeward-codec`, the crate the SDK
-//! decodes with), carrying the health module's own [`Figures`], which
-//! [`pack`] turns into the contract's `health` records.
+//! Host bindings generated from `wit/` (the single source of truth), for
+//! the contract the SDK builds (0.4.0) and the one before it (0.3.0,
+//! `wit/0.3.0/`, which the engine keeps loading), and the host's side of
+//! the packed call: the request and candidate types come from the
+//! contract's codec (`edgeward-codec`, the crate the SDK decodes with),
+//! carrying the health module's own [`Figures`], which [`pack`] turns into
+//! the contract's `health` records.
 #![allow(missing_docs)]
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "router",
-});
+/// `edgeward:policy@0.4.0`, the current contract.
+pub mod v0_4 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "router",
+    });
+}
+
+/// `edgeward:policy@0.3.0`: policies built before 0.4.0. Its types are
+/// turned into 0.4.0's at the boundary ([`from_v0_3`], and the host
+/// functions in [`super::state`]).
+pub mod v0_3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.3.0",
+        world: "router",
+    });
+}
 
 use crate::health::Figures;
 use std::sync::Arc;
 
-pub use edgeward::policy::host::LogLevel;
-pub use edgeward::policy::types::{
-    Decision, Figure, GroupInfo, Health, RegionInfo, Rejection, ServerHealth, ServerInfo,
-    SubnetInfo,
+pub use edgeward_codec::{
+    AnonymousIp, CandidateState, Contract, Coordinates, Country, Encryption, Geo, Headers,
+    IpAddress, PathwayOffer, Protocol, Request, RequestKind,
 };
-pub use edgeward_codec::{CandidateState, Encryption, IpAddress, Protocol, Request, RequestKind};
+pub use v0_4::edgeward::policy::host::LogLevel;
+pub use v0_4::edgeward::policy::types::{
+    Decision, Figure, GroupInfo, Health, Manifest, PathwayInfo, RegionInfo, Rejection,
+    ServerHealth, ServerInfo, SteerDecision, Steering, SubnetInfo,
+};
 
 /// An edge server that could serve a request, with its health figures.
 pub type Candidate = edgeward_codec::Candidate<Arc<Figures>>;
 /// The candidates of one region, in order of preference.
 pub type Tier = edgeward_codec::Tier<Arc<Figures>>;
 
-/// Packs a request and its `tiers` into the words of `policy.select`
-/// (the codec's [`edgeward_codec::encode_with`]), and lists the health figures
-/// of the offered servers that have any, once per server, reusing both
-/// buffers.
+/// What 0.3.0 types become in 0.4.0's terms.
+pub mod from_v0_3 {
+    use super::v0_3::edgeward::policy::{host as old_host, types as old};
+    use super::{Decision, LogLevel, Rejection};
+
+    /// A 0.3.0 log level (the same cases).
+    pub fn level(l: old_host::LogLevel) -> LogLevel {
+        match l {
+            old_host::LogLevel::Trace => LogLevel::Trace,
+            old_host::LogLevel::Debug => LogLevel::Debug,
+            old_host::LogLevel::Info => LogLevel::Info,
+            old_host::LogLevel::Warn => LogLevel::Warn,
+            old_host::LogLevel::Error => LogLevel::Error,
+        }
+    }
+
+    /// A 0.3.0 decision as a 0.4.0 one (the same cases).
+    pub fn decision(d: old::Decision) -> Decision {
+        match d {
+            old::Decision::Choose(s) => Decision::Choose(s),
+            old::Decision::Reject(r) => Decision::Reject(Rejection {
+                status: r.status,
+                reason: r.reason,
+            }),
+            old::Decision::Redirect(url) => Decision::Redirect(url),
+        }
+    }
+}
+
+/// What 0.4.0 host answers become for a 0.3.0 policy (the fields it
+/// knows).
+pub mod to_v0_3 {
+    use super::v0_3::edgeward::policy::types as old;
+    use super::{GroupInfo, RegionInfo, ServerInfo, SubnetInfo};
+
+    pub fn server(s: ServerInfo) -> old::ServerInfo {
+        old::ServerInfo {
+            id: s.id,
+            host: s.host,
+            port: s.port,
+            weight: s.weight,
+            active: s.active,
+        }
+    }
+
+    pub fn region(r: RegionInfo) -> old::RegionInfo {
+        old::RegionInfo {
+            id: r.id,
+            name: r.name,
+            active: r.active,
+        }
+    }
+
+    pub fn group(g: GroupInfo) -> old::GroupInfo {
+        old::GroupInfo {
+            id: g.id,
+            active: g.active,
+        }
+    }
+
+    pub fn subnet(s: SubnetInfo) -> old::SubnetInfo {
+        old::SubnetInfo {
+            cidr: s.cidr,
+            name: s.name,
+            region: s.region,
+        }
+    }
+}
+
+/// Packs a request and its `tiers` into the words of `policy.select` for
+/// a policy of `contract` (the codec's [`edgeward_codec::encode_with`]),
+/// and lists the health figures of the offered servers that have any,
+/// once per server, reusing both buffers.
 pub fn pack(
+    contract: Contract,
     request: &Request,
     tiers: &[Tier],
     words: &mut Vec<u32>,
     health: &mut Vec<ServerHealth>,
 ) {
     health.clear();
-    edgeward_codec::encode_with(request, tiers, words, |c| {
+    edgeward_codec::encode_with(contract, request, tiers, words, |c| {
         if let Some(h) = &c.health
             && !health.iter().any(|s| s.server == c.server)
         {
@@ -80,16 +168,53 @@ mod tests {
             any::<std::net::IpAddr>(),
             any::<u64>(),
             any::<u64>(),
+            (any::<bool>(), geo(), headers()),
         )
-            .prop_map(|(k, p, e, target, query, ip, version, seed)| Request {
-                kind: RequestKind::ALL[k],
-                protocol: p.map(|p| Protocol::ALL[p]),
-                encryption: Encryption::ALL[e],
-                target,
-                query,
-                client: ip.into(),
-                topology_version: version,
-                seed,
+            .prop_map(
+                |(k, p, e, target, query, ip, version, seed, (tls, geo, headers))| Request {
+                    kind: RequestKind::ALL[k],
+                    protocol: p.map(|p| Protocol::ALL[p]),
+                    encryption: Encryption::ALL[e],
+                    target,
+                    query,
+                    client: ip.into(),
+                    topology_version: version,
+                    seed,
+                    tls,
+                    geo,
+                    headers,
+                },
+            )
+    }
+
+    /// The names every generated request's headers are declared under.
+    const HEADER_NAMES: [&str; 3] = ["user-agent", "x-token", "accept"];
+
+    fn headers() -> impl Strategy<Value = Headers> {
+        proptest::collection::vec(proptest::option::of(any::<String>()), 3).prop_map(|values| {
+            let mut h = Headers::declared(HEADER_NAMES);
+            for (i, v) in values.iter().enumerate() {
+                h.set(i, v.as_deref());
+            }
+            h
+        })
+    }
+
+    fn geo() -> impl Strategy<Value = Geo> {
+        (
+            proptest::option::of("[A-Z]{2}"),
+            proptest::option::of(1..u32::MAX),
+            proptest::option::of((-90.0..90.0f32, -180.0..180.0f32)),
+            0..64u8,
+        )
+            .prop_map(|(country, asn, location, anonymous)| Geo {
+                country: country.and_then(|c| Country::new(&c)),
+                asn,
+                location: location.map(|(la, lo)| Coordinates {
+                    latitude: f64::from(la),
+                    longitude: f64::from(lo),
+                }),
+                anonymous: AnonymousIp::from_bits_truncate(anonymous),
             })
     }
 
@@ -123,6 +248,7 @@ mod tests {
                         region,
                         region_active,
                         subnet,
+                        distance_km: None,
                         candidates: candidates
                             .into_iter()
                             .map(|(server, group, weight, bits)| Candidate {
@@ -148,6 +274,7 @@ mod tests {
                 region: t.region,
                 region_active: t.region_active,
                 subnet: t.subnet,
+                distance_km: t.distance_km,
                 candidates: t
                     .candidates
                     .iter()
@@ -167,7 +294,8 @@ mod tests {
         #[test]
         fn what_the_host_packs_the_sdk_decodes(request in request(), tiers in tiers()) {
             let (mut words, mut health) = (Vec::new(), Vec::new());
-            pack(&request, &tiers, &mut words, &mut health);
+            pack(Contract::V0_4, &request, &tiers, &mut words, &mut health);
+            edgeward_sdk::abi::declare_headers(HEADER_NAMES.map(String::from).to_vec());
             // What the canonical ABI does with the list: the same values
             // in the guest's types.
             let guest_health: Vec<edgeward_sdk::ServerHealth> = health
@@ -205,5 +333,45 @@ mod tests {
                 );
             });
         }
+    }
+
+    /// A steering poll the host packs is what the SDK's `steer` bridge
+    /// hands the policy.
+    #[test]
+    fn what_the_host_packs_for_steer_the_sdk_decodes() {
+        let request = Request {
+            kind: RequestKind::Live,
+            protocol: Some(Protocol::Hls),
+            target: "ch1".into(),
+            query: Some("_HLS_pathway=a&_HLS_throughput=5000000".into()),
+            tls: true,
+            ..Request::empty()
+        };
+        let tiers: Vec<Tier> = vec![edgeward_codec::Tier {
+            region: 2,
+            region_active: true,
+            subnet: None,
+            distance_km: Some(300),
+            candidates: Vec::new(),
+        }];
+        let pathways = [PathwayOffer {
+            pathway: 1,
+            current: true,
+            clone: false,
+            tier: Some(0),
+            edges_up: 3,
+            edges_total: 4,
+            throughput_kbps: Some(5_000),
+        }];
+        let mut words = Vec::new();
+        edgeward_codec::encode_steer(&request, &tiers, &pathways, &mut words);
+        edgeward_sdk::abi::declare_headers(Vec::new());
+        edgeward_sdk::abi::with_steer(&words, b"state", |poll| {
+            assert_eq!(poll.request, &request);
+            assert_eq!(poll.pathways, &pathways);
+            assert_eq!(poll.state, b"state");
+            assert_eq!(poll.tiers.len(), 1);
+            assert_eq!(poll.tiers[0].distance_km, Some(300));
+        });
     }
 }

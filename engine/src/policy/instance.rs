@@ -1,9 +1,12 @@
 //! A warm policy instance: one `Store` with an instantiated, initialised
 //! policy, reused call after call by one worker thread.
 
-use super::bindings::{Decision, Request, Router, ServerHealth, Tier};
+use super::bindings::{
+    Contract, Decision, PathwayOffer, Request, ServerHealth, SteerDecision, Tier, from_v0_3, v0_3,
+    v0_4,
+};
 use super::stats::{FLUSH_EVERY, LocalStats, TIME_EVERY};
-use super::{HostState, INIT_BUDGET, LoadedPolicy, PolicyError, Sandbox, ticks};
+use super::{HostState, INIT_BUDGET, LoadedPolicy, PolicyError, Pre, Sandbox, ticks};
 use crate::topology::Topology;
 use std::sync::Arc;
 use wasmtime::{Engine, Store};
@@ -20,6 +23,12 @@ pub struct CallError {
     pub message: String,
     /// Whether the call ran out of its budget (fuel or wall clock).
     pub deadline: bool,
+}
+
+/// An instantiated policy, by the contract it was built for.
+enum Router {
+    V0_3(v0_3::Router),
+    V0_4(v0_4::Router),
 }
 
 /// An instantiated, initialised policy in its own `Store`.
@@ -45,6 +54,29 @@ impl WarmInstance {
         seed: Option<u64>,
         policy: &Arc<LoadedPolicy>,
     ) -> Result<Self, PolicyError> {
+        let (instance, headers) = Self::create(engine, sandbox, seed, policy)?;
+        // The first instance's manifest is the policy's; a policy must not
+        // change its needs from instance to instance (the engine gathers
+        // what the first declared).
+        let declared = policy.headers.get_or_init(|| headers.clone());
+        if *declared != headers {
+            return Err(PolicyError::Init {
+                name: policy.name.clone(),
+                message: format!(
+                    "an instance declared the headers {headers:?}, where the first declared \
+                     {declared:?}"
+                ),
+            });
+        }
+        Ok(instance)
+    }
+
+    fn create(
+        engine: &Engine,
+        sandbox: Sandbox,
+        seed: Option<u64>,
+        policy: &Arc<LoadedPolicy>,
+    ) -> Result<(Self, Vec<String>), PolicyError> {
         let mut store = Store::new(
             engine,
             HostState::new(&policy.name, seed, sandbox.max_memory_bytes),
@@ -59,18 +91,35 @@ impl WarmInstance {
         .call_fuel();
         store.set_epoch_deadline(init_ticks);
         store.set_fuel(init_fuel).expect("fuel is enabled");
-        let router = policy
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PolicyError::Instantiate {
-                name: policy.name.clone(),
-                message: format!("{e:#}"),
-            })?;
-        let init = router
-            .edgeward_policy_policy()
-            .call_init(&mut store, &policy.config);
-        match init {
-            Ok(Ok(())) => {}
+        let instantiate_error = |e: wasmtime::Error| PolicyError::Instantiate {
+            name: policy.name.clone(),
+            message: format!("{e:#}"),
+        };
+        let (router, init) = match &policy.pre {
+            Pre::V0_4(pre) => {
+                let router = pre.instantiate(&mut store).map_err(instantiate_error)?;
+                let init = router
+                    .edgeward_policy_policy()
+                    .call_init(&mut store, &policy.config)
+                    .map(|r| r.map(|manifest| manifest.headers));
+                (Router::V0_4(router), init)
+            }
+            Pre::V0_3(pre) => {
+                let router = pre.instantiate(&mut store).map_err(instantiate_error)?;
+                let init = router
+                    .edgeward_policy_policy()
+                    .call_init(&mut store, &policy.config)
+                    .map(|r| r.map(|()| Vec::new()));
+                (Router::V0_3(router), init)
+            }
+        };
+        let headers = match init {
+            Ok(Ok(headers)) => {
+                super::check_declared_headers(&headers).map_err(|message| PolicyError::Init {
+                    name: policy.name.clone(),
+                    message,
+                })?
+            }
             Ok(Err(message)) => {
                 return Err(PolicyError::Init {
                     name: policy.name.clone(),
@@ -83,8 +132,8 @@ impl WarmInstance {
                     message: format!("init trapped: {trap:#}"),
                 });
             }
-        }
-        Ok(WarmInstance {
+        };
+        let instance = WarmInstance {
             store,
             router,
             policy: policy.clone(),
@@ -95,7 +144,8 @@ impl WarmInstance {
                 .expect("a header value copies into a header value"),
             words: Vec::with_capacity(64),
             health: Vec::new(),
-        })
+        };
+        Ok((instance, headers))
     }
 
     /// The policy this instance runs.
@@ -121,6 +171,98 @@ impl WarmInstance {
         request: &Request,
         tiers: &[Tier],
     ) -> Result<Decision, CallError> {
+        self.enter(topology, request.seed);
+        let contract = match self.router {
+            Router::V0_3(_) => Contract::V0_3,
+            Router::V0_4(_) => Contract::V0_4,
+        };
+        super::bindings::pack(contract, request, tiers, &mut self.words, &mut self.health);
+        let health = (!self.health.is_empty()).then_some(&self.health[..]);
+        let started = self
+            .local
+            .calls
+            .is_multiple_of(TIME_EVERY)
+            .then(std::time::Instant::now);
+        let result = match &self.router {
+            Router::V0_4(r) => {
+                r.edgeward_policy_policy()
+                    .call_select(&mut self.store, &self.words, health)
+            }
+            Router::V0_3(r) => {
+                // 0.3.0's health records are 0.4.0's, field for field.
+                let old: Option<Vec<_>> = health.map(|h| {
+                    h.iter()
+                        .map(|s| v0_3::edgeward::policy::types::ServerHealth {
+                            server: s.server,
+                            health: v0_3::edgeward::policy::types::Health {
+                                rtt_us: s.health.rtt_us,
+                                figures: s
+                                    .health
+                                    .figures
+                                    .iter()
+                                    .map(|f| v0_3::edgeward::policy::types::Figure {
+                                        name: f.name.clone(),
+                                        value: f.value,
+                                    })
+                                    .collect(),
+                            },
+                        })
+                        .collect()
+                });
+                r.edgeward_policy_policy()
+                    .call_select(&mut self.store, &self.words, old.as_deref())
+                    .map(from_v0_3::decision)
+            }
+        };
+        if let Some(started) = started {
+            self.local.nanos += started.elapsed().as_nanos() as u64;
+            self.local.timed += 1;
+        }
+        self.local.calls += 1;
+        match result {
+            Ok(decision) => {
+                if self.local.calls >= FLUSH_EVERY {
+                    self.policy.stats.publish(&mut self.local);
+                }
+                Ok(decision)
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Calls the policy's `steer` for one content-steering poll, under the
+    /// deadline: `tiers` are the client's (their candidates are not
+    /// passed), `state` what the policy returned for the session's last
+    /// poll. A 0.3.0 policy has no `steer`: the engine's default order.
+    ///
+    /// After an error the instance must be dropped, as after `select`.
+    pub fn steer(
+        &mut self,
+        topology: &Arc<Topology>,
+        request: &Request,
+        tiers: &[Tier],
+        pathways: &[PathwayOffer],
+        state: &[u8],
+    ) -> Result<SteerDecision, CallError> {
+        if matches!(self.router, Router::V0_3(_)) {
+            return Ok(SteerDecision::DefaultOrder);
+        }
+        self.enter(topology, request.seed);
+        edgeward_codec::encode_steer(request, tiers, pathways, &mut self.words);
+        self.local.calls += 1;
+        let Router::V0_4(router) = &self.router else {
+            unreachable!("checked above")
+        };
+        let result =
+            router
+                .edgeward_policy_policy()
+                .call_steer(&mut self.store, &self.words, state);
+        result.map_err(|e| self.failed(e))
+    }
+
+    /// Arms the call budget and points the host functions at `topology`
+    /// and the call's `seed`.
+    fn enter(&mut self, topology: &Arc<Topology>, seed: u64) {
         self.store.set_epoch_deadline(self.call_ticks);
         self.store
             .set_fuel(self.call_fuel)
@@ -136,49 +278,27 @@ impl WarmInstance {
         {
             state.topology = Some(topology.clone());
         }
-        state.reseed(request.seed);
-        super::bindings::pack(request, tiers, &mut self.words, &mut self.health);
-        let health = (!self.health.is_empty()).then_some(&self.health[..]);
-        let started = self
-            .local
-            .calls
-            .is_multiple_of(TIME_EVERY)
-            .then(std::time::Instant::now);
-        let result =
-            self.router
-                .edgeward_policy_policy()
-                .call_select(&mut self.store, &self.words, health);
-        if let Some(started) = started {
-            self.local.nanos += started.elapsed().as_nanos() as u64;
-            self.local.timed += 1;
-        }
-        self.local.calls += 1;
-        match result {
-            Ok(decision) => {
-                if self.local.calls >= FLUSH_EVERY {
-                    self.policy.stats.publish(&mut self.local);
-                }
-                Ok(decision)
-            }
-            Err(e) => {
-                let deadline = matches!(
-                    e.downcast_ref::<wasmtime::Trap>(),
-                    Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel)
-                );
-                self.local.failures += 1;
-                self.local.deadline_hits += u64::from(deadline);
-                let message = if deadline {
-                    format!("deadline exceeded ({e:#})")
-                } else {
-                    format!("{e:#}")
-                };
-                Err(CallError {
-                    policy: self.policy.name.clone(),
-                    version: self.policy.version,
-                    message,
-                    deadline,
-                })
-            }
+        state.reseed(seed);
+    }
+
+    /// Counts a failed call and describes it.
+    fn failed(&mut self, e: wasmtime::Error) -> CallError {
+        let deadline = matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel)
+        );
+        self.local.failures += 1;
+        self.local.deadline_hits += u64::from(deadline);
+        let message = if deadline {
+            format!("deadline exceeded ({e:#})")
+        } else {
+            format!("{e:#}")
+        };
+        CallError {
+            policy: self.policy.name.clone(),
+            version: self.policy.version,
+            message,
+            deadline,
         }
     }
 

@@ -59,7 +59,8 @@ pub enum PolicyError {
     },
     /// The component does not fit the `edgeward:policy/router` world.
     #[error(
-        "policy {name:?} cannot be instantiated (does it target edgeward:policy@0.3.0?): {message}"
+        "policy {name:?} cannot be instantiated (this engine loads edgeward:policy@0.4.0 and \
+         @0.3.0): {message}"
     )]
     Instantiate {
         /// Policy name.
@@ -159,13 +160,75 @@ pub struct LoadedPolicy {
     pub stats: stats::PolicyStats,
     /// `name@version`, ready for the decision header.
     pub header: http::HeaderValue,
-    pre: bindings::RouterPre<HostState>,
+    /// The request headers it declared in its manifest (0.4.0), lower
+    /// case, in order: set by its first instance (see
+    /// [`LoadedPolicy::headers`]).
+    headers: std::sync::OnceLock<Vec<String>>,
+    pre: Pre,
+}
+
+/// A policy's pre-instantiated component, by the contract it was built
+/// for.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    V0_3(bindings::v0_3::RouterPre<HostState>),
+    V0_4(bindings::v0_4::RouterPre<HostState>),
+}
+
+impl Pre {
+    /// The contract.
+    pub(crate) fn contract(&self) -> bindings::Contract {
+        match self {
+            Pre::V0_3(_) => bindings::Contract::V0_3,
+            Pre::V0_4(_) => bindings::Contract::V0_4,
+        }
+    }
+}
+
+/// At most this many headers a policy may declare.
+pub const MAX_DECLARED_HEADERS: usize = 16;
+
+/// The declared header names of a manifest, checked: at most
+/// [`MAX_DECLARED_HEADERS`], each a valid HTTP field name, lower-cased,
+/// no repeats.
+pub fn check_declared_headers(names: &[String]) -> Result<Vec<String>, String> {
+    if names.len() > MAX_DECLARED_HEADERS {
+        return Err(format!(
+            "its manifest declares {} headers; at most {MAX_DECLARED_HEADERS} may be declared",
+            names.len()
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(format!(
+                "its manifest declares header {:?}, which is not a valid HTTP header name",
+                name.chars().take(64).collect::<String>()
+            ));
+        }
+        if out.contains(&lower) {
+            return Err(format!("its manifest declares header {lower:?} twice"));
+        }
+        out.push(lower);
+    }
+    Ok(out)
 }
 
 impl LoadedPolicy {
     /// `name@version`, as shown in logs and the decision header.
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.version)
+    }
+
+    /// The contract it was built for.
+    pub fn contract(&self) -> bindings::Contract {
+        self.pre.contract()
+    }
+
+    /// The request headers its manifest declared, lower case, in order.
+    pub fn headers(&self) -> &[String] {
+        self.headers.get().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -347,8 +410,10 @@ impl PolicyHost {
         let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
 
         let mut linker = Linker::new(&engine);
-        bindings::Router::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        bindings::v0_4::Router::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .expect("host functions link");
+        bindings::v0_3::Router::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .expect("host functions of 0.3.0 link");
 
         // One ticker advances the epoch for every store of this engine.
         let ticker = engine.weak();
@@ -478,13 +543,7 @@ impl PolicyHost {
         let hash = crate::sha256_hex(&source.wasm);
         component::check(&source.wasm, &name)?;
         let component = compiled.get_or_compile(engine, &hash, &source.wasm, &name)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(bindings::RouterPre::new)
-            .map_err(|e| PolicyError::Instantiate {
-                name: name.clone(),
-                message: format!("{e:#}"),
-            })?;
+        let pre = pre_instantiate(engine, linker, &component, &name)?;
         let policy = Arc::new(LoadedPolicy {
             name: name.clone(),
             hash,
@@ -494,19 +553,70 @@ impl PolicyHost {
             stats: Default::default(),
             header: http::HeaderValue::from_str(&format!("{name}@{version}"))
                 .unwrap_or_else(|_| http::HeaderValue::from_static("policy")),
+            headers: Default::default(),
             pre,
         });
-        // Instantiating and initialising once proves the policy can serve.
+        // Instantiating and initialising once proves the policy can serve,
+        // and gives its manifest.
         WarmInstance::new(engine, sandbox, seed, &policy)?;
         tracing::info!(
             policy = %policy.name,
             version,
+            contract = policy.contract().name(),
+            headers = ?policy.headers(),
             hash = %policy.hash,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "policy loaded"
         );
         Ok(policy)
     }
+}
+
+/// The component pre-instantiated against the contract it exports: 0.4.0,
+/// else 0.3.0; neither is refused with what it does export.
+fn pre_instantiate(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    component: &Component,
+    name: &str,
+) -> Result<Pre, PolicyError> {
+    let refuse = |message: String| PolicyError::Instantiate {
+        name: name.to_string(),
+        message,
+    };
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| refuse(format!("{e:#}")))?;
+    let v4 = match bindings::v0_4::RouterPre::new(pre.clone()) {
+        Ok(p) => return Ok(Pre::V0_4(p)),
+        Err(e) => e,
+    };
+    if let Ok(p) = bindings::v0_3::RouterPre::new(pre) {
+        return Ok(Pre::V0_3(p));
+    }
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    Err(refuse(
+        if exports.iter().any(|e| e.starts_with("edgeward:policy/")) {
+            format!(
+                "it exports {}, and not the `edgeward:policy/policy` interface of a contract this \
+             engine loads ({v4:#})",
+                exports.join(", ")
+            )
+        } else {
+            format!(
+                "it exports no `edgeward:policy/policy` interface (its exports: {})",
+                if exports.is_empty() {
+                    "none".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )
+        },
+    ))
 }
 
 /// Where a policy comes from: its name, component bytes and configuration.

@@ -61,12 +61,14 @@ mod tests {
                 region: 0,
                 region_active: false,
                 subnet: None,
+                distance_km: None,
                 candidates: vec![cand(9, 1, all)],
             },
             Tier {
                 region: 1,
                 region_active: true,
                 subnet: None,
+                distance_km: None,
                 candidates: vec![
                     cand(8, 0, all),
                     cand(7, 1, all & !CandidateState::AVAILABLE),
@@ -76,6 +78,7 @@ mod tests {
                 region: 2,
                 region_active: true,
                 subnet: None,
+                distance_km: None,
                 candidates: vec![cand(1, 3, all), cand(2, 1, all)],
             },
         ];

@@ -186,6 +186,11 @@ pub struct PolicyInfo {
     pub loaded_at: String,
     /// `active`, `canary`, `shadow`, `previous` or `inactive`.
     pub role: &'static str,
+    /// The contract it was built for (`edgeward:policy@0.4.0`).
+    pub contract: &'static str,
+    /// The request headers it reads (its manifest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
     /// Call statistics.
     #[serde(flatten)]
     pub stats: StatsSnapshot,
@@ -276,6 +281,8 @@ impl PolicyHost {
                     hash: p.hash.clone(),
                     loaded_at: crate::time::rfc3339(p.loaded_at),
                     role,
+                    contract: p.contract().name(),
+                    headers: p.headers().to_vec(),
                     stats: p.stats.snapshot(),
                 }
             })

@@ -1,7 +1,9 @@
 //! Per-instance host state and the host functions a policy may call.
 
-use super::bindings::edgeward::policy::{host, types};
-use super::bindings::{GroupInfo, LogLevel, RegionInfo, ServerInfo, SubnetInfo};
+use super::bindings::v0_4::edgeward::policy::{host, types};
+use super::bindings::{
+    GroupInfo, LogLevel, PathwayInfo, RegionInfo, ServerInfo, SubnetInfo, from_v0_3, to_v0_3, v0_3,
+};
 use crate::topology::Topology;
 use edgeward_codec::SplitMix64;
 use std::sync::Arc;
@@ -125,6 +127,7 @@ impl host::Host for HostState {
             id: s.id.to_string(),
             host: s.host.to_string(),
             port: s.port,
+            tls_port: s.tls_port,
             weight: s.weight,
             active: s.active,
         })
@@ -144,6 +147,8 @@ impl host::Host for HostState {
             id: r.id.to_string(),
             name: r.name.to_string(),
             active: r.active,
+            // The topology has no region coordinates yet.
+            location: None,
         })
     }
 
@@ -173,5 +178,44 @@ impl host::Host for HostState {
             name: topo.subnet_name(subnet).unwrap_or_default().to_string(),
             region: s.region,
         })
+    }
+
+    fn lookup_pathway(&mut self, _pathway: u32) -> Option<PathwayInfo> {
+        // The topology has no steering pathways yet: no index is valid.
+        None
+    }
+}
+
+/// The host functions of 0.3.0: 0.4.0's, answering with the fields 0.3.0
+/// knows.
+impl v0_3::edgeward::policy::types::Host for HostState {}
+
+impl v0_3::edgeward::policy::host::Host for HostState {
+    fn log(&mut self, level: v0_3::edgeward::policy::host::LogLevel, message: String) {
+        host::Host::log(self, from_v0_3::level(level), message)
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        host::Host::now_ms(self)
+    }
+
+    fn random(&mut self) -> u64 {
+        host::Host::random(self)
+    }
+
+    fn lookup_server(&mut self, server: u32) -> Option<v0_3::edgeward::policy::types::ServerInfo> {
+        host::Host::lookup_server(self, server).map(to_v0_3::server)
+    }
+
+    fn lookup_region(&mut self, region: u32) -> Option<v0_3::edgeward::policy::types::RegionInfo> {
+        host::Host::lookup_region(self, region).map(to_v0_3::region)
+    }
+
+    fn lookup_group(&mut self, group: u32) -> Option<v0_3::edgeward::policy::types::GroupInfo> {
+        host::Host::lookup_group(self, group).map(to_v0_3::group)
+    }
+
+    fn lookup_subnet(&mut self, subnet: u32) -> Option<v0_3::edgeward::policy::types::SubnetInfo> {
+        host::Host::lookup_subnet(self, subnet).map(to_v0_3::subnet)
     }
 }

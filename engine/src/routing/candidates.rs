@@ -35,6 +35,7 @@ impl Prepared<'_> {
             tiers: self.tiers,
             target: self.request.target,
             query: self.request.query.unwrap_or(self.spare_query),
+            headers: self.request.headers,
         }
     }
 }
@@ -47,6 +48,7 @@ pub struct Scratch {
     tiers: Vec<Tier>,
     target: String,
     query: String,
+    headers: wit::Headers,
 }
 
 /// What the request resolved to in the topology.
@@ -111,6 +113,7 @@ pub fn prepare_reusing<'a>(
         mut tiers,
         target: mut target_buf,
         query: mut query_buf,
+        headers,
     } = std::mem::take(scratch);
     let health = Health::of(topology, health);
     // One loop per way of finding health: no branch per candidate.
@@ -172,6 +175,11 @@ pub fn prepare_reusing<'a>(
         topology_version: topology.version,
         // Set by the caller once it has drawn this request's seed.
         seed: 0,
+        tls: offer.tls,
+        // No GeoIP databases yet: nothing known.
+        geo: wit::Geo::default(),
+        // Filled per policy by the caller (each declares its own).
+        headers,
     };
     Ok(Prepared {
         tls: offer.tls,
@@ -295,6 +303,7 @@ fn build_tiers<'h>(
                 region,
                 region_active: r.active,
                 subnet,
+                distance_km: None,
                 candidates: Vec::with_capacity(r.members.len()),
             });
         }
@@ -303,6 +312,7 @@ fn build_tiers<'h>(
         tier.region = region;
         tier.region_active = r.active;
         tier.subnet = subnet;
+        tier.distance_km = None;
         tier.candidates.clear();
         tier.candidates.extend(r.members.iter().map(|m| {
             let server = &topology.servers[m.server as usize];

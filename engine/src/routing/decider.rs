@@ -14,6 +14,7 @@
 use super::Outcome;
 use super::answer;
 use super::candidates::{Offer, Prepared, prepare_reusing};
+use super::headers::RequestHeaders;
 use super::url::Route;
 use crate::health::ServersHealth;
 use crate::policy::bindings as wit;
@@ -69,6 +70,26 @@ pub struct Asked<'a> {
     pub client: IpAddr,
     /// The player came over TLS (or through a trusted proxy that says so).
     pub tls: bool,
+    /// Its headers, for those a policy declared.
+    pub headers: super::headers::RequestHeaders<'a>,
+}
+
+/// Gives the request the headers `policy` declared, with their values.
+/// (Nothing to do for a policy that declared none, the usual case, or
+/// when the names are already the ones it declared.)
+fn declare_and_fill(
+    prepared: &mut Prepared<'_>,
+    policy: &LoadedPolicy,
+    headers: RequestHeaders<'_>,
+) {
+    let wanted = policy.headers();
+    let current = &mut prepared.request.headers;
+    if current.names() != wanted {
+        *current = wit::Headers::declared(wanted);
+    }
+    if !wanted.is_empty() {
+        headers.fill(current);
+    }
 }
 
 /// Decides requests for one worker thread.
@@ -141,6 +162,7 @@ impl Decider {
             query,
             client,
             tls,
+            headers,
         } = *asked;
         // Only the decision log needs the decision's own duration.
         let started = self.decision_log.is_some().then(Instant::now);
@@ -183,10 +205,11 @@ impl Decider {
         let policy = routing.for_client(client_hash(client));
 
         let mut fell_back = None;
-        let (outcome, decided_by) = match self.call(policy, topology, &prepared) {
+        let (outcome, decided_by) = match self.call(policy, topology, &mut prepared, headers) {
             Some(decided) => decided,
             None => {
-                let (outcome, by) = self.fall_back(routing, policy, topology, &prepared, seed);
+                let (outcome, by) =
+                    self.fall_back(routing, policy, topology, &mut prepared, headers, seed);
                 fell_back = Some((policy.label(), by.clone()));
                 (outcome, by)
             }
@@ -199,7 +222,7 @@ impl Decider {
             && self.rng.next_u64() % 100 < u64::from(shadow.sample_percent)
         {
             let theirs = self
-                .call(&shadow.policy, topology, &prepared)
+                .call(&shadow.policy, topology, &mut prepared, headers)
                 .map(|(outcome, _)| outcome);
             let mut report = shadow.report.lock().unwrap_or_else(|e| e.into_inner());
             match theirs {
@@ -217,6 +240,8 @@ impl Decider {
             && log.sampled(self.rng.next_u64())
         {
             let id = self.request_id();
+            // The record shows the headers of the policy that decided.
+            declare_and_fill(&mut prepared, policy, headers);
             log.record(super::record::record(
                 topology,
                 &prepared,
@@ -245,8 +270,11 @@ impl Decider {
         &mut self,
         policy: &Arc<LoadedPolicy>,
         topology: &Arc<Topology>,
-        prepared: &Prepared<'_>,
+        prepared: &mut Prepared<'_>,
+        headers: RequestHeaders<'_>,
     ) -> Option<(Outcome, HeaderValue)> {
+        declare_and_fill(prepared, policy, headers);
+        let prepared = &*prepared;
         let index = self.instance(policy)?;
         let instance = &mut self.instances[index];
         let mut choice = None;
@@ -285,7 +313,8 @@ impl Decider {
         routing: &RoutingState,
         failed: &Arc<LoadedPolicy>,
         topology: &Arc<Topology>,
-        prepared: &Prepared<'_>,
+        prepared: &mut Prepared<'_>,
+        headers: RequestHeaders<'_>,
         seed: u64,
     ) -> (Outcome, HeaderValue) {
         match self.policies.fallback {
@@ -300,7 +329,7 @@ impl Decider {
                     .previous
                     .as_ref()
                     .filter(|p| p.version != failed.version)
-                    && let Some(decided) = self.call(previous, topology, prepared)
+                    && let Some(decided) = self.call(previous, topology, prepared, headers)
                 {
                     return decided;
                 }

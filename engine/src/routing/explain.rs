@@ -37,6 +37,9 @@ pub struct Question<'a> {
     pub draws: u32,
     /// As a player that came over TLS.
     pub tls: bool,
+    /// Request headers, as `(name, value)` (only those the policy declared
+    /// reach it).
+    pub headers: &'a [(String, String)],
 }
 
 /// The explanation, as JSON (the admin API's answer).
@@ -114,6 +117,22 @@ pub fn explain(
     };
     let mut request = prepared.request.clone();
     request.seed = 0;
+    request.headers = crate::policy::bindings::Headers::declared(policy.headers());
+    super::headers::RequestHeaders::Pairs(question.headers).fill(&mut request.headers);
+    if !request.headers.is_empty() {
+        out["headers"] = request
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = match value {
+                    Some(_) if crate::decision_log::is_secret_header(name) => json!("(redacted)"),
+                    v => json!(v),
+                };
+                (name.to_string(), shown)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     let (result, trace) = instance.select_traced(topology, &request, &prepared.tiers);
     let mut call = json!({
         "version": policy.label(),

@@ -22,6 +22,7 @@ pub mod candidates;
 pub mod client;
 pub mod decider;
 pub mod explain;
+pub mod headers;
 mod record;
 pub mod url;
 
@@ -88,6 +89,8 @@ pub struct PlayerRequest<'a> {
     /// The `X-Forwarded-Proto` header, if any (believed from a trusted
     /// proxy: `https` counts as TLS).
     pub forwarded_proto: Option<&'a [u8]>,
+    /// All its headers, for those a policy declared.
+    pub headers: headers::RequestHeaders<'a>,
 }
 
 /// What to answer, and which policy version decided it.
@@ -181,6 +184,7 @@ impl Router {
                 query: req.query,
                 client,
                 tls,
+                headers: req.headers,
             },
         );
         // 7. The metrics.

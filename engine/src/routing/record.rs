@@ -3,7 +3,10 @@
 
 use super::Outcome;
 use super::candidates::Prepared;
-use crate::decision_log::{Answer, CandidateRecord, HealthRecord, Record, SCHEMA, TierRecord};
+use crate::decision_log::{
+    Answer, CandidateRecord, HeaderRecord, HealthRecord, Record, SCHEMA, TierRecord,
+    is_secret_header,
+};
 use crate::policy::bindings::CandidateState;
 use crate::topology::Topology;
 use http::HeaderValue;
@@ -51,6 +54,7 @@ pub fn record(
                 .subnet
                 .and_then(|s| topology.subnet_name(s))
                 .map(str::to_string),
+            distance_km: t.distance_km,
             candidates: t
                 .candidates
                 .iter()
@@ -100,6 +104,19 @@ pub fn record(
         encryption: r.encryption.as_str().into(),
         target: r.target.clone(),
         query: r.query.clone().unwrap_or_default(),
+        tls: r.tls,
+        headers: r
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let redacted = value.is_some() && is_secret_header(name);
+                HeaderRecord {
+                    name: name.to_string(),
+                    value: value.filter(|_| !redacted).map(str::to_string),
+                    redacted,
+                }
+            })
+            .collect(),
         topology_version: r.topology_version,
         tiers,
         policy,

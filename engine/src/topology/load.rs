@@ -349,6 +349,7 @@ fn servers(v: &mut Validator, doc: &TopologyDoc) -> Vec<Server> {
             active: s.active,
             prefix,
             base_url: base_url.into(),
+            tls_port,
             tls_base_url,
             healthcheck: s.healthcheck.clone(),
         });

@@ -122,6 +122,8 @@ pub struct Server {
     pub prefix: Option<Box<str>>,
     /// `scheme://host[:port]`, rendered once for every Location.
     pub base_url: Box<str>,
+    /// The port it serves HTTPS on (`tls_port`, or 443 when `port` is).
+    pub tls_port: Option<u16>,
     /// `https://host[:tls_port]`, for players that came over TLS; none when
     /// the server serves no TLS.
     pub tls_base_url: Option<Box<str>>,

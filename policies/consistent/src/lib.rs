@@ -85,6 +85,7 @@ mod tests {
             client: IpAddress::V4((10, 0, 0, 1)),
             topology_version: 1,
             seed: 0,
+            ..Request::empty()
         }
     }
 
@@ -93,6 +94,7 @@ mod tests {
             region: 0,
             region_active: true,
             subnet: None,
+            distance_km: None,
             candidates: servers
                 .iter()
                 .map(|&server| Candidate {

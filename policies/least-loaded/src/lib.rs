@@ -102,6 +102,7 @@ mod tests {
             region: 0,
             region_active: true,
             subnet: None,
+            distance_km: None,
             candidates,
         }];
         let request = Request {
@@ -113,6 +114,7 @@ mod tests {
             client: IpAddress::V4((10, 0, 0, 1)),
             topology_version: 1,
             seed: 0,
+            ..Request::empty()
         };
         LeastLoaded::new(Config::default())
             .unwrap()

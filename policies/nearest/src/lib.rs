@@ -68,6 +68,7 @@ mod tests {
             client: IpAddress::V4((10, 0, 0, 1)),
             topology_version: 1,
             seed: 0,
+            ..Request::empty()
         }
     }
 
@@ -86,6 +87,7 @@ mod tests {
             region: 0,
             region_active: active,
             subnet: None,
+            distance_km: None,
             candidates,
         }
     }

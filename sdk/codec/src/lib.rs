@@ -1,4 +1,5 @@
-//! The packed call of `policy.select` (WIT `edgeward:policy@0.3.0`),
+//! The packed calls of `policy.select` and `policy.steer` (WIT
+//! `edgeward:policy@0.4.0`, and the words of 0.3.0, which are a subset),
 //! written once for both sides of the contract: the engine [`encode`]s a
 //! request and its candidate tiers into 32-bit words, a policy (through
 //! the SDK) decodes them with [`Decoded`]. The WIT documents the layout;
@@ -172,6 +173,235 @@ impl CandidateState {
     }
 }
 
+bitflags::bitflags! {
+    /// What a GeoIP anonymous-IP database says of the client (the WIT's
+    /// `anonymous-ip`; the bits in declaration order).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct AnonymousIp: u8 {
+        /// Any of the below.
+        const ANONYMOUS = 1;
+        /// A VPN provider's address.
+        const VPN = 1 << 1;
+        /// A hosting or cloud provider's address.
+        const HOSTING_PROVIDER = 1 << 2;
+        /// A public proxy.
+        const PUBLIC_PROXY = 1 << 3;
+        /// A Tor exit node.
+        const TOR_EXIT_NODE = 1 << 4;
+        /// A residential proxy.
+        const RESIDENTIAL_PROXY = 1 << 5;
+    }
+}
+
+impl AnonymousIp {
+    /// Each flag with its WIT name, in declaration order.
+    pub const NAMED: [(AnonymousIp, &'static str); 6] = [
+        (AnonymousIp::ANONYMOUS, "anonymous"),
+        (AnonymousIp::VPN, "vpn"),
+        (AnonymousIp::HOSTING_PROVIDER, "hosting-provider"),
+        (AnonymousIp::PUBLIC_PROXY, "public-proxy"),
+        (AnonymousIp::TOR_EXIT_NODE, "tor-exit-node"),
+        (AnonymousIp::RESIDENTIAL_PROXY, "residential-proxy"),
+    ];
+
+    /// The WIT names of the flags that are set.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMED
+            .into_iter()
+            .filter(move |(flag, _)| self.contains(*flag))
+            .map(|(_, name)| name)
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code (two upper-case ASCII letters).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    /// The code, if `code` is two ASCII letters (either case).
+    pub fn new(code: &str) -> Option<Country> {
+        match code.as_bytes() {
+            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The code, e.g. `"NL"`.
+    pub fn as_str(&self) -> &str {
+        // Two ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+
+    fn word(self) -> u32 {
+        u32::from(self.0[0]) | u32::from(self.0[1]) << 8
+    }
+
+    fn from_word(w: u32) -> Option<Country> {
+        let [a, b, ..] = w.to_le_bytes();
+        Country::new(std::str::from_utf8(&[a, b]).ok()?)
+    }
+}
+
+impl std::fmt::Debug for Country {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Country {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A point on the earth in degrees, WGS 84. (The words carry a client's
+/// location in single precision, about a metre.)
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Coordinates {
+    /// Degrees north (negative: south).
+    pub latitude: f64,
+    /// Degrees east (negative: west).
+    pub longitude: f64,
+}
+
+impl Coordinates {
+    /// Great-circle distance to `other` in kilometres (haversine on a
+    /// sphere of the earth's mean radius).
+    pub fn distance_km(&self, other: &Coordinates) -> f64 {
+        const EARTH_RADIUS_KM: f64 = 6371.0088;
+        let (lat1, lat2) = (self.latitude.to_radians(), other.latitude.to_radians());
+        let dlat = lat2 - lat1;
+        let dlon = (other.longitude - self.longitude).to_radians();
+        let a = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
+    }
+}
+
+/// What GeoIP databases say of the client's address (all empty when the
+/// engine has none, or they know nothing of it; always empty for 0.3.0
+/// policies, whose words do not carry it).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Geo {
+    /// The country.
+    pub country: Option<Country>,
+    /// The autonomous system number.
+    pub asn: Option<u32>,
+    /// The location (a city's, usually: treat it as approximate).
+    pub location: Option<Coordinates>,
+    /// Anonymous-IP flags.
+    pub anonymous: AnonymousIp,
+}
+
+/// The request headers a policy declared in its manifest, with this
+/// request's values, in the declared order (only these cross the
+/// boundary).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    names: Vec<String>,
+    values: Vec<Option<String>>,
+}
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers {
+            names: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// These header names (lower-cased), no values yet.
+    pub fn declared<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let names: Vec<String> = names
+            .into_iter()
+            .map(|n| n.as_ref().to_ascii_lowercase())
+            .collect();
+        Headers {
+            values: vec![None; names.len()],
+            names,
+        }
+    }
+
+    /// The value of header `name` (any case), if it was declared and sent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))?;
+        self.values.get(i)?.as_deref()
+    }
+
+    /// The declared names, lower-case, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Each declared name with this request's value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.names
+            .iter()
+            .zip(self.values.iter().chain(std::iter::repeat(&None)))
+            .map(|(n, v)| (n.as_str(), v.as_deref()))
+    }
+
+    /// How many values the request carries (one per declared name).
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no header was declared.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Sets the `i`-th declared header's value (reusing its buffer).
+    pub fn set(&mut self, i: usize, value: Option<&str>) {
+        if self.values.len() <= i {
+            self.values.resize(i + 1, None);
+        }
+        match (value, &mut self.values[i]) {
+            (Some(v), Some(old)) => {
+                old.clear();
+                old.push_str(v);
+            }
+            (v, slot) => *slot = v.map(str::to_string),
+        }
+    }
+
+    /// The `i`-th value's buffer, emptied, to write a value into (the
+    /// header is then present); reuses its buffer.
+    pub fn slot(&mut self, i: usize) -> &mut String {
+        if self.values.len() <= i {
+            self.values.resize(i + 1, None);
+        }
+        let slot = self.values[i].get_or_insert_with(String::new);
+        slot.clear();
+        slot
+    }
+
+    /// Sets each declared header's value with `value_of(name, buffer)`,
+    /// which writes the value into the emptied buffer and says whether the
+    /// request had the header (buffers are reused from the last request).
+    pub fn fill(&mut self, mut value_of: impl FnMut(&str, &mut String) -> bool) {
+        self.values.resize(self.names.len(), None);
+        for (name, slot) in self.names.iter().zip(&mut self.values) {
+            let mut buffer = slot.take().unwrap_or_default();
+            buffer.clear();
+            if value_of(name, &mut buffer) {
+                *slot = Some(buffer);
+            }
+        }
+    }
+
+    /// Marks every value absent, keeping the names.
+    pub fn clear_values(&mut self) {
+        self.values.iter_mut().for_each(|v| *v = None);
+        self.values.resize(self.names.len(), None);
+    }
+}
+
 /// A client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpAddress {
@@ -209,7 +439,7 @@ impl From<IpAddr> for IpAddress {
 }
 
 /// One player request, as the engine parsed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// Live, catch-up, VOD or static file.
     pub kind: RequestKind,
@@ -232,6 +462,14 @@ pub struct Request {
     /// draw from a [`SplitMix64`] seeded with it. The engine seeds a
     /// shadow's call like the primary's.
     pub seed: u64,
+    /// The player came over TLS (directly, or through a trusted proxy
+    /// that said so): only servers with a TLS port are offered, and the
+    /// engine redirects to `https://`.
+    pub tls: bool,
+    /// What GeoIP databases say of the client.
+    pub geo: Geo,
+    /// The headers the policy declared, with this request's values.
+    pub headers: Headers,
 }
 
 impl Request {
@@ -247,6 +485,14 @@ impl Request {
             client: IpAddress::V4((0, 0, 0, 0)),
             topology_version: 0,
             seed: 0,
+            tls: false,
+            geo: Geo {
+                country: None,
+                asn: None,
+                location: None,
+                anonymous: AnonymousIp::empty(),
+            },
+            headers: Headers::new(),
         }
     }
 }
@@ -267,17 +513,22 @@ pub struct Candidate<H> {
 }
 
 /// The candidates of one region, in the order of preference the topology
-/// implies: one tier per matched subnet (longest prefix first), then the
-/// `default_region` tier. A region already offered by an earlier tier is
-/// not repeated.
+/// implies: one tier per matched subnet (longest prefix first), then, for
+/// a client in no subnet, the regions nearest to its GeoIP location, then
+/// the `default_region` tier. A region already offered by an earlier tier
+/// is not repeated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tier<H> {
     /// Index of the region.
     pub region: u32,
     /// The region's `active` flag.
     pub region_active: bool,
-    /// Index of the matched subnet; none for the `default_region` tier.
+    /// Index of the matched subnet; none for the nearest-region and
+    /// `default_region` tiers.
     pub subnet: Option<u32>,
+    /// For a tier found by distance from the client's GeoIP location: the
+    /// distance to the region in kilometres.
+    pub distance_km: Option<u32>,
     /// Its candidates.
     pub candidates: Vec<Candidate<H>>,
 }
@@ -315,6 +566,17 @@ const ENCRYPTION_SHIFT: u32 = 16;
 pub const REQUEST_CLIENT_V6: u32 = 1 << 24;
 /// `request-flags` bit: the request has a query.
 pub const REQUEST_HAS_QUERY: u32 = 1 << 25;
+/// `request-flags` bit (0.4.0): the player came over TLS.
+pub const REQUEST_TLS: u32 = 1 << 26;
+/// Words of the GeoIP block (0.4.0): country, asn, latitude, longitude,
+/// geo-flags.
+pub const GEO_WORDS: usize = 5;
+/// `geo-flags` bit: latitude and longitude are known.
+pub const GEO_HAS_LOCATION: u32 = 1;
+/// `geo-flags`: the anonymous-IP flags start at this bit.
+const GEO_ANONYMOUS_SHIFT: u32 = 8;
+/// A header length that says the request had no such header.
+pub const HEADER_ABSENT: u32 = u32::MAX;
 /// Words before the target's bytes.
 pub const REQUEST_HEADER_WORDS: usize = 11;
 /// Words of a tier header: region, tier-flags, subnet, candidate count.
@@ -325,6 +587,74 @@ pub const CANDIDATE_WORDS: usize = 4;
 pub const TIER_REGION_ACTIVE: u32 = 1;
 /// `tier-flags` bit: the tier has a matched subnet.
 pub const TIER_HAS_SUBNET: u32 = 2;
+/// `tier-flags` bit (0.4.0): the tier was found by distance; its
+/// `subnet` word holds the distance in kilometres.
+pub const TIER_BY_DISTANCE: u32 = 4;
+/// Words of a pathway offered to `steer`: pathway, pathway-flags, tier,
+/// edges-up, edges-total, throughput-kbps.
+pub const PATHWAY_WORDS: usize = 6;
+/// `pathway-flags` bit: the player's current pathway.
+pub const PATHWAY_CURRENT: u32 = 1;
+/// `pathway-flags` bit: the player reported a throughput on it.
+pub const PATHWAY_HAS_THROUGHPUT: u32 = 2;
+/// `pathway-flags` bit: a clone of another pathway.
+pub const PATHWAY_CLONE: u32 = 4;
+/// The `tier` word of a pathway no tier of the client may use.
+pub const PATHWAY_NO_TIER: u32 = u32::MAX;
+
+/// The contract versions whose words this codec writes. Policies built
+/// for 0.3.0 get the words they know: no TLS bit, no GeoIP block, no
+/// headers, no distance tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Contract {
+    /// `edgeward:policy@0.3.0`.
+    V0_3,
+    /// `edgeward:policy@0.4.0` (this SDK's).
+    V0_4,
+}
+
+impl Contract {
+    /// The newest contract, the one the SDK is built for.
+    pub const CURRENT: Contract = Contract::V0_4;
+
+    /// `edgeward:policy@0.4.0`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Contract::V0_3 => "edgeward:policy@0.3.0",
+            Contract::V0_4 => "edgeward:policy@0.4.0",
+        }
+    }
+
+    /// The contract of a WIT package version (`0.4.0`).
+    pub fn from_version(version: &str) -> Option<Contract> {
+        match version {
+            "0.3.0" => Some(Contract::V0_3),
+            "0.4.0" => Some(Contract::V0_4),
+            _ => None,
+        }
+    }
+}
+
+/// A pathway offered to `policy.steer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathwayOffer {
+    /// Index of the pathway (see `host.lookup-pathway`).
+    pub pathway: u32,
+    /// The player's current pathway.
+    pub current: bool,
+    /// A clone of another pathway.
+    pub clone: bool,
+    /// The position of the first of the client's tiers whose region may
+    /// use it; none when no tier may.
+    pub tier: Option<u32>,
+    /// Edges of its server group that health checking considers
+    /// available (0 for a pathway that is not one of ours).
+    pub edges_up: u32,
+    /// All edges of its server group.
+    pub edges_total: u32,
+    /// The player's reported throughput on it, in kbit/s.
+    pub throughput_kbps: Option<u32>,
+}
 
 /// `request-flags` of a request (see the WIT).
 #[inline]
@@ -339,24 +669,104 @@ pub fn request_flags(request: &Request) -> u32 {
     if request.query.is_some() {
         flags |= REQUEST_HAS_QUERY;
     }
+    if request.tls {
+        flags |= REQUEST_TLS;
+    }
     flags
 }
 
 /// Packs a request and its `tiers` into the words of `policy.select` (see
 /// the WIT), replacing what `words` held and keeping its capacity.
 pub fn encode<H>(request: &Request, tiers: &[Tier<H>], words: &mut Vec<u32>) {
-    encode_with(request, tiers, words, |_| {});
+    encode_with(Contract::CURRENT, request, tiers, words, |_| {});
 }
 
-/// [`encode`], showing each candidate to `each` as it is packed (the
-/// engine gathers the health list in the same pass).
+/// [`encode`] for the `contract` a policy was built for, showing each
+/// candidate to `each` as it is packed (the engine gathers the health list
+/// in the same pass).
 #[inline]
 pub fn encode_with<H>(
+    contract: Contract,
     request: &Request,
     tiers: &[Tier<H>],
     words: &mut Vec<u32>,
     mut each: impl FnMut(&Candidate<H>),
 ) {
+    encode_request(contract, request, words);
+    encode_tier_headers(contract, tiers, words, true);
+    for t in tiers {
+        for c in &t.candidates {
+            words.extend_from_slice(&[c.server, c.group, c.weight, u32::from(c.state.bits())]);
+            each(c);
+        }
+    }
+}
+
+/// Packs a steering poll into the words of `policy.steer` (0.4.0): the
+/// request, the client's tiers without candidates, the pathways.
+pub fn encode_steer<H>(
+    request: &Request,
+    tiers: &[Tier<H>],
+    pathways: &[PathwayOffer],
+    words: &mut Vec<u32>,
+) {
+    encode_request(Contract::V0_4, request, words);
+    encode_tier_headers(Contract::V0_4, tiers, words, false);
+    words.push(pathways.len() as u32);
+    for p in pathways {
+        let mut flags = 0;
+        if p.current {
+            flags |= PATHWAY_CURRENT;
+        }
+        if p.throughput_kbps.is_some() {
+            flags |= PATHWAY_HAS_THROUGHPUT;
+        }
+        if p.clone {
+            flags |= PATHWAY_CLONE;
+        }
+        words.extend_from_slice(&[
+            p.pathway,
+            flags,
+            p.tier.unwrap_or(PATHWAY_NO_TIER),
+            p.edges_up,
+            p.edges_total,
+            p.throughput_kbps.unwrap_or(0),
+        ]);
+    }
+}
+
+fn encode_tier_headers<H>(
+    contract: Contract,
+    tiers: &[Tier<H>],
+    words: &mut Vec<u32>,
+    with_candidates: bool,
+) {
+    words.push(tiers.len() as u32);
+    for t in tiers {
+        let mut flags = 0;
+        if t.region_active {
+            flags |= TIER_REGION_ACTIVE;
+        }
+        let mut subnet = 0;
+        if let Some(s) = t.subnet {
+            flags |= TIER_HAS_SUBNET;
+            subnet = s;
+        } else if let Some(d) = t.distance_km
+            && contract >= Contract::V0_4
+        {
+            flags |= TIER_BY_DISTANCE;
+            subnet = d;
+        }
+        let count = if with_candidates {
+            t.candidates.len() as u32
+        } else {
+            0
+        };
+        words.extend_from_slice(&[t.region, flags, subnet, count]);
+    }
+}
+
+fn encode_request(contract: Contract, request: &Request, words: &mut Vec<u32>) {
     words.clear();
     let client = match request.client {
         IpAddress::V4((a, b, c, d)) => [u32::from_be_bytes([a, b, c, d]), 0, 0, 0],
@@ -368,7 +778,11 @@ pub fn encode_with<H>(
         ],
     };
     let query = request.query.as_deref().unwrap_or_default();
-    words.push(request_flags(request));
+    let mut flags = request_flags(request);
+    if contract < Contract::V0_4 {
+        flags &= !REQUEST_TLS;
+    }
+    words.push(flags);
     words.extend_from_slice(&client);
     words.extend_from_slice(&[
         request.topology_version as u32,
@@ -380,26 +794,35 @@ pub fn encode_with<H>(
     ]);
     push_bytes(words, request.target.as_bytes());
     push_bytes(words, query.as_bytes());
-    words.push(tiers.len() as u32);
-    for t in tiers {
-        let mut flags = 0;
-        if t.region_active {
-            flags |= TIER_REGION_ACTIVE;
-        }
-        if t.subnet.is_some() {
-            flags |= TIER_HAS_SUBNET;
-        }
-        words.extend_from_slice(&[
-            t.region,
-            flags,
-            t.subnet.unwrap_or(0),
-            t.candidates.len() as u32,
-        ]);
+    if contract < Contract::V0_4 {
+        return;
     }
-    for t in tiers {
-        for c in &t.candidates {
-            words.extend_from_slice(&[c.server, c.group, c.weight, u32::from(c.state.bits())]);
-            each(c);
+    let geo = &request.geo;
+    let (latitude, longitude) = geo.location.map_or((0, 0), |l| {
+        (
+            (l.latitude as f32).to_bits(),
+            (l.longitude as f32).to_bits(),
+        )
+    });
+    let mut geo_flags = u32::from(geo.anonymous.bits()) << GEO_ANONYMOUS_SHIFT;
+    if geo.location.is_some() {
+        geo_flags |= GEO_HAS_LOCATION;
+    }
+    words.extend_from_slice(&[
+        geo.country.map_or(0, Country::word),
+        geo.asn.unwrap_or(0),
+        latitude,
+        longitude,
+        geo_flags,
+    ]);
+    words.push(request.headers.values.len() as u32);
+    for value in &request.headers.values {
+        match value {
+            Some(v) => {
+                words.push(v.len() as u32);
+                push_bytes(words, v.as_bytes());
+            }
+            None => words.push(HEADER_ABSENT),
         }
     }
 }
@@ -430,6 +853,8 @@ pub struct Decoded<H> {
     pub request: Request,
     /// The tiers.
     pub tiers: Vec<Tier<H>>,
+    /// The pathways of a steering poll.
+    pub pathways: Vec<PathwayOffer>,
     /// The query's buffer while the request has none.
     spare_query: String,
 }
@@ -446,17 +871,49 @@ impl<H> Decoded<H> {
         Decoded {
             request: Request::empty(),
             tiers: Vec::new(),
+            pathways: Vec::new(),
             spare_query: String::new(),
         }
     }
 
-    /// Decodes the words of a `select` call; `health_of(server)` gives the
-    /// health figures of an offered server (from `select`'s second
-    /// argument). Malformed input (it comes from the engine, so this is
-    /// defence only) decodes what fits.
+    /// Decodes the words of a (0.4.0) `select` call; `health_of(server)`
+    /// gives the health figures of an offered server (from `select`'s
+    /// second argument). Malformed input (it comes from the engine, so
+    /// this is defence only) decodes what fits. Header values fill the
+    /// request's [`Headers`] in order; their names are the ones the
+    /// policy declared ([`Decoded::declare_headers`]).
     pub fn decode(&mut self, words: &[u32], health_of: impl FnMut(u32) -> Option<H>) {
         let rest = self.decode_request(words);
         decode_tiers(rest, &mut self.tiers, health_of);
+    }
+
+    /// Decodes the words of a `steer` call into the request, the client's
+    /// tiers (with no candidates) and [`Decoded::pathways`].
+    pub fn decode_steer(&mut self, words: &[u32]) {
+        let rest = self.decode_request(words);
+        let rest = decode_tiers(rest, &mut self.tiers, |_| None);
+        let count = rest.first().copied().unwrap_or(0) as usize;
+        let rest = rest.get(1..).unwrap_or_default();
+        self.pathways.clear();
+        self.pathways.extend(
+            rest.chunks_exact(PATHWAY_WORDS)
+                .take(count)
+                .map(|p| PathwayOffer {
+                    pathway: p[0],
+                    current: p[1] & PATHWAY_CURRENT != 0,
+                    clone: p[1] & PATHWAY_CLONE != 0,
+                    tier: (p[2] != PATHWAY_NO_TIER).then_some(p[2]),
+                    edges_up: p[3],
+                    edges_total: p[4],
+                    throughput_kbps: (p[1] & PATHWAY_HAS_THROUGHPUT != 0).then_some(p[5]),
+                }),
+        );
+    }
+
+    /// Names the headers the policy declared (what its calls' header
+    /// values are).
+    pub fn declare_headers<S: AsRef<str>>(&mut self, names: impl IntoIterator<Item = S>) {
+        self.request.headers = Headers::declared(names);
     }
 
     /// Decodes the request part of `words`; returns the words after it.
@@ -504,6 +961,43 @@ impl<H> Decoded<H> {
         } else {
             self.spare_query = query;
         }
+        r.tls = flags & REQUEST_TLS != 0;
+        let Some((geo, mut rest)) = rest.split_first_chunk::<GEO_WORDS>() else {
+            r.geo = Geo::default();
+            r.headers.clear_values();
+            return &[];
+        };
+        let [country, asn, latitude, longitude, geo_flags] = *geo;
+        r.geo = Geo {
+            country: Country::from_word(country),
+            asn: (asn != 0).then_some(asn),
+            location: (geo_flags & GEO_HAS_LOCATION != 0).then(|| Coordinates {
+                latitude: f64::from(f32::from_bits(latitude)),
+                longitude: f64::from(f32::from_bits(longitude)),
+            }),
+            anonymous: AnonymousIp::from_bits_truncate((geo_flags >> GEO_ANONYMOUS_SHIFT) as u8),
+        };
+        let count = rest.first().copied().unwrap_or(0) as usize;
+        rest = rest.get(1..).unwrap_or_default();
+        // No more values than words: garbage cannot make this allocate.
+        let count = count.min(rest.len());
+        r.headers
+            .values
+            .resize(count.max(r.headers.names.len()), None);
+        for i in 0..count {
+            let Some((&len, after)) = rest.split_first() else {
+                break;
+            };
+            rest = after;
+            if len == HEADER_ABSENT {
+                r.headers.values[i] = None;
+                continue;
+            }
+            rest = read_string(rest, len as usize, r.headers.slot(i));
+        }
+        for v in r.headers.values.iter_mut().skip(count) {
+            *v = None;
+        }
         rest
     }
 }
@@ -529,13 +1023,14 @@ fn read_string<'w>(words: &'w [u32], len: usize, out: &mut String) -> &'w [u32] 
     &words[count..]
 }
 
-/// Decodes the tier part of the words into `tiers` (reusing its vectors).
-/// Malformed input stops decoding at the first word that does not fit.
-pub fn decode_tiers<H>(
-    words: &[u32],
+/// Decodes the tier part of the words into `tiers` (reusing its vectors);
+/// returns the words after it. Malformed input stops decoding at the
+/// first word that does not fit.
+pub fn decode_tiers<'w, H>(
+    words: &'w [u32],
     tiers: &mut Vec<Tier<H>>,
     mut health_of: impl FnMut(u32) -> Option<H>,
-) {
+) -> &'w [u32] {
     let count = words.first().copied().unwrap_or(0) as usize;
     let headers = words.get(1..).unwrap_or_default();
     let count = count.min(headers.len() / TIER_WORDS);
@@ -545,6 +1040,7 @@ pub fn decode_tiers<H>(
             region: 0,
             region_active: false,
             subnet: None,
+            distance_km: None,
             candidates: Vec::new(),
         });
     }
@@ -553,6 +1049,8 @@ pub fn decode_tiers<H>(
         tier.region = h[0];
         tier.region_active = h[1] & TIER_REGION_ACTIVE != 0;
         tier.subnet = (h[1] & TIER_HAS_SUBNET != 0).then_some(h[2]);
+        tier.distance_km =
+            (h[1] & (TIER_HAS_SUBNET | TIER_BY_DISTANCE) == TIER_BY_DISTANCE).then_some(h[2]);
         let n = (h[3] as usize).min(rest.len() / CANDIDATE_WORDS);
         tier.candidates.clear();
         for c in rest[..n * CANDIDATE_WORDS].chunks_exact(CANDIDATE_WORDS) {
@@ -566,6 +1064,7 @@ pub fn decode_tiers<H>(
         }
         rest = &rest[n * CANDIDATE_WORDS..];
     }
+    rest
 }
 
 /// The generator behind `host.random`, seeded with each request's seed:
@@ -607,6 +1106,30 @@ mod tests {
             client: IpAddress::V6((0x2001, 0xdb8, 0, 0, 0, 0, 0xa, 0xb)),
             topology_version: 0x1_0000_0002,
             seed: 0x3_0000_0004,
+            tls: false,
+            geo: Geo::default(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// [`request`] as a 0.4.0 policy declaring two headers sees it: over
+    /// TLS, from a known place, one header sent.
+    fn request_v4() -> Request {
+        let mut headers = Headers::declared(["User-Agent", "x-token"]);
+        headers.set(0, Some("TV/1.0"));
+        Request {
+            tls: true,
+            geo: Geo {
+                country: Country::new("nl"),
+                asn: Some(1136),
+                location: Some(Coordinates {
+                    latitude: 52.5,
+                    longitude: -4.25,
+                }),
+                anonymous: AnonymousIp::ANONYMOUS | AnonymousIp::VPN,
+            },
+            headers,
+            ..request()
         }
     }
 
@@ -629,6 +1152,7 @@ mod tests {
                 region: 4,
                 region_active: true,
                 subnet: Some(9),
+                distance_km: None,
                 candidates: vec![candidate(
                     1,
                     2,
@@ -640,6 +1164,7 @@ mod tests {
                 region: 5,
                 region_active: false,
                 subnet: None,
+                distance_km: None,
                 candidates: vec![
                     candidate(7, 8, 0, CandidateState::all()),
                     candidate(1, 6, 3, CandidateState::empty()),
@@ -656,6 +1181,8 @@ mod tests {
             5, 3,
             u32::from_le_bytes(*b"abcd"), u32::from_le_bytes(*b"e\0\0\0"),
             u32::from_le_bytes(*b"q=1\0"),
+            0, 0, 0, 0, 0,
+            0,
             2,
             4, 3, 9, 1,
             5, 0, 0, 2,
@@ -683,12 +1210,203 @@ mod tests {
             client: IpAddress::V4((10, 1, 2, 3)),
             topology_version: 7,
             seed: 9,
+            ..Request::empty()
         };
         encode::<u8>(&vod, &[], &mut words);
         #[rustfmt::skip]
-        let expected = vec![2, 0x0a01_0203, 0, 0, 0, 7, 0, 9, 0, 4, 0, u32::from_le_bytes(*b"abcd"), 0];
+        let expected = vec![
+            2, 0x0a01_0203, 0, 0, 0, 7, 0, 9, 0, 4, 0, u32::from_le_bytes(*b"abcd"),
+            0, 0, 0, 0, 0, 0,
+            0,
+        ];
         assert_eq!(words, expected);
-        assert_eq!(words.len(), REQUEST_HEADER_WORDS + 2);
+        assert_eq!(words.len(), REQUEST_HEADER_WORDS + 1 + GEO_WORDS + 2);
+    }
+
+    /// 0.4.0's additions, spelled as numbers: the TLS bit, the GeoIP
+    /// block, the declared headers, a tier found by distance.
+    #[test]
+    fn the_0_4_additions_are_the_documented_ones() {
+        let tiers = vec![Tier {
+            region: 6,
+            region_active: true,
+            subnet: None,
+            distance_km: Some(420),
+            candidates: vec![candidate(1, 2, 3, CandidateState::all())],
+        }];
+        let mut words = Vec::new();
+        encode(&request_v4(), &tiers, &mut words);
+        #[rustfmt::skip]
+        let expected = vec![
+            1 | 2 << 8 | 2 << 16 | REQUEST_CLIENT_V6 | REQUEST_HAS_QUERY | REQUEST_TLS,
+            0x2001_0db8, 0, 0, 0x000a_000b,
+            2, 1, 4, 3,
+            5, 3,
+            u32::from_le_bytes(*b"abcd"), u32::from_le_bytes(*b"e\0\0\0"),
+            u32::from_le_bytes(*b"q=1\0"),
+            u32::from_le_bytes(*b"NL\0\0"), 1136, 52.5f32.to_bits(), (-4.25f32).to_bits(),
+            GEO_HAS_LOCATION | 0b11 << 8,
+            2,
+            6, u32::from_le_bytes(*b"TV/1"), u32::from_le_bytes(*b".0\0\0"),
+            HEADER_ABSENT,
+            1,
+            6, TIER_REGION_ACTIVE | TIER_BY_DISTANCE, 420, 1,
+            1, 2, 3, 0b1111,
+        ];
+        assert_eq!(words, expected);
+
+        let mut d = Decoded::<u8>::new();
+        d.declare_headers(["user-agent", "x-token"]);
+        d.decode(&words, |_| None);
+        assert_eq!(d.request, request_v4());
+        assert_eq!(d.request.headers.get("User-Agent"), Some("TV/1.0"));
+        assert_eq!(d.request.headers.get("x-token"), None);
+        assert_eq!(d.request.geo.country.unwrap().as_str(), "NL");
+        assert_eq!(d.tiers, tiers);
+
+        // The next request sends the token and not the agent: the buffers
+        // are reused, nothing of the last request stays.
+        let mut next = request_v4();
+        next.headers.set(0, None);
+        next.headers.set(1, Some("abc"));
+        next.geo = Geo::default();
+        encode(&next, &tiers, &mut words);
+        d.decode(&words, |_| None);
+        assert_eq!(d.request, next);
+    }
+
+    /// A 0.3.0 policy gets exactly the words of 0.3.0: no TLS bit, no
+    /// GeoIP block, no headers, and a distance tier as a plain one.
+    #[test]
+    fn a_0_3_policy_gets_the_0_3_words() {
+        let tiers = vec![Tier {
+            region: 6,
+            region_active: true,
+            subnet: None,
+            distance_km: Some(420),
+            candidates: vec![candidate(1, 2, 3, CandidateState::all())],
+        }];
+        let mut words = Vec::new();
+        encode_with(Contract::V0_3, &request_v4(), &tiers, &mut words, |_| {});
+        #[rustfmt::skip]
+        let expected = vec![
+            1 | 2 << 8 | 2 << 16 | REQUEST_CLIENT_V6 | REQUEST_HAS_QUERY,
+            0x2001_0db8, 0, 0, 0x000a_000b,
+            2, 1, 4, 3,
+            5, 3,
+            u32::from_le_bytes(*b"abcd"), u32::from_le_bytes(*b"e\0\0\0"),
+            u32::from_le_bytes(*b"q=1\0"),
+            1,
+            6, TIER_REGION_ACTIVE, 0, 1,
+            1, 2, 3, 0b1111,
+        ];
+        assert_eq!(words, expected);
+    }
+
+    #[test]
+    fn the_steer_layout_is_the_documented_one() {
+        let tiers = vec![
+            Tier::<u8> {
+                region: 4,
+                region_active: true,
+                subnet: Some(9),
+                distance_km: None,
+                candidates: vec![candidate(1, 2, 3, CandidateState::all())],
+            },
+            Tier {
+                region: 5,
+                region_active: true,
+                subnet: None,
+                distance_km: None,
+                candidates: vec![],
+            },
+        ];
+        let pathways = [
+            PathwayOffer {
+                pathway: 3,
+                current: true,
+                clone: false,
+                tier: Some(0),
+                edges_up: 2,
+                edges_total: 4,
+                throughput_kbps: Some(5_000),
+            },
+            PathwayOffer {
+                pathway: 7,
+                current: false,
+                clone: true,
+                tier: None,
+                edges_up: 0,
+                edges_total: 0,
+                throughput_kbps: None,
+            },
+        ];
+        let mut request = request();
+        request.kind = RequestKind::Live;
+        request.query = None;
+        let mut words = Vec::new();
+        encode_steer(&request, &tiers, &pathways, &mut words);
+        #[rustfmt::skip]
+        let expected = vec![
+            2 << 8 | 2 << 16 | REQUEST_CLIENT_V6,
+            0x2001_0db8, 0, 0, 0x000a_000b,
+            2, 1, 4, 3,
+            5, 0,
+            u32::from_le_bytes(*b"abcd"), u32::from_le_bytes(*b"e\0\0\0"),
+            0, 0, 0, 0, 0,
+            0,
+            2,
+            4, TIER_REGION_ACTIVE | TIER_HAS_SUBNET, 9, 0,
+            5, TIER_REGION_ACTIVE, 0, 0,
+            2,
+            3, PATHWAY_CURRENT | PATHWAY_HAS_THROUGHPUT, 0, 2, 4, 5_000,
+            7, PATHWAY_CLONE, PATHWAY_NO_TIER, 0, 0, 0,
+        ];
+        assert_eq!(words, expected);
+        let mut d = Decoded::<u8>::new();
+        d.decode_steer(&words);
+        assert_eq!(d.request, request);
+        assert_eq!(d.pathways, pathways);
+        assert_eq!(d.tiers.len(), 2);
+        assert!(d.tiers.iter().all(|t| t.candidates.is_empty()));
+        // Truncated: what fits.
+        d.decode_steer(&words[..words.len() - 3]);
+        assert_eq!(d.pathways, pathways[..1]);
+    }
+
+    #[test]
+    fn distances_and_codes() {
+        let amsterdam = Coordinates {
+            latitude: 52.37,
+            longitude: 4.90,
+        };
+        let moscow = Coordinates {
+            latitude: 55.76,
+            longitude: 37.62,
+        };
+        let d = amsterdam.distance_km(&moscow);
+        assert!((2140.0..2170.0).contains(&d), "{d}");
+        assert_eq!(amsterdam.distance_km(&amsterdam), 0.0);
+        assert_eq!(Country::new("ru").unwrap().to_string(), "RU");
+        assert!(Country::new("R").is_none() && Country::new("R1").is_none());
+        assert!(Country::new("рф").is_none());
+        assert_eq!(Country::from_word(0), None);
+    }
+
+    #[test]
+    fn garbage_header_counts_allocate_nothing() {
+        let mut words = Vec::new();
+        encode::<u8>(&request(), &[], &mut words);
+        // The header count (after the GeoIP block) claims four billion.
+        let at = words.len() - 2;
+        words[at] = u32::MAX;
+        words.truncate(at + 1);
+        let mut d = Decoded::<u8>::new();
+        d.decode(&words, |_| None);
+        assert!(d.request.headers.is_empty());
+        words.extend([7, 0x4141_4141]);
+        d.decode(&words, |_| None);
+        assert_eq!(d.request.headers.len(), 2);
     }
 
     #[test]
@@ -706,6 +1424,7 @@ mod tests {
             client: IpAddress::V4((10, 1, 2, 3)),
             topology_version: 7,
             seed: 9,
+            ..Request::empty()
         };
         encode::<u8>(&vod, &[], &mut words);
         let target = d.request.target.as_ptr();
@@ -723,17 +1442,17 @@ mod tests {
         assert_eq!(d.request.target, "\u{fffd}\u{fffd}");
 
         let mut tiers = Vec::new();
-        decode_tiers::<u8>(&[1, 0, 1, 0, 0], &mut tiers, |_| None);
+        let _ = decode_tiers::<u8>(&[1, 0, 1, 0, 0], &mut tiers, |_| None);
         assert_eq!(tiers.len(), 1);
         assert!(tiers[0].candidates.is_empty());
-        decode_tiers::<u8>(&[5, 1, 1, 0, 9, 3], &mut tiers, |_| None);
+        let _ = decode_tiers::<u8>(&[5, 1, 1, 0, 9, 3], &mut tiers, |_| None);
         assert_eq!(tiers.len(), 1, "one whole tier header");
-        decode_tiers::<u8>(&[1, 1, 1, 0, 9, 3, 4, 5], &mut tiers, |_| None);
+        let _ = decode_tiers::<u8>(&[1, 1, 1, 0, 9, 3, 4, 5], &mut tiers, |_| None);
         assert!(
             tiers[0].candidates.is_empty(),
             "a partial candidate is dropped"
         );
-        decode_tiers::<u8>(&[], &mut tiers, |_| None);
+        let _ = decode_tiers::<u8>(&[], &mut tiers, |_| None);
         assert!(tiers.is_empty());
     }
 

@@ -108,6 +108,16 @@ pub enum CtlCommand {
         /// Also decide over this many seeds and count the answers.
         #[arg(long, default_value_t = 0)]
         draws: u32,
+        /// As a player that came over HTTPS.
+        #[arg(long)]
+        tls: bool,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(
+            long = "header",
+            value_name = "NAME: VALUE",
+            value_parser = crate::cmd::policy::header_arg
+        )]
+        headers: Vec<(String, String)>,
     },
 }
 
@@ -312,12 +322,24 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             url,
             version,
             draws,
+            tls,
+            headers,
         } => {
             use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
             let mut path = format!(
                 "/explain?client={ip}&url={}&draws={draws}",
                 utf8_percent_encode(&url, NON_ALPHANUMERIC)
             );
+            if tls {
+                path.push_str("&tls=1");
+            }
+            for (name, value) in &headers {
+                let header = format!("{name}: {value}");
+                path.push_str(&format!(
+                    "&header={}",
+                    utf8_percent_encode(&header, NON_ALPHANUMERIC)
+                ));
+            }
             if let Some(v) = version {
                 path.push_str(&format!("&version={v}"));
             }

@@ -98,8 +98,11 @@ pub enum PolicyCommand {
         /// As a player that came over HTTPS.
         #[arg(long)]
         tls: bool,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header_arg)]
+        headers: Vec<(String, String)>,
     },
-    /// Replay logged decisions (--decision-log files, schema 2 or 3) through
+    /// Replay logged decisions (--decision-log files, schema 2 to 4) through
     /// another policy, exactly as the engine called the one that made them,
     /// and report what would have changed.
     Replay {
@@ -206,6 +209,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             down,
             drained,
             tls,
+            headers,
         } => {
             let store = load_topology(topology.as_deref())?;
             let topology = store.snapshot();
@@ -222,6 +226,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     url: &url,
                     draws: draws.min(crate::routing::explain::MAX_DRAWS),
                     tls,
+                    headers: &headers,
                 },
             );
             println!("{}", serde_json::to_string_pretty(&trace)?);
@@ -325,12 +330,22 @@ fn check(
             serde_json::to_string_pretty(&serde_json::json!({
                 "name": policy.name,
                 "hash": policy.hash,
+                "contract": policy.contract().name(),
+                "headers": policy.headers(),
                 "accepted": true,
                 "samples": samples,
             }))?
         );
     } else {
-        println!("{}: accepted (sha256 {})", file.display(), policy.hash);
+        println!(
+            "{}: accepted (sha256 {}, contract {})",
+            file.display(),
+            policy.hash,
+            policy.contract().name()
+        );
+        if !policy.headers().is_empty() {
+            println!("  reads headers: {}", policy.headers().join(", "));
+        }
         for s in samples {
             println!(
                 "  {:<22} {:<45} -> {} {}",
@@ -339,4 +354,10 @@ fn check(
         }
     }
     Ok(())
+}
+
+/// A `--header NAME: VALUE` argument.
+pub fn header_arg(text: &str) -> Result<(String, String), String> {
+    crate::admin::api::parse_header(text)
+        .ok_or_else(|| format!("{text:?} is not `Name: value` with a valid header name"))
 }

@@ -27,7 +27,7 @@ pub enum Template {
 }
 
 /// The contract version the vendored SDK is built for.
-pub const CONTRACT: &str = "edgeward:policy@0.3.0";
+pub const CONTRACT: &str = "edgeward:policy@0.4.0";
 
 const WIT: &str = include_str!("../../../../wit/policy.wit");
 const CODEC: &str = include_str!("../../../../sdk/codec/src/lib.rs");
@@ -86,6 +86,7 @@ mod tests {
             client: IpAddress::V4((10, 0, 0, 1)),
             topology_version: 1,
             seed: 7,
+            ..Request::empty()
         }
     }
 
@@ -94,6 +95,7 @@ mod tests {
             region: 0,
             region_active: true,
             subnet: Some(0),
+            distance_km: None,
             candidates: states
                 .iter()
                 .enumerate()

@@ -59,6 +59,10 @@ struct Record<'a> {
     answer: Option<Answer>,
     #[serde(default, borrow)]
     fallback: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    headers: Vec<crate::decision_log::HeaderRecord>,
 }
 
 #[derive(serde::Deserialize)]
@@ -74,6 +78,8 @@ struct TierRecord<'a> {
     subnet_index: Option<u32>,
     #[serde(default, borrow)]
     subnet_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    distance_km: Option<u32>,
     #[serde(borrow)]
     candidates: Vec<CandidateRecord<'a>>,
 }
@@ -180,6 +186,7 @@ pub fn run(
     };
     let checked = topology.version != 0;
     let policy = host.active();
+    let declared = crate::policy::bindings::Headers::declared(policy.headers());
     let mut replayer = Replayer {
         instance: host.instantiate(&policy)?,
         host: &host,
@@ -194,7 +201,10 @@ pub fn run(
         before: HashMap::new(),
         after: HashMap::new(),
         tiers: Vec::new(),
-        request: Request::empty(),
+        request: Request {
+            headers: declared,
+            ..Request::empty()
+        },
         tables: HashMap::new(),
     };
     let started = std::time::Instant::now();
@@ -354,6 +364,7 @@ impl Replayer<'_> {
                     id: s.id,
                     host: s.host,
                     port: s.port,
+                    tls_port: s.tls_port,
                     weight: s.weight,
                     active: s.active,
                 })
@@ -373,6 +384,7 @@ impl Replayer<'_> {
                     id: r.id,
                     name: r.name,
                     active: r.active,
+                    location: None,
                 })
                 .collect(),
         };
@@ -386,7 +398,7 @@ impl Replayer<'_> {
             *report
                 .skipped
                 .entry(format!(
-                    "schema {} (only schema 2 and {SCHEMA} records carry what a replay needs)",
+                    "schema {} (only schema 2 to {SCHEMA} records carry what a replay needs)",
                     record.schema.max(1)
                 ))
                 .or_default() += 1;
@@ -547,6 +559,18 @@ fn request_of(
         topology.version
     };
     request.seed = record.seed;
+    request.tls = record.tls;
+    // What the log kept of the headers the deciding policy declared (a
+    // redacted value is absent): by name, for whatever this policy declares.
+    for i in 0..request.headers.names().len() {
+        let name = &request.headers.names()[i];
+        let value = record
+            .headers
+            .iter()
+            .find(|h| h.name == *name)
+            .and_then(|h| h.value.clone());
+        request.headers.set(i, value.as_deref());
+    }
     Ok(())
 }
 
@@ -559,6 +583,7 @@ fn tiers_of(record: &Record, tiers: &mut Vec<Tier>) {
             region: 0,
             region_active: false,
             subnet: None,
+            distance_km: None,
             candidates: Vec::new(),
         });
     }
@@ -566,6 +591,7 @@ fn tiers_of(record: &Record, tiers: &mut Vec<Tier>) {
         tier.region = t.region_index;
         tier.region_active = t.region_active;
         tier.subnet = t.subnet_index;
+        tier.distance_km = t.distance_km;
         tier.candidates.clear();
         tier.candidates
             .extend(t.candidates.iter().map(|c| Candidate {

@@ -57,6 +57,9 @@ struct Case {
     /// As a player that came over HTTPS.
     #[serde(default)]
     tls: bool,
+    /// Request headers, by name.
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
     /// The expected answer.
     expect: Expect,
 }
@@ -141,6 +144,11 @@ pub fn run(
             Some((p, q)) => (p, Some(q)),
             None => (case.url.as_str(), None),
         };
+        let headers: Vec<(String, String)> = case
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         let routed = router.route(&PlayerRequest {
             get_or_head: true,
             path,
@@ -149,6 +157,7 @@ pub fn run(
             x_real_ip: None,
             tls: case.tls,
             forwarded_proto: None,
+            headers: crate::routing::headers::RequestHeaders::Pairs(&headers),
         });
         let answer = Answer::of(&topology, &routed.outcome);
         match mismatch(&case.expect, &answer) {
@@ -176,6 +185,7 @@ pub fn run(
                         url: &case.url,
                         draws: 0,
                         tls: case.tls,
+                        headers: &headers,
                     },
                 );
                 let text = serde_json::to_string_pretty(&trace).unwrap_or_default();
