@@ -70,6 +70,8 @@ pub struct Engine {
     pub admin: Option<SocketAddr>,
     /// The HTTPS player listener's address, when it runs.
     pub tls: Option<SocketAddr>,
+    /// The HTTP/3 (UDP) address, when it runs.
+    pub h3: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -123,27 +125,31 @@ impl Engine {
         std::thread::spawn(move || {
             let mut addr = None;
             let mut tls = None;
+            let mut h3 = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("edgeward listening on http://") {
                     addr = Some(rest.split_whitespace().next().unwrap().to_string());
                     if !expect_admin {
-                        let _ = tx.send((addr.take().unwrap(), None, None));
+                        let _ = tx.send((addr.take().unwrap(), None, None, None));
                     }
                 } else if let Some(rest) = line.strip_prefix("edgeward listening on https://") {
                     tls = Some(rest.split_whitespace().next().unwrap().to_string());
+                } else if let Some(rest) = line.strip_prefix("edgeward listening on h3://") {
+                    h3 = Some(rest.split_whitespace().next().unwrap().to_string());
                 } else if let Some(rest) = line.strip_prefix("edgeward admin API on http://")
                     && let Some(addr) = addr.take()
                 {
-                    let _ = tx.send((addr, Some(rest.trim().to_string()), tls.take()));
+                    let _ = tx.send((addr, Some(rest.trim().to_string()), tls.take(), h3.take()));
                 }
             }
         });
         match rx.recv_timeout(PATIENCE) {
-            Ok((addr, admin, tls)) => Ok(Engine {
+            Ok((addr, admin, tls, h3)) => Ok(Engine {
                 child,
                 addr: addr.parse().unwrap(),
                 admin: admin.map(|a| a.parse().unwrap()),
                 tls: tls.map(|a: String| a.parse().unwrap()),
+                h3: h3.map(|a: String| a.parse().unwrap()),
                 log,
             }),
             Err(_) => {

@@ -8,6 +8,7 @@ use crate::harness::{Engine, TempDir, wait_until};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 /// A test certificate authority.
 struct Ca {
@@ -89,6 +90,11 @@ struct Setup {
 /// An engine with an HTTPS listener: `a.test` with an ECDSA key (the
 /// default), `b.test` with an RSA key, both from one CA.
 fn setup(name: &str) -> Setup {
+    setup_with(name, &[])
+}
+
+/// [`setup`], with `extra` arguments for the engine.
+fn setup_with(name: &str, extra: &[&str]) -> Setup {
     let dir = TempDir::new(name);
     let ca = Ca::new("edgeward test CA");
     ca.write(&dir.path("ca.pem"));
@@ -113,9 +119,10 @@ fn setup(name: &str) -> Setup {
         )
     };
     let (a, b) = (pair("a"), pair("b"));
-    let engine = Engine::start(&[
+    let topology = dir.path("topology.json");
+    let mut args = vec![
         "--topology",
-        dir.path("topology.json").to_str().unwrap(),
+        topology.to_str().unwrap(),
         "--tls-listen",
         "127.0.0.1:0",
         "--tls-cert",
@@ -124,7 +131,9 @@ fn setup(name: &str) -> Setup {
         &b,
         "--watch-interval-ms",
         "100",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let engine = Engine::start(&args);
     let ca = dir.path("ca.pem");
     Setup { dir, engine, ca }
 }
@@ -422,4 +431,173 @@ fn a_bad_certificate_at_start_is_refused_with_the_reason() {
         Err(log) => log,
     };
     assert!(err.contains("does not belong to certificate"), "{err}");
+}
+
+/// What an HTTP/3 request got: status and headers.
+#[derive(Debug)]
+struct H3Seen {
+    status: u16,
+    headers: http::HeaderMap,
+}
+
+/// One HTTP/3 request (quinn and h3 as the client, the test CA `ca` as
+/// the only root) to the engine's UDP port, asking for `name`.
+fn h3_request(
+    engine: &Engine,
+    ca: &Path,
+    name: &str,
+    method: &str,
+    path: &str,
+) -> Result<H3Seen, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let addr = engine.h3.expect("the engine serves HTTP/3");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).map_err(|e| e.to_string())?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let conn = endpoint
+            .connect(addr, name)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+            .await
+            .map_err(|e| e.to_string())?;
+        let drive = tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("https://{name}{path}"))
+            .header("x-real-ip", "10.1.2.3")
+            .body(())
+            .unwrap();
+        let mut stream = send.send_request(req).await.map_err(|e| e.to_string())?;
+        stream.finish().await.map_err(|e| e.to_string())?;
+        let resp = stream.recv_response().await.map_err(|e| e.to_string())?;
+        while stream
+            .recv_data()
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {}
+        drop(send);
+        drive.abort();
+        endpoint.close(0u32.into(), b"done");
+        Ok(H3Seen {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+        })
+    })
+}
+
+#[test]
+fn http3_answers_like_https_and_is_advertised_by_alt_svc() {
+    let s = setup_with("tls-h3", &["--h3-listen", "127.0.0.1:0"]);
+    let port = s.engine.h3.unwrap().port();
+    // The HTTPS answers advertise HTTP/3 (HTTP/2 and HTTP/1.1 alike); the
+    // plain listener's do not.
+    let alt_svc = format!("h3=\":{port}\"; ma=86400");
+    for version in ["--http2", "--http1.1"] {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-D", "-", version, "--cacert"])
+            .arg(&s.ca)
+            .args([
+                "--resolve",
+                &format!("a.test:{}:127.0.0.1", s.engine.tls.unwrap().port()),
+                "-H",
+                "X-Real-IP: 10.1.2.3",
+            ])
+            .arg(format!(
+                "https://a.test:{}/vod/film.mp4",
+                s.engine.tls.unwrap().port()
+            ))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("alt-svc: {alt_svc}")),
+            "{version}: {head}"
+        );
+    }
+    let plain = s.engine.get("/vod/film.mp4", &[("X-Real-IP", "10.1.2.3")]);
+    assert_eq!(plain.header("Alt-Svc"), None, "{plain:?}");
+
+    // Over HTTP/3: the same answer as over HTTPS, certificates by name.
+    for name in ["a.test", "b.test"] {
+        let seen = h3_request(&s.engine, &s.ca, name, "GET", "/vod/film.mp4").unwrap();
+        assert_eq!(seen.status, 302, "{name}: {seen:?}");
+        assert_eq!(
+            seen.headers.get("location").unwrap(),
+            "https://both.test:8443/vod/film.mp4"
+        );
+        assert!(seen.headers.get("edgeward-policy").is_some(), "{seen:?}");
+        assert_eq!(seen.headers.get("alt-svc").unwrap(), alt_svc.as_str());
+    }
+    let seen = h3_request(&s.engine, &s.ca, "a.test", "POST", "/vod/film.mp4").unwrap();
+    assert_eq!(seen.status, 405, "{seen:?}");
+    assert_eq!(seen.headers.get("allow").unwrap(), "GET, HEAD");
+    let seen = h3_request(&s.engine, &s.ca, "a.test", "GET", "/nowhere").unwrap();
+    assert_eq!(seen.status, 404, "{seen:?}");
+
+    // A replaced certificate is what the next HTTP/3 handshake sees.
+    let ca2 = Ca::new("edgeward second CA");
+    ca2.write(&s.dir.path("ca2.pem"));
+    let from = s.engine.log_len();
+    ca2.leaf(
+        &["a.test"],
+        &KeyPair::generate().unwrap(),
+        &s.dir.path("a2.pem"),
+        &s.dir.path("a2.key"),
+    );
+    std::fs::rename(s.dir.path("a2.key"), s.dir.path("a.key")).unwrap();
+    std::fs::rename(s.dir.path("a2.pem"), s.dir.path("a.pem")).unwrap();
+    s.engine.wait_log(from, "TLS certificates reloaded");
+    let ca2_file = s.dir.path("ca2.pem");
+    wait_until("HTTP/3 serves the new certificate", || {
+        h3_request(&s.engine, &ca2_file, "a.test", "GET", "/vod/x.mp4").is_ok()
+    });
+    let err = h3_request(&s.engine, &s.ca, "a.test", "GET", "/vod/x.mp4").unwrap_err();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // Its connections are counted under their own listener.
+    let metrics = s
+        .engine
+        .admin("GET", "/metrics", b"", "text/plain", None)
+        .body;
+    assert!(
+        metrics.contains("listener=\"h3\""),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("connections"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn http3_needs_an_https_listener() {
+    let err = Engine::try_start(&["--h3-listen", "127.0.0.1:0"])
+        .err()
+        .expect("must not start");
+    assert!(err.contains("--tls-listen"), "{err}");
 }

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// needs --tls-cert.
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<SocketAddr>,
+    /// UDP address for player traffic over HTTP/3 (QUIC), advertised by
+    /// `Alt-Svc` on the HTTPS listener; needs --tls-listen (same
+    /// certificates). Served by one worker.
+    #[arg(long, value_name = "ADDR", requires = "tls_listen")]
+    pub h3_listen: Option<SocketAddr>,
     /// A certificate chain and its private key, PEM: `CERT.pem,KEY.pem`
     /// (repeatable: chosen by the name the client asks for, the first
     /// when none matches). Reloaded on SIGHUP and when a file changes.
@@ -235,6 +240,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = http::ListenerConfig {
         listen: args.listen,
         tls,
+        h3: args.h3_listen,
         max_connections: args.max_connections_per_worker,
         header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
         idle_timeout: std::time::Duration::from_millis(args.idle_timeout_ms.max(1)),
@@ -456,6 +462,7 @@ fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
 /// request that works against the loaded topology.
 fn announce(bound: http::Bound, workers: usize, topology: &Topology, admin: Option<SocketAddr>) {
     let secure = bound.tls;
+    let quic = bound.h3;
     let bound = bound.plain;
     let shown = if bound.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), bound.port())
@@ -491,6 +498,9 @@ fn announce(bound: http::Bound, workers: usize, topology: &Topology, admin: Opti
             out,
             "edgeward listening on https://{secure} (HTTP/2, HTTP/1.1)"
         );
+    }
+    if let Some(quic) = quic {
+        let _ = writeln!(out, "edgeward listening on h3://{quic} (HTTP/3, UDP)");
     }
     if let Some(admin) = admin {
         let _ = writeln!(out, "edgeward admin API on http://{admin}");

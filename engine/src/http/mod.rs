@@ -12,9 +12,11 @@
 //! holds no buffer while a connection waits) and cleartext HTTP/2 with
 //! prior knowledge (h2c) with hyper. Each worker also accepts on the HTTPS
 //! listener when there is one ([`tls`]): HTTP/2 or HTTP/1.1 chosen by
-//! ALPN, with hyper.
+//! ALPN, with hyper. Worker 0 also serves HTTP/3 when asked ([`h3`]),
+//! which the HTTPS answers advertise with `Alt-Svc`.
 
 mod h1;
+pub mod h3;
 mod respond;
 pub mod tls;
 
@@ -37,6 +39,9 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// The HTTPS listener, if any.
     pub tls: Option<TlsListener>,
+    /// The HTTP/3 (UDP) address, if any (it uses the HTTPS listener's
+    /// certificates).
+    pub h3: Option<SocketAddr>,
     /// Number of worker threads (each with its own accept loop).
     pub workers: usize,
     /// Proxies whose `X-Real-IP` is believed.
@@ -82,6 +87,8 @@ pub struct TlsListener {
 pub struct WorkerSockets {
     plain: std::net::TcpListener,
     tls: Option<std::net::TcpListener>,
+    /// The HTTP/3 socket (worker 0's only).
+    h3: Option<std::net::UdpSocket>,
 }
 
 /// The bound addresses.
@@ -91,6 +98,8 @@ pub struct Bound {
     pub plain: SocketAddr,
     /// HTTPS.
     pub tls: Option<SocketAddr>,
+    /// HTTP/3 (UDP).
+    pub h3: Option<SocketAddr>,
 }
 
 /// Binds one `SO_REUSEPORT` socket per worker on `config.listen` and, with
@@ -105,16 +114,30 @@ pub fn bind(config: &ListenerConfig) -> std::io::Result<(Vec<WorkerSockets>, Bou
         }
         None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
     };
+    let mut quic = match config.h3 {
+        Some(addr) if config.tls.is_some() => {
+            let socket = std::net::UdpSocket::bind(addr)?;
+            socket.set_nonblocking(true)?;
+            Some(socket)
+        }
+        _ => None,
+    };
+    let h3_addr = quic.as_ref().map(|s| s.local_addr()).transpose()?;
     let sockets = plain
         .into_iter()
         .zip(tls.drain(..))
-        .map(|(plain, tls)| WorkerSockets { plain, tls })
+        .map(|(plain, tls)| WorkerSockets {
+            plain,
+            tls,
+            h3: quic.take(),
+        })
         .collect();
     Ok((
         sockets,
         Bound {
             plain: plain_addr,
             tls: tls_addr,
+            h3: h3_addr,
         },
     ))
 }
@@ -159,6 +182,16 @@ pub fn spawn_workers(
         .tls
         .as_ref()
         .map(|t| t.certificates.server_config(&[b"h2", b"http/1.1"]));
+    let quic = match (&config.tls, sockets.first().and_then(|s| s.h3.as_ref())) {
+        (Some(t), Some(socket)) => Some((
+            h3::server_config(&t.certificates, config.idle_timeout)
+                .map_err(std::io::Error::other)?,
+            h3::alt_svc(socket.local_addr()?.port()),
+        )),
+        _ => None,
+    };
+    let alt_svc = quic.as_ref().map(|(_, v)| v.clone());
+    let quic = quic.map(|(c, _)| c);
     sockets
         .into_iter()
         .enumerate()
@@ -166,7 +199,10 @@ pub fn spawn_workers(
             let settings = respond::Settings {
                 policy_header: config.policy_header,
                 tls: false,
+                alt_svc: None,
             };
+            let alt_svc = alt_svc.clone();
+            let quic = quic.clone();
             let mut decider = Decider::new(
                 policies.clone(),
                 config.seed.map(|s| s.wrapping_add(i as u64)),
@@ -192,10 +228,12 @@ pub fn spawn_workers(
                 max_requests: config.max_requests,
                 plain: metrics.connections("http", i as u16),
                 tls: metrics.connections("https", i as u16),
+                h3: metrics.connections("h3", i as u16),
             };
+            let secure = Secure { tls, quic, alt_svc };
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(sockets, tls, settings, limits, router, shutdown))
+                .spawn(move || worker(sockets, secure, settings, limits, router, shutdown))
         })
         .collect()
 }
@@ -214,6 +252,15 @@ struct Limits {
     max_requests: u64,
     plain: crate::metrics::ConnectionMetrics,
     tls: crate::metrics::ConnectionMetrics,
+    h3: crate::metrics::ConnectionMetrics,
+}
+
+/// A worker's TLS settings: the HTTPS listener's, HTTP/3's (worker 0,
+/// when on) and the `Alt-Svc` its HTTPS answers carry.
+struct Secure {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    quic: Option<quinn::ServerConfig>,
+    alt_svc: Option<http::HeaderValue>,
 }
 
 /// What one worker's connections share.
@@ -233,7 +280,7 @@ struct Shared {
 
 fn worker(
     sockets: WorkerSockets,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    secure_config: Secure,
     settings: respond::Settings,
     limits: Limits,
     router: Router,
@@ -250,11 +297,12 @@ fn worker(
         let secure = sockets
             .tls
             .map(|s| tokio::net::TcpListener::from_std(s).expect("registering the TLS listener"));
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let acceptor = secure_config.tls.map(tokio_rustls::TlsAcceptor::from);
         let shared = Rc::new(Shared {
             router: RefCell::new(router),
             tls: respond::Settings {
                 tls: true,
+                alt_svc: secure_config.alt_svc,
                 ..settings.clone()
             },
             plain: settings,
@@ -263,6 +311,15 @@ fn worker(
             scratch: RefCell::new(h1::Scratch::new()),
             stop: h1::Stop::default(),
         });
+        let quic = match (sockets.h3, secure_config.quic) {
+            (Some(socket), Some(config)) => Some(tokio::task::spawn_local(h3::serve(
+                socket,
+                config,
+                shared.clone(),
+                shutdown.clone(),
+            ))),
+            _ => None,
+        };
         loop {
             let (accepted, is_tls) = tokio::select! {
                 accepted = plain.accept() => (accepted, false),
@@ -313,6 +370,9 @@ fn worker(
         drop(plain);
         drop(secure);
         shared.stop.stop();
+        if let Some(quic) = quic {
+            let _ = quic.await;
+        }
         while shared.open.get() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

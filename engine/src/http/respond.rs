@@ -7,7 +7,7 @@
 
 use crate::routing::{Outcome, PlayerRequest, Router};
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{ALLOW, ALT_SVC, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use std::borrow::Cow;
@@ -26,6 +26,8 @@ pub(super) struct Settings {
     pub policy_header: bool,
     /// The listener is TLS.
     pub tls: bool,
+    /// `Alt-Svc` to send (HTTP/3 advertised on the HTTPS listener).
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// Names the policy version that decided (turned off with
@@ -57,6 +59,8 @@ pub(super) struct Reply {
     pub allow: bool,
     /// `Edgeward-Policy`.
     pub policy: Option<HeaderValue>,
+    /// `Alt-Svc`.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// Answers one player request.
@@ -76,6 +80,7 @@ pub(super) fn answer(router: &RefCell<Router>, settings: &Settings, asked: &Aske
     if settings.policy_header {
         reply.policy = routed.decided_by;
     }
+    reply.alt_svc = settings.alt_svc.clone();
     reply
 }
 
@@ -110,6 +115,7 @@ impl Reply {
             reason,
             allow: false,
             policy: None,
+            alt_svc: None,
         }
     }
 
@@ -120,6 +126,13 @@ impl Reply {
     /// For hyper (HTTP/2, and HTTP/1.1 over TLS), which adds
     /// `Content-Length` and `Date` and drops the body of a `HEAD` answer.
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (head, body) = self.into_parts();
+        head.map(|()| Full::new(body))
+    }
+
+    /// The response head and its body (for HTTP/3, which sends them
+    /// apart).
+    pub fn into_parts(self) -> (Response<()>, Bytes) {
         let body = match &self.reason {
             Some(reason) => {
                 let mut body = String::with_capacity(reason.len() + 1);
@@ -129,7 +142,7 @@ impl Reply {
             }
             None => Bytes::new(),
         };
-        let mut resp = Response::new(Full::new(body));
+        let mut resp = Response::new(());
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
         if let Some(location) = self.location {
@@ -148,7 +161,10 @@ impl Reply {
         if let Some(policy) = self.policy {
             headers.insert(POLICY_HEADER, policy);
         }
-        resp
+        if let Some(alt_svc) = self.alt_svc {
+            headers.insert(ALT_SVC, alt_svc);
+        }
+        (resp, body)
     }
 
     /// Appends the HTTP/1.1 response to `out`, header names in title
