@@ -508,6 +508,7 @@ fn one_request(
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let refuse = |out: &mut Vec<u8>, status: StatusCode, reason: &'static str| {
+        shared.router.borrow().count_unparsed(status.as_u16());
         Reply::refusal(status, Some(Cow::Borrowed(reason))).write_h1(
             false,
             Some("close"),

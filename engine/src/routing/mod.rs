@@ -194,6 +194,14 @@ impl Router {
         self.counted(kind, decided, Some(started))
     }
 
+    /// Counts a request the HTTP layer refused before it could be routed
+    /// (a malformed head: `400`, one too large: `431`), with the others.
+    pub fn count_unparsed(&self, status: u16) {
+        if let Some(m) = &self.metrics {
+            m.request(Kind::Other, status);
+        }
+    }
+
     /// Counts a decided request (its decision time when it got that far)
     /// and gives its answer.
     fn counted(&mut self, kind: Kind, decided: Decided, started: Option<Instant>) -> Routed {
