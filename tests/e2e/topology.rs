@@ -17,6 +17,18 @@ type Case = (&'static str, fn(&mut Value), &'static [&'static str]);
 fn invalid_cases() -> Vec<Case> {
     vec![
         (
+            "a newer schema, with a field this engine does not know",
+            |t| {
+                t["schema"] = json!(2);
+                t["pathways"] = json!([]);
+            },
+            &[
+                "field `schema`",
+                "2 is newer than this engine reads (1)",
+                "upgrade",
+            ],
+        ),
+        (
             "server with a TLS port out of range",
             |t| {
                 t["servers"][0]["tls_port"] = json!(70000);

@@ -65,8 +65,47 @@ impl fmt::Display for Problems<'_> {
 }
 
 /// Parses a topology document. JSON is recognised by its first non-blank
-/// byte (`{`); anything else is read as MessagePack.
+/// byte (`{`); anything else is read as MessagePack. A document of a newer
+/// schema than this engine reads is refused as such, whatever else fails.
 pub fn parse(bytes: &[u8]) -> Result<TopologyDoc, TopologyError> {
+    let doc = parse_any(bytes).map_err(|e| newer_schema(bytes).unwrap_or(e))?;
+    match doc.schema {
+        Some(n) if n > super::model::SCHEMA => Err(schema_error(n)),
+        Some(0) => Err(TopologyError::Invalid(vec![
+            "field `schema`: 0 is not a schema (the first is 1)".into(),
+        ])),
+        _ => Ok(doc),
+    }
+}
+
+/// The refusal of a document of schema `n`, newer than this engine's.
+fn schema_error(n: u32) -> TopologyError {
+    TopologyError::Invalid(vec![format!(
+        "field `schema`: {n} is newer than this engine reads ({}); upgrade this node \
+         (every node of a fleet) before loading documents of schema {n}",
+        super::model::SCHEMA
+    )])
+}
+
+/// When a document did not parse: the refusal for its `schema`, if that
+/// is newer than this engine's (only its top-level `schema` is read).
+fn newer_schema(bytes: &[u8]) -> Option<TopologyError> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        schema: Option<u32>,
+    }
+    let peek: Peek = if is_json(bytes) {
+        serde_json::from_slice(bytes).ok()?
+    } else {
+        rmp_serde::from_slice(bytes).ok()?
+    };
+    peek.schema
+        .filter(|&n| n > super::model::SCHEMA)
+        .map(schema_error)
+}
+
+fn parse_any(bytes: &[u8]) -> Result<TopologyDoc, TopologyError> {
     let _shared_ids = Interning::start();
     if is_json(bytes) {
         let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -737,6 +776,34 @@ mod tests {
         let other = load(compact.clone(), 3).unwrap();
         assert_ne!(other.source.as_ptr(), compact.as_ptr());
         assert_eq!(other.source, canonical);
+    }
+
+    #[test]
+    fn a_document_of_a_newer_schema_is_refused_as_such() {
+        let with = |schema: &str, extra: &str| {
+            DOC.replacen('{', &format!("{{\"schema\": {schema}, {extra}"), 1)
+        };
+        assert!(parse(with("1", "").as_bytes()).is_ok());
+        // Newer: refused for its schema, even when it also has fields this
+        // engine does not know (which would otherwise be the error).
+        for doc in [with("2", ""), with("7", "\"pathways\": [],")] {
+            let e = parse(doc.as_bytes()).unwrap_err().to_string();
+            assert!(
+                e.contains("field `schema`:") && e.contains("is newer than this engine reads (1)"),
+                "{e}"
+            );
+        }
+        let value: serde_json::Value = serde_json::from_str(&with("3", "\"x\": 1,")).unwrap();
+        let msgpack = rmp_serde::to_vec_named(&value).unwrap();
+        let e = parse(&msgpack).unwrap_err().to_string();
+        assert!(e.contains("3 is newer"), "{e}");
+        let e = parse(with("0", "").as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("0 is not a schema"), "{e}");
+        // An unknown field in a document of this schema is still that.
+        let e = parse(with("1", "\"x\": 1,").as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `x`"), "{e}");
     }
 
     #[test]

@@ -24,10 +24,19 @@ fn is_one(w: &u32) -> bool {
     *w == 1
 }
 
+/// The newest topology document schema this engine reads. Documents
+/// without `schema` are schema 1, the format of every edgeward so far.
+pub const SCHEMA: u32 = 1;
+
 /// The whole topology document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyDoc {
+    /// The document's format version, [`SCHEMA`] or older (absent: 1). A
+    /// node refuses a document of a newer schema than it reads, saying so,
+    /// rather than failing on the first field it does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<u32>,
     /// Region serving clients that match no subnet, and the last tier for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_region: Option<String>,

@@ -129,6 +129,7 @@ pub fn generate(spec: Spec) -> TopologyDoc {
     }
 
     TopologyDoc {
+        schema: None,
         default_region: Some("region-0".into()),
         regions: region_docs,
         subnets,
