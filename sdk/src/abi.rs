@@ -12,6 +12,17 @@ thread_local! {
     static DECODED: RefCell<Decoded<Health>> = const { RefCell::new(Decoded::new()) };
 }
 
+/// Runs `f` on the decoding buffers: the thread's own, or (a policy that
+/// re-enters, which it cannot: one call at a time) fresh ones rather than
+/// a panic. The fresh ones are made only then: a `Decoded` is some 300
+/// bytes, and building one per call costs a copy the size of it.
+fn with_decoded<R>(f: impl FnOnce(&mut Decoded<Health>) -> R) -> R {
+    DECODED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut decoded) => f(&mut decoded),
+        Err(_) => f(&mut Decoded::new()),
+    })
+}
+
 /// Decodes the words of a `select` call, seeds [`crate::host::random`]
 /// with the request's seed, and runs `f` on the request and tiers.
 #[doc(hidden)]
@@ -20,15 +31,7 @@ pub fn with_call<R>(
     health: Option<&[ServerHealth]>,
     f: impl FnOnce(&Request, &[Tier]) -> R,
 ) -> R {
-    DECODED.with(|cell| {
-        // A policy that re-enters (it cannot: one call at a time) would get
-        // fresh buffers rather than a panic.
-        let mut fresh = Decoded::new();
-        let mut guard = cell.try_borrow_mut();
-        let decoded = match guard.as_deref_mut() {
-            Ok(d) => d,
-            Err(_) => &mut fresh,
-        };
+    with_decoded(|decoded| {
         decoded.decode(words, |server| {
             health?
                 .iter()
@@ -57,13 +60,7 @@ pub fn declare_headers(names: Vec<String>) -> Vec<String> {
 /// and runs `f` on the poll.
 #[doc(hidden)]
 pub fn with_steer<R>(words: &[u32], state: &[u8], f: impl FnOnce(&SteerPoll<'_>) -> R) -> R {
-    DECODED.with(|cell| {
-        let mut fresh = Decoded::new();
-        let mut guard = cell.try_borrow_mut();
-        let decoded = match guard.as_deref_mut() {
-            Ok(d) => d,
-            Err(_) => &mut fresh,
-        };
+    with_decoded(|decoded| {
         decoded.decode_steer(words);
         crate::host::seed_call(decoded.request.seed);
         f(&SteerPoll {

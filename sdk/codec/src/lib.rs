@@ -238,9 +238,14 @@ impl Country {
         u32::from(self.0[0]) | u32::from(self.0[1]) << 8
     }
 
+    #[inline]
     fn from_word(w: u32) -> Option<Country> {
+        if w == 0 {
+            return None;
+        }
         let [a, b, ..] = w.to_le_bytes();
-        Country::new(std::str::from_utf8(&[a, b]).ok()?)
+        (a.is_ascii_alphabetic() && b.is_ascii_alphabetic())
+            .then(|| Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
     }
 }
 
@@ -968,17 +973,28 @@ impl<H> Decoded<H> {
             return &[];
         };
         let [country, asn, latitude, longitude, geo_flags] = *geo;
-        r.geo = Geo {
-            country: Country::from_word(country),
-            asn: (asn != 0).then_some(asn),
-            location: (geo_flags & GEO_HAS_LOCATION != 0).then(|| Coordinates {
-                latitude: f64::from(f32::from_bits(latitude)),
-                longitude: f64::from(f32::from_bits(longitude)),
-            }),
-            anonymous: AnonymousIp::from_bits_truncate((geo_flags >> GEO_ANONYMOUS_SHIFT) as u8),
-        };
+        if country | asn | geo_flags == 0 {
+            // Nothing known (no GeoIP database: every call, today).
+            r.geo = Geo::default();
+        } else {
+            r.geo = Geo {
+                country: Country::from_word(country),
+                asn: (asn != 0).then_some(asn),
+                location: (geo_flags & GEO_HAS_LOCATION != 0).then(|| Coordinates {
+                    latitude: f64::from(f32::from_bits(latitude)),
+                    longitude: f64::from(f32::from_bits(longitude)),
+                }),
+                anonymous: AnonymousIp::from_bits_truncate(
+                    (geo_flags >> GEO_ANONYMOUS_SHIFT) as u8,
+                ),
+            };
+        }
         let count = rest.first().copied().unwrap_or(0) as usize;
         rest = rest.get(1..).unwrap_or_default();
+        if count == 0 && r.headers.values.is_empty() {
+            // No header declared: the usual case, and nothing to do.
+            return rest;
+        }
         // No more values than words: garbage cannot make this allocate.
         let count = count.min(rest.len());
         r.headers
