@@ -601,3 +601,122 @@ fn http3_needs_an_https_listener() {
         .expect("must not start");
     assert!(err.contains("--tls-listen"), "{err}");
 }
+
+/// `openssl s_client -status` against the HTTPS listener for `name`: what
+/// it printed.
+fn s_client_status(engine: &Engine, name: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(engine.tls.unwrap().to_string())
+        .args(["-servername", name, "-status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl (tests/run installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_ocsp_response_from_a_file_is_stapled_and_a_bad_one_refused() {
+    let dir = TempDir::new("tls-ocsp");
+    let ca = Ca::new("edgeward OCSP CA");
+    ca.write(&dir.path("ca.pem"));
+    std::fs::write(dir.path("ca.key"), ca.key.serialize_pem()).unwrap();
+    ca.leaf(
+        &["a.test"],
+        &KeyPair::generate().unwrap(),
+        &dir.path("a.pem"),
+        &dir.path("a.key"),
+    );
+    // A response for a.pem signed by the CA, from openssl's own responder
+    // (its index is empty, so the certificate's status is `unknown`; the
+    // response itself is `successful`, which is what is stapled).
+    std::fs::write(dir.path("index.txt"), "").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(&dir.0)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "ocsp",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "a.pem",
+        "-no_nonce",
+        "-reqout",
+        "req.der",
+    ]);
+    openssl(&[
+        "ocsp",
+        "-index",
+        "index.txt",
+        "-CA",
+        "ca.pem",
+        "-rsigner",
+        "ca.pem",
+        "-rkey",
+        "ca.key",
+        "-reqin",
+        "req.der",
+        "-respout",
+        "a.ocsp",
+        "-ndays",
+        "1",
+    ]);
+    std::fs::write(dir.path("topology.json"), TOPOLOGY).unwrap();
+    let pair = |ocsp: &str| {
+        format!(
+            "{},{},{}",
+            dir.path("a.pem").display(),
+            dir.path("a.key").display(),
+            dir.path(ocsp).display()
+        )
+    };
+    let engine = Engine::start(&[
+        "--topology",
+        dir.path("topology.json").to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pair("a.ocsp"),
+        "--watch-interval-ms",
+        "100",
+    ]);
+    let seen = s_client_status(&engine, "a.test");
+    assert!(seen.contains("OCSP Response Status: successful"), "{seen}");
+    assert!(seen.contains("Cert Status: unknown"), "{seen}");
+
+    // A file that is not a response is refused; the stapled one stays.
+    let from = engine.log_len();
+    std::fs::write(dir.path("a.ocsp"), "not der").unwrap();
+    let line = engine.wait_log(from, "TLS certificates refused");
+    assert!(
+        line.contains("a.ocsp") && line.contains("not a DER OCSP response"),
+        "{line}"
+    );
+    let seen = s_client_status(&engine, "a.test");
+    assert!(seen.contains("OCSP Response Status: successful"), "{seen}");
+    drop(engine);
+
+    // At start, a `tryLater` saved by a fetcher is refused with its name.
+    std::fs::write(dir.path("later.ocsp"), [0x30, 0x03, 0x0a, 0x01, 0x03]).unwrap();
+    let err = Engine::try_start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pair("later.ocsp"),
+    ])
+    .err()
+    .expect("must not start");
+    assert!(
+        err.contains("later.ocsp") && err.contains("tryLater"),
+        "{err}"
+    );
+}

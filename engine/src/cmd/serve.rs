@@ -54,10 +54,11 @@ pub struct ServeArgs {
     /// certificates). Served by one worker.
     #[arg(long, value_name = "ADDR", requires = "tls_listen")]
     pub h3_listen: Option<SocketAddr>,
-    /// A certificate chain and its private key, PEM: `CERT.pem,KEY.pem`
+    /// A certificate chain and its private key, PEM: `CERT.pem,KEY.pem`,
+    /// optionally with a DER OCSP response to staple: `,OCSP.der`
     /// (repeatable: chosen by the name the client asks for, the first
     /// when none matches). Reloaded on SIGHUP and when a file changes.
-    #[arg(long, value_name = "CERT,KEY")]
+    #[arg(long, value_name = "CERT,KEY[,OCSP]")]
     pub tls_cert: Vec<http::tls::CertPair>,
     /// Connections a worker keeps open at most; beyond, a new connection
     /// is accepted and closed at once.

@@ -15,27 +15,35 @@ use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A certificate chain file and its private key file (PEM).
+/// A certificate chain file and its private key file (PEM), and
+/// optionally an OCSP response to staple (DER).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPair {
     /// The chain, leaf first.
     pub cert: PathBuf,
     /// The leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
     pub key: PathBuf,
+    /// A DER OCSP response for the leaf, stapled to every handshake (as
+    /// nginx's `ssl_stapling_file`: the file is kept fresh by whoever
+    /// fetches it, and reloads like the pair).
+    pub ocsp: Option<PathBuf>,
 }
 
 impl std::str::FromStr for CertPair {
     type Err = String;
 
-    /// `CERT.pem,KEY.pem`.
+    /// `CERT.pem,KEY.pem[,OCSP.der]`.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once(',') {
-            Some((cert, key)) if !cert.is_empty() && !key.is_empty() => Ok(CertPair {
+        let parts: Vec<&str> = s.split(',').collect();
+        match parts[..] {
+            [cert, key] | [cert, key, _] if !cert.is_empty() && !key.is_empty() => Ok(CertPair {
                 cert: cert.into(),
                 key: key.into(),
+                ocsp: parts.get(2).filter(|o| !o.is_empty()).map(PathBuf::from),
             }),
             _ => Err(format!(
-                "{s:?} is not CERT.pem,KEY.pem (a certificate chain and its key)"
+                "{s:?} is not CERT.pem,KEY.pem[,OCSP.der] (a certificate chain, its key and \
+                 optionally an OCSP response to staple)"
             )),
         }
     }
@@ -89,9 +97,15 @@ impl Certificates {
 
     /// The files, for the file watch.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
-        self.pairs
-            .iter()
-            .flat_map(|p| [p.cert.as_path(), p.key.as_path()])
+        self.pairs.iter().flat_map(|p| {
+            [
+                Some(p.cert.as_path()),
+                Some(p.key.as_path()),
+                p.ocsp.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+        })
     }
 
     /// The TLS server configuration: TLS 1.2 and 1.3, these certificates,
@@ -120,6 +134,53 @@ impl ResolvesServerCert for Certificates {
             })
         });
         by_name.or(current.first()).map(|l| l.key.clone())
+    }
+}
+
+/// Checks that `der` is an OCSP response whose `responseStatus` is
+/// `successful` (RFC 6960, 4.2.1: `OCSPResponse ::= SEQUENCE {
+/// responseStatus ENUMERATED, responseBytes [0] EXPLICIT ... }`), which is
+/// all a stapler may rely on without the issuer: a file that is not one,
+/// or a `tryLater` the fetcher saved, is refused rather than stapled.
+fn ocsp_status(der: &[u8]) -> Result<(), String> {
+    let not_ocsp = || "not a DER OCSP response".to_string();
+    let (&tag, rest) = der.split_first().ok_or_else(not_ocsp)?;
+    if tag != 0x30 {
+        return Err(not_ocsp());
+    }
+    // The SEQUENCE's length: short form, or long form of 1 to 4 bytes.
+    let (&len, mut rest) = rest.split_first().ok_or_else(not_ocsp)?;
+    let body_len = if len < 0x80 {
+        usize::from(len)
+    } else {
+        let n = usize::from(len & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return Err(not_ocsp());
+        }
+        let value = rest[..n]
+            .iter()
+            .fold(0usize, |v, &b| v << 8 | usize::from(b));
+        rest = &rest[n..];
+        value
+    };
+    if body_len != rest.len() {
+        return Err(not_ocsp());
+    }
+    match rest {
+        [0x0a, 0x01, 0, ..] if rest.len() > 3 => Ok(()),
+        [0x0a, 0x01, 0] => Err("it is `successful` but carries no response".into()),
+        [0x0a, 0x01, status, ..] => Err(format!(
+            "its status is {} ({status}), not successful",
+            match status {
+                1 => "malformedRequest",
+                2 => "internalError",
+                3 => "tryLater",
+                5 => "sigRequired",
+                6 => "unauthorized",
+                _ => "unknown",
+            }
+        )),
+        _ => Err(not_ocsp()),
     }
 }
 
@@ -157,12 +218,54 @@ fn load_pair(pair: &CertPair, provider: &CryptoProvider) -> Result<Loaded, Strin
         .key_provider
         .load_private_key(key)
         .map_err(|e| format!("TLS key {key_file}: unusable: {e}"))?;
-    let key = CertifiedKey::new(chain, signing);
+    let mut key = CertifiedKey::new(chain, signing);
     key.keys_match().map_err(|e| {
         format!("TLS key {key_file} does not belong to certificate {cert_file}: {e}")
     })?;
+    if let Some(path) = &pair.ocsp {
+        let response = std::fs::read(path)
+            .map_err(|e| format!("OCSP response {}: cannot read it: {e}", path.display()))?;
+        ocsp_status(&response).map_err(|why| format!("OCSP response {}: {why}", path.display()))?;
+        key.ocsp = Some(response);
+    }
     Ok(Loaded {
         key: Arc::new(key),
         names,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_take_an_optional_ocsp_response() {
+        let p: CertPair = "a.pem,a.key".parse().unwrap();
+        assert_eq!(p.ocsp, None);
+        let p: CertPair = "a.pem,a.key,a.ocsp".parse().unwrap();
+        assert_eq!(p.ocsp.as_deref(), Some(Path::new("a.ocsp")));
+        for bad in ["a.pem", ",a.key", "a.pem,", "a,b,c,d"] {
+            assert!(bad.parse::<CertPair>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_successful_ocsp_response_is_stapled() {
+        // SEQUENCE { ENUMERATED 0, [0] { ... } }
+        assert!(ocsp_status(&[0x30, 0x07, 0x0a, 0x01, 0x00, 0xa0, 0x02, 0x05, 0x00]).is_ok());
+        let e = ocsp_status(&[0x30, 0x03, 0x0a, 0x01, 0x03]).unwrap_err();
+        assert!(e.contains("tryLater"), "{e}");
+        assert!(ocsp_status(&[0x30, 0x03, 0x0a, 0x01, 0x00]).is_err());
+        assert!(
+            ocsp_status(b"-----BEGIN")
+                .unwrap_err()
+                .contains("not a DER OCSP")
+        );
+        assert!(ocsp_status(&[0x30, 0x09, 0x0a]).is_err(), "truncated");
+        assert!(ocsp_status(&[]).is_err());
+        // Long-form length.
+        let mut long = vec![0x30, 0x81, 0x83, 0x0a, 0x01, 0x00, 0xa0, 0x7e];
+        long.extend([0u8; 0x7e]);
+        assert!(ocsp_status(&long).is_ok());
+    }
 }
