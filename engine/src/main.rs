@@ -7,6 +7,9 @@ use edgeward::cmd::Cli;
 fn main() -> std::process::ExitCode {
     return_large_blocks_to_the_system();
     let cli = Cli::parse();
+    if !cli.serves() {
+        end_quietly_on_a_closed_pipe();
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -40,5 +43,19 @@ fn return_large_blocks_to_the_system() {
     #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// A command-line tool whose output is cut short (`edgeward policy check
+/// x.wasm | head -1`) should end as `cat` does, not panic in `println!`
+/// with a backtrace: Rust ignores SIGPIPE, so the default is put back for
+/// every command but `serve`, whose sockets must see EPIPE as an error.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition; this runs first
+    // thing in `main`, before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -332,3 +332,22 @@ fn a_wasm_policy_receives_the_request_as_the_engine_parsed_it() {
         "http://echo.invalid/RequestKind::Live/Some(Protocol::Mpd)/Encryption::Cenc/ch1?query=-&client=10.2.0.1&topology=1&tiers=2"
     );
 }
+
+/// A command whose output is cut short (`| head -1`) ends as `cat` does,
+/// killed by SIGPIPE, not with a panic and a backtrace.
+#[test]
+fn a_command_whose_reader_went_away_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(crate::harness::binary())
+        .args(["policy", "check"])
+        .arg(built_policy("nearest"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

@@ -48,6 +48,11 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Whether the command serves (`serve`, or no command at all).
+    pub fn serves(&self) -> bool {
+        matches!(&self.command, None | Some(Command::Serve(_)))
+    }
+
     /// Whether logs go out as JSON lines (`serve --log-format json`).
     pub fn json_logs(&self) -> bool {
         matches!(
