@@ -8,19 +8,9 @@
 use crate::harness::{Engine, TempDir, binary, built_policy, wait_until};
 use serde_json::Value;
 
-/// One region with an edge without TLS, one with `tls_port` 8443 and one
-/// on 443 of weight 0 (never drawn).
-const TOPOLOGY: &str = r#"{
-  "regions": [{"id": "r", "server_groups": ["g"]}],
-  "subnets": [{"cidr": "10.0.0.0/8", "region": "r"}],
-  "server_groups": [{"id": "g", "servers": ["plain", "both", "secure"]}],
-  "servers": [
-    {"id": "plain", "kind": "edge", "host": "plain.test", "port": 80},
-    {"id": "both", "kind": "edge", "host": "both.test", "port": 80, "tls_port": 8443},
-    {"id": "secure", "kind": "edge", "host": "secure.test", "port": 443, "weight": 0}
-  ],
-  "channels": []
-}"#;
+// One region with an edge without TLS, one with `tls_port` 8443 and one
+// on 443 of weight 0 (never drawn): the HTTPS tests' topology.
+use crate::tls::TOPOLOGY;
 
 fn engine_with(dir: &TempDir, policy: &str, config: Option<&str>, extra: &[&str]) -> Engine {
     std::fs::write(dir.path("topology.json"), TOPOLOGY).unwrap();

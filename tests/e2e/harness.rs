@@ -162,6 +162,16 @@ impl Engine {
         }
     }
 
+    /// `edgeward_requests_total{kind, code}` summed over the workers.
+    pub fn requests_total(&self, kind: &str, code: u16) -> u64 {
+        let text = self.admin("GET", "/metrics", b"", "text/plain", None).body;
+        let prefix = format!("edgeward_requests_total{{kind=\"{kind}\",code=\"{code}\",");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
     /// One request on a fresh connection.
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         self.connect().request("GET", path, headers)

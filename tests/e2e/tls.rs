@@ -69,7 +69,7 @@ fn rsa_key(dir: &TempDir) -> KeyPair {
 /// The topology: the client subnet's region has an edge without TLS
 /// (port 80), one with `tls_port` 8443 and one on 443 (TLS implied, but
 /// weight 0: never drawn), so a TLS player always goes to `both`.
-const TOPOLOGY: &str = r#"{
+pub const TOPOLOGY: &str = r#"{
   "regions": [{"id": "r", "server_groups": ["g"]}],
   "subnets": [{"cidr": "10.0.0.0/8", "region": "r"}],
   "server_groups": [{"id": "g", "servers": ["plain", "both", "secure"]}],

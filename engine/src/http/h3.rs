@@ -17,7 +17,6 @@
 
 use super::Shared;
 use super::respond::{self, Asked};
-use crate::routing::headers::RequestHeaders;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -194,25 +193,9 @@ async fn request(
             return;
         }
     };
-    let headers = req.headers();
-    let method = req.method();
-    let get_or_head = method == http::Method::GET || method == http::Method::HEAD;
-    let reply = respond::answer(
-        &shared.router,
-        &shared.tls,
-        &Asked {
-            get_or_head,
-            path: req.uri().path(),
-            query: req.uri().query(),
-            peer: peer.ip(),
-            x_real_ip: headers.get("x-real-ip").map(http::HeaderValue::as_bytes),
-            forwarded_proto: headers
-                .get("x-forwarded-proto")
-                .map(http::HeaderValue::as_bytes),
-            headers: RequestHeaders::Map(headers),
-        },
-    );
+    let reply = respond::answer(&shared.router, &shared.tls, &Asked::of(&req, peer.ip()));
     let (head, body) = reply.into_parts();
+    let method = req.method();
     let sent = async {
         stream.send_response(head).await?;
         if method != http::Method::HEAD && !body.is_empty() {

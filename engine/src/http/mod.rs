@@ -481,19 +481,7 @@ fn service(
         }
         let s = &*shared;
         let settings = if tls { &s.tls } else { &s.plain };
-        let method = req.method();
-        let headers = req.headers();
-        let asked = respond::Asked {
-            get_or_head: method == http::Method::GET || method == http::Method::HEAD,
-            path: req.uri().path(),
-            query: req.uri().query(),
-            peer: peer.ip(),
-            x_real_ip: headers.get("x-real-ip").map(http::HeaderValue::as_bytes),
-            forwarded_proto: headers
-                .get("x-forwarded-proto")
-                .map(http::HeaderValue::as_bytes),
-            headers: crate::routing::headers::RequestHeaders::Map(headers),
-        };
+        let asked = respond::Asked::of(&req, peer.ip());
         let response = respond::answer(&s.router, settings, &asked).into_response();
         std::future::ready(Ok::<_, std::convert::Infallible>(response))
     })

@@ -45,6 +45,23 @@ pub(super) struct Asked<'a> {
     pub headers: crate::routing::headers::RequestHeaders<'a>,
 }
 
+impl<'a> Asked<'a> {
+    /// The parts of a request as hyper and h3 hand it over (HTTP/2, TLS,
+    /// HTTP/3).
+    pub fn of<B>(req: &'a http::Request<B>, peer: std::net::IpAddr) -> Self {
+        let (method, headers) = (req.method(), req.headers());
+        Asked {
+            get_or_head: method == http::Method::GET || method == http::Method::HEAD,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            peer,
+            x_real_ip: headers.get("x-real-ip").map(HeaderValue::as_bytes),
+            forwarded_proto: headers.get("x-forwarded-proto").map(HeaderValue::as_bytes),
+            headers: crate::routing::headers::RequestHeaders::Map(headers),
+        }
+    }
+}
+
 /// One response, before it is put on a wire.
 #[derive(Debug)]
 pub(super) struct Reply {
