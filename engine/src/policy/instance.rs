@@ -188,31 +188,7 @@ impl WarmInstance {
                 r.edgeward_policy_policy()
                     .call_select(&mut self.store, &self.words, health)
             }
-            Router::V0_3(r) => {
-                // 0.3.0's health records are 0.4.0's, field for field.
-                let old: Option<Vec<_>> = health.map(|h| {
-                    h.iter()
-                        .map(|s| v0_3::edgeward::policy::types::ServerHealth {
-                            server: s.server,
-                            health: v0_3::edgeward::policy::types::Health {
-                                rtt_us: s.health.rtt_us,
-                                figures: s
-                                    .health
-                                    .figures
-                                    .iter()
-                                    .map(|f| v0_3::edgeward::policy::types::Figure {
-                                        name: f.name.clone(),
-                                        value: f.value,
-                                    })
-                                    .collect(),
-                            },
-                        })
-                        .collect()
-                });
-                r.edgeward_policy_policy()
-                    .call_select(&mut self.store, &self.words, old.as_deref())
-                    .map(from_v0_3::decision)
-            }
+            Router::V0_3(r) => select_v0_3(r, &mut self.store, &self.words, health),
         };
         if let Some(started) = started {
             self.local.nanos += started.elapsed().as_nanos() as u64;
@@ -345,6 +321,42 @@ impl WarmInstance {
     pub fn note_invalid(&mut self) {
         self.local.invalid += 1;
     }
+}
+
+/// A 0.3.0 policy's `select`, out of the hot path of 0.4.0's (its health
+/// records are 0.4.0's, field for field, in 0.3.0's types).
+#[cold]
+#[inline(never)]
+fn select_v0_3(
+    router: &v0_3::Router,
+    store: &mut Store<HostState>,
+    words: &[u32],
+    health: Option<&[ServerHealth]>,
+) -> wasmtime::Result<Decision> {
+    use v0_3::edgeward::policy::types as old;
+    let health: Option<Vec<old::ServerHealth>> = health.map(|h| {
+        h.iter()
+            .map(|s| old::ServerHealth {
+                server: s.server,
+                health: old::Health {
+                    rtt_us: s.health.rtt_us,
+                    figures: s
+                        .health
+                        .figures
+                        .iter()
+                        .map(|f| old::Figure {
+                            name: f.name.clone(),
+                            value: f.value,
+                        })
+                        .collect(),
+                },
+            })
+            .collect()
+    });
+    router
+        .edgeward_policy_policy()
+        .call_select(store, words, health.as_deref())
+        .map(from_v0_3::decision)
 }
 
 /// What an explained call did besides answering.

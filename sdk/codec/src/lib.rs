@@ -155,23 +155,31 @@ impl Encryption {
     }
 }
 
-impl CandidateState {
-    /// Each flag with its WIT name, in declaration order.
-    pub const NAMED: [(CandidateState, &'static str); 4] = [
-        (CandidateState::SERVER_ACTIVE, "server-active"),
-        (CandidateState::GROUP_ACTIVE, "group-active"),
-        (CandidateState::SERVES_RESOURCE, "serves-resource"),
-        (CandidateState::AVAILABLE, "available"),
-    ];
+/// `NAMED` (each flag with its WIT name, in declaration order) and
+/// `names()` (the WIT names of the flags that are set) for a WIT `flags`.
+macro_rules! wit_flag_names {
+    ($t:ident [$n:literal] { $($flag:ident => $name:literal),* $(,)? }) => {
+        impl $t {
+            /// Each flag with its WIT name, in declaration order.
+            pub const NAMED: [($t, &'static str); $n] = [$(($t::$flag, $name)),*];
 
-    /// The WIT names of the flags that are set.
-    pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMED
-            .into_iter()
-            .filter(move |(flag, _)| self.contains(*flag))
-            .map(|(_, name)| name)
-    }
+            /// The WIT names of the flags that are set.
+            pub fn names(self) -> impl Iterator<Item = &'static str> {
+                Self::NAMED
+                    .into_iter()
+                    .filter(move |(flag, _)| self.contains(*flag))
+                    .map(|(_, name)| name)
+            }
+        }
+    };
 }
+
+wit_flag_names!(CandidateState [4] {
+    SERVER_ACTIVE => "server-active",
+    GROUP_ACTIVE => "group-active",
+    SERVES_RESOURCE => "serves-resource",
+    AVAILABLE => "available",
+});
 
 bitflags::bitflags! {
     /// What a GeoIP anonymous-IP database says of the client (the WIT's
@@ -193,25 +201,14 @@ bitflags::bitflags! {
     }
 }
 
-impl AnonymousIp {
-    /// Each flag with its WIT name, in declaration order.
-    pub const NAMED: [(AnonymousIp, &'static str); 6] = [
-        (AnonymousIp::ANONYMOUS, "anonymous"),
-        (AnonymousIp::VPN, "vpn"),
-        (AnonymousIp::HOSTING_PROVIDER, "hosting-provider"),
-        (AnonymousIp::PUBLIC_PROXY, "public-proxy"),
-        (AnonymousIp::TOR_EXIT_NODE, "tor-exit-node"),
-        (AnonymousIp::RESIDENTIAL_PROXY, "residential-proxy"),
-    ];
-
-    /// The WIT names of the flags that are set.
-    pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMED
-            .into_iter()
-            .filter(move |(flag, _)| self.contains(*flag))
-            .map(|(_, name)| name)
-    }
-}
+wit_flag_names!(AnonymousIp [6] {
+    ANONYMOUS => "anonymous",
+    VPN => "vpn",
+    HOSTING_PROVIDER => "hosting-provider",
+    PUBLIC_PROXY => "public-proxy",
+    TOR_EXIT_NODE => "tor-exit-node",
+    RESIDENTIAL_PROXY => "residential-proxy",
+});
 
 /// An ISO 3166-1 alpha-2 country code (two upper-case ASCII letters).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
