@@ -201,7 +201,11 @@ pub fn spawn_workers(
                 tls: false,
                 alt_svc: None,
             };
-            let alt_svc = alt_svc.clone();
+            // Each worker its own copy: cloning a shared one per answer
+            // would bounce its reference count between the cores' caches.
+            let alt_svc = alt_svc
+                .as_ref()
+                .map(|v| http::HeaderValue::from_bytes(v.as_bytes()).expect("a header value"));
             let quic = quic.clone();
             let mut decider = Decider::new(
                 policies.clone(),
