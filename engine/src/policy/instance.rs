@@ -226,13 +226,13 @@ impl WarmInstance {
         self.enter(topology, request.seed);
         edgeward_codec::encode_steer(request, tiers, pathways, &mut self.words);
         self.local.calls += 1;
-        let Router::V0_4(router) = &self.router else {
-            unreachable!("checked above")
+        let result = match &self.router {
+            Router::V0_4(r) => {
+                r.edgeward_policy_policy()
+                    .call_steer(&mut self.store, &self.words, state)
+            }
+            Router::V0_3(_) => return Ok(SteerDecision::DefaultOrder),
         };
-        let result =
-            router
-                .edgeward_policy_policy()
-                .call_steer(&mut self.store, &self.words, state);
         result.map_err(|e| self.failed(e))
     }
 

@@ -217,12 +217,16 @@ pub struct Country([u8; 2]);
 impl Country {
     /// The code, if `code` is two ASCII letters (either case).
     pub fn new(code: &str) -> Option<Country> {
-        match code.as_bytes() {
-            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                Some(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
-            }
+        match *code.as_bytes() {
+            [a, b] => Country::of_bytes(a, b),
             _ => None,
         }
+    }
+
+    #[inline]
+    fn of_bytes(a: u8, b: u8) -> Option<Country> {
+        (a.is_ascii_alphabetic() && b.is_ascii_alphabetic())
+            .then(|| Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
     }
 
     /// The code, e.g. `"NL"`.
@@ -241,8 +245,7 @@ impl Country {
             return None;
         }
         let [a, b, ..] = w.to_le_bytes();
-        (a.is_ascii_alphabetic() && b.is_ascii_alphabetic())
-            .then(|| Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+        Country::of_bytes(a, b)
     }
 }
 
