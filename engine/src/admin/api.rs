@@ -365,30 +365,22 @@ pub fn parse_header(text: &str) -> Option<(String, String)> {
 fn topology(admin: &Admin, query: &str) -> Reply {
     let t = admin.control.topology.snapshot();
     if query.contains("format=msgpack") {
-        let mut r = Response::new(Full::new(t.source.clone()));
+        let mut r = Response::new(Full::new(t.source().clone()));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/msgpack"),
         );
         return with_version(admin, r, t.version);
     }
-    // Written straight from the document: a `Value` of a million subnets
-    // would cost far more than the text.
-    match crate::topology::parse(&t.source)
-        .map_err(|e| e.to_string())
-        .and_then(|doc| serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string()))
-    {
-        Ok(mut text) => {
-            text.push(b'\n');
-            let mut r = Response::new(Full::new(Bytes::from(text)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            with_version(admin, r, t.version)
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    }
+    // Written straight from the snapshot's parts: a `Value` of a million
+    // subnets would cost far more than the text.
+    let text = crate::topology::document::to_json(&t);
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    with_version(admin, r, t.version)
 }
 
 /// The policy an upload carries and whether to activate it: a raw `.wasm`

@@ -460,7 +460,7 @@ impl Follower {
             .iter()
             .map(|(h, b)| (h.clone(), b.clone()))
             .collect();
-        blobs.push((topology.hash.clone(), topology.source.clone()));
+        blobs.push((topology.hash.clone(), topology.source().clone()));
         let copy = DiskCopy {
             prefix: cluster.keys.prefix().to_string(),
             revision: self.revision,

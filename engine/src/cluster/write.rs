@@ -147,7 +147,7 @@ impl Cluster {
         let checked = control.check_topology(bytes)?;
         let key = self.keys.topology();
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
-        let blob = write_blob(&self.client, &self.keys, &checked.source).await?;
+        let blob = write_blob(&self.client, &self.keys, checked.source()).await?;
         let record = TopologyRecord {
             blob: blob.clone(),
             summary: checked.summary(),

@@ -226,12 +226,17 @@ fn resolve<'a>(topology: &'a Topology, route: &Route<'a>) -> Result<Resolved<'a>
                 404,
                 "no completed record with this protocol and encryption",
             ))?;
-            let dvr = &topology.servers[record.server as usize];
+            // Found by id: a snapshot edited since it was loaded may have
+            // moved servers and channels to other indexes.
+            let dvr = topology
+                .server_index(&record.server)
+                .map(|s| &topology.servers[s as usize])
+                .ok_or(Outcome::refuse(404, "the record's dvr server is gone"))?;
             let prefix = dvr.prefix.as_deref().unwrap_or_default();
             Ok(Resolved {
                 kind: RequestKind::Catchup,
-                channel: Some(program.channel),
-                path: ["dvr/", prefix, &record.path],
+                channel: topology.channel(&program.channel).map(|(i, _)| i),
+                path: ["dvr/", prefix, record.path()],
             })
         }
         Route::Vod(path) => Ok(Resolved {

@@ -256,12 +256,12 @@ fn content(topology: &Topology, route: &Route<'_>) -> Value {
                 }
                 Some(r) => json!({
                     "program": epg_id,
-                    "channel": topology.channels[p.channel as usize].epg_id,
+                    "channel": p.channel,
                     "record": {
-                        "server": topology.servers[r.server as usize].id,
+                        "server": r.server,
                         "protocol": r.protocol,
                         "encryption": r.encryption,
-                        "path": r.path,
+                        "path": r.path(),
                     },
                     "encryption_fallback": (r.encryption != encryption)
                         .then(|| format!("{encryption:?} asked, {:?} served", r.encryption).to_lowercase()),

@@ -8,7 +8,11 @@
 
 use super::model::*;
 use super::prefix_table::{NONE, PrefixTable};
-use super::{Channel, Group, Member, Program, Record, Region, Server, Stream, Subnet, Topology};
+use super::{
+    Channel, Group, Indexes, Member, NetworkDoc, Program, Programs, Record, Region, Server, Stream,
+    Subnet, Subnets, Topology,
+};
+use std::sync::Arc;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use ipnet::IpNet;
@@ -211,9 +215,74 @@ fn build_with(
     version: u64,
 ) -> Result<Topology, TopologyError> {
     let mut v = Validator::default();
-    let ids = Ids::of(&mut v, doc);
+    let network_doc = NetworkDoc {
+        schema: doc.schema,
+        default_region: doc.default_region.clone(),
+        regions: doc.regions.clone(),
+        server_groups: doc.server_groups.clone(),
+        servers: doc.servers.clone(),
+    };
+    let (channels, channel_ids) = channels(&mut v, &doc.channels);
+    let network = network(&mut v, &network_doc, &channel_ids);
+    let subnets = subnets(&mut v, &doc.subnets, &network.indexes.regions);
+    let programs = programs(&mut v, &doc.programs, &channel_ids, &network);
+
+    if !v.problems.is_empty() {
+        return Err(TopologyError::Invalid(v.problems));
+    }
+    let source = match original {
+        Some(bytes) if is_canonical(doc, &bytes) => bytes,
+        _ => Bytes::from(to_msgpack(doc)),
+    };
+    let hash = crate::sha256_hex(&source);
+    let mut indexes = network.indexes;
+    indexes.channels = channel_ids;
+    Ok(Topology {
+        version,
+        hash,
+        regions: network.regions.into(),
+        groups: network.groups.into(),
+        servers: network.servers.into(),
+        subnets: Arc::new(subnets),
+        channels: channels.into(),
+        programs: Arc::new(programs),
+        default_region: network.default_region,
+        network: Arc::new(network_doc),
+        channel_docs: doc.channels.clone().into(),
+        indexes: Arc::new(indexes),
+        source: source.into(),
+    })
+}
+
+/// The network part of a snapshot, built from its documents.
+pub(super) struct Network {
+    pub regions: Vec<Region>,
+    pub groups: Vec<Group>,
+    pub servers: Vec<Server>,
+    pub default_region: Option<u32>,
+    /// Regions, groups and servers by id (channels left empty).
+    pub indexes: Indexes,
+}
+
+/// Checks the network part (regions, groups, servers, default region)
+/// against the channels it may name, and builds it.
+pub(super) fn network(
+    v: &mut Validator,
+    doc: &NetworkDoc,
+    channels: &HashMap<Box<str>, u32>,
+) -> Network {
+    let indexes = Indexes {
+        regions: v.unique_ids("regions", "id", doc.regions.iter().map(|r| r.id.as_str())),
+        groups: v.unique_ids(
+            "server_groups",
+            "id",
+            doc.server_groups.iter().map(|g| g.id.as_str()),
+        ),
+        servers: v.unique_ids("servers", "id", doc.servers.iter().map(|s| s.id.as_str())),
+        channels: HashMap::default(),
+    };
     let default_region = doc.default_region.as_deref().and_then(|id| {
-        let found = ids.regions.get(id).copied();
+        let found = indexes.regions.get(id).copied();
         if found.is_none() {
             v.problem(format!(
                 "field `default_region`: {id:?} is not the id of any region"
@@ -221,185 +290,125 @@ fn build_with(
         }
         found
     });
-    let servers = servers(&mut v, doc);
-    let channels = channels(&mut v, doc);
-    let groups = groups(&mut v, doc, &ids);
-    let regions = regions(&mut v, doc, &ids);
-    let Subnets {
-        mut subnets,
-        names: subnet_names,
-        v4,
-        v6,
-    } = subnets(&mut v, doc, &ids);
-    let programs = programs(&mut v, doc, &ids);
-
-    if !v.problems.is_empty() {
-        return Err(TopologyError::Invalid(v.problems));
-    }
-
-    let (v4_table, parents) = PrefixTable::build(&v4);
-    for (&(_, _, id), parent) in v4.iter().zip(parents) {
-        subnets[id as usize].parent = parent;
-    }
-    let (v6_table, parents) = PrefixTable::build(&v6);
-    for (&(_, _, id), parent) in v6.iter().zip(parents) {
-        subnets[id as usize].parent = parent;
-    }
-
-    let source = match original {
-        Some(bytes) if is_canonical(doc, &bytes) => bytes,
-        _ => Bytes::from(to_msgpack(doc)),
-    };
-    let hash = crate::sha256_hex(&source);
-    Ok(Topology {
-        version,
-        source,
-        hash,
+    let servers = servers(v, &doc.servers);
+    let groups = groups(v, &doc.server_groups, &indexes.servers, channels);
+    let regions = regions(v, doc, &indexes);
+    Network {
         regions,
         groups,
-        channel_by_epg: index_by(channels.iter().map(|c| &c.epg_id)),
-        program_by_epg: index_by(programs.iter().map(|p| &p.epg_id)),
-        server_by_id: index_by(servers.iter().map(|s| &s.id)),
         servers,
-        subnets,
-        subnet_names: subnet_names.into_boxed_slice(),
-        channels,
-        programs,
         default_region,
-        v4: v4_table,
-        v6: v6_table,
-    })
-}
-
-/// The ids of each collection, by their index (duplicates are problems).
-struct Ids<'a> {
-    regions: HashMap<&'a str, u32>,
-    groups: HashMap<&'a str, u32>,
-    servers: HashMap<&'a str, u32>,
-    channels: HashMap<&'a str, u32>,
-}
-
-impl<'a> Ids<'a> {
-    fn of(v: &mut Validator, doc: &'a TopologyDoc) -> Self {
-        let ids = Ids {
-            regions: v.unique_ids("regions", "id", doc.regions.iter().map(|r| r.id.as_str())),
-            groups: v.unique_ids(
-                "server_groups",
-                "id",
-                doc.server_groups.iter().map(|g| g.id.as_str()),
-            ),
-            servers: v.unique_ids("servers", "id", doc.servers.iter().map(|s| s.id.as_str())),
-            channels: v.unique_ids(
-                "channels",
-                "epg_id",
-                doc.channels.iter().map(|c| c.epg_id.as_str()),
-            ),
-        };
-        v.unique_ids(
-            "programs",
-            "epg_id",
-            doc.programs.iter().map(|p| p.epg_id.as_str()),
-        );
-        ids
+        indexes,
     }
 }
 
 /// Servers: port, host, DVR prefix, health check.
-fn servers(v: &mut Validator, doc: &TopologyDoc) -> Vec<Server> {
-    let mut servers = Vec::with_capacity(doc.servers.len());
-    for (i, s) in doc.servers.iter().enumerate() {
-        let obj = format!("servers[{i}] {:?}", s.id);
-        let port = match u16::try_from(s.port) {
-            Ok(p) if p != 0 => p,
-            _ => {
-                v.problem(format!(
-                    "{obj}: field `port`: {} is out of range (1-65535)",
-                    s.port
-                ));
-                80
-            }
-        };
-        let base_url = base_url(&s.host, port);
-        let tls_port = match s.tls_port {
-            None if port == 443 => Some(443),
-            None => None,
-            Some(p) => match u16::try_from(p) {
-                Ok(p) if p != 0 => Some(p),
-                _ => {
-                    v.problem(format!(
-                        "{obj}: field `tls_port`: {p} is out of range (1-65535)"
-                    ));
-                    None
-                }
-            },
-        };
-        let tls_base_url = tls_port.map(|p| tls_base_url(&s.host, p).into());
-        if s.host.is_empty() || base_url.parse::<http::Uri>().is_err() || s.host.contains('/') {
-            v.problem(format!(
-                "{obj}: field `host`: {:?} is not a valid host name or IP address",
-                s.host
-            ));
-        }
-        let prefix = match (s.kind, &s.prefix) {
-            (ServerKind::Dvr, None) => {
-                v.problem(format!("{obj}: field `prefix` is required on a dvr server"));
-                None
-            }
-            (_, Some(p)) => {
-                if p.is_empty() || p.contains('/') || !is_uri_path(p) {
-                    v.problem(format!(
-                        "{obj}: field `prefix`: {p:?} must be one non-empty URL path segment"
-                    ));
-                }
-                Some(p.as_str().into())
-            }
-            (ServerKind::Edge, None) => None,
-        };
-        if let Some(h) = &s.healthcheck {
-            if !h.path.starts_with('/') || !is_uri_path(&h.path) {
-                v.problem(format!(
-                    "{obj}: field `healthcheck.path`: {:?} must be a URL path starting with `/`",
-                    h.path
-                ));
-            }
-            if h.interval.0 == 0 {
-                v.problem(format!(
-                    "{obj}: field `healthcheck.interval` must be positive"
-                ));
-            }
-            if h.timeout.0 == 0 || h.timeout.0 > h.interval.0.max(1) {
-                v.problem(format!(
-                    "{obj}: field `healthcheck.timeout`: {}ms must be positive and at most the interval ({}ms)",
-                    h.timeout.0, h.interval.0
-                ));
-            }
-            if h.rise == 0 || h.fall == 0 {
-                v.problem(format!(
-                    "{obj}: fields `healthcheck.rise` and `healthcheck.fall` must be at least 1"
-                ));
-            }
-        }
-        servers.push(Server {
-            id: s.id.as_str().into(),
-            kind: s.kind,
-            host: s.host.as_str().into(),
-            port,
-            weight: s.weight,
-            active: s.active,
-            prefix,
-            base_url: base_url.into(),
-            tls_port,
-            tls_base_url,
-            healthcheck: s.healthcheck.clone(),
-        });
-    }
-    servers
+fn servers(v: &mut Validator, docs: &[ServerDoc]) -> Vec<Server> {
+    docs.iter()
+        .enumerate()
+        .map(|(i, s)| server(v, &format!("servers[{i}] {:?}", s.id), s))
+        .collect()
 }
 
-/// Channels and their streams: ids usable in a URL, edge paths.
-fn channels(v: &mut Validator, doc: &TopologyDoc) -> Vec<Channel> {
-    let mut channels = Vec::with_capacity(doc.channels.len());
-    for (i, c) in doc.channels.iter().enumerate() {
+/// One server, checked and built; `obj` names it in problems.
+pub(super) fn server(v: &mut Validator, obj: &str, s: &ServerDoc) -> Server {
+    let port = match u16::try_from(s.port) {
+        Ok(p) if p != 0 => p,
+        _ => {
+            v.problem(format!(
+                "{obj}: field `port`: {} is out of range (1-65535)",
+                s.port
+            ));
+            80
+        }
+    };
+    let base_url = base_url(&s.host, port);
+    let tls_port = match s.tls_port {
+        None if port == 443 => Some(443),
+        None => None,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p != 0 => Some(p),
+            _ => {
+                v.problem(format!(
+                    "{obj}: field `tls_port`: {p} is out of range (1-65535)"
+                ));
+                None
+            }
+        },
+    };
+    let tls_base_url = tls_port.map(|p| tls_base_url(&s.host, p).into());
+    if s.host.is_empty() || base_url.parse::<http::Uri>().is_err() || s.host.contains('/') {
+        v.problem(format!(
+            "{obj}: field `host`: {:?} is not a valid host name or IP address",
+            s.host
+        ));
+    }
+    if s.id.is_empty() {
+        v.problem(format!("{obj}: field `id` is empty"));
+    }
+    let prefix = match (s.kind, &s.prefix) {
+        (ServerKind::Dvr, None) => {
+            v.problem(format!("{obj}: field `prefix` is required on a dvr server"));
+            None
+        }
+        (_, Some(p)) => {
+            if p.is_empty() || p.contains('/') || !is_uri_path(p) {
+                v.problem(format!(
+                    "{obj}: field `prefix`: {p:?} must be one non-empty URL path segment"
+                ));
+            }
+            Some(p.as_str().into())
+        }
+        (ServerKind::Edge, None) => None,
+    };
+    if let Some(h) = &s.healthcheck {
+        if !h.path.starts_with('/') || !is_uri_path(&h.path) {
+            v.problem(format!(
+                "{obj}: field `healthcheck.path`: {:?} must be a URL path starting with `/`",
+                h.path
+            ));
+        }
+        if h.interval.0 == 0 {
+            v.problem(format!(
+                "{obj}: field `healthcheck.interval` must be positive"
+            ));
+        }
+        if h.timeout.0 == 0 || h.timeout.0 > h.interval.0.max(1) {
+            v.problem(format!(
+                "{obj}: field `healthcheck.timeout`: {}ms must be positive and at most the interval ({}ms)",
+                h.timeout.0, h.interval.0
+            ));
+        }
+        if h.rise == 0 || h.fall == 0 {
+            v.problem(format!(
+                "{obj}: fields `healthcheck.rise` and `healthcheck.fall` must be at least 1"
+            ));
+        }
+    }
+    Server {
+        id: s.id.as_str().into(),
+        kind: s.kind,
+        host: s.host.as_str().into(),
+        port,
+        weight: s.weight,
+        active: s.active,
+        prefix,
+        base_url: base_url.into(),
+        tls_port,
+        tls_base_url,
+        healthcheck: s.healthcheck.clone(),
+    }
+}
+
+/// Channels and their streams: ids usable in a URL, edge paths. Returns
+/// them with their index by `epg_id`.
+pub(super) fn channels(
+    v: &mut Validator,
+    docs: &[ChannelDoc],
+) -> (Vec<Channel>, HashMap<Box<str>, u32>) {
+    let ids = v.unique_ids("channels", "epg_id", docs.iter().map(|c| c.epg_id.as_str()));
+    let mut channels = Vec::with_capacity(docs.len());
+    for (i, c) in docs.iter().enumerate() {
         let obj = format!("channels[{i}] {:?}", c.epg_id);
         v.check_resource_id(&obj, "epg_id", &c.epg_id);
         let streams = c
@@ -421,16 +430,21 @@ fn channels(v: &mut Validator, doc: &TopologyDoc) -> Vec<Channel> {
             streams,
         });
     }
-    channels
+    (channels, ids)
 }
 
 /// Server groups: the servers and channels they name exist.
-fn groups(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Group> {
-    let mut groups = Vec::with_capacity(doc.server_groups.len());
-    for (i, g) in doc.server_groups.iter().enumerate() {
+fn groups(
+    v: &mut Validator,
+    docs: &[GroupDoc],
+    servers: &HashMap<Box<str>, u32>,
+    channel_ids: &HashMap<Box<str>, u32>,
+) -> Vec<Group> {
+    let mut groups = Vec::with_capacity(docs.len());
+    for (i, g) in docs.iter().enumerate() {
         let obj = format!("server_groups[{i}] {:?}", g.id);
         for (j, s) in g.servers.iter().enumerate() {
-            if !ids.servers.contains_key(s.as_str()) {
+            if !servers.contains_key(s.as_str()) {
                 v.problem(format!(
                     "{obj}: field `servers[{j}]`: {s:?} is not the id of any server"
                 ));
@@ -441,7 +455,7 @@ fn groups(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Group> {
         } else {
             let mut list: Vec<u32> = Vec::with_capacity(g.channels.len());
             for (j, c) in g.channels.iter().enumerate() {
-                match ids.channels.get(c.as_str()) {
+                match channel_ids.get(c.as_str()) {
                     Some(&idx) => list.push(idx),
                     None => v.problem(format!(
                         "{obj}: field `channels[{j}]`: {c:?} is not the epg_id of any channel"
@@ -462,7 +476,7 @@ fn groups(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Group> {
 }
 
 /// Regions, with their (edge server, group) members flattened.
-fn regions(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Region> {
+fn regions(v: &mut Validator, doc: &NetworkDoc, ids: &Indexes) -> Vec<Region> {
     let mut regions = Vec::with_capacity(doc.regions.len());
     for (i, r) in doc.regions.iter().enumerate() {
         let obj = format!("regions[{i}] {:?}", r.id);
@@ -498,25 +512,23 @@ fn regions(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Region> {
     regions
 }
 
-/// The subnets of a document, and their prefixes sorted for indexing.
-struct Subnets {
-    subnets: Vec<Subnet>,
-    names: Vec<(u32, Box<str>)>,
-    v4: Vec<(u32, u8, u32)>,
-    v6: Vec<(u128, u8, u32)>,
-}
-
-/// Subnets: CIDR and region. Duplicate networks are found once the
-/// prefixes are sorted for indexing, where they end up side by side.
-fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
-    let mut subnets = Vec::with_capacity(doc.subnets.len());
-    let mut subnet_names = Vec::new();
-    let mut v4 = Vec::with_capacity(doc.subnets.len());
+/// Subnets: CIDR and region, then indexed. Duplicate networks are found
+/// once the prefixes are sorted for indexing, where they end up side by
+/// side.
+fn subnets(
+    v: &mut Validator,
+    docs: &[SubnetDoc],
+    regions: &HashMap<Box<str>, u32>,
+) -> Subnets {
+    let mut list = Vec::with_capacity(docs.len());
+    let mut names = Vec::new();
+    let mut written = Vec::new();
+    let mut v4 = Vec::with_capacity(docs.len());
     let mut v6 = Vec::new();
-    for (i, s) in doc.subnets.iter().enumerate() {
+    for (i, s) in docs.iter().enumerate() {
         // Messages name the subnet by its place; no text is made for a
         // good one (there may be a million).
-        let region = match ids.regions.get(&*s.region) {
+        let region = match regions.get(&*s.region) {
             Some(&r) => r,
             None => {
                 v.problem(format!(
@@ -527,8 +539,8 @@ fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
                 NONE
             }
         };
-        let net = match &s.cidr {
-            Cidr::Net(n) => n.trunc(),
+        let (net, as_written) = match &s.cidr {
+            Cidr::Net(n) => (n.trunc(), *n),
             Cidr::Invalid(text) => {
                 v.problem(format!(
                     "subnets[{i}]: field `cidr`: {text:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"
@@ -536,7 +548,7 @@ fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
                 continue;
             }
         };
-        // The index in the file: the same as in `subnets` when the document
+        // The index in the file: the same as in `list` when the document
         // is valid (an invalid one is never indexed).
         let id = i as u32;
         match net {
@@ -544,9 +556,12 @@ fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
             IpNet::V6(n) => v6.push((u128::from(n.network()), n.prefix_len(), id)),
         }
         if let Some(name) = &s.name {
-            subnet_names.push((id, name.clone()));
+            names.push((id, name.clone()));
         }
-        subnets.push(Subnet {
+        if as_written != net {
+            written.push((id, as_written));
+        }
+        list.push(Subnet {
             net,
             region,
             parent: NONE,
@@ -557,7 +572,7 @@ fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
     let duplicates = PrefixTable::duplicates(&v4).chain(PrefixTable::duplicates(&v6));
     for (first, again) in duplicates {
         // Only parsed networks were sorted, so this is one.
-        if let Cidr::Net(net) = &doc.subnets[again as usize].cidr {
+        if let Cidr::Net(net) = &docs[again as usize].cidr {
             v.problem(format!(
                 "subnets[{again}]: field `cidr`: {:?} is the same network ({}) as subnets[{first}]",
                 net.to_string(),
@@ -565,82 +580,144 @@ fn subnets(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Subnets {
             ));
         }
     }
+    if !v.problems.is_empty() {
+        return Subnets::empty();
+    }
+    let (v4_table, parents) = PrefixTable::build(&v4);
+    for (&(_, _, id), parent) in v4.iter().zip(parents) {
+        list[id as usize].parent = parent;
+    }
+    drop(v4);
+    let (v6_table, parents) = PrefixTable::build(&v6);
+    for (&(_, _, id), parent) in v6.iter().zip(parents) {
+        list[id as usize].parent = parent;
+    }
     Subnets {
-        subnets,
-        names: subnet_names,
-        v4,
-        v6,
+        list,
+        names,
+        written,
+        v4: v4_table,
+        v6: v6_table,
     }
 }
 
-/// Programs and their records: channel, times, DVR servers, paths.
-fn programs(v: &mut Validator, doc: &TopologyDoc, ids: &Ids<'_>) -> Vec<Program> {
-    let mut programs = Vec::with_capacity(doc.programs.len());
-    for (i, p) in doc.programs.iter().enumerate() {
-        let obj = format!("programs[{i}] {:?}", p.epg_id);
-        v.check_resource_id(&obj, "epg_id", &p.epg_id);
-        let channel = match ids.channels.get(p.channel.as_str()) {
-            Some(&c) => c,
-            None => {
-                v.problem(format!(
-                    "{obj}: field `channel`: {:?} is not the epg_id of any channel",
-                    p.channel
-                ));
-                NONE
-            }
-        };
-        if let (Some(start), Some(end)) = (p.start, p.end)
-            && end < start
-        {
-            v.problem(format!(
-                "{obj}: field `end`: {end} is before `start` {start}"
-            ));
-        }
-        let mut records = Vec::with_capacity(p.records.len());
-        for (j, r) in p.records.iter().enumerate() {
-            let robj = format!("{obj}.records[{j}]");
-            let server = match ids.servers.get(r.server.as_str()) {
-                Some(&s) if doc.servers[s as usize].kind == ServerKind::Dvr => s,
-                Some(_) => {
-                    v.problem(format!(
-                        "{robj}: field `server`: {:?} is an edge server, not a dvr server",
-                        r.server
-                    ));
-                    NONE
-                }
-                None => {
-                    v.problem(format!(
-                        "{robj}: field `server`: {:?} is not the id of any server",
-                        r.server
-                    ));
-                    NONE
-                }
-            };
-            records.push(Record {
-                server,
-                protocol: r.protocol,
-                encryption: r.encryption,
-                path: v.edge_path(&robj, &r.path),
-                status: r.status,
-            });
-        }
-        programs.push(Program {
-            epg_id: p.epg_id.as_str().into(),
-            channel,
-            records: records.into_boxed_slice(),
-        });
+/// Programs and their records: ids, channel, times, DVR servers, paths.
+fn programs(
+    v: &mut Validator,
+    docs: &[ProgramDoc],
+    channels: &HashMap<Box<str>, u32>,
+    network: &Network,
+) -> Programs {
+    let ids = v.unique_ids("programs", "epg_id", docs.iter().map(|p| p.epg_id.as_str()));
+    drop(ids);
+    let mut programs = Programs::default();
+    programs.list.reserve(docs.len());
+    programs.by_epg.reserve(docs.len());
+    for (i, p) in docs.iter().enumerate() {
+        let built = program(v, || format!("programs[{i}] {:?}", p.epg_id), p, channels, network);
+        programs.by_epg.entry(built.epg_id.clone()).or_insert(i as u32);
+        programs.list.push(Arc::new(built));
     }
     programs
 }
 
+/// One program and its records, checked and built; `obj` names it in
+/// problems (made only when there is one).
+pub(super) fn program(
+    v: &mut Validator,
+    obj: impl Fn() -> String,
+    p: &ProgramDoc,
+    channels: &HashMap<Box<str>, u32>,
+    network: &Network,
+) -> Program {
+    if p.epg_id.is_empty() {
+        v.problem(format!("{}: field `epg_id` is empty", obj()));
+    }
+    v.check_resource_id_with(&obj, "epg_id", &p.epg_id);
+    if !channels.contains_key(p.channel.as_str()) {
+        v.problem(format!(
+            "{}: field `channel`: {:?} is not the epg_id of any channel",
+            obj(),
+            p.channel
+        ));
+    }
+    if let (Some(start), Some(end)) = (p.start, p.end)
+        && end < start
+    {
+        v.problem(format!(
+            "{}: field `end`: {end} is before `start` {start}",
+            obj()
+        ));
+    }
+    let records = p
+        .records
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            record(
+                v,
+                || format!("{}.records[{j}]", obj()),
+                r,
+                &network.indexes.servers,
+                &network.servers,
+            )
+        })
+        .collect();
+    Program {
+        epg_id: p.epg_id.as_str().into(),
+        channel: p.channel.as_str().into(),
+        start: p.start,
+        end: p.end,
+        records,
+    }
+}
+
+/// One record, checked and built.
+pub(super) fn record(
+    v: &mut Validator,
+    obj: impl Fn() -> String,
+    r: &RecordDoc,
+    server_ids: &HashMap<Box<str>, u32>,
+    servers: &[Server],
+) -> Record {
+    match server_ids.get(r.server.as_str()) {
+        Some(&s) if servers[s as usize].kind == ServerKind::Dvr => {}
+        Some(_) => v.problem(format!(
+            "{}: field `server`: {:?} is an edge server, not a dvr server",
+            obj(),
+            r.server
+        )),
+        None => v.problem(format!(
+            "{}: field `server`: {:?} is not the id of any server",
+            obj(),
+            r.server
+        )),
+    }
+    let trimmed = r.path.trim_start_matches('/');
+    if trimmed.is_empty() || !is_uri_path(trimmed) {
+        v.problem(format!(
+            "{}: field `path`: {:?} is not a non-empty URL path",
+            obj(),
+            r.path
+        ));
+    }
+    Record {
+        server: r.server.as_str().into(),
+        protocol: r.protocol,
+        encryption: r.encryption,
+        written_path: r.path.as_str().into(),
+        status: r.status,
+    }
+}
+
 /// Collects problems while a document is checked.
 #[derive(Default)]
-struct Validator {
-    problems: Vec<String>,
+pub(super) struct Validator {
+    pub problems: Vec<String>,
 }
 
 impl Validator {
-    fn problem(&mut self, message: String) {
+    pub fn problem(&mut self, message: String) {
         self.problems.push(message);
     }
 
@@ -650,34 +727,45 @@ impl Validator {
         collection: &str,
         field: &str,
         ids: impl Iterator<Item = &'a str>,
-    ) -> HashMap<&'a str, u32> {
-        let mut map = HashMap::new();
+    ) -> HashMap<Box<str>, u32> {
+        let mut map: HashMap<Box<str>, u32> = HashMap::new();
         for (i, id) in ids.enumerate() {
             if id.is_empty() {
                 self.problem(format!("{collection}[{i}]: field `{field}` is empty"));
             }
-            if let Some(first) = map.insert(id, i as u32) {
-                self.problem(format!(
-                    "{collection}[{i}]: field `{field}`: {id:?} is a duplicate of {collection}[{first}]"
-                ));
-                // Keep the first occurrence authoritative.
-                map.insert(id, first);
+            match map.entry(id.into()) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    // The first occurrence stays authoritative.
+                    self.problem(format!(
+                        "{collection}[{i}]: field `{field}`: {id:?} is a duplicate of {collection}[{}]",
+                        first.get()
+                    ));
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i as u32);
+                }
             }
         }
         map
     }
 
     /// An id that appears as one segment of a player URL.
-    fn check_resource_id(&mut self, obj: &str, field: &str, id: &str) {
+    pub fn check_resource_id(&mut self, obj: &str, field: &str, id: &str) {
+        self.check_resource_id_with(&|| obj.to_string(), field, id)
+    }
+
+    /// [`Validator::check_resource_id`], naming the object only if needed.
+    pub fn check_resource_id_with(&mut self, obj: &dyn Fn() -> String, field: &str, id: &str) {
         if !id.is_empty() && (id.contains('/') || !is_uri_path(id)) {
             self.problem(format!(
-                "{obj}: field `{field}`: {id:?} must be usable as one URL path segment"
+                "{}: field `{field}`: {id:?} must be usable as one URL path segment",
+                obj()
             ));
         }
     }
 
     /// A path on an edge, stored without its leading `/`.
-    fn edge_path(&mut self, obj: &str, path: &str) -> Box<str> {
+    pub fn edge_path(&mut self, obj: &str, path: &str) -> Box<str> {
         let trimmed = path.trim_start_matches('/');
         if trimmed.is_empty() || !is_uri_path(trimmed) {
             self.problem(format!(
@@ -724,11 +812,6 @@ fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn index_by<'a>(ids: impl Iterator<Item = &'a Box<str>>) -> HashMap<Box<str>, u32> {
-    ids.enumerate()
-        .map(|(i, id)| (id.clone(), i as u32))
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {
@@ -761,11 +844,11 @@ mod tests {
     #[test]
     fn canonical_messagepack_is_kept_as_the_source_and_other_forms_are_encoded() {
         let from_json = load(Bytes::from_static(DOC.as_bytes()), 1).unwrap();
-        let canonical = from_json.source.clone();
+        let canonical = from_json.source().clone();
         assert_eq!(canonical, to_msgpack(&parse(DOC.as_bytes()).unwrap()));
 
         let again = load(canonical.clone(), 2).unwrap();
-        assert_eq!(again.source.as_ptr(), canonical.as_ptr(), "not copied");
+        assert_eq!(again.source().as_ptr(), canonical.as_ptr(), "not copied");
         assert_eq!(again.hash, from_json.hash);
 
         // MessagePack in another form (fields in another order) is
@@ -774,8 +857,8 @@ mod tests {
         let compact = Bytes::from(rmp_serde::to_vec_named(&value).unwrap());
         assert_ne!(compact, canonical);
         let other = load(compact.clone(), 3).unwrap();
-        assert_ne!(other.source.as_ptr(), compact.as_ptr());
-        assert_eq!(other.source, canonical);
+        assert_ne!(other.source().as_ptr(), compact.as_ptr());
+        assert_eq!(*other.source(), canonical);
     }
 
     #[test]

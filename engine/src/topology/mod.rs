@@ -7,7 +7,14 @@
 //! (which subnets contain this client? which channel has this `epg_id`?)
 //! are answered from prebuilt indexes. Snapshots are never mutated: a new
 //! topology is a new snapshot, published by [`store::TopologyStore`].
+//!
+//! A snapshot is made of parts, each behind its own `Arc`: the network
+//! (regions, groups, servers), the subnets and their prefix tables, the
+//! channels, and the programs. An entity change ([`edit`]) builds a new
+//! snapshot that shares every part it does not touch, so changing a
+//! program on a topology of a million subnets copies no subnet.
 
+pub mod document;
 pub mod load;
 pub mod model;
 pub mod prefix_table;
@@ -17,6 +24,7 @@ pub mod synthetic;
 use foldhash::HashMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 pub use load::{TopologyError, build, load, parse};
 pub use model::{Encryption, Protocol, RecordStatus, ServerKind, TopologyDoc};
@@ -27,34 +35,89 @@ use prefix_table::{NONE, PrefixTable};
 pub struct Topology {
     /// Version number assigned when the snapshot was published.
     pub version: u64,
-    /// The document it was built from, as MessagePack with field names
-    /// (what `GET /topology` serves and what a restart or another node
-    /// loads). When the document arrived in exactly this form, these are
-    /// the bytes it arrived in, not a copy.
-    pub source: bytes::Bytes,
-    /// SHA-256 of `source`, hex.
+    /// What identifies its document: the SHA-256 (hex) of the canonical
+    /// MessagePack of a document loaded whole; after entity changes, the
+    /// SHA-256 of the previous hash and the changes (so every node that
+    /// applies the same changes to the same document agrees on it, and no
+    /// change re-encodes a million subnets to hash them).
     pub hash: String,
     /// Regions, in file order.
-    pub regions: Vec<Region>,
+    pub regions: Arc<[Region]>,
     /// Server groups, in file order.
-    pub groups: Vec<Group>,
+    pub groups: Arc<[Group]>,
     /// Servers, in file order.
-    pub servers: Vec<Server>,
-    /// Client subnets, in file order.
-    pub subnets: Vec<Subnet>,
-    /// Names of the subnets that have one, by subnet index (ascending).
-    subnet_names: Box<[(u32, Box<str>)]>,
+    pub servers: Arc<[Server]>,
+    /// Client subnets, in file order, and their prefix tables.
+    pub subnets: Arc<Subnets>,
     /// Channels, in file order.
-    pub channels: Vec<Channel>,
+    pub channels: Arc<[Channel]>,
     /// Programs, in file order.
-    pub programs: Vec<Program>,
+    pub programs: Arc<Programs>,
     /// Index of the default region.
     pub default_region: Option<u32>,
+    /// The network part as written (what `GET /topology` shows of it and
+    /// what entity changes edit).
+    pub(crate) network: Arc<NetworkDoc>,
+    /// The channels as written.
+    pub(crate) channel_docs: Arc<[model::ChannelDoc]>,
+    indexes: Arc<Indexes>,
+    /// The canonical MessagePack of the document, made when first asked
+    /// for (a document loaded in that form keeps the bytes it came in).
+    source: OnceLock<bytes::Bytes>,
+}
+
+/// The small collections of a document, as written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct NetworkDoc {
+    pub schema: Option<u32>,
+    pub default_region: Option<String>,
+    pub regions: Vec<model::RegionDoc>,
+    pub server_groups: Vec<model::GroupDoc>,
+    pub servers: Vec<model::ServerDoc>,
+}
+
+/// Ids to indexes of the network and the channels.
+#[derive(Debug, Default)]
+pub(crate) struct Indexes {
+    pub regions: HashMap<Box<str>, u32>,
+    pub groups: HashMap<Box<str>, u32>,
+    pub servers: HashMap<Box<str>, u32>,
+    pub channels: HashMap<Box<str>, u32>,
+}
+
+/// The client subnets with their prefix tables.
+#[derive(Debug, Clone)]
+pub struct Subnets {
+    list: Vec<Subnet>,
+    /// Names of the subnets that have one, by subnet index (ascending).
+    names: Vec<(u32, Box<str>)>,
+    /// The CIDRs written with host bits set, as written, by index
+    /// (ascending): `GET /topology` gives them back unchanged.
+    written: Vec<(u32, IpNet)>,
     v4: PrefixTable<u32>,
     v6: PrefixTable<u128>,
-    channel_by_epg: HashMap<Box<str>, u32>,
-    program_by_epg: HashMap<Box<str>, u32>,
-    server_by_id: HashMap<Box<str>, u32>,
+}
+
+impl std::ops::Deref for Subnets {
+    type Target = [Subnet];
+    fn deref(&self) -> &[Subnet] {
+        &self.list
+    }
+}
+
+/// The programs, in file order, each its own allocation so that a new
+/// snapshot shares the ones it does not change.
+#[derive(Debug, Clone, Default)]
+pub struct Programs {
+    list: Vec<Arc<Program>>,
+    by_epg: HashMap<Arc<str>, u32>,
+}
+
+impl std::ops::Deref for Programs {
+    type Target = [Arc<Program>];
+    fn deref(&self) -> &[Arc<Program>] {
+        &self.list
+    }
 }
 
 /// A region and the edge servers its groups offer.
@@ -134,7 +197,7 @@ pub struct Server {
 
 /// A client subnet (28 bytes: a topology may hold millions; its name, if
 /// any, is in [`Topology::subnet_name`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Subnet {
     /// The normalised network.
     pub net: IpNet,
@@ -172,30 +235,42 @@ pub struct Stream {
     pub active: bool,
 }
 
-/// A recorded program.
-#[derive(Debug)]
+/// A recorded program (as written: a program is its own document).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Program {
     /// EPG id.
-    pub epg_id: Box<str>,
-    /// Channel index.
-    pub channel: u32,
+    pub epg_id: Arc<str>,
+    /// `epg_id` of its channel.
+    pub channel: Box<str>,
+    /// Start time.
+    pub start: Option<time::OffsetDateTime>,
+    /// End time.
+    pub end: Option<time::OffsetDateTime>,
     /// Recordings in file order.
     pub records: Box<[Record]>,
 }
 
 /// A recording of a program.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// Index of the DVR server holding it.
-    pub server: u32,
+    /// Id of the DVR server holding it.
+    pub server: Box<str>,
     /// Protocol.
     pub protocol: Protocol,
     /// Encryption.
     pub encryption: Encryption,
-    /// Path below the DVR prefix, without a leading `/`.
-    pub path: Box<str>,
+    /// Path below the DVR prefix, as written (see [`Record::path`]).
+    pub written_path: Box<str>,
     /// Recording state.
     pub status: RecordStatus,
+}
+
+impl Record {
+    /// Path below the DVR prefix, without a leading `/`.
+    #[inline]
+    pub fn path(&self) -> &str {
+        self.written_path.trim_start_matches('/')
+    }
 }
 
 /// The encryptions that may serve a request for `asked`, in order of
@@ -239,10 +314,10 @@ impl Topology {
     #[inline]
     pub fn longest_match(&self, addr: IpAddr) -> Option<u32> {
         match addr {
-            IpAddr::V4(a) => self.v4.longest(u32::from(a)),
+            IpAddr::V4(a) => self.subnets.v4.longest(u32::from(a)),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => self.v4.longest(u32::from(v4)),
-                None => self.v6.longest(u128::from(a)),
+                Some(v4) => self.subnets.v4.longest(u32::from(v4)),
+                None => self.subnets.v6.longest(u128::from(a)),
             },
         }
     }
@@ -260,28 +335,34 @@ impl Topology {
 
     /// The name of subnet `index`, if the file gave it one.
     pub fn subnet_name(&self, index: u32) -> Option<&str> {
-        let at = self
-            .subnet_names
-            .binary_search_by_key(&index, |&(i, _)| i)
-            .ok()?;
-        Some(&self.subnet_names[at].1)
+        self.subnets.name(index)
     }
 
     /// The channel with this EPG id.
     pub fn channel(&self, epg_id: &str) -> Option<(u32, &Channel)> {
-        let &i = self.channel_by_epg.get(epg_id)?;
+        let &i = self.indexes.channels.get(epg_id)?;
         Some((i, &self.channels[i as usize]))
     }
 
     /// The program with this EPG id.
     pub fn program(&self, epg_id: &str) -> Option<(u32, &Program)> {
-        let &i = self.program_by_epg.get(epg_id)?;
-        Some((i, &self.programs[i as usize]))
+        let &i = self.programs.by_epg.get(epg_id)?;
+        Some((i, &self.programs.list[i as usize]))
     }
 
     /// The index of the server with this id.
     pub fn server_index(&self, id: &str) -> Option<u32> {
-        self.server_by_id.get(id).copied()
+        self.indexes.servers.get(id).copied()
+    }
+
+    /// The index of the region with this id.
+    pub fn region_index(&self, id: &str) -> Option<u32> {
+        self.indexes.regions.get(id).copied()
+    }
+
+    /// The index of the server group with this id.
+    pub fn group_index(&self, id: &str) -> Option<u32> {
+        self.indexes.groups.get(id).copied()
     }
 
     /// A one-line summary, e.g. for `check-topology` and reload logs.
@@ -312,5 +393,59 @@ impl Topology {
             self.default_region
                 .map_or("none", |r| &*self.regions[r as usize].id),
         )
+    }
+}
+
+impl Subnets {
+    /// The name of subnet `index`, if it has one.
+    pub fn name(&self, index: u32) -> Option<&str> {
+        let at = self.names.binary_search_by_key(&index, |&(i, _)| i).ok()?;
+        Some(&self.names[at].1)
+    }
+
+    /// The CIDR of subnet `index` as written (host bits and all).
+    pub fn written(&self, index: u32) -> IpNet {
+        match self.written.binary_search_by_key(&index, |&(i, _)| i) {
+            Ok(at) => self.written[at].1,
+            Err(_) => self.list[index as usize].net,
+        }
+    }
+
+    /// The index of the subnet of exactly this (normalised) network.
+    pub fn find(&self, net: IpNet) -> Option<u32> {
+        let net = net.trunc();
+        let found = match net {
+            IpNet::V4(n) => self.v4.longest(u32::from(n.network())),
+            IpNet::V6(n) => self.v6.longest(u128::from(n.network())),
+        };
+        // The most specific subnet at the network's first address is it,
+        // or one inside it, or one enclosing it: walk up to its length.
+        let mut at = found?;
+        loop {
+            let s = &self.list[at as usize];
+            match s.net.prefix_len().cmp(&net.prefix_len()) {
+                std::cmp::Ordering::Equal => return (s.net == net).then_some(at),
+                std::cmp::Ordering::Less => return None,
+                std::cmp::Ordering::Greater => {
+                    if s.parent == NONE {
+                        return None;
+                    }
+                    at = s.parent;
+                }
+            }
+        }
+    }
+}
+
+impl Subnets {
+    /// No subnets.
+    pub(crate) fn empty() -> Self {
+        Subnets {
+            list: Vec::new(),
+            names: Vec::new(),
+            written: Vec::new(),
+            v4: PrefixTable::build(&[]).0,
+            v6: PrefixTable::build(&[]).0,
+        }
     }
 }

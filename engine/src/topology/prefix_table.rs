@@ -60,7 +60,7 @@ pub const NONE: u32 = u32::MAX;
 const BUCKETS: usize = 1 << 16;
 
 /// A longest-prefix-match table from addresses to prefix ids.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PrefixTable<K> {
     /// First address of each elementary interval, ascending; `starts[0]` is 0.
     starts: Vec<K>,
