@@ -11,8 +11,8 @@
 use super::model::{ProgramDoc, RecordDoc, TopologyDoc};
 use super::{Program, Topology};
 use bytes::Bytes;
-use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 impl Topology {
     /// The document as canonical MessagePack, encoded when first asked

@@ -12,12 +12,12 @@ use super::{
     Channel, Group, Indexes, Member, NetworkDoc, Program, Programs, Record, Region, Server, Stream,
     Subnet, Subnets, Topology,
 };
-use std::sync::Arc;
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use ipnet::IpNet;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// At most this many problems are listed; the rest are counted.
 const MAX_LISTED: usize = 50;
@@ -250,6 +250,7 @@ fn build_with(
         network: Arc::new(network_doc),
         channel_docs: doc.channels.clone().into(),
         indexes: Arc::new(indexes),
+        revisions: Arc::default(),
         source: source.into(),
     })
 }
@@ -515,11 +516,7 @@ fn regions(v: &mut Validator, doc: &NetworkDoc, ids: &Indexes) -> Vec<Region> {
 /// Subnets: CIDR and region, then indexed. Duplicate networks are found
 /// once the prefixes are sorted for indexing, where they end up side by
 /// side.
-fn subnets(
-    v: &mut Validator,
-    docs: &[SubnetDoc],
-    regions: &HashMap<Box<str>, u32>,
-) -> Subnets {
+fn subnets(v: &mut Validator, docs: &[SubnetDoc], regions: &HashMap<Box<str>, u32>) -> Subnets {
     let mut list = Vec::with_capacity(docs.len());
     let mut names = Vec::new();
     let mut written = Vec::new();
@@ -614,8 +611,18 @@ fn programs(
     programs.list.reserve(docs.len());
     programs.by_epg.reserve(docs.len());
     for (i, p) in docs.iter().enumerate() {
-        let built = program(v, || format!("programs[{i}] {:?}", p.epg_id), p, channels, network);
-        programs.by_epg.entry(built.epg_id.clone()).or_insert(i as u32);
+        let built = program(
+            v,
+            || format!("programs[{i}] {:?}", p.epg_id),
+            p,
+            channels,
+            &network.indexes.servers,
+            &network.servers,
+        );
+        programs
+            .by_epg
+            .entry(built.epg_id.clone())
+            .or_insert(i as u32);
         programs.list.push(Arc::new(built));
     }
     programs
@@ -628,7 +635,8 @@ pub(super) fn program(
     obj: impl Fn() -> String,
     p: &ProgramDoc,
     channels: &HashMap<Box<str>, u32>,
-    network: &Network,
+    server_ids: &HashMap<Box<str>, u32>,
+    servers: &[Server],
 ) -> Program {
     if p.epg_id.is_empty() {
         v.problem(format!("{}: field `epg_id` is empty", obj()));
@@ -658,8 +666,8 @@ pub(super) fn program(
                 v,
                 || format!("{}.records[{j}]", obj()),
                 r,
-                &network.indexes.servers,
-                &network.servers,
+                server_ids,
+                servers,
             )
         })
         .collect();
@@ -811,7 +819,6 @@ fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
         host.into()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,8 @@
 //! program on a topology of a million subnets copies no subnet.
 
 pub mod document;
+pub mod edit;
+pub mod entity;
 pub mod load;
 pub mod model;
 pub mod prefix_table;
@@ -61,6 +63,8 @@ pub struct Topology {
     /// The channels as written.
     pub(crate) channel_docs: Arc<[model::ChannelDoc]>,
     indexes: Arc<Indexes>,
+    /// The revisions of its entities.
+    revisions: Arc<Revisions>,
     /// The canonical MessagePack of the document, made when first asked
     /// for (a document loaded in that form keeps the bytes it came in).
     source: OnceLock<bytes::Bytes>,
@@ -83,6 +87,18 @@ pub(crate) struct Indexes {
     pub groups: HashMap<Box<str>, u32>,
     pub servers: HashMap<Box<str>, u32>,
     pub channels: HashMap<Box<str>, u32>,
+}
+
+/// Which revision each entity is at: the document's, unless an entity
+/// change touched it since the document was loaded.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Revisions {
+    /// The revision of the document loaded whole.
+    pub base: u64,
+    /// The revision of the last change.
+    pub last: u64,
+    /// The entities changed since, at their revision.
+    pub changed: HashMap<(entity::Kind, Box<str>), u64>,
 }
 
 /// The client subnets with their prefix tables.
@@ -310,6 +326,16 @@ impl Program {
 }
 
 impl Topology {
+    /// This snapshot, its document (and so every entity) at `revision`.
+    pub fn at_revision(mut self, revision: u64) -> Self {
+        self.revisions = Arc::new(Revisions {
+            base: revision,
+            last: revision,
+            changed: HashMap::default(),
+        });
+        self
+    }
+
     /// The index of the most specific subnet containing `addr`.
     #[inline]
     pub fn longest_match(&self, addr: IpAddr) -> Option<u32> {

@@ -170,6 +170,115 @@ impl<K: PrefixKey> PrefixTable<K> {
         (label != NONE).then_some(label)
     }
 
+    /// Adds the prefix `start/len` as `id`, in place: the intervals it
+    /// covers that were labelled with an enclosing prefix (or none) take
+    /// its id; those of prefixes nested inside it keep theirs. `len_of`
+    /// gives the length of a labelled prefix. The prefix must not be in the
+    /// table already. Costs a move of the intervals after it and a pass
+    /// over the buckets: a few milliseconds for a million prefixes.
+    pub fn insert(&mut self, start: K, len: u8, id: u32, len_of: impl Fn(u32) -> u8) {
+        let last = start.last_of(len);
+        let first = self.split_at(start);
+        if let Some(after) = last.succ() {
+            self.split_at(after);
+        }
+        let mut i = first;
+        while i < self.starts.len() && self.starts[i] <= last {
+            let label = self.labels[i];
+            if label == NONE || len_of(label) < len {
+                self.labels[i] = id;
+            }
+            i += 1;
+        }
+        self.merge_around(first, i);
+        self.rebucket();
+    }
+
+    /// Removes the prefix labelled `id` (of `start/len`): its intervals
+    /// take `parent`'s label (the most specific prefix enclosing it, or
+    /// [`NONE`]).
+    pub fn remove(&mut self, start: K, len: u8, id: u32, parent: u32) {
+        let last = start.last_of(len);
+        let first = self.index_of(start);
+        let mut i = first;
+        while i < self.starts.len() && self.starts[i] <= last {
+            if self.labels[i] == id {
+                self.labels[i] = parent;
+            }
+            i += 1;
+        }
+        self.merge_around(first, i);
+        self.rebucket();
+    }
+
+    /// Renumbers labels: every id above `removed` moves down by one (the
+    /// prefix list lost its entry `removed`).
+    pub fn renumber_after(&mut self, removed: u32) {
+        for label in &mut self.labels {
+            if *label != NONE && *label > removed {
+                *label -= 1;
+            }
+        }
+    }
+
+    /// The index of the interval holding `addr`.
+    fn index_of(&self, addr: K) -> usize {
+        self.starts.partition_point(|&s| s <= addr) - 1
+    }
+
+    /// Makes `addr` the start of an interval (splitting the one holding
+    /// it) and returns that interval's index.
+    fn split_at(&mut self, addr: K) -> usize {
+        let i = self.index_of(addr);
+        if self.starts[i] == addr {
+            return i;
+        }
+        self.starts.insert(i + 1, addr);
+        self.labels.insert(i + 1, self.labels[i]);
+        i + 1
+    }
+
+    /// Merges neighbours with the same label among intervals
+    /// `from - 1 ..= to` (the ones a change touched, and the two beside).
+    fn merge_around(&mut self, from: usize, to: usize) {
+        let lo = from.saturating_sub(1);
+        let hi = (to + 1).min(self.starts.len());
+        let mut kept_starts = Vec::with_capacity(hi - lo);
+        let mut kept_labels = Vec::with_capacity(hi - lo);
+        for i in lo..hi {
+            if kept_labels.last() == Some(&self.labels[i]) {
+                continue;
+            }
+            kept_starts.push(self.starts[i]);
+            kept_labels.push(self.labels[i]);
+        }
+        self.starts.splice(lo..hi, kept_starts);
+        self.labels.splice(lo..hi, kept_labels);
+    }
+
+    /// Recomputes the bucket index after intervals moved.
+    fn rebucket(&mut self) {
+        let mut i = 0usize;
+        for b in 0..BUCKETS {
+            let bucket_start = K::bucket_start(b);
+            while i < self.starts.len() && self.starts[i] < bucket_start {
+                i += 1;
+            }
+            self.buckets[b] = i as u32;
+        }
+        self.buckets[BUCKETS] = self.starts.len() as u32;
+    }
+
+    /// The label of every interval and where it starts (for tests).
+    #[cfg(test)]
+    fn intervals_list(&self) -> Vec<(K, u32)> {
+        self.starts
+            .iter()
+            .copied()
+            .zip(self.labels.iter().copied())
+            .collect()
+    }
+
     /// Number of elementary intervals (for memory accounting and tests).
     pub fn intervals(&self) -> usize {
         self.starts.len()
@@ -301,5 +410,66 @@ mod tests {
         PrefixTable::sort(&mut entries);
         let found: Vec<_> = PrefixTable::duplicates(&entries).collect();
         assert_eq!(found, vec![(0, 2), (1, 4)]);
+    }
+
+    #[test]
+    fn inserts_and_removals_in_place_build_the_table_a_build_would() {
+        let mut x: u64 = 0x9e37_79b9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Prefixes by id (None: removed), nested in a few /8s.
+        let mut live: Vec<(u32, u8)> = Vec::new();
+        let (mut table, _) = PrefixTable::<u32>::build(&[]);
+        for round in 0..1500 {
+            let r = next();
+            if r % 3 == 0 && !live.is_empty() {
+                // Remove one: its parent is the longest strictly shorter
+                // prefix holding it.
+                let at = (r >> 8) as usize % live.len();
+                let (net, len) = live[at];
+                let entries: Vec<_> = live
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(n, l))| (n, l, i as u32))
+                    .collect();
+                let shorter: Vec<_> = entries.iter().copied().filter(|e| e.1 < len).collect();
+                let parent = naive(&shorter, net).unwrap_or(NONE);
+                table.remove(net, len, at as u32, parent);
+                table.renumber_after(at as u32);
+                live.remove(at);
+            } else {
+                let len = (r % 33) as u8;
+                let addr = ((r >> 8) as u32 & 0x03_ff_ff_ff) | (((r >> 40) as u32 % 3) << 28);
+                let net = addr & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                if live.contains(&(net, len)) {
+                    continue;
+                }
+                let lens: Vec<u8> = live.iter().map(|e| e.1).collect();
+                table.insert(net, len, live.len() as u32, |id| lens[id as usize]);
+                live.push((net, len));
+            }
+            if round % 100 == 99 {
+                let entries: Vec<_> = live
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(n, l))| (n, l, i as u32))
+                    .collect();
+                let (rebuilt, _) = built(&entries);
+                assert_eq!(
+                    table.intervals_list(),
+                    rebuilt.intervals_list(),
+                    "round {round}"
+                );
+                assert_eq!(table.buckets, rebuilt.buckets);
+                for _ in 0..500 {
+                    let a = (next() as u32 & 0x03_ff_ff_ff) | (((next() >> 32) as u32 % 4) << 28);
+                    assert_eq!(table.longest(a), naive(&entries, a));
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,1603 @@
+//! Entity changes: a batch of edits applied to a snapshot, giving the next
+//! one, or refused whole.
+//!
+//! Edits are applied in order to a draft, each checked against the state
+//! the ones before it left (so one batch can delete a program's records and
+//! then the program). A draft copies only the parts it touches:
+//!
+//! - the network (regions, groups, servers) and the channels are small:
+//!   an edit of one rebuilds both with the loader's own checks;
+//! - a subnet is added to or removed from the prefix tables in place;
+//! - a program or record replaces that one program.
+//!
+//! Referential integrity is checked where a document cannot express it:
+//! deleting what something still names is refused, naming what names it.
+
+use super::entity::{
+    ChannelEntity, Kind, ProgramEntity, RecordEntity, StreamEntity, channel_entity, program_entity,
+    records_of, subnet_key,
+};
+use super::load::{self, Validator};
+use super::model::*;
+use super::prefix_table::NONE;
+use super::{Channel, Indexes, NetworkDoc, Program, Programs, Region, Revisions, Server, Subnet};
+use super::{Group, Subnets, Topology};
+use foldhash::HashMap;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+
+/// What an edit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Add an entity (its key is in its value).
+    Create,
+    /// Replace an entity's value.
+    Replace,
+    /// Merge fields into an entity's value (JSON merge patch, RFC 7396).
+    Update,
+    /// Remove an entity.
+    Delete,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Replace => "replace",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// One entity change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edit {
+    /// What to do.
+    pub op: Op,
+    /// To which kind of entity.
+    pub kind: Kind,
+    /// Which one (not for `create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its value (`create`, `replace`) or the fields to change (`update`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// The revision the change is based on: if the entity is at another,
+    /// the change is a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<u64>,
+}
+
+/// What one edit changed: the entity before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// What was done.
+    pub op: Op,
+    /// To which kind.
+    pub kind: Kind,
+    /// The entity's key.
+    pub key: String,
+    /// Its value before (none when created).
+    pub before: Option<Value>,
+    /// Its value after (none when deleted).
+    pub after: Option<Value>,
+}
+
+/// Why a batch was refused (nothing changed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EditError {
+    /// Which kind of refusal.
+    pub reason: Reason,
+    /// What was wrong, naming the edit, the object, the field and the value.
+    pub message: String,
+    /// The entity's current revision (for conflicts).
+    pub current: Option<u64>,
+}
+
+/// The kinds of refusal (each its own HTTP status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The value is not valid (400).
+    Invalid,
+    /// No such entity (404).
+    NotFound,
+    /// It exists already (409).
+    Exists,
+    /// It was changed since the revision the edit was based on (409).
+    Conflict,
+    /// Something still refers to it (409).
+    InUse,
+}
+
+/// The outcome of a batch.
+pub struct Edited {
+    /// The new snapshot.
+    pub topology: Topology,
+    /// What each edit changed.
+    pub applied: Vec<Applied>,
+}
+
+/// Applies `edits` to `base`, giving the snapshot `version` at
+/// `revision`; refused whole at the first edit that fails.
+pub fn apply(
+    base: &Topology,
+    edits: &[Edit],
+    version: u64,
+    revision: u64,
+) -> Result<Edited, EditError> {
+    let mut draft = Draft::new(base, revision);
+    let mut applied = Vec::with_capacity(edits.len());
+    for (i, edit) in edits.iter().enumerate() {
+        let done = draft.edit(edit).map_err(|mut e| {
+            let what = match &edit.key {
+                Some(key) => format!("{} {} {key:?}", edit.op.verb(), edit.kind.singular()),
+                None => format!("{} {}", edit.op.verb(), edit.kind.singular()),
+            };
+            e.message = if edits.len() == 1 {
+                format!("{what}: {}", e.message)
+            } else {
+                format!(
+                    "change {} of {} ({what}): {}",
+                    i + 1,
+                    edits.len(),
+                    e.message
+                )
+            };
+            e
+        })?;
+        applied.push(done);
+    }
+    let hash = {
+        let mut chained = base.hash.clone().into_bytes();
+        chained.push(b'\n');
+        serde_json::to_writer(&mut chained, edits).expect("edits serialise");
+        crate::sha256_hex(&chained)
+    };
+    Ok(Edited {
+        topology: draft.finish(version, hash),
+        applied,
+    })
+}
+
+fn refuse(reason: Reason, message: String) -> EditError {
+    EditError {
+        reason,
+        message,
+        current: None,
+    }
+}
+
+fn invalid(message: String) -> EditError {
+    refuse(Reason::Invalid, message)
+}
+
+/// The derived network and channels of a draft, rebuilt after an edit of
+/// either.
+struct Built {
+    regions: Vec<Region>,
+    groups: Vec<Group>,
+    servers: Vec<Server>,
+    default_region: Option<u32>,
+    channels: Vec<Channel>,
+    indexes: Indexes,
+}
+
+/// A snapshot being edited: the parts touched so far, copied.
+struct Draft<'a> {
+    base: &'a Topology,
+    revision: u64,
+    network: Option<NetworkDoc>,
+    channel_docs: Option<Vec<ChannelDoc>>,
+    built: Option<Built>,
+    subnets: Option<Subnets>,
+    programs: Option<Programs>,
+    changed: Option<HashMap<(Kind, Box<str>), u64>>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(base: &'a Topology, revision: u64) -> Self {
+        Draft {
+            base,
+            revision,
+            network: None,
+            channel_docs: None,
+            built: None,
+            subnets: None,
+            programs: None,
+            changed: None,
+        }
+    }
+
+    fn net(&self) -> &NetworkDoc {
+        self.network.as_ref().unwrap_or(&self.base.network)
+    }
+
+    fn net_mut(&mut self) -> &mut NetworkDoc {
+        self.network
+            .get_or_insert_with(|| (*self.base.network).clone())
+    }
+
+    fn channel_docs(&self) -> &[ChannelDoc] {
+        self.channel_docs
+            .as_deref()
+            .unwrap_or(&self.base.channel_docs)
+    }
+
+    fn channel_docs_mut(&mut self) -> &mut Vec<ChannelDoc> {
+        self.channel_docs
+            .get_or_insert_with(|| self.base.channel_docs.to_vec())
+    }
+
+    fn subnets(&self) -> &Subnets {
+        self.subnets.as_ref().unwrap_or(&self.base.subnets)
+    }
+
+    fn subnets_mut(&mut self) -> &mut Subnets {
+        self.subnets
+            .get_or_insert_with(|| (*self.base.subnets).clone())
+    }
+
+    fn programs(&self) -> &Programs {
+        self.programs.as_ref().unwrap_or(&self.base.programs)
+    }
+
+    fn programs_mut(&mut self) -> &mut Programs {
+        self.programs
+            .get_or_insert_with(|| (*self.base.programs).clone())
+    }
+
+    fn indexes(&self) -> &Indexes {
+        self.built
+            .as_ref()
+            .map_or(&self.base.indexes, |b| &b.indexes)
+    }
+
+    fn servers(&self) -> &[Server] {
+        self.built
+            .as_ref()
+            .map_or(&self.base.servers, |b| &b.servers)
+    }
+
+    fn regions(&self) -> &[Region] {
+        self.built
+            .as_ref()
+            .map_or(&self.base.regions, |b| &b.regions)
+    }
+
+    fn revision_of(&self, kind: Kind, key: &str) -> u64 {
+        let changed = self
+            .changed
+            .as_ref()
+            .unwrap_or(&self.base.revisions.changed);
+        changed
+            .get(&(kind, key.into()))
+            .copied()
+            .unwrap_or(self.base.revisions.base)
+    }
+
+    fn touched(&mut self, kind: Kind, key: &str, deleted: bool) {
+        let changed = self
+            .changed
+            .get_or_insert_with(|| self.base.revisions.changed.clone());
+        if deleted {
+            changed.remove(&(kind, key.into()));
+        } else {
+            changed.insert((kind, key.into()), self.revision);
+        }
+    }
+
+    /// Rebuilds the network and channels from their documents, with the
+    /// loader's checks.
+    fn rebuild(&mut self) -> Result<(), EditError> {
+        let mut v = Validator::default();
+        let (channels, channel_ids) = load::channels(&mut v, self.channel_docs());
+        let network = load::network(&mut v, self.net(), &channel_ids);
+        if !v.problems.is_empty() {
+            return Err(invalid(v.problems.join("; ")));
+        }
+        let mut indexes = network.indexes;
+        indexes.channels = channel_ids;
+        self.built = Some(Built {
+            regions: network.regions,
+            groups: network.groups,
+            servers: network.servers,
+            default_region: network.default_region,
+            channels,
+            indexes,
+        });
+        Ok(())
+    }
+
+    fn finish(self, version: u64, hash: String) -> Topology {
+        let base = self.base;
+        let (regions, groups, servers, default_region, channels, indexes) = match self.built {
+            Some(b) => (
+                b.regions.into(),
+                b.groups.into(),
+                b.servers.into(),
+                b.default_region,
+                b.channels.into(),
+                Arc::new(b.indexes),
+            ),
+            None => (
+                base.regions.clone(),
+                base.groups.clone(),
+                base.servers.clone(),
+                base.default_region,
+                base.channels.clone(),
+                base.indexes.clone(),
+            ),
+        };
+        Topology {
+            version,
+            hash,
+            regions,
+            groups,
+            servers,
+            subnets: self.subnets.map_or_else(|| base.subnets.clone(), Arc::new),
+            channels,
+            programs: self
+                .programs
+                .map_or_else(|| base.programs.clone(), Arc::new),
+            default_region,
+            network: self.network.map_or_else(|| base.network.clone(), Arc::new),
+            channel_docs: self
+                .channel_docs
+                .map_or_else(|| base.channel_docs.clone(), Into::into),
+            indexes,
+            revisions: Arc::new(Revisions {
+                base: base.revisions.base,
+                last: self.revision,
+                changed: self
+                    .changed
+                    .unwrap_or_else(|| base.revisions.changed.clone()),
+            }),
+            source: OnceLock::new(),
+        }
+    }
+
+    /// The current form of `kind`/`key` in the draft.
+    fn current(&self, kind: Kind, key: &str) -> Option<Value> {
+        Some(match kind {
+            Kind::Regions => value(self.net().regions.iter().find(|r| r.id == key)?),
+            Kind::ServerGroups => value(self.net().server_groups.iter().find(|g| g.id == key)?),
+            Kind::Servers => value(self.net().servers.iter().find(|s| s.id == key)?),
+            Kind::Channels => value(&channel_entity(
+                self.channel_docs().iter().find(|c| c.epg_id == key)?,
+            )),
+            Kind::Streams => {
+                let (c, at) = self.find_stream(key)?;
+                let doc = &self.channel_docs()[c];
+                let s = &doc.streams[at];
+                value(&StreamEntity {
+                    channel: doc.epg_id.clone(),
+                    protocol: s.protocol,
+                    encryption: s.encryption,
+                    path: s.path.clone(),
+                    active: s.active,
+                })
+            }
+            Kind::Programs => {
+                let &i = self.programs().by_epg.get(key)?;
+                value(&program_entity(&self.programs().list[i as usize]))
+            }
+            Kind::Records => {
+                let (p, at) = self.find_record(key)?;
+                let program = &self.programs().list[p];
+                let (_, r) = records_of(program).swap_remove(at);
+                value(&r)
+            }
+            Kind::Subnets => {
+                let i = self.subnets().find(subnet_key(key)?)?;
+                let s = &self.subnets()[i as usize];
+                value(&super::document::SubnetView {
+                    cidr: self.subnets().written(i),
+                    region: &self.regions()[s.region as usize].id,
+                    name: self.subnets().name(i),
+                })
+            }
+        })
+    }
+
+    /// The stream `key` names: its channel's index and its place there.
+    fn find_stream(&self, key: &str) -> Option<(usize, usize)> {
+        let channel = key.split('/').next()?;
+        let c = self
+            .channel_docs()
+            .iter()
+            .position(|d| d.epg_id == channel)?;
+        let base = Base::of(Kind::Streams, key)?;
+        let at = nth_matching(
+            self.channel_docs()[c]
+                .streams
+                .iter()
+                .map(|s| super::entity::stream_key(channel, s.protocol, s.encryption)),
+            base,
+        )?;
+        Some((c, at))
+    }
+
+    /// The record `key` names: its program's index and its place there.
+    fn find_record(&self, key: &str) -> Option<(usize, usize)> {
+        let program = key.split('/').next()?;
+        let &p = self.programs().by_epg.get(program)?;
+        let prog = &self.programs().list[p as usize];
+        let base = Base::of(Kind::Records, key)?;
+        let at = nth_matching(
+            prog.records
+                .iter()
+                .map(|r| super::entity::record_key(program, &r.server, r.protocol, r.encryption)),
+            base,
+        )?;
+        Some((p as usize, at))
+    }
+
+    fn edit(&mut self, edit: &Edit) -> Result<Applied, EditError> {
+        let kind = edit.kind;
+        // The entity's key, and its value before.
+        let (key, before) = match (edit.op, &edit.key) {
+            (Op::Create, _) => {
+                let value = edit
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| invalid("a create needs a value".into()))?;
+                let key = key_of(kind, value)?;
+                if self.current(kind, &key).is_some() {
+                    return Err(refuse(
+                        Reason::Exists,
+                        format!("{} {key:?} exists already", kind.singular()),
+                    ));
+                }
+                if edit
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| normal_key(kind, k) != key)
+                {
+                    return Err(invalid(format!(
+                        "the key {:?} is not the value's ({key:?})",
+                        edit.key.as_deref().unwrap_or_default()
+                    )));
+                }
+                (key, None)
+            }
+            (_, None) => return Err(invalid(format!("a {} needs a key", edit.op.verb()))),
+            (_, Some(key)) => {
+                let key = normal_key(kind, key);
+                let Some(before) = self.current(kind, &key) else {
+                    return Err(refuse(
+                        Reason::NotFound,
+                        format!("no {} {key:?}", kind.singular()),
+                    ));
+                };
+                (key, Some(before))
+            }
+        };
+        if let Some(expected) = edit.if_match {
+            let current = self.revision_of(kind, &key);
+            if before.is_none() || current != expected {
+                return Err(EditError {
+                    reason: Reason::Conflict,
+                    message: format!(
+                        "{} {key:?} is at revision {current}, not {expected}: someone changed it since; read it again and retry",
+                        kind.singular()
+                    ),
+                    current: Some(current),
+                });
+            }
+        }
+        let after = match edit.op {
+            Op::Delete => None,
+            Op::Create => edit.value.clone(),
+            Op::Replace => {
+                let mut value = edit
+                    .value
+                    .clone()
+                    .ok_or_else(|| invalid("a replace needs a value".into()))?;
+                fill_key(kind, &key, &mut value)?;
+                Some(value)
+            }
+            Op::Update => {
+                let patch = edit
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| invalid("an update needs the fields to change".into()))?;
+                if !patch.is_object() {
+                    return Err(invalid(
+                        "an update's value must be an object of the fields to change".into(),
+                    ));
+                }
+                let mut value = before.clone().expect("found above");
+                merge_patch(&mut value, patch);
+                Some(value)
+            }
+        };
+        if let Some(after) = &after {
+            let after_key = key_of(kind, after)?;
+            if after_key != base_key(kind, &key) {
+                return Err(invalid(format!(
+                    "the {} cannot change ({key:?} to {after_key:?}): create a new {} and delete this one",
+                    kind.key_fields().join(", "),
+                    kind.singular()
+                )));
+            }
+        }
+        match (before.is_some(), &after) {
+            (false, Some(value)) => self.create(kind, value)?,
+            (true, Some(value)) => self.replace(kind, &key, value)?,
+            (true, None) => self.delete(kind, &key)?,
+            (false, None) => unreachable!("a delete always has a key"),
+        }
+        self.touched(kind, &key, after.is_none());
+        let after = after.and_then(|_| self.current(kind, &key));
+        Ok(Applied {
+            op: edit.op,
+            kind,
+            key,
+            before,
+            after,
+        })
+    }
+
+    fn create(&mut self, kind: Kind, value: &Value) -> Result<(), EditError> {
+        match kind {
+            Kind::Regions => {
+                let doc: RegionDoc = parse(kind, value)?;
+                self.net_mut().regions.push(doc);
+                self.rebuild()
+            }
+            Kind::ServerGroups => {
+                let doc: GroupDoc = parse(kind, value)?;
+                self.net_mut().server_groups.push(doc);
+                self.rebuild()
+            }
+            Kind::Servers => {
+                let doc: ServerDoc = parse(kind, value)?;
+                self.net_mut().servers.push(doc);
+                self.rebuild()
+            }
+            Kind::Channels => {
+                let e: ChannelEntity = parse(kind, value)?;
+                self.channel_docs_mut().push(ChannelDoc {
+                    epg_id: e.epg_id,
+                    name: e.name,
+                    active: e.active,
+                    dvr_enabled: e.dvr_enabled,
+                    streams: Vec::new(),
+                });
+                self.rebuild()
+            }
+            Kind::Streams => {
+                let e: StreamEntity = parse(kind, value)?;
+                let Some(c) = self
+                    .channel_docs()
+                    .iter()
+                    .position(|d| d.epg_id == e.channel)
+                else {
+                    return Err(invalid(format!(
+                        "field `channel`: {:?} is not the epg_id of any channel",
+                        e.channel
+                    )));
+                };
+                self.channel_docs_mut()[c].streams.push(StreamDoc {
+                    protocol: e.protocol,
+                    encryption: e.encryption,
+                    path: e.path,
+                    active: e.active,
+                });
+                self.rebuild()
+            }
+            Kind::Programs => {
+                let e: ProgramEntity = parse(kind, value)?;
+                let program = self.program(ProgramDoc {
+                    epg_id: e.epg_id,
+                    channel: e.channel,
+                    start: e.start,
+                    end: e.end,
+                    records: Vec::new(),
+                })?;
+                let programs = self.programs_mut();
+                let at = programs.list.len() as u32;
+                programs.by_epg.insert(program.epg_id.clone(), at);
+                programs.list.push(Arc::new(program));
+                Ok(())
+            }
+            Kind::Records => {
+                let e: RecordEntity = parse(kind, value)?;
+                let Some(&p) = self.programs().by_epg.get(e.program.as_str()) else {
+                    return Err(invalid(format!(
+                        "field `program`: {:?} is not the epg_id of any program",
+                        e.program
+                    )));
+                };
+                let mut doc = self.programs().list[p as usize].to_doc();
+                doc.records.push(record_doc(e));
+                let program = self.program(doc)?;
+                self.programs_mut().list[p as usize] = Arc::new(program);
+                Ok(())
+            }
+            Kind::Subnets => {
+                let doc: SubnetDoc = parse(kind, value)?;
+                let (net, written) = self.subnet_fields(&doc)?;
+                let region = self.region_of(&doc)?;
+                self.subnets_mut().insert(net, written, region, doc.name);
+                Ok(())
+            }
+        }
+    }
+
+    fn replace(&mut self, kind: Kind, key: &str, value: &Value) -> Result<(), EditError> {
+        match kind {
+            Kind::Regions => {
+                let doc: RegionDoc = parse(kind, value)?;
+                let at = position(&self.net().regions, |r| r.id == key);
+                self.net_mut().regions[at] = doc;
+                self.rebuild()
+            }
+            Kind::ServerGroups => {
+                let doc: GroupDoc = parse(kind, value)?;
+                let at = position(&self.net().server_groups, |g| g.id == key);
+                self.net_mut().server_groups[at] = doc;
+                self.rebuild()
+            }
+            Kind::Servers => {
+                let doc: ServerDoc = parse(kind, value)?;
+                let at = position(&self.net().servers, |s| s.id == key);
+                if self.net().servers[at].kind == ServerKind::Dvr && doc.kind != ServerKind::Dvr {
+                    let records = self.records_on(key);
+                    if records > 0 {
+                        return Err(refuse(
+                            Reason::InUse,
+                            format!(
+                                "field `kind`: server {key:?} holds {records} record{}, so it stays a dvr server",
+                                plural(records)
+                            ),
+                        ));
+                    }
+                }
+                self.net_mut().servers[at] = doc;
+                self.rebuild()
+            }
+            Kind::Channels => {
+                let e: ChannelEntity = parse(kind, value)?;
+                let at = position(self.channel_docs(), |c| c.epg_id == key);
+                let doc = &mut self.channel_docs_mut()[at];
+                doc.name = e.name;
+                doc.active = e.active;
+                doc.dvr_enabled = e.dvr_enabled;
+                self.rebuild()
+            }
+            Kind::Streams => {
+                let e: StreamEntity = parse(kind, value)?;
+                let (c, at) = self.find_stream(key).expect("found above");
+                self.channel_docs_mut()[c].streams[at] = StreamDoc {
+                    protocol: e.protocol,
+                    encryption: e.encryption,
+                    path: e.path,
+                    active: e.active,
+                };
+                self.rebuild()
+            }
+            Kind::Programs => {
+                let e: ProgramEntity = parse(kind, value)?;
+                let p = self.programs().by_epg[key] as usize;
+                let mut doc = self.programs().list[p].to_doc();
+                doc.channel = e.channel;
+                doc.start = e.start;
+                doc.end = e.end;
+                let program = self.program(doc)?;
+                self.programs_mut().list[p] = Arc::new(program);
+                Ok(())
+            }
+            Kind::Records => {
+                let e: RecordEntity = parse(kind, value)?;
+                let (p, at) = self.find_record(key).expect("found above");
+                let mut doc = self.programs().list[p].to_doc();
+                doc.records[at] = record_doc(e);
+                let program = self.program(doc)?;
+                self.programs_mut().list[p] = Arc::new(program);
+                Ok(())
+            }
+            Kind::Subnets => {
+                let doc: SubnetDoc = parse(kind, value)?;
+                let (_, written) = self.subnet_fields(&doc)?;
+                let region = self.region_of(&doc)?;
+                let i = self
+                    .subnets()
+                    .find(subnet_key(key).expect("found above"))
+                    .expect("found above");
+                self.subnets_mut().set(i, written, region, doc.name);
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, key: &str) -> Result<(), EditError> {
+        let in_use = |what: String| Err(refuse(Reason::InUse, what));
+        match kind {
+            Kind::Regions => {
+                let at = position(&self.net().regions, |r| r.id == key);
+                if self.net().default_region.as_deref() == Some(key) {
+                    return in_use(format!(
+                        "region {key:?} is the default region (field `default_region`)"
+                    ));
+                }
+                let index = self.indexes().regions[key];
+                let subnets = self.subnets().iter().filter(|s| s.region == index).count();
+                if subnets > 0 {
+                    return in_use(format!(
+                        "region {key:?} still has {subnets} subnet{} (move or delete them first)",
+                        plural(subnets)
+                    ));
+                }
+                self.net_mut().regions.remove(at);
+                if self.subnets().iter().any(|s| s.region > index) {
+                    self.subnets_mut().region_removed(index);
+                }
+                self.rebuild()
+            }
+            Kind::ServerGroups => {
+                let at = position(&self.net().server_groups, |g| g.id == key);
+                let regions: Vec<&str> = self
+                    .net()
+                    .regions
+                    .iter()
+                    .filter(|r| r.server_groups.iter().any(|g| g == key))
+                    .map(|r| r.id.as_str())
+                    .collect();
+                if !regions.is_empty() {
+                    return in_use(format!(
+                        "server group {key:?} is still a group of region{} {}",
+                        plural(regions.len()),
+                        quoted(&regions)
+                    ));
+                }
+                self.net_mut().server_groups.remove(at);
+                self.rebuild()
+            }
+            Kind::Servers => {
+                let at = position(&self.net().servers, |s| s.id == key);
+                let groups: Vec<&str> = self
+                    .net()
+                    .server_groups
+                    .iter()
+                    .filter(|g| g.servers.iter().any(|s| s == key))
+                    .map(|g| g.id.as_str())
+                    .collect();
+                if !groups.is_empty() {
+                    return in_use(format!(
+                        "server {key:?} is still a member of server group{} {}",
+                        plural(groups.len()),
+                        quoted(&groups)
+                    ));
+                }
+                let records = self.records_on(key);
+                if records > 0 {
+                    return in_use(format!(
+                        "server {key:?} still holds {records} record{}",
+                        plural(records)
+                    ));
+                }
+                self.net_mut().servers.remove(at);
+                self.rebuild()
+            }
+            Kind::Channels => {
+                let at = position(self.channel_docs(), |c| c.epg_id == key);
+                let streams = self.channel_docs()[at].streams.len();
+                let programs = self
+                    .programs()
+                    .iter()
+                    .filter(|p| &*p.channel == key)
+                    .count();
+                let groups: Vec<&str> = self
+                    .net()
+                    .server_groups
+                    .iter()
+                    .filter(|g| g.channels.iter().any(|c| c == key))
+                    .map(|g| g.id.as_str())
+                    .collect();
+                let mut uses = Vec::new();
+                if streams > 0 {
+                    uses.push(format!("{streams} stream{}", plural(streams)));
+                }
+                if programs > 0 {
+                    uses.push(format!("{programs} program{}", plural(programs)));
+                }
+                if !groups.is_empty() {
+                    uses.push(format!(
+                        "server group{} {} naming it",
+                        plural(groups.len()),
+                        quoted(&groups)
+                    ));
+                }
+                if !uses.is_empty() {
+                    return in_use(format!("channel {key:?} still has {}", uses.join(" and ")));
+                }
+                self.channel_docs_mut().remove(at);
+                self.rebuild()
+            }
+            Kind::Streams => {
+                let (c, at) = self.find_stream(key).expect("found above");
+                self.channel_docs_mut()[c].streams.remove(at);
+                self.rebuild()
+            }
+            Kind::Programs => {
+                let p = self.programs().by_epg[key];
+                let records = self.programs().list[p as usize].records.len();
+                if records > 0 {
+                    return in_use(format!(
+                        "program {key:?} still has {records} record{} (delete them first, or in the same batch)",
+                        plural(records)
+                    ));
+                }
+                let programs = self.programs_mut();
+                programs.list.remove(p as usize);
+                programs.by_epg.remove(key);
+                for i in programs.by_epg.values_mut() {
+                    if *i > p {
+                        *i -= 1;
+                    }
+                }
+                Ok(())
+            }
+            Kind::Records => {
+                let (p, at) = self.find_record(key).expect("found above");
+                let mut doc = self.programs().list[p].to_doc();
+                doc.records.remove(at);
+                let program = self.program(doc)?;
+                self.programs_mut().list[p] = Arc::new(program);
+                Ok(())
+            }
+            Kind::Subnets => {
+                let i = self
+                    .subnets()
+                    .find(subnet_key(key).expect("found above"))
+                    .expect("found above");
+                self.subnets_mut().remove(i);
+                Ok(())
+            }
+        }
+    }
+
+    /// How many records name server `id`.
+    fn records_on(&self, id: &str) -> usize {
+        self.programs()
+            .iter()
+            .flat_map(|p| p.records.iter())
+            .filter(|r| &*r.server == id)
+            .count()
+    }
+
+    /// A program checked against the draft's channels and servers.
+    fn program(&self, doc: ProgramDoc) -> Result<Program, EditError> {
+        let mut v = Validator::default();
+        let indexes = self.indexes();
+        let program = load::program(
+            &mut v,
+            || format!("program {:?}", doc.epg_id),
+            &doc,
+            &indexes.channels,
+            &indexes.servers,
+            self.servers(),
+        );
+        if v.problems.is_empty() {
+            Ok(program)
+        } else {
+            Err(invalid(v.problems.join("; ")))
+        }
+    }
+
+    /// A subnet's network (normalised) and CIDR as written.
+    fn subnet_fields(&self, doc: &SubnetDoc) -> Result<(IpNet, IpNet), EditError> {
+        match &doc.cidr {
+            Cidr::Net(n) => Ok((n.trunc(), *n)),
+            Cidr::Invalid(text) => Err(invalid(format!(
+                "field `cidr`: {text:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"
+            ))),
+        }
+    }
+
+    fn region_of(&self, doc: &SubnetDoc) -> Result<u32, EditError> {
+        self.indexes()
+            .regions
+            .get(&*doc.region)
+            .copied()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "field `region`: {:?} is not the id of any region",
+                    &*doc.region
+                ))
+            })
+    }
+}
+
+/// The key of an entity's value: its key fields, joined by `/`.
+fn key_of(kind: Kind, value: &Value) -> Result<String, EditError> {
+    let mut parts = Vec::new();
+    for field in kind.key_fields() {
+        match value.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => parts.push(s.clone()),
+            Some(other) if !other.is_null() && !other.is_string() => {
+                return Err(invalid(format!("field `{field}`: {other} is not a string")));
+            }
+            _ => return Err(invalid(format!("field `{field}` is required"))),
+        }
+    }
+    let key = parts.join("/");
+    Ok(match kind {
+        Kind::Subnets => match subnet_key(&key) {
+            Some(net) => net.to_string(),
+            None => {
+                return Err(invalid(format!(
+                    "field `cidr`: {key:?} is not an IPv4 or IPv6 CIDR (like 10.1.0.0/16 or 2001:db8::/32)"
+                )));
+            }
+        },
+        _ => key,
+    })
+}
+
+/// A key as given, in its normal form (a subnet's CIDR without host bits).
+fn normal_key(kind: Kind, key: &str) -> String {
+    match kind {
+        Kind::Subnets => subnet_key(key).map_or_else(|| key.to_string(), |n| n.to_string()),
+        _ => key.to_string(),
+    }
+}
+
+/// A stream or record key without its `/n` (the n-th of the same key).
+fn base_key(kind: Kind, key: &str) -> &str {
+    match (kind, key.rsplit_once('/')) {
+        (Kind::Streams | Kind::Records, Some((base, n)))
+            if n.parse::<u32>().is_ok_and(|n| n >= 2) =>
+        {
+            base
+        }
+        _ => key,
+    }
+}
+
+/// Where a numbered key points: its base, and which of them.
+struct Base<'k> {
+    key: &'k str,
+    nth: usize,
+}
+
+impl<'k> Base<'k> {
+    fn of(kind: Kind, key: &'k str) -> Option<Self> {
+        let base = base_key(kind, key);
+        let nth = if base.len() == key.len() {
+            1
+        } else {
+            key[base.len() + 1..].parse().ok()?
+        };
+        Some(Base { key: base, nth })
+    }
+}
+
+fn nth_matching(keys: impl Iterator<Item = String>, base: Base<'_>) -> Option<usize> {
+    keys.enumerate()
+        .filter(|(_, k)| k == base.key)
+        .nth(base.nth - 1)
+        .map(|(i, _)| i)
+}
+
+/// Puts the key's fields into a replace's value where it leaves them out.
+fn fill_key(kind: Kind, key: &str, value: &mut Value) -> Result<(), EditError> {
+    let Some(object) = value.as_object_mut() else {
+        return Err(invalid(format!(
+            "the value of a {} must be an object",
+            kind.singular()
+        )));
+    };
+    let base = base_key(kind, key);
+    let parts: Vec<&str> = match kind {
+        Kind::Records => {
+            // program/server…/protocol/encryption: the server id may hold `/`.
+            let mut it = base.splitn(2, '/');
+            let program = it.next().unwrap_or_default();
+            let rest = it.next().unwrap_or_default();
+            let mut tail = rest.rsplitn(3, '/');
+            let encryption = tail.next().unwrap_or_default();
+            let protocol = tail.next().unwrap_or_default();
+            let server = tail.next().unwrap_or_default();
+            vec![program, server, protocol, encryption]
+        }
+        Kind::Streams => base.splitn(3, '/').collect(),
+        _ => vec![base],
+    };
+    for (field, part) in kind.key_fields().iter().zip(parts) {
+        object
+            .entry(field.to_string())
+            .or_insert_with(|| Value::String(part.to_string()));
+    }
+    Ok(())
+}
+
+/// RFC 7396: `null` removes a field, objects merge, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// Reads an entity's value, naming the field that is wrong.
+fn parse<T: serde::de::DeserializeOwned>(kind: Kind, value: &Value) -> Result<T, EditError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if at == "." {
+            invalid(format!("not a valid {}: {message}", kind.singular()))
+        } else {
+            invalid(format!("field `{at}`: {message}"))
+        }
+    })
+}
+
+fn record_doc(e: RecordEntity) -> RecordDoc {
+    RecordDoc {
+        server: e.server,
+        protocol: e.protocol,
+        encryption: e.encryption,
+        path: e.path,
+        status: e.status,
+    }
+}
+
+fn position<T>(list: &[T], f: impl Fn(&T) -> bool) -> usize {
+    list.iter().position(f).expect("the entity was found")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn quoted(ids: &[&str]) -> String {
+    ids.iter()
+        .map(|id| format!("{id:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A value of the document's types as JSON (for before and after).
+fn value(v: &impl Serialize) -> Value {
+    serde_json::to_value(v).expect("an entity always serialises")
+}
+
+impl Subnets {
+    /// Adds a subnet at the end (its index is the new length − 1).
+    fn insert(&mut self, net: IpNet, written: IpNet, region: u32, name: Option<Box<str>>) {
+        let id = self.list.len() as u32;
+        // Its parent: the most specific subnet holding its first address
+        // that is shorter than it.
+        let mut parent = match net {
+            IpNet::V4(n) => self.v4.longest(u32::from(n.network())),
+            IpNet::V6(n) => self.v6.longest(u128::from(n.network())),
+        }
+        .unwrap_or(NONE);
+        while parent != NONE && self.list[parent as usize].net.prefix_len() >= net.prefix_len() {
+            parent = self.list[parent as usize].parent;
+        }
+        // The subnets inside it that had its parent now have it.
+        for s in &mut self.list {
+            if s.parent == parent && s.net.prefix_len() > net.prefix_len() && net.contains(&s.net) {
+                s.parent = id;
+            }
+        }
+        let list = &self.list;
+        let len_of = |i: u32| list[i as usize].net.prefix_len();
+        match net {
+            IpNet::V4(n) => self
+                .v4
+                .insert(u32::from(n.network()), n.prefix_len(), id, len_of),
+            IpNet::V6(n) => self
+                .v6
+                .insert(u128::from(n.network()), n.prefix_len(), id, len_of),
+        }
+        self.list.push(Subnet {
+            net,
+            region,
+            parent,
+        });
+        if let Some(name) = name {
+            self.names.push((id, name));
+        }
+        if written != net {
+            self.written.push((id, written));
+        }
+    }
+
+    /// Changes a subnet's region, name and CIDR as written (same network).
+    fn set(&mut self, i: u32, written: IpNet, region: u32, name: Option<Box<str>>) {
+        self.list[i as usize].region = region;
+        set_sorted(&mut self.names, i, name);
+        let net = self.list[i as usize].net;
+        set_sorted(&mut self.written, i, (written != net).then_some(written));
+    }
+
+    /// Removes subnet `i`; the ones after it move down by one.
+    fn remove(&mut self, i: u32) {
+        let Subnet { net, parent, .. } = self.list[i as usize];
+        match net {
+            IpNet::V4(n) => self
+                .v4
+                .remove(u32::from(n.network()), n.prefix_len(), i, parent),
+            IpNet::V6(n) => self
+                .v6
+                .remove(u128::from(n.network()), n.prefix_len(), i, parent),
+        }
+        self.v4.renumber_after(i);
+        self.v6.renumber_after(i);
+        self.list.remove(i as usize);
+        for s in &mut self.list {
+            if s.parent == i {
+                s.parent = parent;
+            }
+            if s.parent != NONE && s.parent > i {
+                s.parent -= 1;
+            }
+        }
+        for side in [&mut self.names as &mut dyn Renumber, &mut self.written] {
+            side.drop_and_renumber(i);
+        }
+    }
+
+    /// Region `index` was removed (no subnet was in it): the ones after it
+    /// move down by one.
+    fn region_removed(&mut self, index: u32) {
+        for s in &mut self.list {
+            if s.region > index {
+                s.region -= 1;
+            }
+        }
+    }
+}
+
+/// Side tables of subnets by index.
+trait Renumber {
+    fn drop_and_renumber(&mut self, removed: u32);
+}
+
+impl<T> Renumber for Vec<(u32, T)> {
+    fn drop_and_renumber(&mut self, removed: u32) {
+        self.retain(|(i, _)| *i != removed);
+        for (i, _) in self.iter_mut() {
+            if *i > removed {
+                *i -= 1;
+            }
+        }
+    }
+}
+
+/// Sets or clears entry `i` of a side table sorted by index.
+fn set_sorted<T>(table: &mut Vec<(u32, T)>, i: u32, value: Option<T>) {
+    match (table.binary_search_by_key(&i, |(j, _)| *j), value) {
+        (Ok(at), Some(v)) => table[at].1 = v,
+        (Ok(at), None) => {
+            table.remove(at);
+        }
+        (Err(at), Some(v)) => table.insert(at, (i, v)),
+        (Err(_), None) => {}
+    }
+}
+
+/// The stream keys of a topology, for tests.
+#[cfg(test)]
+fn stream_keys(t: &Topology) -> Vec<String> {
+    use super::entity::streams_of;
+    (0..t.channel_docs.len())
+        .flat_map(|c| streams_of(t, c).into_iter().map(|(k, _)| k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DOC: &str = r#"{
+        "default_region": "r1",
+        "regions": [
+            {"id": "r1", "server_groups": ["g1"]},
+            {"id": "r2", "server_groups": ["g1"]},
+            {"id": "r3", "server_groups": []}
+        ],
+        "server_groups": [{"id": "g1", "servers": ["e1", "e2"], "channels": ["ch1"]}],
+        "servers": [
+            {"id": "e1", "kind": "edge", "host": "e1.test", "port": 80},
+            {"id": "e2", "kind": "edge", "host": "e2.test", "port": 80},
+            {"id": "d1", "kind": "dvr", "host": "d1.test", "port": 80, "prefix": "d1"}
+        ],
+        "subnets": [
+            {"cidr": "10.0.0.0/8", "region": "r1"},
+            {"cidr": "10.1.0.0/16", "region": "r2", "name": "ten-one"},
+            {"cidr": "2001:db8::/32", "region": "r3"}
+        ],
+        "channels": [
+            {"epg_id": "ch1", "streams": [
+                {"protocol": "hls", "encryption": "none", "path": "live/ch1.m3u8"},
+                {"protocol": "hls", "encryption": "none", "path": "live/ch1-b.m3u8", "active": false}
+            ]},
+            {"epg_id": "ch2", "streams": []}
+        ],
+        "programs": [
+            {"epg_id": "p1", "channel": "ch1", "records": [
+                {"server": "d1", "protocol": "hls", "encryption": "none", "path": "/p1.m3u8", "status": "completed"}
+            ]}
+        ]
+    }"#;
+
+    fn topology() -> Topology {
+        super::super::load(bytes::Bytes::from_static(DOC.as_bytes()), 1)
+            .unwrap()
+            .at_revision(10)
+    }
+
+    fn edit(op: Op, kind: Kind, key: Option<&str>, value: Option<Value>) -> Edit {
+        Edit {
+            op,
+            kind,
+            key: key.map(Into::into),
+            value,
+            if_match: None,
+        }
+    }
+
+    /// Applies, and checks that the result is what a whole load of its
+    /// document builds.
+    fn applied(t: &Topology, edits: &[Edit]) -> Result<Topology, EditError> {
+        let out = apply(t, edits, t.version + 1, t.revision() + 1)?.topology;
+        let doc = out.document();
+        let rebuilt = super::super::build(&doc, 0).expect("the edited document is valid");
+        assert_eq!(rebuilt.source(), out.source(), "same document");
+        for addr in [
+            "10.1.2.3",
+            "10.9.9.9",
+            "10.1.200.1",
+            "2001:db8::1",
+            "11.0.0.1",
+        ] {
+            let a = addr.parse().unwrap();
+            let got: Vec<_> = out
+                .matching_subnets(a)
+                .map(|i| out.subnets[i as usize].net)
+                .collect();
+            let want: Vec<_> = rebuilt
+                .matching_subnets(a)
+                .map(|i| rebuilt.subnets[i as usize].net)
+                .collect();
+            assert_eq!(got, want, "{addr}");
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn subnets_are_added_moved_and_removed_in_place() {
+        let t = topology();
+        let t = applied(
+            &t,
+            &[edit(
+                Op::Create,
+                Kind::Subnets,
+                None,
+                Some(json!({"cidr": "10.1.128.0/17", "region": "r3", "name": "half"})),
+            )],
+        )
+        .unwrap();
+        let addr = "10.1.200.1".parse().unwrap();
+        assert_eq!(
+            t.regions[t.subnets[t.longest_match(addr).unwrap() as usize].region as usize]
+                .id
+                .as_ref(),
+            "r3"
+        );
+        assert_eq!(t.revision_of(Kind::Subnets, "10.1.128.0/17"), 11);
+        assert_eq!(t.revision_of(Kind::Subnets, "10.0.0.0/8"), 10);
+        let t = applied(
+            &t,
+            &[edit(
+                Op::Update,
+                Kind::Subnets,
+                Some("10.1.0.5/16"),
+                Some(json!({"region": "r1", "name": null})),
+            )],
+        )
+        .unwrap();
+        assert_eq!(t.subnet_name(1), None);
+        let t = applied(
+            &t,
+            &[edit(Op::Delete, Kind::Subnets, Some("10.0.0.0/8"), None)],
+        )
+        .unwrap();
+        assert_eq!(t.subnets.len(), 3);
+        // Its child now has no parent; the /17 is still inside the /16.
+        let chain: Vec<String> = t
+            .matching_subnets(addr)
+            .map(|i| t.subnets[i as usize].net.to_string())
+            .collect();
+        assert_eq!(chain, ["10.1.128.0/17", "10.1.0.0/16"]);
+        let e = applied(
+            &t,
+            &[edit(
+                Op::Create,
+                Kind::Subnets,
+                None,
+                Some(json!({"cidr": "10.1.7.7/16", "region": "r1"})),
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, Reason::Exists);
+        assert!(e.message.contains("10.1.0.0/16"), "{}", e.message);
+    }
+
+    #[test]
+    fn deleting_what_is_still_named_is_refused_naming_what_names_it() {
+        let t = topology();
+        let cases = [
+            (Kind::Regions, "r2", "still has 1 subnet"),
+            (Kind::Regions, "r1", "is the default region"),
+            (Kind::ServerGroups, "g1", "regions \"r1\", \"r2\""),
+            (Kind::Servers, "e1", "member of server group \"g1\""),
+            (Kind::Servers, "d1", "still holds 1 record"),
+            (
+                Kind::Channels,
+                "ch1",
+                "still has 2 streams and 1 program and server group \"g1\" naming it",
+            ),
+            (Kind::Programs, "p1", "still has 1 record"),
+        ];
+        for (kind, key, expected) in cases {
+            let e = applied(&t, &[edit(Op::Delete, kind, Some(key), None)]).unwrap_err();
+            assert_eq!(e.reason, Reason::InUse, "{kind:?} {key}");
+            assert!(e.message.contains(expected), "{}", e.message);
+        }
+        // A region no subnet is in goes, and the subnets after it follow.
+        let t = applied(
+            &t,
+            &[
+                edit(Op::Delete, Kind::Subnets, Some("2001:db8::/32"), None),
+                edit(Op::Delete, Kind::Regions, Some("r3"), None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.regions.len(), 2);
+        // In one batch: the records, then the program.
+        let t = applied(
+            &t,
+            &[
+                edit(Op::Delete, Kind::Records, Some("p1/d1/hls/none"), None),
+                edit(Op::Delete, Kind::Programs, Some("p1"), None),
+                edit(Op::Delete, Kind::Servers, Some("d1"), None),
+            ],
+        )
+        .unwrap();
+        assert!(t.program("p1").is_none());
+        assert!(t.server_index("d1").is_none());
+    }
+
+    #[test]
+    fn every_kind_is_created_replaced_and_updated() {
+        let t = topology();
+        let t = applied(
+            &t,
+            &[
+                edit(
+                    Op::Create,
+                    Kind::Servers,
+                    None,
+                    Some(json!({"id": "e3", "kind": "edge", "host": "e3.test", "port": 443})),
+                ),
+                edit(
+                    Op::Create,
+                    Kind::ServerGroups,
+                    None,
+                    Some(json!({"id": "g2", "servers": ["e3"]})),
+                ),
+                edit(
+                    Op::Update,
+                    Kind::Regions,
+                    Some("r3"),
+                    Some(json!({"server_groups": ["g2"], "name": "Three"})),
+                ),
+                edit(
+                    Op::Create,
+                    Kind::Channels,
+                    None,
+                    Some(json!({"epg_id": "ch3", "name": "Three"})),
+                ),
+                edit(
+                    Op::Create,
+                    Kind::Streams,
+                    None,
+                    Some(json!({"channel": "ch3", "protocol": "mpd", "encryption": "cenc", "path": "live/ch3.mpd"})),
+                ),
+                edit(
+                    Op::Create,
+                    Kind::Programs,
+                    None,
+                    Some(json!({"epg_id": "p2", "channel": "ch3", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z"})),
+                ),
+                edit(
+                    Op::Create,
+                    Kind::Records,
+                    None,
+                    Some(json!({"program": "p2", "server": "d1", "protocol": "mpd", "encryption": "cenc", "path": "p2.mpd", "status": "running"})),
+                ),
+                edit(
+                    Op::Update,
+                    Kind::Records,
+                    Some("p2/d1/mpd/cenc"),
+                    Some(json!({"status": "completed"})),
+                ),
+                edit(
+                    Op::Replace,
+                    Kind::Streams,
+                    Some("ch1/hls/none/2"),
+                    Some(json!({"path": "live/ch1-c.m3u8"})),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.regions[2].members.len(), 1);
+        let (_, p) = t.program("p2").unwrap();
+        assert!(p.record(Protocol::Mpd, Encryption::Widevine).is_some());
+        assert_eq!(
+            stream_keys(&t),
+            ["ch1/hls/none", "ch1/hls/none/2", "ch3/mpd/cenc"]
+        );
+        // The replaced stream lost `active: false` (a replace is whole).
+        let shown = t.entity(Kind::Streams, "ch1/hls/none/2").unwrap();
+        assert_eq!(shown.value["active"], json!(true));
+        assert_eq!(shown.revision, 11);
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_value_and_change_nothing() {
+        let t = topology();
+        let cases = [
+            (
+                edit(
+                    Op::Create,
+                    Kind::Servers,
+                    None,
+                    Some(json!({"id": "x", "kind": "edge", "host": "x.test", "port": 70000})),
+                ),
+                "field `port`: 70000 is out of range",
+            ),
+            (
+                edit(
+                    Op::Update,
+                    Kind::Servers,
+                    Some("d1"),
+                    Some(json!({"kind": "edge"})),
+                ),
+                "holds 1 record",
+            ),
+            (
+                edit(
+                    Op::Update,
+                    Kind::Servers,
+                    Some("e1"),
+                    Some(json!({"id": "e9"})),
+                ),
+                "the id cannot change",
+            ),
+            (
+                edit(
+                    Op::Create,
+                    Kind::Subnets,
+                    None,
+                    Some(json!({"cidr": "10.300.0.0/16", "region": "r1"})),
+                ),
+                "field `cidr`: \"10.300.0.0/16\" is not an IPv4 or IPv6 CIDR",
+            ),
+            (
+                edit(
+                    Op::Create,
+                    Kind::Subnets,
+                    None,
+                    Some(json!({"cidr": "10.2.0.0/16", "region": "nowhere"})),
+                ),
+                "field `region`: \"nowhere\" is not the id of any region",
+            ),
+            (
+                edit(
+                    Op::Create,
+                    Kind::Records,
+                    None,
+                    Some(
+                        json!({"program": "p1", "server": "e1", "protocol": "mpd", "encryption": "none", "path": "x", "status": "completed"}),
+                    ),
+                ),
+                "field `server`: \"e1\" is an edge server",
+            ),
+            (
+                edit(
+                    Op::Update,
+                    Kind::Records,
+                    Some("p1/d1/hls/none"),
+                    Some(json!({"status": "done"})),
+                ),
+                "field `status`: unknown variant `done`",
+            ),
+            (
+                edit(
+                    Op::Create,
+                    Kind::Channels,
+                    None,
+                    Some(json!({"epg_id": "a/b"})),
+                ),
+                "must be usable as one URL path segment",
+            ),
+            (
+                edit(
+                    Op::Update,
+                    Kind::Programs,
+                    Some("p1"),
+                    Some(json!({"start": "2026-12-01T10:00:00Z", "end": "2026-12-01T09:00:00Z"})),
+                ),
+                "field `end`",
+            ),
+            (
+                edit(Op::Delete, Kind::Regions, Some("nope"), None),
+                "no region \"nope\"",
+            ),
+        ];
+        for (e, expected) in cases {
+            // A good edit first: the batch is refused whole.
+            let batch = [
+                edit(
+                    Op::Update,
+                    Kind::Channels,
+                    Some("ch2"),
+                    Some(json!({"name": "Two"})),
+                ),
+                e,
+            ];
+            let err = match apply(&t, &batch, 2, 11) {
+                Ok(_) => panic!("accepted: {:?}", batch[1]),
+                Err(err) => err,
+            };
+            assert!(
+                err.message.contains(expected) && err.message.starts_with("change 2 of 2"),
+                "{}",
+                err.message
+            );
+        }
+        assert_eq!(
+            t.entity(Kind::Channels, "ch2").unwrap().value.get("name"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_change_based_on_another_revision_is_a_conflict() {
+        let t = topology();
+        let mut e = edit(
+            Op::Update,
+            Kind::Servers,
+            Some("e1"),
+            Some(json!({"weight": 5})),
+        );
+        e.if_match = Some(10);
+        let t = applied(&t, std::slice::from_ref(&e)).unwrap();
+        assert_eq!(t.revision_of(Kind::Servers, "e1"), 11);
+        let err = applied(&t, &[e]).unwrap_err();
+        assert_eq!(err.reason, Reason::Conflict);
+        assert_eq!(err.current, Some(11));
+    }
+}
