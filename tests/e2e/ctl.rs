@@ -136,3 +136,93 @@ fn ctl_fails_clearly_without_a_node_or_with_a_wrong_token() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn ctl_creates_lists_updates_and_deletes_entities_from_json_and_toml() {
+    let engine = Engine::start(&[
+        "--topology",
+        fixtures().join("routing.json").to_str().unwrap(),
+    ]);
+    let dir = TempDir::new("ctl-entities");
+    let server = dir.path("server.toml");
+    std::fs::write(
+        &server,
+        "id = \"e-ctl\"\nkind = \"edge\"\nhost = \"e-ctl.test\"\nport = 80\n",
+    )
+    .unwrap();
+    let (ok, out, err) = ctl(&engine, &["create", "servers", server.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("created servers/e-ctl\nrevision "), "{out}");
+
+    let (ok, out, err) = ctl(&engine, &["get", "servers", "e-ctl"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("e-ctl (revision "), "{out}");
+    assert!(out.contains("host           e-ctl.test"), "{out}");
+    let (ok, out, _) = ctl(&engine, &["--json", "get", "servers", "e-ctl"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok);
+    let revision = v["revision"].to_string();
+
+    let patch = dir.path("patch.json");
+    std::fs::write(&patch, r#"{"weight": 5}"#).unwrap();
+    let (ok, out, err) = ctl(
+        &engine,
+        &[
+            "--if-match",
+            &revision,
+            "update",
+            "servers",
+            "e-ctl",
+            patch.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("updated servers/e-ctl"), "{out}");
+    // The same revision again: a conflict, one line, non-zero exit.
+    let (ok, _, err) = ctl(
+        &engine,
+        &[
+            "--if-match",
+            &revision,
+            "update",
+            "servers",
+            "e-ctl",
+            patch.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("409") && err.contains("read it again and retry"),
+        "{err}"
+    );
+
+    let (ok, out, err) = ctl(
+        &engine,
+        &["list", "servers", "--where", "weight=5", "--order-by=-id"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("KEY"), "{out}");
+    assert!(
+        out.contains("e-ctl") && out.contains("1 of 1 servers"),
+        "{out}"
+    );
+
+    let (ok, _, err) = ctl(&engine, &["delete", "servers", "e-wide"]);
+    assert!(!ok);
+    assert!(
+        err.contains("still a member of server group \"g-wide\""),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, out, err) = ctl(&engine, &["delete", "servers", "e-ctl"]);
+    assert!(ok && out.starts_with("deleted servers/e-ctl"), "{out}{err}");
+
+    let (ok, out, err) = ctl(&engine, &["audit", "--since", "0"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("create servers/e-ctl") && out.contains("weight: 1 -> 5"),
+        "{out}"
+    );
+    let (ok, _, err) = ctl(&engine, &["get", "satellites", "x"]);
+    assert!(!ok && err.contains("no kind of entity"), "{err}");
+}

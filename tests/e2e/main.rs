@@ -6,6 +6,7 @@ mod authoring;
 mod connections;
 mod contract;
 mod ctl;
+mod entities;
 mod etcd;
 mod explain;
 mod harness;

@@ -18,6 +18,7 @@
 //! | `GET /shadow` | the shadow and its agreement so far | `{"shadow", "version", "sample_percent", "agreement", "report"}` |
 //! | `PUT /shadow`, `DELETE /shadow` | run (`{"version", "sample_percent"}`), stop | *routing* (+ `stopped`: the final report) |
 //! | `GET /topology[?format=msgpack]` | the topology (`ETag`: its etcd revision) | the document |
+//! | `/topology/{kind}[/{key}]`, `POST /topology/batch`, `GET /audit` | the entities one by one, and who changed what ([`super::entities`]) | |
 //! | `PUT /topology` | replace it (JSON or MessagePack body) | *topology* |
 //! | `GET /explain?client=IP&url=PATH[&version=N][&draws=N]` | why that client's request goes where it goes ([`crate::routing::explain`]) | the trace |
 //! | `GET /servers` | every server with its health (up/down/unknown/draining), since, last error, figures | `{"topology_version", "servers"}` |
@@ -118,6 +119,19 @@ pub(super) async fn handle(
     let change = |change: Change| admin.writer.write(change, based_on, &who);
     let routing = |c: RoutingChange| change(Change::Routing(c));
 
+    if let Some(r) = super::entities::handle(
+        admin,
+        &parts.method,
+        &path,
+        query,
+        &parts.headers,
+        &body,
+        &who,
+    )
+    .await
+    {
+        return r;
+    }
     match (&parts.method, path.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             let mut r = Response::new(Full::new(Bytes::from(admin.metrics())));
@@ -184,6 +198,11 @@ fn changed(admin: &Admin, result: Result<Changed, ChangeError>) -> Reply {
         Err(e) => return change_error(admin, e),
     };
     let mut body = match changed.outcome {
+        Outcome::Entities {
+            version,
+            revision,
+            applied,
+        } => super::entities::changed_body(version, revision, &applied),
         Outcome::Topology {
             version,
             hash,
@@ -250,9 +269,10 @@ fn routing_view(admin: &Admin) -> Value {
     })
 }
 
-fn change_error(admin: &Admin, e: ChangeError) -> Reply {
+pub(super) fn change_error(admin: &Admin, e: ChangeError) -> Reply {
     match e {
         ChangeError::Topology(e) => topology_refused(admin, &e),
+        ChangeError::Entity(e) => super::entities::refused(e),
         ChangeError::Policy(e) => policy_error(e),
         ChangeError::Routing(e) => routing_error(e),
         ChangeError::UnknownServer(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
@@ -471,6 +491,7 @@ fn status(admin: &Admin) -> Value {
         "last_automatic_rollback": control.policies.last_auto_rollback(),
         "topology": {
             "version": topology.version,
+            "revision": topology.revision(),
             "hash": topology.hash,
             "summary": topology.summary(),
         },
@@ -591,15 +612,15 @@ fn with_version(admin: &Admin, mut r: Reply, version: u64) -> Reply {
     r
 }
 
-fn ok(v: Value) -> Reply {
+pub(super) fn ok(v: Value) -> Reply {
     reply(StatusCode::OK, v)
 }
 
-fn error(status: StatusCode, message: &str) -> Reply {
+pub(super) fn error(status: StatusCode, message: &str) -> Reply {
     reply(status, json!({ "error": message }))
 }
 
-fn reply(status: StatusCode, v: Value) -> Reply {
+pub(super) fn reply(status: StatusCode, v: Value) -> Reply {
     let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));

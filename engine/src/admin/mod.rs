@@ -11,6 +11,7 @@
 
 pub mod api;
 mod auth;
+mod entities;
 mod metrics;
 
 pub use auth::Token;

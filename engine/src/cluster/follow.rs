@@ -222,7 +222,10 @@ impl Follower {
                     Err(BlobError::Bad(m)) => self.refuse(cluster, &kv, m),
                     Ok(bytes) => {
                         let who = who(&kv, &record.written_by);
-                        if let Err(e) = control.apply(Change::Topology(bytes), &who) {
+                        // At the record's etcd revision: every node gives
+                        // the entities the same revisions.
+                        let revision = Some(kv.mod_revision.max(0) as u64);
+                        if let Err(e) = control.replace_topology_at(bytes, &who, revision) {
                             self.refuse(cluster, &kv, one_line(&e.to_string()));
                         } else {
                             self.refused.remove(&kv.key);

@@ -495,6 +495,24 @@ impl EtcdWriter {
     ) -> Result<Changed, ChangeError> {
         let (cluster, control) = (&*self.cluster, &*self.control);
         let (written, outcome) = match change {
+            Change::Entities(edits) => {
+                // Checked here against what this node serves, then written
+                // as the whole document the fleet's nodes load.
+                let base = control.topology.snapshot();
+                let edited =
+                    crate::topology::edit::apply(&base, &edits, base.version, base.revision() + 1)?;
+                let bytes = edited.topology.source().clone();
+                let (w, _, _) = cluster.push_topology(control, bytes, based_on, who).await?;
+                let version = control.topology.load().version;
+                (
+                    w,
+                    Outcome::Entities {
+                        version,
+                        revision: w.revision.max(0) as u64,
+                        applied: edited.applied,
+                    },
+                )
+            }
             Change::Topology(bytes) => {
                 let (w, hash, summary) =
                     cluster.push_topology(control, bytes, based_on, who).await?;

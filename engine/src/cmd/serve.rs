@@ -32,9 +32,15 @@ pub enum LogFormat {
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Topology file (JSON or MessagePack). Without it, an embedded demo
-    /// topology is served. Reloaded on SIGHUP.
+    /// topology is served. Reloaded on SIGHUP and when it changes. With a
+    /// state directory (--state-dir), it only seeds an empty one: at start
+    /// the topology kept there (with its entity changes) is served.
     #[arg(long)]
     pub topology: Option<PathBuf>,
+    /// Days the audit trail (`GET /audit`, `{state dir}/audit.jsonl`)
+    /// keeps a change.
+    #[arg(long, default_value_t = 30)]
+    pub audit_retention_days: u64,
     /// Routing policy component (.wasm). Without it, the built-in `nearest`
     /// policy is used. Reloaded on SIGHUP.
     #[arg(long)]
@@ -195,8 +201,11 @@ pub struct EtcdArgs {
     /// ready until etcd answers).
     #[arg(long, default_value_t = 5000)]
     pub etcd_start_wait_ms: u64,
-    /// Where the node keeps its disk copy of the last good configuration
-    /// (default: $STATE_DIRECTORY, as systemd sets it, else /var/lib/edgeward).
+    /// Where the node keeps its state: on a single node its topology and
+    /// the entity changes made since (without it, or $STATE_DIRECTORY,
+    /// they last until the engine stops); with --etcd the disk copy of the
+    /// last good configuration (default there: $STATE_DIRECTORY, else
+    /// /var/lib/edgeward). The audit trail is kept there too.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// This node's name in etcd records and logs (default: the host name).
@@ -209,7 +218,28 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Taken before the files are read: a change made while the engine
     // starts is seen by the watch, never lost between reading and watching.
     let seen = reload::Watched::new(&args);
-    let store = Arc::new(load_topology(args.topology.as_deref())?);
+    // A single node keeps its topology in its state directory, if it has
+    // one; a fleet's is in etcd.
+    let own_state = args
+        .etcd
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from));
+    let (store, journal) = match own_state.as_deref().filter(|_| args.etcd.etcd.is_empty()) {
+        Some(dir) => {
+            let (store, journal) = open_state(&dir.join("topology"), args.topology.as_deref())?;
+            (store, Some(journal))
+        }
+        None => {
+            if args.etcd.etcd.is_empty() {
+                tracing::info!(
+                    "no --state-dir: entity changes are kept in memory only, until the engine stops"
+                );
+            }
+            (load_topology(args.topology.as_deref())?, None)
+        }
+    };
+    let store = Arc::new(store);
     tracing::info!(version = 1, "topology loaded: {}", store.load().summary());
 
     let sandbox = Sandbox {
@@ -224,7 +254,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.rollback_after,
         policy_cache_dir(&args),
     )?;
-    let control = Arc::new(Control::new(store.clone(), policies.clone()));
+    let mut control = Control::new(store.clone(), policies.clone());
+    if let Some(journal) = journal {
+        control = control.with_journal(journal);
+    }
+    if let Some(dir) = &own_state {
+        let retention = Duration::from_secs(args.audit_retention_days.max(1) * 86_400);
+        control = control.with_audit(
+            crate::control::audit::AuditLog::open(dir.join("audit.jsonl"), retention)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let control = Arc::new(control);
 
     let tls = match args.tls_listen {
         Some(listen) => Some(http::TlsListener {
@@ -361,6 +402,89 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A single node's topology from its state directory: the base and the
+/// changes journalled since, or (an empty directory) the seed file or the
+/// demo, which becomes the base.
+fn open_state(
+    dir: &std::path::Path,
+    seed: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    crate::topology::store::TopologyStore,
+    crate::control::journal::Journal,
+)> {
+    use crate::control::journal::Journal;
+    use crate::topology::store::TopologyStore;
+    let (journal, restored) = Journal::open(dir).map_err(anyhow::Error::msg)?;
+    let (Some(journal), Some(restored)) = (journal, restored) else {
+        let store = load_topology(seed)?;
+        let t = store.snapshot();
+        let journal =
+            Journal::create(dir, t.source(), t.revision(), &t.hash).map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            "state directory {}: seeded with the topology at revision {}",
+            dir.display(),
+            t.revision()
+        );
+        return Ok((store, journal));
+    };
+    let mut t = topology::load(restored.base, 1)
+        .with_context(|| format!("the base topology in {}", dir.display()))?
+        .at_revision(restored.revision);
+    t.hash = restored.hash;
+    let entries = restored.entries.len();
+    let mut replayed = 0;
+    for entry in &restored.entries {
+        match topology::edit::apply(&t, &entry.edits, 1, entry.revision) {
+            Ok(edited) => {
+                t = edited.topology;
+                replayed += 1;
+            }
+            Err(e) => {
+                // Never expected (each was checked before it was written):
+                // keep what applied, and the rest beside the journal.
+                let rest = &restored.entries[replayed..];
+                let kept = dir.join(format!("changes.rejected-{}.jsonl", entry.revision));
+                let text: Vec<u8> = rest
+                    .iter()
+                    .flat_map(|e| {
+                        let mut line = serde_json::to_vec(e).unwrap_or_default();
+                        line.push(b'\n');
+                        line
+                    })
+                    .collect();
+                std::fs::write(&kept, text)
+                    .with_context(|| format!("cannot write {}", kept.display()))?;
+                tracing::error!(
+                    "state directory {}: change at revision {} no longer applies ({e}); \
+                     serving revision {}, the {} changes from it on are in {}",
+                    dir.display(),
+                    entry.revision,
+                    t.revision(),
+                    rest.len(),
+                    kept.display()
+                );
+                journal
+                    .rebase(t.source(), t.revision(), &t.hash)
+                    .map_err(anyhow::Error::msg)?;
+                break;
+            }
+        }
+    }
+    if seed.is_some() {
+        tracing::info!(
+            "the --topology file is not read at start: the state directory {} has the topology \
+             (it replaces it when it changes while the engine runs)",
+            dir.display()
+        );
+    }
+    tracing::info!(
+        "state directory {}: topology at revision {} ({replayed} of {entries} changes replayed)",
+        dir.display(),
+        t.revision()
+    );
+    Ok((TopologyStore::from_topology(t), journal))
 }
 
 /// Joins the fleet when --etcd is given: restores the disk copy, follows

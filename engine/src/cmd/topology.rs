@@ -21,6 +21,13 @@ pub struct SynthArgs {
     /// Write MessagePack instead of JSON.
     #[arg(long)]
     pub msgpack: bool,
+    /// Channels besides `ch1` (with a programme guide: see --programs).
+    #[arg(long, default_value_t = 0)]
+    pub channels: usize,
+    /// Programs, spread over the channels, each with two records on the
+    /// DVR servers (four are added).
+    #[arg(long, default_value_t = 0)]
+    pub programs: usize,
 }
 
 /// Validates a topology file and prints its summary (or every problem).
@@ -38,12 +45,13 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
 
 /// Writes a synthetic topology to stdout.
 pub fn synth(args: &SynthArgs) -> anyhow::Result<()> {
-    let doc = topology::synthetic::generate(topology::synthetic::Spec {
+    let mut doc = topology::synthetic::generate(topology::synthetic::Spec {
         v4_subnets: args.v4,
         v6_subnets: args.v6,
         regions: args.regions,
         seed: args.seed,
     });
+    topology::synthetic::add_catalogue(&mut doc, args.channels, args.programs);
     let bytes = if args.msgpack {
         topology::load::to_msgpack(&doc)
     } else {

@@ -3,12 +3,15 @@
 //! (`target: "audit"`). [`Control::apply`] is what a [`super::LocalWriter`]
 //! calls; the etcd follower applies what it reads through the same methods.
 
+use super::audit::{AuditEntry, AuditLog};
+use super::journal::{self, Journal};
 use super::{Change, ChangeError, Outcome, RoutingChange};
 use crate::health::HealthTable;
 use crate::policy::{
     LoadedPolicy, PolicyError, PolicyHost, PolicySource, RoutingError, ShadowReport,
 };
 use crate::routing::acceptance::{self, SampleResult};
+use crate::topology::edit::{Applied, Edit};
 use crate::topology::store::TopologyStore;
 use crate::topology::{self, Topology, TopologyError};
 use std::sync::Arc;
@@ -26,6 +29,12 @@ pub struct Control {
     pub started: Instant,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// The audit trail of changes.
+    pub audit: AuditLog,
+    /// Where a single node keeps its topology (none: in memory only, or
+    /// a fleet's node, whose topology is in etcd).
+    journal: Option<Arc<Journal>>,
+    compacting: Arc<std::sync::atomic::AtomicBool>,
     ready: std::sync::atomic::AtomicBool,
 }
 
@@ -38,8 +47,23 @@ impl Control {
             policies,
             started: Instant::now(),
             metrics: crate::metrics::Metrics::new(),
+            audit: AuditLog::in_memory(),
+            journal: None,
+            compacting: Default::default(),
             ready: false.into(),
         }
+    }
+
+    /// Keeps the topology in `journal` (a single node's state directory).
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(Arc::new(journal));
+        self
+    }
+
+    /// Keeps the audit trail in `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Marks the engine ready: topology and policy loaded, workers serving.
@@ -68,6 +92,14 @@ impl Control {
                     version: t.version,
                     hash: t.hash.clone(),
                     summary: t.summary(),
+                })
+            }
+            Change::Entities(edits) => {
+                let (t, applied) = self.edit_topology(&edits, who, None)?;
+                Ok(Outcome::Entities {
+                    version: t.version,
+                    revision: t.revision(),
+                    applied,
                 })
             }
             Change::Policy { source, activate } => {
@@ -221,10 +253,32 @@ impl Control {
         &self,
         bytes: bytes::Bytes,
         who: &str,
-    ) -> Result<Arc<Topology>, TopologyError> {
-        let result = self.topology.replace_with(bytes);
+    ) -> Result<Arc<Topology>, ChangeError> {
+        self.replace_topology_at(bytes, who, None)
+    }
+
+    /// [`Control::replace_topology`] at `revision` (etcd's), or the next
+    /// one of this node. A single node's journal is rebased on it before
+    /// it is served.
+    pub fn replace_topology_at(
+        &self,
+        bytes: bytes::Bytes,
+        who: &str,
+        revision: Option<u64>,
+    ) -> Result<Arc<Topology>, ChangeError> {
+        let journal = self.journal.clone();
+        let result = self
+            .topology
+            .replace_with(bytes, revision, |t| match &journal {
+                Some(j) => j
+                    .rebase(t.source(), t.revision(), &t.hash)
+                    .map_err(ChangeError::Unavailable),
+                None => Ok(()),
+            });
         if let Ok(t) = &result {
             self.health.follow(t);
+            self.audit
+                .record(vec![AuditEntry::topology(who, t.revision(), &t.hash)]);
         }
         match &result {
             Ok(t) => tracing::info!(
@@ -244,6 +298,76 @@ impl Control {
             ),
         }
         result
+    }
+
+    /// Applies entity changes, all or none, at `revision` (etcd's) or the
+    /// next one of this node: checked, journalled (a single node with a
+    /// state directory), then served and audited.
+    pub fn edit_topology(
+        &self,
+        edits: &[Edit],
+        who: &str,
+        revision: Option<u64>,
+    ) -> Result<(Arc<Topology>, Vec<Applied>), ChangeError> {
+        let journal = self.journal.clone();
+        let mut journalled = 0;
+        let result = self.topology.edit(edits, revision, |t| {
+            if let Some(j) = &journal {
+                journalled = j
+                    .append(&journal::Entry {
+                        revision: t.revision(),
+                        who: who.to_string(),
+                        time: crate::time::now_rfc3339(),
+                        edits: edits.to_vec(),
+                    })
+                    .map_err(ChangeError::Unavailable)?;
+            }
+            Ok::<(), ChangeError>(())
+        });
+        let (t, applied) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(target: "audit", who, "entity change refused: {}", one_line(&e.to_string()));
+                return Err(e);
+            }
+        };
+        self.health.follow(&t);
+        self.audit.record(
+            applied
+                .iter()
+                .map(|a| AuditEntry::entity(who, a, t.revision()))
+                .collect(),
+        );
+        if journalled >= journal::COMPACT_AFTER {
+            self.compact();
+        }
+        Ok((t, applied))
+    }
+
+    /// Compacts the journal in the background: the current document
+    /// becomes its base.
+    fn compact(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let snapshot = self.topology.snapshot();
+        let compacting = self.compacting.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            match journal.rebase(snapshot.source(), snapshot.revision(), &snapshot.hash) {
+                Ok(()) => tracing::info!(
+                    revision = snapshot.revision(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "topology journal compacted"
+                ),
+                Err(e) => tracing::error!("topology journal not compacted: {e}"),
+            }
+            compacting.store(false, Ordering::Release);
+        });
     }
 
     /// Runs a policy through the acceptance steps and, if asked, activates it.

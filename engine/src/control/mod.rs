@@ -14,6 +14,8 @@
 //! made it. Nothing else changes the topology, the policies or the routing.
 
 mod apply;
+pub mod audit;
+pub mod journal;
 
 pub use apply::{Control, one_line};
 
@@ -29,6 +31,9 @@ use std::sync::Arc;
 pub enum Change {
     /// Replace the topology with this document (JSON or MessagePack).
     Topology(bytes::Bytes),
+    /// Change entities of the topology, all or none
+    /// ([`crate::topology::edit`]).
+    Entities(Vec<crate::topology::edit::Edit>),
     /// Load a policy and, if asked, activate it.
     Policy {
         /// The component and its configuration.
@@ -100,6 +105,15 @@ pub enum Outcome {
         /// One line: what it holds.
         summary: String,
     },
+    /// Entities changed.
+    Entities {
+        /// The topology version now served on this node.
+        version: u64,
+        /// The revision the change made.
+        revision: u64,
+        /// What each edit changed.
+        applied: Vec<crate::topology::edit::Applied>,
+    },
     /// A policy loaded.
     Policy {
         /// Its name.
@@ -144,6 +158,9 @@ pub enum ChangeError {
     /// The topology failed validation.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// An entity change was refused.
+    #[error(transparent)]
+    Entity(#[from] crate::topology::edit::EditError),
     /// The policy failed its acceptance steps.
     #[error(transparent)]
     Policy(#[from] PolicyError),

@@ -364,6 +364,11 @@ impl<'a> Draft<'a> {
 
     /// The current form of `kind`/`key` in the draft.
     fn current(&self, kind: Kind, key: &str) -> Option<Value> {
+        self.current_written(kind, key)
+            .map(|v| super::entity::complete(kind, v))
+    }
+
+    fn current_written(&self, kind: Kind, key: &str) -> Option<Value> {
         Some(match kind {
             Kind::Regions => value(self.net().regions.iter().find(|r| r.id == key)?),
             Kind::ServerGroups => value(self.net().server_groups.iter().find(|g| g.id == key)?),

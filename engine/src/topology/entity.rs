@@ -364,14 +364,11 @@ impl Topology {
                 to_value(&r)
             }
         };
-        let key = match kind {
-            Kind::Subnets => unreachable!("returned above"),
-            _ => key.to_string(),
-        };
+        let key = key.to_string();
         Some(Shown {
             revision: self.revision_of(kind, &key),
             key,
-            value,
+            value: complete(kind, value),
         })
     }
 
@@ -395,7 +392,7 @@ impl Topology {
         let shown = move |key: String, value: Value| Shown {
             revision: self.revision_of(kind, &key),
             key,
-            value,
+            value: complete(kind, value),
         };
         match kind {
             Kind::Regions => Box::new(
@@ -465,6 +462,30 @@ pub(super) fn program_entity(p: &Program) -> ProgramEntity {
 
 fn to_value(v: &impl Serialize) -> Value {
     serde_json::to_value(v).expect("an entity always serialises")
+}
+
+/// An entity's form with the fields the document leaves out at their
+/// default written out (`active`, `weight`, a group's `channels`), so
+/// that lists filter and sort by what applies.
+pub(super) fn complete(kind: Kind, mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        let mut default = |field: &str, v: Value| {
+            object.entry(field.to_string()).or_insert(v);
+        };
+        match kind {
+            Kind::Regions => default("active", Value::Bool(true)),
+            Kind::ServerGroups => {
+                default("active", Value::Bool(true));
+                default("channels", Value::Array(Vec::new()));
+            }
+            Kind::Servers => {
+                default("active", Value::Bool(true));
+                default("weight", Value::from(1));
+            }
+            _ => {}
+        }
+    }
+    value
 }
 
 /// What a list asks for: `?page=&per_page=&order_by=&q=` and field

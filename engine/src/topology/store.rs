@@ -6,6 +6,7 @@
 //! serialised; a document that fails validation is refused and the current
 //! snapshot stays.
 
+use super::edit::{Applied, Edit, EditError};
 use super::{Topology, TopologyDoc, TopologyError, build, load};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -53,7 +54,17 @@ impl TopologyStore {
         Ok(Self::first(load(bytes, 1)?))
     }
 
+    /// Publishes a snapshot already built (a restored one) as version 1.
+    pub fn from_topology(topology: Topology) -> Self {
+        Self::first(topology)
+    }
+
     fn first(topology: Topology) -> Self {
+        let topology = if topology.revision() == 0 {
+            topology.at_revision(1)
+        } else {
+            topology
+        };
         TopologyStore {
             current: ArcSwap::from_pointee(topology),
             writer: Mutex::new(()),
@@ -81,26 +92,72 @@ impl TopologyStore {
     /// Validates `doc` and, if it is good, publishes it with the next version
     /// number. On error the current snapshot is kept.
     pub fn replace(&self, doc: &TopologyDoc) -> Result<Arc<Topology>, TopologyError> {
-        self.publish(|version| build(doc, version))
+        self.publish(|old| {
+            Ok((
+                build(doc, old.version + 1)?.at_revision(old.revision() + 1),
+                (),
+            ))
+        })
+        .map(|(t, ())| t)
     }
 
     /// Parses and validates a document (JSON or MessagePack) and, if it is
-    /// good, publishes it with the next version number. On error the
+    /// good, has `commit` keep it (a journal) and publishes it with the
+    /// next version number, at `revision` or the next one. On error the
     /// current snapshot is kept. One replacement is built at a time, which
     /// also bounds the memory replacements take.
-    pub fn replace_with(&self, bytes: Bytes) -> Result<Arc<Topology>, TopologyError> {
-        self.publish(|version| load(bytes, version))
+    pub fn replace_with<E: From<TopologyError>>(
+        &self,
+        bytes: Bytes,
+        revision: Option<u64>,
+        commit: impl FnOnce(&Topology) -> Result<(), E>,
+    ) -> Result<Arc<Topology>, E> {
+        self.publish(|old| {
+            let revision = revision.unwrap_or(old.revision() + 1);
+            let t = load(bytes, old.version + 1)?.at_revision(revision);
+            commit(&t)?;
+            Ok((t, ()))
+        })
+        .map(|(t, ())| t)
     }
 
-    fn publish(
+    /// Applies entity changes ([`super::edit`]) to the current snapshot
+    /// and, if they are good, has `commit` keep them (a journal) and
+    /// publishes the result at `revision` or the next one.
+    pub fn edit<E: From<EditError>>(
         &self,
-        build: impl FnOnce(u64) -> Result<Topology, TopologyError>,
-    ) -> Result<Arc<Topology>, TopologyError> {
+        edits: &[Edit],
+        revision: Option<u64>,
+        commit: impl FnOnce(&Topology) -> Result<(), E>,
+    ) -> Result<(Arc<Topology>, Vec<Applied>), E> {
+        self.publish(|old| {
+            let revision = revision.unwrap_or(old.revision() + 1);
+            let edited = super::edit::apply(old, edits, old.version + 1, revision)?;
+            commit(&edited.topology)?;
+            Ok((edited.topology, edited.applied))
+        })
+    }
+
+    /// Publishes what `build` makes of the current snapshot, one writer at
+    /// a time.
+    fn publish<T, E>(
+        &self,
+        build: impl FnOnce(&Topology) -> Result<(Topology, T), E>,
+    ) -> Result<(Arc<Topology>, T), E> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load_full();
-        let topology = Arc::new(build(old.version + 1)?);
+        let (topology, extra) = build(&old)?;
+        let topology = Arc::new(topology);
         self.current.store(topology.clone());
         self.published.send_replace(topology.version);
-        Ok(topology)
+        Ok((topology, extra))
+    }
+
+    /// Publishes `topology` as it is (a restored one) with the next
+    /// version number.
+    pub fn restore(&self, topology: Topology) -> Arc<Topology> {
+        self.publish(|_| Ok::<_, std::convert::Infallible>((topology, ())))
+            .map(|(t, ())| t)
+            .unwrap_or_else(|e| match e {})
     }
 }

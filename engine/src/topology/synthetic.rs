@@ -151,6 +151,78 @@ pub fn generate(spec: Spec) -> TopologyDoc {
     }
 }
 
+/// Adds a catalogue: `channels` more channels (an HLS and a DASH stream
+/// each), four DVR servers, and `programs` hourly programs spread over the
+/// channels, each recorded twice (HLS and DASH, on two DVRs).
+pub fn add_catalogue(doc: &mut TopologyDoc, channels: usize, programs: usize) {
+    for c in 0..channels {
+        let id = format!("ch-{c}");
+        doc.channels.push(ChannelDoc {
+            epg_id: id.clone(),
+            name: Some(format!("Channel {c}")),
+            active: true,
+            dvr_enabled: true,
+            streams: vec![
+                StreamDoc {
+                    protocol: Protocol::Hls,
+                    encryption: Encryption::None,
+                    path: format!("live/{id}/index.m3u8"),
+                    active: true,
+                },
+                StreamDoc {
+                    protocol: Protocol::Mpd,
+                    encryption: Encryption::Cenc,
+                    path: format!("live/{id}/manifest.mpd"),
+                    active: true,
+                },
+            ],
+        });
+    }
+    if programs == 0 {
+        return;
+    }
+    for d in 0..4 {
+        doc.servers.push(ServerDoc {
+            id: format!("dvr-{d}"),
+            kind: ServerKind::Dvr,
+            host: format!("dvr{d}.cdn.example"),
+            port: 80,
+            tls_port: None,
+            active: true,
+            weight: 1,
+            healthcheck: None,
+            prefix: Some(format!("dvr{d}")),
+        });
+    }
+    let epoch = time::OffsetDateTime::from_unix_timestamp(1_796_000_000).expect("a valid time");
+    let ids: Vec<String> = doc.channels.iter().map(|c| c.epg_id.clone()).collect();
+    for p in 0..programs {
+        let channel = &ids[p % ids.len()];
+        let start = epoch + time::Duration::hours((p / ids.len()) as i64);
+        let epg_id = format!("{channel}-{p}");
+        doc.programs.push(ProgramDoc {
+            epg_id: epg_id.clone(),
+            channel: channel.clone(),
+            start: Some(start),
+            end: Some(start + time::Duration::hours(1)),
+            records: [
+                (Protocol::Hls, Encryption::None, "index.m3u8"),
+                (Protocol::Mpd, Encryption::Cenc, "manifest.mpd"),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(r, (protocol, encryption, file))| RecordDoc {
+                server: format!("dvr-{}", (p + r) % 4),
+                protocol,
+                encryption,
+                path: format!("{channel}/{epg_id}/{file}"),
+                status: RecordStatus::Completed,
+            })
+            .collect(),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

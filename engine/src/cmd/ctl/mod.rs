@@ -3,6 +3,7 @@
 //! speaks HTTP to it and renders its answers.
 
 pub mod client;
+pub mod entities;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -26,9 +27,11 @@ pub struct CtlArgs {
     /// Print the API's JSON instead of human-readable output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// With etcd: make the change only if the key is still at this
-    /// revision (the ETag of `topology show`, the revisions in `status`);
-    /// a change made meanwhile by someone else fails with a conflict.
+    /// Make the change only if it is still at this revision: an entity's
+    /// (`get` shows it) for `update`, `replace` and `delete`; with etcd,
+    /// the key's for the others (the ETag of `topology show`, the
+    /// revisions in `status`). A change made meanwhile by someone else
+    /// fails with a conflict.
     #[arg(long, global = true, value_name = "REVISION")]
     pub if_match: Option<i64>,
     /// What to do.
@@ -39,6 +42,9 @@ pub struct CtlArgs {
 /// The `ctl` commands, one per admin route.
 #[derive(Subcommand)]
 pub enum CtlCommand {
+    /// The topology's entities one by one, and the audit trail.
+    #[command(flatten)]
+    Entity(entities::EntityCommand),
     /// Active policy, canary, shadow, topology version, uptime.
     Status,
     /// Loaded policy versions with their role and statistics.
@@ -186,6 +192,15 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     const JSON: &str = "application/json";
     let none = Vec::new;
     let (what, value) = match args.command {
+        CtlCommand::Entity(command) => {
+            let (value, printed) = entities::run(&client, command)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", entities::render(&printed, &value));
+            }
+            return Ok(());
+        }
         CtlCommand::Status => ("status", client.call("GET", "/status", JSON, none())?),
         CtlCommand::Policies => ("policies", client.call("GET", "/policies", JSON, none())?),
         CtlCommand::Push {
