@@ -68,14 +68,13 @@ made = []  # subnets created and not deleted yet
 pause = max(0.0, (secs - 6) / n - 0.002)
 for i in range(n):
     kind = kinds[i % len(kinds)]
+    # Program p is on channel p % 201 of ch1, ch-0 … ch-199.
+    p = rng.randrange(50000)
+    c = "ch1" if p % 201 == 0 else f"ch-{p % 201 - 1}"
     if kind == "program":
-        p = rng.randrange(50000)
-        c = f"ch-{p % 200}"
         hour = rng.randrange(1000)
         req = ("PATCH", f"/topology/programs/{c}-{p}", {"end": f"2026-12-{1 + hour % 28:02d}T{hour % 24:02d}:30:00Z", "start": None})
     elif kind == "record":
-        p = rng.randrange(50000)
-        c = f"ch-{p % 200}"
         req = ("PATCH", f"/topology/records/{c}-{p}/dvr-{p % 4}/hls/none", {"status": rng.choice(["completed", "running"])})
     elif kind == "stream":
         c = f"ch-{rng.randrange(200)}"
@@ -102,13 +101,15 @@ for i in range(n):
             made.append(req[2]["cidr"])
     time.sleep(pause)
 def pct(v, q):
+    if not v:
+        return float("nan")
     v = sorted(v)
     return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
 every = [t for v in times.values() for t in v]
 print(f"{n} changes, {len(errors)} errors")
 for k in kinds + ["all"]:
     v = every if k == "all" else times[k]
-    print(f"  {k:<8} {len(v):>5}  apply p50 {pct(v, .5):6.2f} ms  p99 {pct(v, .99):6.2f} ms  max {max(v):6.2f} ms")
+    print(f"  {k:<8} {len(v):>5}  apply p50 {pct(v, .5):6.2f} ms  p99 {pct(v, .99):6.2f} ms  max {max(v, default=float("nan")):6.2f} ms")
 for e in errors[:5]:
     print("  error:", e)
 PY

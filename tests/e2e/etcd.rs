@@ -1174,3 +1174,123 @@ fn bad_etcd_settings_are_refused_at_start_with_the_reason() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// An entity change through a node's admin API: status and JSON body.
+fn entity_change(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> (u16, Value) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(m) = if_match {
+        headers.push(("If-Match", m));
+    }
+    let r = Conn::open(engine.admin.unwrap()).request_with_body(
+        method,
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+    );
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn an_entity_changed_on_one_node_is_served_by_the_other_and_a_concurrent_edit_conflicts() {
+    let (_etcd, _state, a, b) = pair("etcd-entities");
+    let (code, v) = put_topology(&a, &topology("base.test"), None);
+    assert_eq!(code, 200, "{v}");
+    wait_until("b has the base topology", || {
+        location(&b) == "http://base.test/live/ch1/index.m3u8"
+    });
+    // Changed on a, served by b.
+    let (code, v) = entity_change(
+        &a,
+        "PATCH",
+        "/topology/servers/edge-1",
+        &json!({"host": "patched.test"}),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["changes"][0]["after"]["host"], "patched.test");
+    wait_until("b serves the change made on a", || {
+        location(&b) == "http://patched.test/live/ch1/index.m3u8"
+    });
+    // Both nodes show the entity at the same revision.
+    let revision = |n: &Engine| {
+        let r = n.admin(
+            "GET",
+            "/topology/servers/edge-2",
+            b"",
+            "application/json",
+            None,
+        );
+        r.header("ETag").unwrap().to_string()
+    };
+    wait_until("both nodes agree on the revision", || {
+        revision(&a) == revision(&b)
+    });
+    let read = revision(&a);
+    // Two operators edit what they read at that revision, one on each
+    // node: one wins, the other is told, nothing is overwritten silently.
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            entity_change(
+                &a,
+                "PATCH",
+                "/topology/servers/edge-2",
+                &json!({"weight": 3}),
+                Some(&read),
+            )
+        });
+        let two = s.spawn(|| {
+            entity_change(
+                &b,
+                "PATCH",
+                "/topology/servers/edge-2",
+                &json!({"weight": 5}),
+                Some(&read),
+            )
+        });
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let mut codes = [first.0, second.0];
+    codes.sort();
+    assert_eq!(codes, [200, 409], "{first:?} {second:?}");
+    let (won, lost) = if first.0 == 200 {
+        (3, &second.1)
+    } else {
+        (5, &first.1)
+    };
+    assert!(
+        lost["error"].as_str().unwrap().contains("someone"),
+        "{lost}"
+    );
+    for n in [&a, &b] {
+        wait_until("both nodes serve the winner's weight", || {
+            let r = n.admin(
+                "GET",
+                "/topology/servers/edge-2",
+                b"",
+                "application/json",
+                None,
+            );
+            serde_json::from_str::<Value>(&r.body).unwrap()["value"]["weight"] == won
+        });
+    }
+    // A refused change is refused the same way through etcd, and changes
+    // nothing.
+    let (code, v) = entity_change(&b, "DELETE", "/topology/servers/edge-1", &Value::Null, None);
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("member of server group \"g\""),
+        "{v}"
+    );
+}

@@ -319,6 +319,9 @@ pub struct Shown {
 impl Topology {
     /// The revision of the entity `kind`/`key` (that exists).
     pub fn revision_of(&self, kind: Kind, key: &str) -> u64 {
+        if self.revisions.changed.is_empty() {
+            return self.revisions.base;
+        }
         self.revisions
             .changed
             .get(&(kind, key.into()))
@@ -636,7 +639,31 @@ impl Topology {
         let mut total = 0;
         let mut items = Vec::new();
         let item = |e: Shown| json!({"key": e.key, "revision": e.revision, "value": e.value});
-        if query.order_by.is_empty() {
+        if kind == Kind::Subnets && query.order_by.is_empty() {
+            // A million of them: matched on the snapshot's own fields, and
+            // only the page made into values.
+            let wanted_region = query
+                .filters
+                .iter()
+                .find(|(f, _)| f == "region")
+                .map(|(_, r)| self.region_index(r));
+            for i in 0..self.subnets.len() as u32 {
+                let s = &self.subnets[i as usize];
+                if let Some(r) = wanted_region
+                    && r != Some(s.region)
+                {
+                    continue;
+                }
+                let simple = query.filters.iter().all(|(f, _)| f == "region") && query.q.is_none();
+                if !simple && !query.matches(kind, &self.subnet_shown(i)) {
+                    continue;
+                }
+                if total >= skip && items.len() < query.per_page {
+                    items.push(item(self.subnet_shown(i)));
+                }
+                total += 1;
+            }
+        } else if query.order_by.is_empty() {
             // In document order: only the page is kept.
             for e in self.entities(kind).filter(|e| query.matches(kind, e)) {
                 if total >= skip && items.len() < query.per_page {
