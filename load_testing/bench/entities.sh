@@ -109,7 +109,7 @@ every = [t for v in times.values() for t in v]
 print(f"{n} changes, {len(errors)} errors")
 for k in kinds + ["all"]:
     v = every if k == "all" else times[k]
-    print(f"  {k:<8} {len(v):>5}  apply p50 {pct(v, .5):6.2f} ms  p99 {pct(v, .99):6.2f} ms  max {max(v, default=float("nan")):6.2f} ms")
+    print(f"  {k:<8} {len(v):>5}  apply p50 {pct(v, .5):6.2f} ms  p99 {pct(v, .99):6.2f} ms  max {max(v, default=float('nan')):6.2f} ms")
 for e in errors[:5]:
     print("  error:", e)
 PY

@@ -724,9 +724,14 @@ fn nodes_ride_out_the_loss_of_etcd_and_catch_up_on_return() {
     // Node c goes away (once its disk copy holds t2: it serves a change a
     // moment before it has written it down); a change is made while it is
     // gone.
-    let copy = state.path("c").join("etcd-copy.msgpack");
+    // (Its blobs are files beside the copy's list of keys.)
+    let blobs = state.path("c").join("etcd-copy.msgpack.blobs");
     wait_until("c's disk copy holds t2", || {
-        std::fs::read(&copy).is_ok_and(|b| b.windows(7).any(|w| w == b"t2.test"))
+        std::fs::read_dir(&blobs).is_ok_and(|dir| {
+            dir.flatten().any(|f| {
+                std::fs::read(f.path()).is_ok_and(|b| b.windows(7).any(|w| w == b"t2.test"))
+            })
+        })
     });
     drop(c.take());
     let (code, v) = upload(&a, "spread", "consistent", json!({}), true);
@@ -1293,4 +1298,112 @@ fn an_entity_changed_on_one_node_is_served_by_the_other_and_a_concurrent_edit_co
             .contains("member of server group \"g\""),
         "{v}"
     );
+}
+
+#[test]
+fn entity_changes_are_change_records_folded_into_the_document_now_and_then() {
+    let etcd = EtcdCluster::start(1, "etcd-fold");
+    let state = TempDir::new("etcd-fold-nodes");
+    let start = |name: &str| {
+        Engine::start(&[
+            "--etcd",
+            &etcd.endpoints(),
+            "--etcd-prefix",
+            "/fleet",
+            "--state-dir",
+            state.path(name).to_str().unwrap(),
+            "--node-name",
+            name,
+            "--etcd-fold-changes",
+            "3",
+        ])
+    };
+    let a = start("a");
+    let (code, v) = put_topology(&a, &topology("base.test"), None);
+    assert_eq!(code, 200, "{v}");
+    let record = etcd.get("/fleet/config/topology");
+    // Two changes: two change records, the document untouched.
+    for weight in [2, 3] {
+        let (code, v) = entity_change(
+            &a,
+            "PATCH",
+            "/topology/servers/edge-2",
+            &json!({"weight": weight}),
+            None,
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    assert_eq!(etcd.get("/fleet/config/topology"), record);
+    let change = etcd.get("/fleet/config/topology-changes/00000000000000000002");
+    assert!(
+        change.contains("\"weight\":3") && change.contains("\"seq\":2"),
+        "{change}"
+    );
+    // A node started now replays them.
+    let b = start("b");
+    let weight = |n: &Engine| {
+        let r = n.admin(
+            "GET",
+            "/topology/servers/edge-2",
+            b"",
+            "application/json",
+            None,
+        );
+        serde_json::from_str::<Value>(&r.body).unwrap()["value"]["weight"].clone()
+    };
+    wait_until("b replays the changes", || weight(&b) == 3);
+    // The third is folded into a new topology record, which names it.
+    let (code, v) = entity_change(
+        &b,
+        "PATCH",
+        "/topology/servers/edge-1",
+        &json!({"host": "folded.test"}),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    wait_until("the changes are folded", || {
+        etcd.get("/fleet/config/topology").contains("\"seq\":3")
+    });
+    assert_eq!(
+        etcd.get("/fleet/config/topology-changes/00000000000000000001"),
+        ""
+    );
+    let host = |n: &Engine| {
+        let r = n.admin(
+            "GET",
+            "/topology/servers/edge-1",
+            b"",
+            "application/json",
+            None,
+        );
+        serde_json::from_str::<Value>(&r.body).unwrap()["value"]["host"].clone()
+    };
+    for n in [&a, &b] {
+        wait_until("every node serves the folded change", || {
+            host(n) == "folded.test"
+        });
+    }
+    // A node started after the fold loads the folded document, and every
+    // node names the same topology.
+    let c = start("c");
+    assert_eq!(host(&c), "folded.test");
+    assert_eq!(weight(&c), 3);
+    let hash = |n: &Engine| status(n)["topology"]["hash"].clone();
+    wait_until("one hash", || hash(&a) == hash(&b) && hash(&b) == hash(&c));
+    // And a change after the fold is record 4.
+    let (code, v) = entity_change(&c, "DELETE", "/topology/servers/edge-2", &Value::Null, None);
+    assert_eq!(code, 409, "{v}");
+    let (code, v) = entity_change(
+        &c,
+        "PATCH",
+        "/topology/servers/edge-2",
+        &json!({"weight": 0}),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        etcd.get("/fleet/config/topology-changes/00000000000000000004")
+            .contains("\"seq\":4")
+    );
+    wait_until("a serves it", || weight(&a) == 0);
 }

@@ -1,16 +1,19 @@
 //! The node's disk copy of the last good configuration from etcd: every
 //! configuration key with its revisions, plus the blobs they point at (the
-//! topology being served and the policy components). Written after each
-//! applied change (to a temporary file, then renamed), read at start, so
-//! that a node restarted while etcd is down serves what it served before.
+//! topology record's document and the policy components). Written after
+//! each applied change (to a temporary file, then renamed), read at start,
+//! so that a node restarted while etcd is down serves what it served
+//! before. Blobs are files of their own beside it (`{file}.blobs/{sha256}`),
+//! written once: an entity change rewrites the small list of keys, not a
+//! document of a million subnets.
 
 use super::etcd::KeyValue;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Format version of the file.
-const FORMAT: u32 = 1;
+/// Format version of the file (1: blobs inside it; 2: blobs beside it).
+const FORMAT: u32 = 2;
 
 /// What the file holds.
 #[derive(Debug)]
@@ -42,6 +45,9 @@ struct File<Kvs, Blobs> {
     saved_at: String,
     kvs: Kvs,
     blobs: Blobs,
+    /// The blobs kept beside the file, by SHA-256 (format 2).
+    #[serde(default)]
+    blob_files: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,14 +78,31 @@ pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
             mod_revision: kv.mod_revision,
         })
         .collect();
-    let blobs: Vec<Blob<&serde_bytes::Bytes>> = copy
-        .blobs
-        .iter()
-        .map(|(h, b)| Blob {
-            sha256: h.clone(),
-            bytes: serde_bytes::Bytes::new(b),
-        })
-        .collect();
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Blobs first, each once (named by its content), so that the list
+    // never names one that is not there.
+    let dir = blob_dir(path);
+    std::fs::create_dir_all(&dir)?;
+    let mut names = Vec::with_capacity(copy.blobs.len());
+    for (hash, bytes) in &copy.blobs {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let file = dir.join(hash);
+        if !file.exists() {
+            let tmp = dir.join(format!("{hash}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &file)?;
+        }
+        names.push(hash.clone());
+    }
+    let blobs: Vec<Blob<&serde_bytes::Bytes>> = Vec::new();
     let file = File {
         format: FORMAT,
         prefix: copy.prefix.clone(),
@@ -88,18 +111,29 @@ pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
         saved_at: copy.saved_at.clone(),
         kvs,
         blobs,
+        blob_files: names.clone(),
     };
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
     let tmp = path.with_extension("tmp");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     rmp_serde::encode::write_named(&mut out, &file).map_err(std::io::Error::other)?;
     std::io::Write::flush(&mut out)?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // Blobs no longer named go.
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !names.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Where the blobs of the copy at `path` are kept.
+fn blob_dir(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".blobs");
+    path.with_file_name(name)
 }
 
 /// Reads the copy at `path`: `None` if there is no file; an error naming
@@ -113,12 +147,25 @@ pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
     };
     let file: FileIn = rmp_serde::from_slice(&bytes)
         .map_err(|e| format!("{}: not a configuration copy: {e}", path.display()))?;
-    if file.format != FORMAT {
+    if file.format != 1 && file.format != FORMAT {
         return Err(format!(
-            "{}: format {} (this engine reads {FORMAT})",
+            "{}: format {} (this engine reads 1 and {FORMAT})",
             path.display(),
             file.format
         ));
+    }
+    let mut blobs: Vec<(String, Bytes)> = file
+        .blobs
+        .into_iter()
+        .map(|b| (b.sha256, Bytes::from(b.bytes.into_vec())))
+        .collect();
+    for hash in file.blob_files {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(blob_dir(path).join(&hash)) {
+            blobs.push((hash, bytes.into()));
+        }
     }
     Ok(Some(DiskCopy {
         prefix: file.prefix,
@@ -135,11 +182,9 @@ pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
                 mod_revision: kv.mod_revision,
             })
             .collect(),
-        blobs: file
-            .blobs
+        blobs: blobs
             .into_iter()
-            .filter(|b| crate::sha256_hex(&b.bytes) == b.sha256)
-            .map(|b| (b.sha256, Bytes::from(b.bytes.into_vec())))
+            .filter(|(hash, bytes)| crate::sha256_hex(bytes) == *hash)
             .collect(),
     }))
 }
@@ -167,7 +212,7 @@ mod tests {
             }],
             blobs: vec![
                 (crate::sha256_hex(&blob), Bytes::from(blob.clone())),
-                ("0000".into(), Bytes::from_static(b"does not match")),
+                ("0".repeat(64), Bytes::from_static(b"does not match")),
             ],
         };
         save(&path, &copy).unwrap();

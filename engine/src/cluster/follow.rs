@@ -29,6 +29,11 @@ pub struct Follower {
     cluster_id: u64,
     /// Mod revision of the topology record last applied or refused.
     topology_rev: i64,
+    /// The `seq` of that record, and of the last change record applied.
+    topology_base_seq: u64,
+    topology_seq: u64,
+    /// The topology record's blob (for the disk copy): SHA-256 and bytes.
+    topology_blob: Option<(String, Bytes)>,
     /// Mod revision of the routing record last applied or refused.
     routing_rev: i64,
     /// Policy key → mod revision last loaded or refused.
@@ -214,9 +219,27 @@ impl Follower {
             && kv.mod_revision != self.topology_rev
         {
             changed = true;
+            let current = control.topology.load().hash.clone();
             match serde_json::from_slice::<TopologyRecord>(&kv.value) {
                 Err(e) => self.refuse(cluster, &kv, format!("not a topology record: {e}")),
-                Ok(record) if record.blob.sha256 == control.topology.load().hash => {}
+                // What this node serves already: its own document, or its
+                // changes folded in.
+                Ok(record)
+                    if record.blob.sha256 == current
+                        || record.hash.as_deref() == Some(current.as_str()) =>
+                {
+                    self.topology_base_seq = record.seq;
+                    self.topology_seq = record.seq;
+                    if let Some(bytes) = cached.and_then(|c| c.get(&record.blob.sha256)) {
+                        self.topology_blob = Some((record.blob.sha256.clone(), bytes.clone()));
+                    } else if self
+                        .topology_blob
+                        .as_ref()
+                        .is_none_or(|(h, _)| *h != record.blob.sha256)
+                    {
+                        self.topology_blob = None;
+                    }
+                }
                 Ok(record) => match self.blob(cluster, &record.blob, cached).await {
                     Err(BlobError::Unavailable(e)) => return Err(e),
                     Err(BlobError::Bad(m)) => self.refuse(cluster, &kv, m),
@@ -225,15 +248,62 @@ impl Follower {
                         // At the record's etcd revision: every node gives
                         // the entities the same revisions.
                         let revision = Some(kv.mod_revision.max(0) as u64);
-                        if let Err(e) = control.replace_topology_at(bytes, &who, revision) {
-                            self.refuse(cluster, &kv, one_line(&e.to_string()));
-                        } else {
-                            self.refused.remove(&kv.key);
+                        match control.replace_topology_at(bytes.clone(), &who, revision) {
+                            Err(e) => self.refuse(cluster, &kv, one_line(&e.to_string())),
+                            Ok(t) => {
+                                // Folded changes keep the hash they had.
+                                if let Some(hash) = &record.hash
+                                    && record.seq > 0
+                                {
+                                    control.topology.rehash(&t, hash);
+                                }
+                                self.refused.remove(&kv.key);
+                                self.topology_blob = Some((record.blob.sha256.clone(), bytes));
+                            }
                         }
+                        self.topology_base_seq = record.seq;
+                        self.topology_seq = record.seq;
                     }
                 },
             }
             self.topology_rev = kv.mod_revision;
+        }
+
+        // 1b. Entity changes since, in order.
+        let prefix = keys.changes();
+        let pending: Vec<(u64, KeyValue)> = self
+            .kvs
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, kv)| Some((k[prefix.len()..].parse::<u64>().ok()?, kv.clone())))
+            .filter(|(seq, _)| *seq > self.topology_seq)
+            .collect();
+        for (seq, kv) in pending {
+            changed = true;
+            match serde_json::from_slice::<super::layout::ChangeRecord>(&kv.value) {
+                Err(e) => self.refuse(cluster, &kv, format!("not a change record: {e}")),
+                Ok(record) if seq != self.topology_seq + 1 || record.seq != seq => {
+                    self.refuse(
+                        cluster,
+                        &kv,
+                        format!(
+                            "change {seq} does not follow change {} (record says {})",
+                            self.topology_seq, record.seq
+                        ),
+                    );
+                }
+                Ok(record) => {
+                    let who = who(&kv, &record.written_by);
+                    let revision = Some(kv.mod_revision.max(0) as u64);
+                    match control.edit_topology(&record.edits, &who, revision) {
+                        Ok(_) => {
+                            self.refused.remove(&kv.key);
+                        }
+                        Err(e) => self.refuse(cluster, &kv, one_line(&e.to_string())),
+                    }
+                }
+            }
+            self.topology_seq = seq;
         }
 
         // 2. Policies not loaded yet.
@@ -448,6 +518,8 @@ impl Follower {
             s.policies = self.policies.clone();
             s.refused = self.refused.clone();
             s.source = source;
+            s.topology_seq = self.topology_seq;
+            s.topology_base_seq = self.topology_base_seq;
         }
         cluster.applied.send_replace(self.revision);
     }
@@ -463,7 +535,11 @@ impl Follower {
             .iter()
             .map(|(h, b)| (h.clone(), b.clone()))
             .collect();
-        blobs.push((topology.hash.clone(), topology.source().clone()));
+        // The topology record's blob (the change records since are keys).
+        match &self.topology_blob {
+            Some((hash, bytes)) => blobs.push((hash.clone(), bytes.clone())),
+            None => blobs.push((topology.hash.clone(), topology.source().clone())),
+        }
         let copy = DiskCopy {
             prefix: cluster.keys.prefix().to_string(),
             revision: self.revision,

@@ -5,6 +5,7 @@
 //! | key | value |
 //! |---|---|
 //! | `{prefix}/config/topology` | [`TopologyRecord`]: the current topology's blob and who wrote it |
+//! | `{prefix}/config/topology-changes/{seq}` | [`ChangeRecord`]: an entity change made since (applied in `seq` order; folded into a new topology record every `--etcd-fold-changes`, 1,000 by default) |
 //! | `{prefix}/config/policies/{digest}` | [`PolicyRecord`]: one uploaded policy (component blob + configuration); its `create_revision` is its version number on every node |
 //! | `{prefix}/config/routing` | [`RoutingRecord`]: active policy, history, canary, shadow |
 //! | `{prefix}/config/drained/{server id}` | [`DrainRecord`]: a drained server |
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 /// Largest chunk of a blob (etcd refuses requests over 1.5 MiB by default).
 pub const CHUNK: usize = 1 << 20;
+
+/// Largest change record; a larger batch is written as a whole document.
+pub const MAX_CHANGE: usize = 1 << 20;
 
 /// The keys under one prefix.
 #[derive(Debug, Clone)]
@@ -55,6 +59,16 @@ impl Keys {
     /// The routing record.
     pub fn routing(&self) -> String {
         format!("{}/config/routing", self.prefix)
+    }
+
+    /// Prefix of the topology's entity changes.
+    pub fn changes(&self) -> String {
+        format!("{}/config/topology-changes/", self.prefix)
+    }
+
+    /// Entity change `seq` (zero-padded, so that keys sort by `seq`).
+    pub fn change(&self, seq: u64) -> String {
+        format!("{}/config/topology-changes/{seq:020}", self.prefix)
     }
 
     /// Prefix of the policy records.
@@ -120,6 +134,32 @@ pub struct TopologyRecord {
     /// One-line summary, for people reading etcd.
     pub summary: String,
     /// Who wrote it (admin identity and node).
+    pub written_by: String,
+    /// When, RFC 3339.
+    pub written_at: String,
+    /// The last entity change folded into it (0: none); the changes after
+    /// it are `topology-changes/` records.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+    /// The hash of the snapshot it was folded from: a node serving that
+    /// snapshot already keeps it instead of loading the blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// An entity change to the topology, applied on every node in `seq` order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRecord {
+    /// Its place: one after the change (or topology record) before it.
+    pub seq: u64,
+    /// The edits, all or none.
+    pub edits: Vec<crate::topology::edit::Edit>,
+    /// Who wrote it.
     pub written_by: String,
     /// When, RFC 3339.
     pub written_at: String,
@@ -215,6 +255,8 @@ mod tests {
         assert!(k.drain("e1").starts_with(&k.config()));
         assert!(!k.chunk("ab", 0).starts_with(&k.config()));
         assert_eq!(k.chunk("ab", 3), "/edgeward/blobs/ab/00003");
+        assert!(k.change(7).starts_with(&k.changes()) && k.changes().starts_with(&k.config()));
+        assert!(k.change(9) < k.change(10));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct ClusterConfig {
     pub node: String,
     /// Where the last good configuration is kept on disk (none: not kept).
     pub cache_file: Option<PathBuf>,
+    /// Topology change records after which they are folded into a new
+    /// topology record.
+    pub fold_after: u64,
 }
 
 /// A node's link to the shared configuration.
@@ -93,6 +96,7 @@ pub struct Cluster {
     keys: Keys,
     node: String,
     cache_file: Option<PathBuf>,
+    fold_after: u64,
     /// What the follower last applied, for writers and `/status`.
     shared: std::sync::Mutex<Shared>,
     /// Highest etcd revision applied on this node.
@@ -118,6 +122,11 @@ struct Shared {
     member: Option<String>,
     since: Option<SystemTime>,
     last_error: Option<String>,
+    /// The last topology change record applied (or folded into the
+    /// topology record applied).
+    topology_seq: u64,
+    /// The `seq` of the topology record applied.
+    topology_base_seq: u64,
     source: &'static str,
 }
 
@@ -143,6 +152,7 @@ impl Cluster {
             keys: Keys::new(&config.prefix),
             node: config.node,
             cache_file: config.cache_file,
+            fold_after: config.fold_after.max(1),
             shared: std::sync::Mutex::new(Shared {
                 source: "none",
                 ..Default::default()

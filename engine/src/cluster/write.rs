@@ -15,8 +15,8 @@
 use super::Cluster;
 use super::etcd::{Compare, EtcdClient, EtcdError, Op};
 use super::layout::{
-    self, BlobRef, CHUNK, CanaryRecord, DrainRecord, Keys, PolicyRecord, RoutingRecord,
-    ShadowRecord, TopologyRecord,
+    self, BlobRef, CHUNK, CanaryRecord, ChangeRecord, DrainRecord, Keys, PolicyRecord,
+    RoutingRecord, ShadowRecord, TopologyRecord,
 };
 use crate::control::{
     Change, ChangeError, Changed, Control, Outcome, RoutingChange, Writer, Writing,
@@ -136,7 +136,7 @@ impl Cluster {
     }
 
     /// Validates a topology, stores it and points the topology record at
-    /// it.
+    /// it (the entity changes since the last record go with it).
     pub async fn push_topology(
         &self,
         control: &Control,
@@ -147,14 +147,38 @@ impl Cluster {
         let checked = control.check_topology(bytes)?;
         let key = self.keys.topology();
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
-        let blob = write_blob(&self.client, &self.keys, checked.source()).await?;
+        let (w, record) = self
+            .write_topology(&checked, based_on, 0, None, who)
+            .await?;
+        Ok((w, record.blob.sha256, record.summary))
+    }
+
+    /// Writes `topology` as the topology record, if the record is still at
+    /// `based_on` and no entity change came after the ones this node has
+    /// applied; the change records go (they are in it, or replaced by it).
+    async fn write_topology(
+        &self,
+        topology: &crate::topology::Topology,
+        based_on: i64,
+        seq: u64,
+        hash: Option<String>,
+        who: &str,
+    ) -> Result<(Written, TopologyRecord), ChangeError> {
+        let key = self.keys.topology();
+        let next_change = self.keys.change(self.lock().topology_seq + 1);
+        let blob = write_blob(&self.client, &self.keys, topology.source()).await?;
         let record = TopologyRecord {
             blob: blob.clone(),
-            summary: checked.summary(),
+            summary: topology.summary(),
             written_by: self.written_by(who),
             written_at: crate::time::now_rfc3339(),
+            seq,
+            hash,
         };
-        let mut ops = vec![Op::Put(key.clone(), json(&record))];
+        let mut ops = vec![
+            Op::Put(key.clone(), json(&record)),
+            Op::DeletePrefix(self.keys.changes()),
+        ];
         // The blob the old record pointed at goes with it.
         let (old, _) = self.client.get(&key).await?;
         if let Some(old) = old
@@ -165,17 +189,95 @@ impl Cluster {
         }
         let result = self
             .client
-            .txn(&[Compare::ModRevision(key.clone(), based_on)], &ops)
+            .txn(
+                &[
+                    Compare::ModRevision(key.clone(), based_on),
+                    Compare::ModRevision(next_change, 0),
+                ],
+                &ops,
+            )
             .await?;
         if !result.succeeded {
             return Err(self.conflict("the topology", &key, based_on).await);
         }
-        tracing::info!(target: "audit", who, revision = result.revision, hash = %blob.sha256, "topology written to etcd");
-        Ok((
-            self.settle(result.revision).await,
-            blob.sha256,
-            record.summary,
-        ))
+        tracing::info!(target: "audit", who, revision = result.revision, hash = %blob.sha256, seq, "topology written to etcd");
+        Ok((self.settle(result.revision).await, record))
+    }
+
+    /// Writes entity changes, checked against this node's snapshot, as the
+    /// next change record: only if no change was written after the last
+    /// one this node applied (else a conflict). A batch too large for one
+    /// etcd request is written as the whole document instead.
+    pub async fn push_changes(
+        &self,
+        control: &Control,
+        edits: Vec<crate::topology::edit::Edit>,
+        who: &str,
+    ) -> Result<
+        (
+            Written,
+            Vec<crate::topology::edit::Applied>,
+            Option<(i64, u64)>,
+        ),
+        ChangeError,
+    > {
+        let base = control.topology.snapshot();
+        let edited =
+            crate::topology::edit::apply(&base, &edits, base.version, base.revision() + 1)?;
+        let topology_key = self.keys.topology();
+        let topology_rev = self.revision_of(&topology_key);
+        let seq = self.lock().topology_seq + 1;
+        let record = ChangeRecord {
+            seq,
+            edits,
+            written_by: self.written_by(who),
+            written_at: crate::time::now_rfc3339(),
+        };
+        let value = json(&record);
+        if value.len() > layout::MAX_CHANGE {
+            let (w, _) = self
+                .write_topology(&edited.topology, topology_rev, 0, None, who)
+                .await?;
+            return Ok((w, edited.applied, None));
+        }
+        let key = self.keys.change(seq);
+        let result = self
+            .client
+            .txn(
+                &[
+                    Compare::ModRevision(topology_key.clone(), topology_rev),
+                    Compare::ModRevision(key.clone(), 0),
+                ],
+                &[Op::Put(key.clone(), value)],
+            )
+            .await?;
+        if !result.succeeded {
+            return Err(self.conflict("the topology", &key, 0).await);
+        }
+        tracing::info!(target: "audit", who, revision = result.revision, seq, "entity change written to etcd");
+        let written = self.settle(result.revision).await;
+        let folded_since = self.lock().topology_base_seq;
+        let fold = (written.applied && seq - folded_since >= self.fold_after)
+            .then_some((topology_rev, seq));
+        Ok((written, edited.applied, fold))
+    }
+
+    /// Writes the topology whole with the change records up to `seq`
+    /// folded in (a conflict means another node changed it first: nothing
+    /// to do, a later change folds).
+    pub async fn fold_changes(&self, control: &Control, topology_rev: i64, seq: u64) {
+        let t = control.topology.snapshot();
+        match self
+            .write_topology(&t, topology_rev, seq, Some(t.hash.clone()), "compaction")
+            .await
+        {
+            Ok((w, _)) => tracing::info!(
+                revision = w.revision,
+                seq,
+                "topology changes folded into a new topology record"
+            ),
+            Err(e) => tracing::info!("topology changes not folded: {e}"),
+        }
     }
 
     /// Checks a policy, stores it, and (if asked) makes it the active one.
@@ -496,20 +598,21 @@ impl EtcdWriter {
         let (cluster, control) = (&*self.cluster, &*self.control);
         let (written, outcome) = match change {
             Change::Entities(edits) => {
-                // Checked here against what this node serves, then written
-                // as the whole document the fleet's nodes load.
-                let base = control.topology.snapshot();
-                let edited =
-                    crate::topology::edit::apply(&base, &edits, base.version, base.revision() + 1)?;
-                let bytes = edited.topology.source().clone();
-                let (w, _, _) = cluster.push_topology(control, bytes, based_on, who).await?;
+                let (w, applied, fold) = cluster.push_changes(control, edits, who).await?;
+                if let Some((topology_rev, seq)) = fold {
+                    // Off the answer's path: it writes the whole document.
+                    let (cluster, control) = (self.cluster.clone(), self.control.clone());
+                    tokio::spawn(async move {
+                        cluster.fold_changes(&control, topology_rev, seq).await;
+                    });
+                }
                 let version = control.topology.load().version;
                 (
                     w,
                     Outcome::Entities {
                         version,
                         revision: w.revision.max(0) as u64,
-                        applied: edited.applied,
+                        applied,
                     },
                 )
             }

@@ -208,6 +208,10 @@ pub struct EtcdArgs {
     /// /var/lib/edgeward). The audit trail is kept there too.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Entity changes kept as change records in etcd before they are
+    /// folded into a new topology record.
+    #[arg(long, default_value_t = 1000)]
+    pub etcd_fold_changes: u64,
     /// This node's name in etcd records and logs (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -540,6 +544,7 @@ fn follow_etcd(args: &EtcdArgs, control: &Arc<Control>) -> anyhow::Result<Option
         prefix: args.etcd_prefix.clone(),
         node,
         cache_file: Some(state_dir.join("etcd-copy.msgpack")),
+        fold_after: args.etcd_fold_changes,
     })
     .map_err(anyhow::Error::msg)?;
     let restored = cluster

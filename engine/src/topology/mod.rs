@@ -336,6 +336,27 @@ impl Topology {
         self
     }
 
+    /// The same snapshot (every part shared), to be published under
+    /// another hash.
+    pub(crate) fn renamed(&self) -> Topology {
+        Topology {
+            version: self.version,
+            hash: self.hash.clone(),
+            regions: self.regions.clone(),
+            groups: self.groups.clone(),
+            servers: self.servers.clone(),
+            subnets: self.subnets.clone(),
+            channels: self.channels.clone(),
+            programs: self.programs.clone(),
+            default_region: self.default_region,
+            network: self.network.clone(),
+            channel_docs: self.channel_docs.clone(),
+            indexes: self.indexes.clone(),
+            revisions: self.revisions.clone(),
+            source: self.source.clone(),
+        }
+    }
+
     /// The index of the most specific subnet containing `addr`.
     #[inline]
     pub fn longest_match(&self, addr: IpAddr) -> Option<u32> {
