@@ -10,13 +10,16 @@
 # memory before, after, and at its peak during the changes.
 #
 #   load_testing/bench/entities.sh [CHANGES] [SECONDS]
+#   ETCD=1 load_testing/bench/entities.sh ...   the same on a node of a fleet
+#     (a local etcd; each change is a change record, applied back by the
+#     node's follower before the answer)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ulimit -n 65536 2>/dev/null || true
 CHANGES=${1:-1000}
 SECS=${2:-40}
 OUT=$(mktemp -d /tmp/edgeward-entities.XXXXXX)
-PORT=18380; ADMIN=18381
+PORT=18480; ADMIN=18481
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -p edgeward >/dev/null 2>&1
 EW=./target/release/edgeward
@@ -32,37 +35,50 @@ for _ in range(5000):
         print(f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
 PY
 
+FLEET=()
+ETCD_PID=
+if [ "${ETCD:-0}" = 1 ]; then
+  command -v etcd >/dev/null || { apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
+  etcd --data-dir "$OUT/etcd" --listen-client-urls http://127.0.0.1:18379 \
+    --advertise-client-urls http://127.0.0.1:18379 --listen-peer-urls http://127.0.0.1:18380 \
+    --quota-backend-bytes 4294967296 >"$OUT/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  FLEET=(--etcd http://127.0.0.1:18379 --etcd-prefix /bench)
+  until curl -sf http://127.0.0.1:18379/health >/dev/null; do sleep 0.2; done
+fi
 $EW serve --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:$ADMIN --workers 1 \
   --topology "$OUT/t.msgpack" --state-dir "$OUT/state" --no-policy-header \
-  --watch-interval-ms 0 >"$OUT/ew.log" 2>&1 &
+  --watch-interval-ms 0 "${FLEET[@]}" >"$OUT/ew.log" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -rf "$OUT"' EXIT
+trap 'kill $PID $ETCD_PID 2>/dev/null || true; rm -rf "$OUT"' EXIT
 until curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null; do sleep 0.2; done
+if [ -n "$ETCD_PID" ]; then
+  # The fleet's document: the seed written to etcd.
+  curl -sf -X PUT --data-binary @"$OUT/t.msgpack" "http://127.0.0.1:$ADMIN/topology" >/dev/null
+fi
 mib() { awk -v k="^$1" '$0 ~ k {printf "%.0f MiB", $2/1024}' /proc/$PID/status; }
 echo "serving: $(curl -s "http://127.0.0.1:$ADMIN/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["topology"]["summary"])')"
 echo "RSS before: $(mib VmRSS) (peak while loading: $(mib VmHWM))"
 
 drive() { CLIENTS="$OUT/clients.txt" wrk -t1 -c50 -d"$1s" --latency -s load_testing/bench/rotate.lua "http://127.0.0.1:$PORT/" > "$OUT/$2.wrk"; }
-drive 10 baseline
-# Reset the peak, so that it is the peak during the changes.
-echo 5 > /proc/$PID/clear_refs 2>/dev/null || true
-drive "$SECS" during &
-WRK=$!
-sleep 1
-python3 - "$ADMIN" "$CHANGES" "$SECS" <<'PY'
+cat > "$OUT/changes.py" <<'PY'
 import http.client, json, random, sys, time
-admin, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+admin, n, secs, seed = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 conn = http.client.HTTPConnection("127.0.0.1", int(admin))
-rng = random.Random(3)
+rng = random.Random(seed)
 def call(method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     t = time.perf_counter()
     conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     text = r.read()
-    return r.status, (time.perf_counter() - t) * 1000, text
+    ms = (time.perf_counter() - t) * 1000
+    timing = r.getheader("Server-Timing", "apply;dur=nan")
+    inside.append(float(timing.split("dur=")[1]))
+    return r.status, ms, text
 kinds = ["program", "record", "stream", "channel", "server", "subnet"]
 times = {k: [] for k in kinds}
+inside = []  # the engine's own figure (Server-Timing)
 errors = []
 made = []  # subnets created and not deleted yet
 pause = max(0.0, (secs - 6) / n - 0.002)
@@ -110,12 +126,23 @@ print(f"{n} changes, {len(errors)} errors")
 for k in kinds + ["all"]:
     v = every if k == "all" else times[k]
     print(f"  {k:<8} {len(v):>5}  apply p50 {pct(v, .5):6.2f} ms  p99 {pct(v, .99):6.2f} ms  max {max(v, default=float('nan')):6.2f} ms")
+print(f"  engine's own apply time (Server-Timing): p50 {pct(inside, .5):.2f} ms  p99 {pct(inside, .99):.2f} ms  max {max(inside, default=float('nan')):.2f} ms")
 for e in errors[:5]:
     print("  error:", e)
 PY
+echo "-- $((CHANGES / 5)) changes without player load:"
+python3 "$OUT/changes.py" "$ADMIN" $((CHANGES / 5)) 8 1
+drive 10 baseline
+# Reset the peak, so that it is the peak during the changes.
+echo 5 > /proc/$PID/clear_refs 2>/dev/null || true
+drive "$SECS" during &
+WRK=$!
+sleep 1
+echo "-- $CHANGES changes under player load:"
+python3 "$OUT/changes.py" "$ADMIN" "$CHANGES" "$SECS" 2
 wait $WRK
 echo "RSS after: $(mib VmRSS) (peak during the changes: $(mib VmHWM))"
-echo "journal: $(ls "$OUT/state/topology")"
+[ -n "$ETCD_PID" ] || echo "journal: $(ls "$OUT/state/topology")"
 echo "players (requests/s, p50 us, p99 us, non-3xx):"
 echo "  without changes: $(python3 load_testing/bench/wrk_summary.py "$OUT/baseline.wrk")"
 echo "  with changes:    $(python3 load_testing/bench/wrk_summary.py "$OUT/during.wrk")"

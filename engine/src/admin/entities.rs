@@ -17,7 +17,8 @@
 //! `If-Match: "<revision>"` on a single-entity change makes it fail with
 //! 409 and the current revision if the entity changed since. *change* is
 //! `{"version", "revision", "changes": [{"op", "kind", "key", "before",
-//! "after"}], "applied_here"}`.
+//! "after"}], "applied_here"}`, with `Server-Timing: apply;dur=<ms>`: how
+//! long the change took from its arrival to this node serving it.
 
 use super::Admin;
 use super::api::{Reply, error, ok, reply};
@@ -214,6 +215,7 @@ fn answer(
         version,
         revision,
         applied,
+        took,
     } = &changed.outcome
     else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected outcome");
@@ -228,6 +230,11 @@ fn answer(
     let mut r = reply(status, body);
     if single {
         with_etag(&mut r, *revision);
+    }
+    // How long the change took to serve (W3C Server-Timing).
+    let timing = format!("apply;dur={:.3}", took.as_secs_f64() * 1000.0);
+    if let Ok(v) = http::HeaderValue::from_str(&timing) {
+        r.headers_mut().insert("server-timing", v);
     }
     r
 }

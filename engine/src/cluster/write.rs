@@ -598,7 +598,9 @@ impl EtcdWriter {
         let (cluster, control) = (&*self.cluster, &*self.control);
         let (written, outcome) = match change {
             Change::Entities(edits) => {
+                let started = std::time::Instant::now();
                 let (w, applied, fold) = cluster.push_changes(control, edits, who).await?;
+                let took = started.elapsed();
                 if let Some((topology_rev, seq)) = fold {
                     // Off the answer's path: it writes the whole document.
                     let (cluster, control) = (self.cluster.clone(), self.control.clone());
@@ -613,6 +615,7 @@ impl EtcdWriter {
                         version,
                         revision: w.revision.max(0) as u64,
                         applied,
+                        took,
                     },
                 )
             }

@@ -95,11 +95,13 @@ impl Control {
                 })
             }
             Change::Entities(edits) => {
+                let started = Instant::now();
                 let (t, applied) = self.edit_topology(&edits, who, None)?;
                 Ok(Outcome::Entities {
                     version: t.version,
                     revision: t.revision(),
                     applied,
+                    took: started.elapsed(),
                 })
             }
             Change::Policy { source, activate } => {

@@ -113,6 +113,10 @@ pub enum Outcome {
         revision: u64,
         /// What each edit changed.
         applied: Vec<crate::topology::edit::Applied>,
+        /// From the change's arrival to this node serving it (or, in a
+        /// fleet, to etcd holding it, when this node does not serve it
+        /// yet).
+        took: std::time::Duration,
     },
     /// A policy loaded.
     Policy {

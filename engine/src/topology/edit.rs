@@ -608,7 +608,7 @@ impl<'a> Draft<'a> {
                 })?;
                 let programs = self.programs_mut();
                 let at = programs.list.len() as u32;
-                programs.by_epg.insert(program.epg_id.clone(), at);
+                Arc::make_mut(&mut programs.by_epg).insert(program.epg_id.clone(), at);
                 programs.list.push(Arc::new(program));
                 Ok(())
             }
@@ -842,8 +842,9 @@ impl<'a> Draft<'a> {
                 }
                 let programs = self.programs_mut();
                 programs.list.remove(p as usize);
-                programs.by_epg.remove(key);
-                for i in programs.by_epg.values_mut() {
+                let by_epg = Arc::make_mut(&mut programs.by_epg);
+                by_epg.remove(key);
+                for i in by_epg.values_mut() {
                     if *i > p {
                         *i -= 1;
                     }
@@ -1097,58 +1098,83 @@ impl Subnets {
         while parent != NONE && self.list[parent as usize].net.prefix_len() >= net.prefix_len() {
             parent = self.list[parent as usize].parent;
         }
+        let list = Arc::make_mut(&mut self.list);
         // The subnets inside it that had its parent now have it.
-        for s in &mut self.list {
+        for s in list.iter_mut() {
             if s.parent == parent && s.net.prefix_len() > net.prefix_len() && net.contains(&s.net) {
                 s.parent = id;
             }
         }
-        let list = &self.list;
         let len_of = |i: u32| list[i as usize].net.prefix_len();
         match net {
-            IpNet::V4(n) => self
-                .v4
-                .insert(u32::from(n.network()), n.prefix_len(), id, len_of),
-            IpNet::V6(n) => self
-                .v6
-                .insert(u128::from(n.network()), n.prefix_len(), id, len_of),
+            IpNet::V4(n) => Arc::make_mut(&mut self.v4).insert(
+                u32::from(n.network()),
+                n.prefix_len(),
+                id,
+                len_of,
+            ),
+            IpNet::V6(n) => Arc::make_mut(&mut self.v6).insert(
+                u128::from(n.network()),
+                n.prefix_len(),
+                id,
+                len_of,
+            ),
         }
-        self.list.push(Subnet {
+        list.push(Subnet {
             net,
             region,
             parent,
         });
         if let Some(name) = name {
-            self.names.push((id, name));
+            Arc::make_mut(&mut self.names).push((id, name));
         }
         if written != net {
-            self.written.push((id, written));
+            Arc::make_mut(&mut self.written).push((id, written));
         }
     }
 
-    /// Changes a subnet's region, name and CIDR as written (same network).
+    /// Changes a subnet's region, name and CIDR as written (same network),
+    /// copying only what changes.
     fn set(&mut self, i: u32, written: IpNet, region: u32, name: Option<Box<str>>) {
-        self.list[i as usize].region = region;
-        set_sorted(&mut self.names, i, name);
+        if self.list[i as usize].region != region {
+            Arc::make_mut(&mut self.list)[i as usize].region = region;
+        }
+        if self.name(i) != name.as_deref() {
+            set_sorted(Arc::make_mut(&mut self.names), i, name);
+        }
         let net = self.list[i as usize].net;
-        set_sorted(&mut self.written, i, (written != net).then_some(written));
+        if self.written(i) != written {
+            set_sorted(
+                Arc::make_mut(&mut self.written),
+                i,
+                (written != net).then_some(written),
+            );
+        }
     }
 
     /// Removes subnet `i`; the ones after it move down by one.
     fn remove(&mut self, i: u32) {
         let Subnet { net, parent, .. } = self.list[i as usize];
         match net {
-            IpNet::V4(n) => self
-                .v4
-                .remove(u32::from(n.network()), n.prefix_len(), i, parent),
-            IpNet::V6(n) => self
-                .v6
-                .remove(u128::from(n.network()), n.prefix_len(), i, parent),
+            IpNet::V4(n) => Arc::make_mut(&mut self.v4).remove(
+                u32::from(n.network()),
+                n.prefix_len(),
+                i,
+                parent,
+            ),
+            IpNet::V6(n) => Arc::make_mut(&mut self.v6).remove(
+                u128::from(n.network()),
+                n.prefix_len(),
+                i,
+                parent,
+            ),
         }
-        self.v4.renumber_after(i);
-        self.v6.renumber_after(i);
-        self.list.remove(i as usize);
-        for s in &mut self.list {
+        // Every id after it moves: both tables are renumbered.
+        Arc::make_mut(&mut self.v4).renumber_after(i);
+        Arc::make_mut(&mut self.v6).renumber_after(i);
+        let list = Arc::make_mut(&mut self.list);
+        list.remove(i as usize);
+        for s in list.iter_mut() {
             if s.parent == i {
                 s.parent = parent;
             }
@@ -1156,15 +1182,18 @@ impl Subnets {
                 s.parent -= 1;
             }
         }
-        for side in [&mut self.names as &mut dyn Renumber, &mut self.written] {
-            side.drop_and_renumber(i);
+        if self.names.iter().any(|(j, _)| *j >= i) {
+            Arc::make_mut(&mut self.names).drop_and_renumber(i);
+        }
+        if self.written.iter().any(|(j, _)| *j >= i) {
+            Arc::make_mut(&mut self.written).drop_and_renumber(i);
         }
     }
 
     /// Region `index` was removed (no subnet was in it): the ones after it
     /// move down by one.
     fn region_removed(&mut self, index: u32) {
-        for s in &mut self.list {
+        for s in Arc::make_mut(&mut self.list).iter_mut() {
             if s.region > index {
                 s.region -= 1;
             }

@@ -590,11 +590,11 @@ fn subnets(v: &mut Validator, docs: &[SubnetDoc], regions: &HashMap<Box<str>, u3
         list[id as usize].parent = parent;
     }
     Subnets {
-        list,
-        names,
-        written,
-        v4: v4_table,
-        v6: v6_table,
+        list: Arc::new(list),
+        names: Arc::new(names),
+        written: Arc::new(written),
+        v4: Arc::new(v4_table),
+        v6: Arc::new(v6_table),
     }
 }
 
@@ -609,7 +609,8 @@ fn programs(
     drop(ids);
     let mut programs = Programs::default();
     programs.list.reserve(docs.len());
-    programs.by_epg.reserve(docs.len());
+    let mut by_epg: HashMap<Arc<str>, u32> = HashMap::default();
+    by_epg.reserve(docs.len());
     for (i, p) in docs.iter().enumerate() {
         let built = program(
             v,
@@ -619,12 +620,10 @@ fn programs(
             &network.indexes.servers,
             &network.servers,
         );
-        programs
-            .by_epg
-            .entry(built.epg_id.clone())
-            .or_insert(i as u32);
+        by_epg.entry(built.epg_id.clone()).or_insert(i as u32);
         programs.list.push(Arc::new(built));
     }
+    programs.by_epg = Arc::new(by_epg);
     programs
 }
 

@@ -104,14 +104,17 @@ pub(crate) struct Revisions {
 /// The client subnets with their prefix tables.
 #[derive(Debug, Clone)]
 pub struct Subnets {
-    list: Vec<Subnet>,
+    // Each behind its own `Arc`: a change copies only what it touches (a
+    // region moved: the list; an IPv4 subnet added: the list and the IPv4
+    // table).
+    list: Arc<Vec<Subnet>>,
     /// Names of the subnets that have one, by subnet index (ascending).
-    names: Vec<(u32, Box<str>)>,
+    names: Arc<Vec<(u32, Box<str>)>>,
     /// The CIDRs written with host bits set, as written, by index
     /// (ascending): `GET /topology` gives them back unchanged.
-    written: Vec<(u32, IpNet)>,
-    v4: PrefixTable<u32>,
-    v6: PrefixTable<u128>,
+    written: Arc<Vec<(u32, IpNet)>>,
+    v4: Arc<PrefixTable<u32>>,
+    v6: Arc<PrefixTable<u128>>,
 }
 
 impl std::ops::Deref for Subnets {
@@ -126,7 +129,8 @@ impl std::ops::Deref for Subnets {
 #[derive(Debug, Clone, Default)]
 pub struct Programs {
     list: Vec<Arc<Program>>,
-    by_epg: HashMap<Arc<str>, u32>,
+    /// Shared until a program is added or removed.
+    by_epg: Arc<HashMap<Arc<str>, u32>>,
 }
 
 impl std::ops::Deref for Programs {
@@ -488,11 +492,11 @@ impl Subnets {
     /// No subnets.
     pub(crate) fn empty() -> Self {
         Subnets {
-            list: Vec::new(),
-            names: Vec::new(),
-            written: Vec::new(),
-            v4: PrefixTable::build(&[]).0,
-            v6: PrefixTable::build(&[]).0,
+            list: Arc::default(),
+            names: Arc::default(),
+            written: Arc::default(),
+            v4: Arc::new(PrefixTable::build(&[]).0),
+            v6: Arc::new(PrefixTable::build(&[]).0),
         }
     }
 }
