@@ -40,7 +40,8 @@ fn main() {
         value,
         if_match: None,
     };
-    let cases: Vec<(&str, Box<dyn Fn(usize) -> Edit>)> = vec![
+    type Case = (&'static str, Box<dyn Fn(usize) -> Edit>);
+    let cases: Vec<Case> = vec![
         (
             "program update",
             Box::new(move |i| {
