@@ -240,20 +240,29 @@ fn topology(host: &str) -> Vec<u8> {
 
 /// A node of the fleet.
 fn node(cluster: &EtcdCluster, state: &TempDir, name: &str) -> Engine {
-    Engine::start(&[
+    node_with(cluster, state, name, &[])
+}
+
+/// A node of the fleet, with more options.
+fn node_with(cluster: &EtcdCluster, state: &TempDir, name: &str, extra: &[&str]) -> Engine {
+    let endpoints = cluster.endpoints();
+    let dir = state.path(name);
+    let mut args = vec![
         "--etcd",
-        &cluster.endpoints(),
+        &endpoints,
         "--etcd-prefix",
         "/fleet",
         "--state-dir",
-        state.path(name).to_str().unwrap(),
+        dir.to_str().unwrap(),
         "--node-name",
         name,
         "--random-seed",
         "1",
         "--etcd-timeout-ms",
         "1000",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Engine::start(&args)
 }
 
 /// Where a client of 10/8 is sent for live `ch1`.
@@ -420,20 +429,7 @@ fn policies_activated_and_rolled_back_through_any_node_serve_everywhere() {
 fn a_policy_failing_on_one_node_is_rolled_back_on_every_node() {
     let etcd = EtcdCluster::start(1, "etcd-auto-rollback");
     let state = TempDir::new("etcd-auto-rollback-nodes");
-    let fleet_node = |name: &str| {
-        Engine::start(&[
-            "--etcd",
-            &etcd.endpoints(),
-            "--etcd-prefix",
-            "/fleet",
-            "--state-dir",
-            state.path(name).to_str().unwrap(),
-            "--node-name",
-            name,
-            "--rollback-after",
-            "5",
-        ])
-    };
+    let fleet_node = |name: &str| node_with(&etcd, &state, name, &["--rollback-after", "5"]);
     let (a, b) = (fleet_node("a"), fleet_node("b"));
     let (code, v) = put_topology(&a, &topology("one.test"), None);
     assert_eq!(code, 200, "{v}");
@@ -1304,20 +1300,7 @@ fn an_entity_changed_on_one_node_is_served_by_the_other_and_a_concurrent_edit_co
 fn entity_changes_are_change_records_folded_into_the_document_now_and_then() {
     let etcd = EtcdCluster::start(1, "etcd-fold");
     let state = TempDir::new("etcd-fold-nodes");
-    let start = |name: &str| {
-        Engine::start(&[
-            "--etcd",
-            &etcd.endpoints(),
-            "--etcd-prefix",
-            "/fleet",
-            "--state-dir",
-            state.path(name).to_str().unwrap(),
-            "--node-name",
-            name,
-            "--etcd-fold-changes",
-            "3",
-        ])
-    };
+    let start = |name: &str| node_with(&etcd, &state, name, &["--etcd-fold-changes", "3"]);
     let a = start("a");
     let (code, v) = put_topology(&a, &topology("base.test"), None);
     assert_eq!(code, 200, "{v}");

@@ -230,14 +230,18 @@ impl Follower {
                 {
                     self.topology_base_seq = record.seq;
                     self.topology_seq = record.seq;
-                    if let Some(bytes) = cached.and_then(|c| c.get(&record.blob.sha256)) {
-                        self.topology_blob = Some((record.blob.sha256.clone(), bytes.clone()));
-                    } else if self
+                    // Its blob, for the disk copy: the document this node
+                    // serves (encoded once here, not at every change).
+                    if self
                         .topology_blob
                         .as_ref()
                         .is_none_or(|(h, _)| *h != record.blob.sha256)
                     {
-                        self.topology_blob = None;
+                        let bytes = match cached.and_then(|c| c.get(&record.blob.sha256)) {
+                            Some(bytes) => bytes.clone(),
+                            None => control.topology.load().source().clone(),
+                        };
+                        self.topology_blob = Some((record.blob.sha256.clone(), bytes));
                     }
                 }
                 Ok(record) => match self.blob(cluster, &record.blob, cached).await {
@@ -535,10 +539,14 @@ impl Follower {
             .iter()
             .map(|(h, b)| (h.clone(), b.clone()))
             .collect();
-        // The topology record's blob (the change records since are keys).
+        // The topology record's blob (the change records since are keys);
+        // a node with none serves a document of no record.
         match &self.topology_blob {
             Some((hash, bytes)) => blobs.push((hash.clone(), bytes.clone())),
-            None => blobs.push((topology.hash.clone(), topology.source().clone())),
+            None if !topology.hash.is_empty() && self.topology_seq == 0 => {
+                blobs.push((topology.hash.clone(), topology.source().clone()))
+            }
+            None => {}
         }
         let copy = DiskCopy {
             prefix: cluster.keys.prefix().to_string(),

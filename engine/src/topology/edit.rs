@@ -748,13 +748,7 @@ impl<'a> Draft<'a> {
             }
             Kind::ServerGroups => {
                 let at = position(&self.net().server_groups, |g| g.id == key);
-                let regions: Vec<&str> = self
-                    .net()
-                    .regions
-                    .iter()
-                    .filter(|r| r.server_groups.iter().any(|g| g == key))
-                    .map(|r| r.id.as_str())
-                    .collect();
+                let regions = naming(&self.net().regions, |r| (&r.id, &r.server_groups), key);
                 if !regions.is_empty() {
                     return in_use(format!(
                         "server group {key:?} is still a group of region{} {}",
@@ -767,13 +761,7 @@ impl<'a> Draft<'a> {
             }
             Kind::Servers => {
                 let at = position(&self.net().servers, |s| s.id == key);
-                let groups: Vec<&str> = self
-                    .net()
-                    .server_groups
-                    .iter()
-                    .filter(|g| g.servers.iter().any(|s| s == key))
-                    .map(|g| g.id.as_str())
-                    .collect();
+                let groups = naming(&self.net().server_groups, |g| (&g.id, &g.servers), key);
                 if !groups.is_empty() {
                     return in_use(format!(
                         "server {key:?} is still a member of server group{} {}",
@@ -799,13 +787,7 @@ impl<'a> Draft<'a> {
                     .iter()
                     .filter(|p| &*p.channel == key)
                     .count();
-                let groups: Vec<&str> = self
-                    .net()
-                    .server_groups
-                    .iter()
-                    .filter(|g| g.channels.iter().any(|c| c == key))
-                    .map(|g| g.id.as_str())
-                    .collect();
+                let groups = naming(&self.net().server_groups, |g| (&g.id, &g.channels), key);
                 let mut uses = Vec::new();
                 if streams > 0 {
                     uses.push(format!("{streams} stream{}", plural(streams)));
@@ -1062,6 +1044,20 @@ fn record_doc(e: RecordEntity) -> RecordDoc {
         path: e.path,
         status: e.status,
     }
+}
+
+/// The ids of the entries of `list` whose list of ids (`fields` gives the
+/// entry's id and that list) names `key`.
+fn naming<'a, T>(
+    list: &'a [T],
+    fields: impl Fn(&'a T) -> (&'a String, &'a Vec<String>),
+    key: &str,
+) -> Vec<&'a str> {
+    list.iter()
+        .map(fields)
+        .filter(|(_, named)| named.iter().any(|n| n == key))
+        .map(|(id, _)| id.as_str())
+        .collect()
 }
 
 fn position<T>(list: &[T], f: impl Fn(&T) -> bool) -> usize {
