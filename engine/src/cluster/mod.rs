@@ -97,6 +97,8 @@ pub struct Cluster {
     node: String,
     cache_file: Option<PathBuf>,
     fold_after: u64,
+    /// Whether this node is folding the topology's change records.
+    folding: AtomicBool,
     /// What the follower last applied, for writers and `/status`.
     shared: std::sync::Mutex<Shared>,
     /// Highest etcd revision applied on this node.
@@ -153,6 +155,7 @@ impl Cluster {
             node: config.node,
             cache_file: config.cache_file,
             fold_after: config.fold_after.max(1),
+            folding: AtomicBool::new(false),
             shared: std::sync::Mutex::new(Shared {
                 source: "none",
                 ..Default::default()

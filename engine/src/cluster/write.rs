@@ -147,25 +147,28 @@ impl Cluster {
         let checked = control.check_topology(bytes)?;
         let key = self.keys.topology();
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
+        let applied = self.lock().topology_seq;
         let (w, record) = self
-            .write_topology(&checked, based_on, 0, None, who)
+            .write_topology(&checked, based_on, applied, 0, None, who)
             .await?;
         Ok((w, record.blob.sha256, record.summary))
     }
 
     /// Writes `topology` as the topology record, if the record is still at
-    /// `based_on` and no entity change came after the ones this node has
-    /// applied; the change records go (they are in it, or replaced by it).
+    /// `based_on` and no entity change came after change `after` (the last
+    /// one `topology` knows of); the change records go (they are in it, or
+    /// replaced by it).
     async fn write_topology(
         &self,
         topology: &crate::topology::Topology,
         based_on: i64,
+        after: u64,
         seq: u64,
         hash: Option<String>,
         who: &str,
     ) -> Result<(Written, TopologyRecord), ChangeError> {
         let key = self.keys.topology();
-        let next_change = self.keys.change(self.lock().topology_seq + 1);
+        let next_change = self.keys.change(after + 1);
         let blob = write_blob(&self.client, &self.keys, topology.source()).await?;
         let record = TopologyRecord {
             blob: blob.clone(),
@@ -213,20 +216,16 @@ impl Cluster {
         control: &Control,
         edits: Vec<crate::topology::edit::Edit>,
         who: &str,
-    ) -> Result<
-        (
-            Written,
-            Vec<crate::topology::edit::Applied>,
-            Option<(i64, u64)>,
-        ),
-        ChangeError,
-    > {
-        let base = control.topology.snapshot();
-        let edited =
-            crate::topology::edit::apply(&base, &edits, base.version, base.revision() + 1)?;
+    ) -> Result<(Written, Vec<crate::topology::edit::Applied>, bool), ChangeError> {
+        // What the change follows, read before the snapshot it is checked
+        // against: a change applied in between makes the write conflict
+        // (its key exists), never one checked against another state.
         let topology_key = self.keys.topology();
         let topology_rev = self.revision_of(&topology_key);
         let seq = self.lock().topology_seq + 1;
+        let base = control.topology.snapshot();
+        let edited =
+            crate::topology::edit::apply(&base, &edits, base.version, base.revision() + 1)?;
         let record = ChangeRecord {
             seq,
             edits,
@@ -236,9 +235,9 @@ impl Cluster {
         let value = json(&record);
         if value.len() > layout::MAX_CHANGE {
             let (w, _) = self
-                .write_topology(&edited.topology, topology_rev, 0, None, who)
+                .write_topology(&edited.topology, topology_rev, seq - 1, 0, None, who)
                 .await?;
-            return Ok((w, edited.applied, None));
+            return Ok((w, edited.applied, false));
         }
         let key = self.keys.change(seq);
         let result = self
@@ -257,27 +256,47 @@ impl Cluster {
         tracing::info!(target: "audit", who, revision = result.revision, seq, "entity change written to etcd");
         let written = self.settle(result.revision).await;
         let folded_since = self.lock().topology_base_seq;
-        let fold = (written.applied && seq - folded_since >= self.fold_after)
-            .then_some((topology_rev, seq));
+        let fold = written.applied && seq - folded_since >= self.fold_after;
         Ok((written, edited.applied, fold))
     }
 
-    /// Writes the topology whole with the change records up to `seq`
-    /// folded in (a conflict means another node changed it first: nothing
-    /// to do, a later change folds).
-    pub async fn fold_changes(&self, control: &Control, topology_rev: i64, seq: u64) {
-        let t = control.topology.snapshot();
-        match self
-            .write_topology(&t, topology_rev, seq, Some(t.hash.clone()), "compaction")
-            .await
-        {
-            Ok((w, _)) => tracing::info!(
-                revision = w.revision,
-                seq,
-                "topology changes folded into a new topology record"
-            ),
-            Err(e) => tracing::info!("topology changes not folded: {e}"),
+    /// Writes the topology this node serves whole, with the change
+    /// records it has applied folded in; one fold at a time (a conflict
+    /// means another node changed it first: a later change folds).
+    pub async fn fold_changes(&self, control: &Control) {
+        use std::sync::atomic::Ordering;
+        if self.folding.swap(true, Ordering::AcqRel) {
+            return;
         }
+        // The change the snapshot is at: the one applied at its revision.
+        let t = control.topology.snapshot();
+        let topology_rev = self.revision_of(&self.keys.topology());
+        let prefix = self.keys.changes();
+        let seq = self.lock().kvs.iter().find_map(|(k, kv)| {
+            let seq = k.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            (kv.mod_revision.max(0) as u64 == t.revision()).then_some(seq)
+        });
+        if let Some(seq) = seq {
+            match self
+                .write_topology(
+                    &t,
+                    topology_rev,
+                    seq,
+                    seq,
+                    Some(t.hash.clone()),
+                    "compaction",
+                )
+                .await
+            {
+                Ok((w, _)) => tracing::info!(
+                    revision = w.revision,
+                    seq,
+                    "topology changes folded into a new topology record"
+                ),
+                Err(e) => tracing::info!("topology changes not folded: {e}"),
+            }
+        }
+        self.folding.store(false, Ordering::Release);
     }
 
     /// Checks a policy, stores it, and (if asked) makes it the active one.
@@ -601,11 +620,11 @@ impl EtcdWriter {
                 let started = std::time::Instant::now();
                 let (w, applied, fold) = cluster.push_changes(control, edits, who).await?;
                 let took = started.elapsed();
-                if let Some((topology_rev, seq)) = fold {
+                if fold {
                     // Off the answer's path: it writes the whole document.
                     let (cluster, control) = (self.cluster.clone(), self.control.clone());
                     tokio::spawn(async move {
-                        cluster.fold_changes(&control, topology_rev, seq).await;
+                        cluster.fold_changes(&control).await;
                     });
                 }
                 let version = control.topology.load().version;
