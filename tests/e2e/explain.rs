@@ -256,14 +256,17 @@ fn replay_gives_the_same_answers_with_the_same_policy_and_shows_the_changes_of_a
     let n = changed["another edge in the same region"].as_u64().unwrap();
     assert!(n > 0 && n < 100, "{report:#}");
     assert_eq!(report["same"].as_u64().unwrap() + n, sent as u64);
-    let servers: Vec<&str> = report["servers"]
+    // Only the weighted region's edges may change share (they may also
+    // swap in equal numbers, leaving every share as it was).
+    let moved: Vec<&str> = report["servers"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|s| s["after"] != s["before"])
         .map(|s| s["server"].as_str().unwrap())
         .collect();
     assert!(
-        servers[..2].contains(&"e-w3") && servers[..2].contains(&"e-w1"),
+        moved.iter().all(|s| *s == "e-w3" || *s == "e-w1"),
         "{report:#}"
     );
     assert!(!report["examples"].as_array().unwrap().is_empty());
