@@ -720,14 +720,18 @@ fn nodes_ride_out_the_loss_of_etcd_and_catch_up_on_return() {
     // Node c goes away (once its disk copy holds t2: it serves a change a
     // moment before it has written it down); a change is made while it is
     // gone.
-    // (Its blobs are files beside the copy's list of keys.)
+    // (Its blobs are files beside the copy's list of keys; t1's goes once
+    // the list naming t2's is in place.)
     let blobs = state.path("c").join("etcd-copy.msgpack.blobs");
-    wait_until("c's disk copy holds t2", || {
+    let holding = |what: &[u8]| {
         std::fs::read_dir(&blobs).is_ok_and(|dir| {
             dir.flatten().any(|f| {
-                std::fs::read(f.path()).is_ok_and(|b| b.windows(7).any(|w| w == b"t2.test"))
+                std::fs::read(f.path()).is_ok_and(|b| b.windows(what.len()).any(|w| w == what))
             })
         })
+    };
+    wait_until("c's disk copy holds t2 (and no longer t1)", || {
+        holding(b"t2.test") && !holding(b"t1.test")
     });
     drop(c.take());
     let (code, v) = upload(&a, "spread", "consistent", json!({}), true);
