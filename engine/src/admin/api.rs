@@ -106,19 +106,6 @@ pub(super) async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
 
-    let based_on = match if_match(&parts.headers) {
-        None => None,
-        Some(Ok(r)) => Some(r),
-        Some(Err(())) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "If-Match must be an etcd revision, e.g. \"42\"",
-            );
-        }
-    };
-    let change = |change: Change| admin.writer.write(change, based_on, &who);
-    let routing = |c: RoutingChange| change(Change::Routing(c));
-
     if let Some(r) = super::entities::handle(
         admin,
         &parts.method,
@@ -132,6 +119,19 @@ pub(super) async fn handle(
     {
         return r;
     }
+    let based_on = match if_match(&parts.headers) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(())) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "If-Match must be an etcd revision, e.g. \"42\"",
+            );
+        }
+    };
+    let change = |change: Change| admin.writer.write(change, based_on, &who);
+    let routing = |c: RoutingChange| change(Change::Routing(c));
+
     match (&parts.method, path.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             let mut r = Response::new(Full::new(Bytes::from(admin.metrics())));
@@ -575,7 +575,7 @@ fn percent_body(body: &[u8], field: &str) -> Result<(u64, u32), Box<Reply>> {
 }
 
 /// The revision in an `If-Match` header (`"123"` or `123`), if any.
-fn if_match(headers: &http::HeaderMap) -> Option<Result<i64, ()>> {
+pub(super) fn if_match(headers: &http::HeaderMap) -> Option<Result<i64, ()>> {
     let v = headers.get(header::IF_MATCH)?;
     Some(
         v.to_str()

@@ -118,17 +118,13 @@ pub(super) async fn handle(
     Some(reply)
 }
 
-/// `If-Match: "<revision>"`, if given.
+/// `If-Match: "<revision>"` (an entity's), if given.
 fn revision_header(headers: &http::HeaderMap) -> Result<Option<u64>, String> {
-    let Some(v) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    v.to_str()
-        .ok()
-        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|s| s.parse().ok())
-        .map(Some)
-        .ok_or_else(|| "If-Match must be an entity's revision, e.g. \"42\"".to_string())
+    match super::api::if_match(headers) {
+        None => Ok(None),
+        Some(Ok(r)) if r >= 0 => Ok(Some(r as u64)),
+        Some(_) => Err("If-Match must be an entity's revision, e.g. \"42\"".to_string()),
+    }
 }
 
 fn json_body(body: &[u8]) -> Result<Value, String> {

@@ -68,7 +68,7 @@ impl AuditEntry {
             time: crate::time::rfc3339(now),
             time_ms: crate::time::unix_millis(now),
             who: who.to_string(),
-            action: format!("{:?}", applied.op).to_lowercase(),
+            action: applied.op.verb().to_string(),
             kind: applied.kind.name().to_string(),
             key: Some(applied.key.clone()),
             revision,

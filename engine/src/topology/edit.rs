@@ -43,7 +43,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn verb(self) -> &'static str {
+    /// Its name, as the API writes it.
+    pub fn verb(self) -> &'static str {
         match self {
             Op::Create => "create",
             Op::Replace => "replace",

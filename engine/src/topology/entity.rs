@@ -647,6 +647,7 @@ impl Topology {
                 .iter()
                 .find(|(f, _)| f == "region")
                 .map(|(_, r)| self.region_index(r));
+            let simple = query.filters.iter().all(|(f, _)| f == "region") && query.q.is_none();
             for i in 0..self.subnets.len() as u32 {
                 let s = &self.subnets[i as usize];
                 if let Some(r) = wanted_region
@@ -654,7 +655,6 @@ impl Topology {
                 {
                     continue;
                 }
-                let simple = query.filters.iter().all(|(f, _)| f == "region") && query.q.is_none();
                 if !simple && !query.matches(kind, &self.subnet_shown(i)) {
                     continue;
                 }

@@ -605,8 +605,6 @@ fn programs(
     channels: &HashMap<Box<str>, u32>,
     network: &Network,
 ) -> Programs {
-    let ids = v.unique_ids("programs", "epg_id", docs.iter().map(|p| p.epg_id.as_str()));
-    drop(ids);
     let mut programs = Programs::default();
     programs.list.reserve(docs.len());
     let mut by_epg: HashMap<Arc<str>, u32> = HashMap::default();
@@ -620,7 +618,17 @@ fn programs(
             &network.indexes.servers,
             &network.servers,
         );
-        by_epg.entry(built.epg_id.clone()).or_insert(i as u32);
+        // The first of the same epg_id stays authoritative.
+        match by_epg.entry(built.epg_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(first) => v.problem(format!(
+                "programs[{i}]: field `epg_id`: {:?} is a duplicate of programs[{}]",
+                p.epg_id,
+                first.get()
+            )),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i as u32);
+            }
+        }
         programs.list.push(Arc::new(built));
     }
     programs.by_epg = Arc::new(by_epg);

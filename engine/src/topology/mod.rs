@@ -32,8 +32,8 @@ pub use load::{TopologyError, build, load, parse};
 pub use model::{Encryption, Protocol, RecordStatus, ServerKind, TopologyDoc};
 use prefix_table::{NONE, PrefixTable};
 
-/// An immutable, indexed topology snapshot.
-#[derive(Debug)]
+/// An immutable, indexed topology snapshot. A clone shares every part.
+#[derive(Debug, Clone)]
 pub struct Topology {
     /// Version number assigned when the snapshot was published.
     pub version: u64,
@@ -338,27 +338,6 @@ impl Topology {
             changed: HashMap::default(),
         });
         self
-    }
-
-    /// The same snapshot (every part shared), to be published under
-    /// another hash.
-    pub(crate) fn renamed(&self) -> Topology {
-        Topology {
-            version: self.version,
-            hash: self.hash.clone(),
-            regions: self.regions.clone(),
-            groups: self.groups.clone(),
-            servers: self.servers.clone(),
-            subnets: self.subnets.clone(),
-            channels: self.channels.clone(),
-            programs: self.programs.clone(),
-            default_region: self.default_region,
-            network: self.network.clone(),
-            channel_docs: self.channel_docs.clone(),
-            indexes: self.indexes.clone(),
-            revisions: self.revisions.clone(),
-            source: self.source.clone(),
-        }
     }
 
     /// The index of the most specific subnet containing `addr`.

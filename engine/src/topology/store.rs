@@ -161,7 +161,7 @@ impl TopologyStore {
         if !Arc::ptr_eq(&current, t) {
             return;
         }
-        let mut renamed = t.renamed();
+        let mut renamed = Topology::clone(t);
         renamed.hash = hash.to_string();
         self.current.store(Arc::new(renamed));
     }
