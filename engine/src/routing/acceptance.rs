@@ -49,9 +49,13 @@ pub fn samples(topology: &Topology) -> Vec<(IpAddr, String)> {
         .subnets
         .iter()
         .take(SUBNETS)
-        .map(|s| s.net.hosts().next().unwrap_or(s.net.addr()))
+        .map(|(_, s)| s.net.hosts().next().unwrap_or(s.net.addr()))
         .collect();
-    if let Some(v6) = topology.subnets.iter().find(|s| s.net.addr().is_ipv6()) {
+    if let Some((_, v6)) = topology
+        .subnets
+        .iter()
+        .find(|(_, s)| s.net.addr().is_ipv6())
+    {
         clients.push(v6.net.hosts().next().unwrap_or(v6.net.addr()));
     }
     clients.push("198.51.100.77".parse().unwrap());

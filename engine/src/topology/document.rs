@@ -82,11 +82,11 @@ impl Serialize for SubnetsView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = self.0;
         let mut seq = s.serialize_seq(Some(t.subnets.len()))?;
-        for (i, subnet) in t.subnets.iter().enumerate() {
+        for (i, subnet) in t.subnets.iter() {
             seq.serialize_element(&SubnetView {
-                cidr: t.subnets.written(i as u32),
+                cidr: t.subnets.written(i),
                 region: &t.regions[subnet.region as usize].id,
-                name: t.subnets.name(i as u32),
+                name: t.subnets.name(i),
             })?;
         }
         seq.end()

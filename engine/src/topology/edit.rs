@@ -20,8 +20,8 @@ use super::entity::{
 use super::load::{self, Validator};
 use super::model::*;
 use super::prefix_table::NONE;
+use super::{CHUNK, GONE, Group, SubnetChunk, Subnets, Topology};
 use super::{Channel, Indexes, NetworkDoc, Program, Programs, Region, Revisions, Server, Subnet};
-use super::{Group, Subnets, Topology};
 use foldhash::HashMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -533,6 +533,9 @@ impl<'a> Draft<'a> {
                 )));
             }
         }
+        if let Some(after) = &after {
+            self.name_is_free(kind, &key, before.as_ref(), after)?;
+        }
         match (before.is_some(), &after) {
             (false, Some(value)) => self.create(kind, value)?,
             (true, Some(value)) => self.replace(kind, &key, value)?,
@@ -548,6 +551,54 @@ impl<'a> Draft<'a> {
             before,
             after,
         })
+    }
+
+    /// Names are unique among regions, among channels and among subnets,
+    /// as in the old system's admin: a name an edit gives that another
+    /// entity of the kind has is refused. (A whole document that already
+    /// holds a duplicate stays valid, and its entities editable.)
+    fn name_is_free(
+        &self,
+        kind: Kind,
+        key: &str,
+        before: Option<&Value>,
+        after: &Value,
+    ) -> Result<(), EditError> {
+        let name_of = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let Some(name) = name_of(after) else {
+            return Ok(());
+        };
+        if before.and_then(name_of).as_deref() == Some(&*name) {
+            return Ok(());
+        }
+        let holder = match kind {
+            Kind::Regions => self
+                .net()
+                .regions
+                .iter()
+                .find(|r| r.id != key && r.name.as_deref() == Some(&*name))
+                .map(|r| r.id.clone()),
+            Kind::Channels => self
+                .channel_docs()
+                .iter()
+                .find(|c| c.epg_id != key && c.name.as_deref() == Some(&*name))
+                .map(|c| c.epg_id.clone()),
+            Kind::Subnets => self.subnets().named(&name).and_then(|i| {
+                let net = self.subnets()[i as usize].net.to_string();
+                (net != key).then_some(net)
+            }),
+            _ => None,
+        };
+        match holder {
+            Some(other) => Err(refuse(
+                Reason::Exists,
+                format!(
+                    "field `name`: {name:?} is already the name of {} {other:?}",
+                    kind.singular()
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn create(&mut self, kind: Kind, value: &Value) -> Result<(), EditError> {
@@ -734,7 +785,11 @@ impl<'a> Draft<'a> {
                     ));
                 }
                 let index = self.indexes().regions[key];
-                let subnets = self.subnets().iter().filter(|s| s.region == index).count();
+                let subnets = self
+                    .subnets()
+                    .iter()
+                    .filter(|(_, s)| s.region == index)
+                    .count();
                 if subnets > 0 {
                     return in_use(format!(
                         "region {key:?} still has {subnets} subnet{} (move or delete them first)",
@@ -742,7 +797,7 @@ impl<'a> Draft<'a> {
                     ));
                 }
                 self.net_mut().regions.remove(at);
-                if self.subnets().iter().any(|s| s.region > index) {
+                if self.subnets().iter().any(|(_, s)| s.region > index) {
                     self.subnets_mut().region_removed(index);
                 }
                 self.rebuild()
@@ -1082,9 +1137,61 @@ fn value(v: &impl Serialize) -> Value {
 }
 
 impl Subnets {
-    /// Adds a subnet at the end (its index is the new length − 1).
+    /// The chunk holding slot `i`, to change (copied if shared), and the
+    /// slot's offset in it.
+    fn chunk_mut(&mut self, i: u32) -> (&mut SubnetChunk, u16) {
+        let chunk = Arc::make_mut(&mut self.chunks[i as usize / CHUNK]);
+        (chunk, (i as usize % CHUNK) as u16)
+    }
+
+    /// The subnets inside `net` whose parent is `outer` (the most specific
+    /// subnet enclosing `net`, or none): those a subnet of `net` would be
+    /// the parent of. Found from the intervals the tables give `net`'s
+    /// addresses, walking up from each label: every subnet inside `net`
+    /// labels an interval, or encloses one that does.
+    fn children_within(&self, net: IpNet, outer: u32) -> Vec<u32> {
+        let labels: Box<dyn Iterator<Item = u32>> = match net {
+            IpNet::V4(n) => Box::new(
+                self.v4
+                    .labels_in(u32::from(n.network()), u32::from(n.broadcast())),
+            ),
+            IpNet::V6(n) => Box::new(
+                self.v6
+                    .labels_in(u128::from(n.network()), u128::from(n.broadcast())),
+            ),
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut children = Vec::new();
+        for mut at in labels {
+            loop {
+                let s = &self[at as usize];
+                if s.net.prefix_len() <= net.prefix_len() || !net.contains(&s.net) {
+                    break; // `net` itself, or a subnet enclosing it
+                }
+                if !seen.insert(at) {
+                    break; // walked from here already
+                }
+                if s.parent == outer {
+                    children.push(at);
+                    break;
+                }
+                at = s.parent;
+            }
+        }
+        children
+    }
+
+    /// The slot of a subnet with this name (a scan of the names only).
+    fn named(&self, name: &str) -> Option<u32> {
+        self.chunks.iter().enumerate().find_map(|(c, chunk)| {
+            let (at, _) = chunk.names.iter().find(|(_, n)| &**n == name)?;
+            Some((c * CHUNK) as u32 + u32::from(*at))
+        })
+    }
+
+    /// Adds a subnet in a new slot at the end.
     fn insert(&mut self, net: IpNet, written: IpNet, region: u32, name: Option<Box<str>>) {
-        let id = self.list.len() as u32;
+        let id = self.slots;
         // Its parent: the most specific subnet holding its first address
         // that is shorter than it.
         let mut parent = match net {
@@ -1092,17 +1199,20 @@ impl Subnets {
             IpNet::V6(n) => self.v6.longest(u128::from(n.network())),
         }
         .unwrap_or(NONE);
-        while parent != NONE && self.list[parent as usize].net.prefix_len() >= net.prefix_len() {
-            parent = self.list[parent as usize].parent;
+        while parent != NONE && self[parent as usize].net.prefix_len() >= net.prefix_len() {
+            parent = self[parent as usize].parent;
         }
-        let list = Arc::make_mut(&mut self.list);
         // The subnets inside it that had its parent now have it.
-        for s in list.iter_mut() {
-            if s.parent == parent && s.net.prefix_len() > net.prefix_len() && net.contains(&s.net) {
-                s.parent = id;
-            }
+        for child in self.children_within(net, parent) {
+            let (chunk, at) = self.chunk_mut(child);
+            chunk.list[at as usize].parent = id;
         }
-        let len_of = |i: u32| list[i as usize].net.prefix_len();
+        let chunks = &self.chunks;
+        let len_of = |i: u32| {
+            chunks[i as usize / CHUNK].list[i as usize % CHUNK]
+                .net
+                .prefix_len()
+        };
         match net {
             IpNet::V4(n) => Arc::make_mut(&mut self.v4).insert(
                 u32::from(n.network()),
@@ -1117,41 +1227,49 @@ impl Subnets {
                 len_of,
             ),
         }
-        list.push(Subnet {
+        if (id as usize).is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::default());
+        }
+        let (chunk, at) = self.chunk_mut(id);
+        chunk.list.push(Subnet {
             net,
             region,
             parent,
         });
         if let Some(name) = name {
-            Arc::make_mut(&mut self.names).push((id, name));
+            chunk.names.push((at, name));
         }
         if written != net {
-            Arc::make_mut(&mut self.written).push((id, written));
+            chunk.written.push((at, written));
         }
+        self.slots += 1;
+        self.live += 1;
     }
 
     /// Changes a subnet's region, name and CIDR as written (same network),
-    /// copying only what changes.
+    /// copying only its chunk.
     fn set(&mut self, i: u32, written: IpNet, region: u32, name: Option<Box<str>>) {
-        if self.list[i as usize].region != region {
-            Arc::make_mut(&mut self.list)[i as usize].region = region;
+        let net = self[i as usize].net;
+        let unchanged = self[i as usize].region == region
+            && self.name(i) == name.as_deref()
+            && self.written(i) == written;
+        if unchanged {
+            return;
         }
-        if self.name(i) != name.as_deref() {
-            set_sorted(Arc::make_mut(&mut self.names), i, name);
-        }
-        let net = self.list[i as usize].net;
-        if self.written(i) != written {
-            set_sorted(
-                Arc::make_mut(&mut self.written),
-                i,
-                (written != net).then_some(written),
-            );
-        }
+        let (chunk, at) = self.chunk_mut(i);
+        chunk.list[at as usize].region = region;
+        set_sorted(&mut chunk.names, at, name);
+        set_sorted(&mut chunk.written, at, (written != net).then_some(written));
     }
 
-    /// Removes subnet `i`; the ones after it move down by one.
+    /// Removes subnet `i`, leaving its slot empty; its children take its
+    /// parent.
     fn remove(&mut self, i: u32) {
-        let Subnet { net, parent, .. } = self.list[i as usize];
+        let Subnet { net, parent, .. } = self[i as usize];
+        for child in self.children_within(net, i) {
+            let (chunk, at) = self.chunk_mut(child);
+            chunk.list[at as usize].parent = parent;
+        }
         match net {
             IpNet::V4(n) => Arc::make_mut(&mut self.v4).remove(
                 u32::from(n.network()),
@@ -1166,56 +1284,33 @@ impl Subnets {
                 parent,
             ),
         }
-        // Every id after it moves: both tables are renumbered.
-        Arc::make_mut(&mut self.v4).renumber_after(i);
-        Arc::make_mut(&mut self.v6).renumber_after(i);
-        let list = Arc::make_mut(&mut self.list);
-        list.remove(i as usize);
-        for s in list.iter_mut() {
-            if s.parent == i {
-                s.parent = parent;
-            }
-            if s.parent != NONE && s.parent > i {
-                s.parent -= 1;
-            }
-        }
-        if self.names.iter().any(|(j, _)| *j >= i) {
-            Arc::make_mut(&mut self.names).drop_and_renumber(i);
-        }
-        if self.written.iter().any(|(j, _)| *j >= i) {
-            Arc::make_mut(&mut self.written).drop_and_renumber(i);
-        }
+        let (chunk, at) = self.chunk_mut(i);
+        let s = &mut chunk.list[at as usize];
+        s.region = GONE;
+        s.parent = NONE;
+        set_sorted(&mut chunk.names, at, None);
+        set_sorted(&mut chunk.written, at, None);
+        self.live -= 1;
     }
 
     /// Region `index` was removed (no subnet was in it): the ones after it
     /// move down by one.
     fn region_removed(&mut self, index: u32) {
-        for s in Arc::make_mut(&mut self.list).iter_mut() {
-            if s.region > index {
-                s.region -= 1;
-            }
-        }
-    }
-}
-
-/// Side tables of subnets by index.
-trait Renumber {
-    fn drop_and_renumber(&mut self, removed: u32);
-}
-
-impl<T> Renumber for Vec<(u32, T)> {
-    fn drop_and_renumber(&mut self, removed: u32) {
-        self.retain(|(i, _)| *i != removed);
-        for (i, _) in self.iter_mut() {
-            if *i > removed {
-                *i -= 1;
+        for chunk in &mut self.chunks {
+            let after = |s: &Subnet| s.region != GONE && s.region > index;
+            if chunk.list.iter().any(after) {
+                for s in &mut Arc::make_mut(chunk).list {
+                    if after(s) {
+                        s.region -= 1;
+                    }
+                }
             }
         }
     }
 }
 
 /// Sets or clears entry `i` of a side table sorted by index.
-fn set_sorted<T>(table: &mut Vec<(u32, T)>, i: u32, value: Option<T>) {
+fn set_sorted<T>(table: &mut Vec<(u16, T)>, i: u16, value: Option<T>) {
     match (table.binary_search_by_key(&i, |(j, _)| *j), value) {
         (Ok(at), Some(v)) => table[at].1 = v,
         (Ok(at), None) => {
@@ -1373,6 +1468,140 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.reason, Reason::Exists);
         assert!(e.message.contains("10.1.0.0/16"), "{}", e.message);
+    }
+
+    #[test]
+    fn names_are_unique_within_a_kind() {
+        let t = topology();
+        let t = applied(
+            &t,
+            &[edit(
+                Op::Update,
+                Kind::Regions,
+                Some("r1"),
+                Some(json!({"name": "Moscow"})),
+            )],
+        )
+        .unwrap();
+        let taken = [
+            edit(
+                Op::Update,
+                Kind::Regions,
+                Some("r2"),
+                Some(json!({"name": "Moscow"})),
+            ),
+            edit(
+                Op::Create,
+                Kind::Subnets,
+                None,
+                Some(json!({"cidr": "10.2.0.0/16", "region": "r1", "name": "ten-one"})),
+            ),
+            edit(
+                Op::Update,
+                Kind::Channels,
+                Some("ch2"),
+                Some(json!({"name": "One"})),
+            ),
+        ];
+        let t = applied(
+            &t,
+            &[edit(
+                Op::Update,
+                Kind::Channels,
+                Some("ch1"),
+                Some(json!({"name": "One"})),
+            )],
+        )
+        .unwrap();
+        for e in taken {
+            let err = applied(&t, &[e]).unwrap_err();
+            assert_eq!(err.reason, Reason::Exists, "{}", err.message);
+            assert!(err.message.contains(": field `name`: "), "{}", err.message);
+        }
+        // Keeping its own name is no conflict; another kind's name is free.
+        applied(
+            &t,
+            &[
+                edit(
+                    Op::Update,
+                    Kind::Subnets,
+                    Some("10.1.0.0/16"),
+                    Some(json!({"region": "r3"})),
+                ),
+                edit(
+                    Op::Update,
+                    Kind::Regions,
+                    Some("r2"),
+                    Some(json!({"name": "One"})),
+                ),
+            ],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn random_subnet_changes_match_a_whole_load_of_their_document() {
+        let mut x: u64 = 0x2545_f491;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = topology();
+        let regions = ["r1", "r2", "r3"];
+        for round in 0..600 {
+            let r = next();
+            let existing: Vec<String> = t.subnets.iter().map(|(_, s)| s.net.to_string()).collect();
+            let change = if r % 4 == 0 && !existing.is_empty() {
+                let key = &existing[(r >> 8) as usize % existing.len()];
+                edit(Op::Delete, Kind::Subnets, Some(key), None)
+            } else if r % 4 == 1 && !existing.is_empty() {
+                let key = &existing[(r >> 8) as usize % existing.len()];
+                let region = regions[(r >> 40) as usize % 3];
+                edit(
+                    Op::Update,
+                    Kind::Subnets,
+                    Some(key),
+                    Some(json!({"region": region})),
+                )
+            } else {
+                // Nested in 10.0.0.0/8, many inside one another.
+                let len = 8 + (r % 17) as u8;
+                let addr = 0x0a00_0000u32 | ((r >> 16) as u32 & 0x000f_ffff) << 4;
+                let net = ipnet::Ipv4Net::new(addr.into(), len).unwrap().trunc();
+                let region = regions[(r >> 40) as usize % 3];
+                edit(
+                    Op::Create,
+                    Kind::Subnets,
+                    None,
+                    Some(json!({"cidr": net.to_string(), "region": region})),
+                )
+            };
+            t = match apply(&t, &[change], t.version + 1, t.revision() + 1) {
+                Ok(e) => e.topology,
+                Err(e) => {
+                    assert_eq!(e.reason, Reason::Exists, "{}", e.message);
+                    continue;
+                }
+            };
+            if round % 25 == 24 {
+                let rebuilt = super::super::build(&t.document(), 0).unwrap();
+                assert_eq!(rebuilt.source(), t.source(), "round {round}");
+                assert_eq!(rebuilt.subnets.len(), t.subnets.len());
+                for _ in 0..300 {
+                    let a = std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                        0x0a00_0000u32 | (next() as u32 & 0x00ff_ffff),
+                    ));
+                    let chain = |t: &Topology| -> Vec<(IpNet, u32)> {
+                        t.matching_subnets(a)
+                            .map(|i| (t.subnets[i as usize].net, t.subnets[i as usize].region))
+                            .collect()
+                    };
+                    assert_eq!(chain(&t), chain(&rebuilt), "round {round}: {a}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -416,9 +416,7 @@ impl Topology {
                     .iter()
                     .map(move |s| shown(s.id.clone(), to_value(s))),
             ),
-            Kind::Subnets => {
-                Box::new((0..self.subnets.len() as u32).map(move |i| self.subnet_shown(i)))
-            }
+            Kind::Subnets => Box::new(self.subnets.iter().map(move |(i, _)| self.subnet_shown(i))),
             Kind::Channels => Box::new(
                 self.channel_docs
                     .iter()
@@ -648,8 +646,7 @@ impl Topology {
                 .find(|(f, _)| f == "region")
                 .map(|(_, r)| self.region_index(r));
             let simple = query.filters.iter().all(|(f, _)| f == "region") && query.q.is_none();
-            for i in 0..self.subnets.len() as u32 {
-                let s = &self.subnets[i as usize];
+            for (i, s) in self.subnets.iter() {
                 if let Some(r) = wanted_region
                     && r != Some(s.region)
                 {

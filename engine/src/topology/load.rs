@@ -589,13 +589,7 @@ fn subnets(v: &mut Validator, docs: &[SubnetDoc], regions: &HashMap<Box<str>, u3
     for (&(_, _, id), parent) in v6.iter().zip(parents) {
         list[id as usize].parent = parent;
     }
-    Subnets {
-        list: Arc::new(list),
-        names: Arc::new(names),
-        written: Arc::new(written),
-        v4: Arc::new(v4_table),
-        v6: Arc::new(v6_table),
-    }
+    Subnets::from_parts(list, names, written, v4_table, v6_table)
 }
 
 /// Programs and their records: ids, channel, times, DVR servers, paths.

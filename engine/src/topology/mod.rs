@@ -101,26 +101,51 @@ pub(crate) struct Revisions {
     pub changed: HashMap<(entity::Kind, Box<str>), u64>,
 }
 
-/// The client subnets with their prefix tables.
+/// Subnets per chunk of the list.
+const CHUNK: usize = 4096;
+
+/// The region of a removed subnet's slot.
+const GONE: u32 = u32::MAX;
+
+/// The client subnets: a list by slot, and a longest-prefix table per
+/// address family that labels addresses with slots.
+///
+/// A million of them would be 28 MB of list and 16 MB of tables, so both
+/// are cut into shared pieces and a change copies only the pieces it
+/// touches: the list in chunks of [`CHUNK`] slots (with the names and the
+/// CIDRs as written of their subnets), the tables in runs of intervals. A
+/// removed subnet leaves its slot empty, so no other subnet's slot (the id
+/// the tables, parent links and policies know it by) ever moves; a whole
+/// load packs the list again.
 #[derive(Debug, Clone)]
 pub struct Subnets {
-    // Each behind its own `Arc`: a change copies only what it touches (a
-    // region moved: the list; an IPv4 subnet added: the list and the IPv4
-    // table).
-    list: Arc<Vec<Subnet>>,
-    /// Names of the subnets that have one, by subnet index (ascending).
-    names: Arc<Vec<(u32, Box<str>)>>,
-    /// The CIDRs written with host bits set, as written, by index
-    /// (ascending): `GET /topology` gives them back unchanged.
-    written: Arc<Vec<(u32, IpNet)>>,
+    chunks: Vec<Arc<SubnetChunk>>,
+    /// Slots in use, removed ones included.
+    slots: u32,
+    /// Subnets in the list.
+    live: u32,
     v4: Arc<PrefixTable<u32>>,
     v6: Arc<PrefixTable<u128>>,
 }
 
-impl std::ops::Deref for Subnets {
-    type Target = [Subnet];
-    fn deref(&self) -> &[Subnet] {
-        &self.list
+/// [`CHUNK`] slots of the subnet list.
+#[derive(Debug, Clone, Default)]
+struct SubnetChunk {
+    list: Vec<Subnet>,
+    /// Names of the subnets that have one, by offset in the chunk
+    /// (ascending).
+    names: Vec<(u16, Box<str>)>,
+    /// The CIDRs written with host bits set, as written, by offset
+    /// (ascending): `GET /topology` gives them back unchanged.
+    written: Vec<(u16, IpNet)>,
+}
+
+impl std::ops::Index<usize> for Subnets {
+    type Output = Subnet;
+    /// The subnet in slot `i` (which a lookup returned).
+    #[inline]
+    fn index(&self, i: usize) -> &Subnet {
+        &self.chunks[i / CHUNK].list[i % CHUNK]
     }
 }
 
@@ -400,7 +425,7 @@ impl Topology {
         let v6 = self
             .subnets
             .iter()
-            .filter(|s| s.net.addr().is_ipv6())
+            .filter(|(_, s)| s.net.addr().is_ipv6())
             .count();
         format!(
             "{} regions, {} subnets ({} IPv4, {} IPv6), {} server groups, {} servers ({} edge, {} dvr), {} channels, {} programs, default region {}",
@@ -427,21 +452,99 @@ impl Topology {
 }
 
 impl Subnets {
+    /// Packs a loaded list (slot = place in the file) and its tables.
+    pub(crate) fn from_parts(
+        list: Vec<Subnet>,
+        names: Vec<(u32, Box<str>)>,
+        written: Vec<(u32, IpNet)>,
+        v4: PrefixTable<u32>,
+        v6: PrefixTable<u128>,
+    ) -> Self {
+        let mut chunks: Vec<SubnetChunk> = list
+            .chunks(CHUNK)
+            .map(|c| SubnetChunk {
+                list: c.to_vec(),
+                ..SubnetChunk::default()
+            })
+            .collect();
+        for (i, name) in names {
+            chunks[i as usize / CHUNK]
+                .names
+                .push(((i as usize % CHUNK) as u16, name));
+        }
+        for (i, net) in written {
+            chunks[i as usize / CHUNK]
+                .written
+                .push(((i as usize % CHUNK) as u16, net));
+        }
+        Subnets {
+            chunks: chunks.into_iter().map(Arc::new).collect(),
+            slots: list.len() as u32,
+            live: list.len() as u32,
+            v4: Arc::new(v4),
+            v6: Arc::new(v6),
+        }
+    }
+
+    /// No subnets.
+    pub(crate) fn empty() -> Self {
+        Self::from_parts(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            PrefixTable::build(&[]).0,
+            PrefixTable::build(&[]).0,
+        )
+    }
+
+    /// How many subnets there are.
+    pub fn len(&self) -> usize {
+        self.live as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The subnet in slot `i`, unless there is none (or it was removed).
+    pub fn get(&self, i: usize) -> Option<&Subnet> {
+        let s = self.chunks.get(i / CHUNK)?.list.get(i % CHUNK)?;
+        (s.region != GONE).then_some(s)
+    }
+
+    /// Every subnet with its slot, in document order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Subnet)> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|c| &c.list)
+            .enumerate()
+            .filter(|(_, s)| s.region != GONE)
+            .map(|(i, s)| (i as u32, s))
+    }
+
     /// The name of subnet `index`, if it has one.
     pub fn name(&self, index: u32) -> Option<&str> {
-        let at = self.names.binary_search_by_key(&index, |&(i, _)| i).ok()?;
-        Some(&self.names[at].1)
+        let chunk = self.chunks.get(index as usize / CHUNK)?;
+        let offset = (index as usize % CHUNK) as u16;
+        let at = chunk
+            .names
+            .binary_search_by_key(&offset, |&(i, _)| i)
+            .ok()?;
+        Some(&chunk.names[at].1)
     }
 
     /// The CIDR of subnet `index` as written (host bits and all).
     pub fn written(&self, index: u32) -> IpNet {
-        match self.written.binary_search_by_key(&index, |&(i, _)| i) {
-            Ok(at) => self.written[at].1,
-            Err(_) => self.list[index as usize].net,
+        let chunk = &self.chunks[index as usize / CHUNK];
+        let offset = (index as usize % CHUNK) as u16;
+        match chunk.written.binary_search_by_key(&offset, |&(i, _)| i) {
+            Ok(at) => chunk.written[at].1,
+            Err(_) => chunk.list[offset as usize].net,
         }
     }
 
-    /// The index of the subnet of exactly this (normalised) network.
+    /// The slot of the subnet of exactly this (normalised) network.
     pub fn find(&self, net: IpNet) -> Option<u32> {
         let net = net.trunc();
         let found = match net {
@@ -452,7 +555,7 @@ impl Subnets {
         // or one inside it, or one enclosing it: walk up to its length.
         let mut at = found?;
         loop {
-            let s = &self.list[at as usize];
+            let s = &self[at as usize];
             match s.net.prefix_len().cmp(&net.prefix_len()) {
                 std::cmp::Ordering::Equal => return (s.net == net).then_some(at),
                 std::cmp::Ordering::Less => return None,
@@ -463,19 +566,6 @@ impl Subnets {
                     at = s.parent;
                 }
             }
-        }
-    }
-}
-
-impl Subnets {
-    /// No subnets.
-    pub(crate) fn empty() -> Self {
-        Subnets {
-            list: Arc::default(),
-            names: Arc::default(),
-            written: Arc::default(),
-            v4: Arc::new(PrefixTable::build(&[]).0),
-            v6: Arc::new(PrefixTable::build(&[]).0),
         }
     }
 }

@@ -1,14 +1,20 @@
-//! Longest-prefix match over a static set of IP prefixes.
+//! Longest-prefix match over a set of IP prefixes, changed in place.
 //!
-//! The prefixes are flattened once, at build time, into the sorted list of
-//! elementary intervals they cut the address space into, each labelled with
-//! the most specific prefix covering it. A lookup is then a binary search for
-//! the interval holding the address, narrowed first by a 65,536-entry table
-//! indexed by the address's top 16 bits; so it costs a handful of cache
-//! misses whatever the prefix lengths, and the table holds at most 2N+1
-//! intervals for N prefixes. Enclosing prefixes are reached through the
-//! `parent` links that [`PrefixTable::build`] returns, so "every matching
-//! subnet, longest first" is a lookup plus a walk up a short chain.
+//! The prefixes are flattened into the sorted list of elementary intervals
+//! they cut the address space into, each labelled with the most specific
+//! prefix covering it. A lookup is a binary search for the interval holding
+//! the address, narrowed first by a 65,536-entry table indexed by the
+//! address's top 16 bits; so it costs a handful of cache misses whatever the
+//! prefix lengths, and the table holds at most 2N+1 intervals for N
+//! prefixes. Enclosing prefixes are reached through the `parent` links that
+//! [`PrefixTable::build`] returns, so "every matching subnet, longest
+//! first" is a lookup plus a walk up a short chain.
+//!
+//! The intervals are kept in runs of a few hundred, each its own shared
+//! allocation: a snapshot changed by one prefix copies the two or three
+//! runs around it and shares the rest with the snapshot it came from (a
+//! flat list of two million intervals would be copied whole, 16 MiB of page
+//! faults under the players' feet).
 
 /// An address family's integer form: `u32` for IPv4, `u128` for IPv6.
 pub trait PrefixKey: Copy + Ord + std::fmt::Debug {
@@ -59,15 +65,44 @@ pub const NONE: u32 = u32::MAX;
 
 const BUCKETS: usize = 1 << 16;
 
+/// Intervals per run when a table is built or a changed stretch re-cut: a
+/// change copies about three runs (12 KiB of IPv4 intervals), a lookup
+/// searches one (nine steps).
+const RUN: usize = 512;
+
+use std::sync::Arc;
+
 /// A longest-prefix-match table from addresses to prefix ids.
 #[derive(Debug, Clone)]
 pub struct PrefixTable<K> {
-    /// First address of each elementary interval, ascending; `starts[0]` is 0.
+    /// Consecutive stretches of the interval list, each with its first
+    /// address beside it (searched without touching the run); never empty,
+    /// the first starts at address 0.
+    runs: Vec<Intervals<K>>,
+    /// `buckets[b]`: the run holding bucket `b`'s first address;
+    /// `buckets[BUCKETS]` is the last run.
+    buckets: Box<[u32]>,
+    /// Intervals per run when re-cut ([`RUN`]; small in tests).
+    run_len: usize,
+}
+
+/// A run of elementary intervals: its first address (searched without
+/// touching the run), where each starts (what a lookup searches, packed)
+/// and the most specific prefix covering each. Cloned by reference.
+#[derive(Debug, Clone)]
+struct Intervals<K> {
+    first: K,
+    starts: Arc<[K]>,
+    labels: Arc<[u32]>,
+}
+
+/// A stretch of elementary intervals being built or changed.
+#[derive(Debug, Clone)]
+struct Run<K> {
+    /// First address of each interval, ascending.
     starts: Vec<K>,
     /// Most specific prefix id covering each interval, or [`NONE`].
     labels: Vec<u32>,
-    /// `buckets[b]`: index of the first interval starting at or after bucket `b`.
-    buckets: Box<[u32]>,
 }
 
 impl<K: PrefixKey> PrefixTable<K> {
@@ -93,28 +128,18 @@ impl<K: PrefixKey> PrefixTable<K> {
     /// Returns the table and, for each entry in the given order, the id of
     /// the most specific other prefix that encloses it (or [`NONE`]).
     pub fn build(entries: &[(K, u8, u32)]) -> (Self, Vec<u32>) {
+        Self::build_in_runs_of(entries, RUN)
+    }
+
+    fn build_in_runs_of(entries: &[(K, u8, u32)], run_len: usize) -> (Self, Vec<u32>) {
         debug_assert!(entries.is_sorted());
-        let mut starts = vec![K::ZERO];
-        let mut labels = vec![NONE];
+        let mut flat = Run {
+            starts: vec![K::ZERO],
+            labels: vec![NONE],
+        };
         let mut parents = vec![NONE; entries.len()];
         // Open prefixes, innermost last: (last address, id).
         let mut open: Vec<(K, u32)> = Vec::new();
-
-        let push = |start: K, label: u32, starts: &mut Vec<K>, labels: &mut Vec<u32>| {
-            if *starts.last().unwrap() == start {
-                *labels.last_mut().unwrap() = label;
-                // Merge with the previous interval if the label is the same.
-                let n = labels.len();
-                if n >= 2 && labels[n - 2] == label {
-                    starts.pop();
-                    labels.pop();
-                }
-            } else if *labels.last().unwrap() != label {
-                starts.push(start);
-                labels.push(label);
-            }
-        };
-
         for (i, &(start, len, id)) in entries.iter().enumerate() {
             // Close the prefixes that end before this one starts.
             while let Some(&(last, _)) = open.last() {
@@ -124,74 +149,89 @@ impl<K: PrefixKey> PrefixTable<K> {
                 open.pop();
                 let resume = open.last().map_or(NONE, |&(_, id)| id);
                 // `last < start` so `last + 1` cannot overflow.
-                push(last.succ().unwrap(), resume, &mut starts, &mut labels);
+                flat.push(last.succ().unwrap(), resume);
             }
             parents[i] = open.last().map_or(NONE, |&(_, id)| id);
-            push(start, id, &mut starts, &mut labels);
+            flat.push(start, id);
             open.push((start.last_of(len), id));
         }
         while let Some((last, _)) = open.pop() {
             let resume = open.last().map_or(NONE, |&(_, id)| id);
             if let Some(next) = last.succ() {
-                push(next, resume, &mut starts, &mut labels);
+                flat.push(next, resume);
             }
         }
-
-        let mut buckets = Vec::with_capacity(BUCKETS + 1);
-        let mut i = 0usize;
-        for b in 0..BUCKETS {
-            let bucket_start = K::bucket_start(b);
-            while i < starts.len() && starts[i] < bucket_start {
-                i += 1;
-            }
-            buckets.push(i as u32);
-        }
-        buckets.push(starts.len() as u32);
-
-        starts.shrink_to_fit();
-        labels.shrink_to_fit();
-        let table = PrefixTable {
-            starts,
-            labels,
-            buckets: buckets.into_boxed_slice(),
+        let mut table = PrefixTable {
+            runs: Vec::new(),
+            buckets: vec![0; BUCKETS + 1].into_boxed_slice(),
+            run_len,
         };
+        table.runs = flat.cut(run_len);
+        table.rebucket();
         (table, parents)
     }
 
     /// The id of the most specific prefix containing `addr`, if any.
     #[inline]
     pub fn longest(&self, addr: K) -> Option<u32> {
+        let run = &self.runs[self.run_of(addr)];
+        // `run.starts[0] <= addr`, so the count is at least one.
+        let count = run.starts.partition_point(|&s| s <= addr);
+        let label = run.labels[count - 1];
+        (label != NONE).then_some(label)
+    }
+
+    /// The run holding `addr`.
+    #[inline]
+    fn run_of(&self, addr: K) -> usize {
         let b = addr.bucket();
         let lo = self.buckets[b] as usize;
         let hi = self.buckets[b + 1] as usize;
-        // Every interval before `lo` starts below this bucket, so <= addr.
-        let count = lo + self.starts[lo..hi].partition_point(|&s| s <= addr);
-        let label = self.labels[count - 1];
-        (label != NONE).then_some(label)
+        // Run `lo` starts at or before the bucket; the runs after it up to
+        // `hi` may start at or before `addr`.
+        lo + self.runs[lo + 1..=hi].partition_point(|r| r.first <= addr)
+    }
+
+    /// The labels of the intervals that overlap `start..=last`, in address
+    /// order (a label may repeat; [`NONE`] is left out).
+    pub fn labels_in(&self, start: K, last: K) -> impl Iterator<Item = u32> + '_ {
+        let first_run = self.run_of(start);
+        let run = &self.runs[first_run];
+        let first = run.starts.partition_point(|&s| s <= start) - 1;
+        self.runs[first_run..]
+            .iter()
+            .enumerate()
+            .flat_map(move |(k, run)| {
+                let from = if k == 0 { first } else { 0 };
+                run.starts[from..].iter().zip(&run.labels[from..])
+            })
+            .take_while(move |&(&s, _)| s <= last)
+            .map(|(_, &label)| label)
+            .filter(|&label| label != NONE)
     }
 
     /// Adds the prefix `start/len` as `id`, in place: the intervals it
     /// covers that were labelled with an enclosing prefix (or none) take
     /// its id; those of prefixes nested inside it keep theirs. `len_of`
     /// gives the length of a labelled prefix. The prefix must not be in the
-    /// table already. Costs a move of the intervals after it and a pass
-    /// over the buckets: a few milliseconds for a million prefixes.
+    /// table already.
     pub fn insert(&mut self, start: K, len: u8, id: u32, len_of: impl Fn(u32) -> u8) {
         let last = start.last_of(len);
-        let first = self.split_at(start);
-        if let Some(after) = last.succ() {
-            self.split_at(after);
-        }
-        let mut i = first;
-        while i < self.starts.len() && self.starts[i] <= last {
-            let label = self.labels[i];
-            if label == NONE || len_of(label) < len {
-                self.labels[i] = id;
+        self.change(start, last, |flat| {
+            let first = flat.split_at(start);
+            if let Some(after) = last.succ() {
+                flat.split_at(after);
             }
-            i += 1;
-        }
-        self.merge_around(first, i);
-        self.rebucket();
+            let mut i = first;
+            while i < flat.starts.len() && flat.starts[i] <= last {
+                let label = flat.labels[i];
+                if label == NONE || len_of(label) < len {
+                    flat.labels[i] = id;
+                }
+                i += 1;
+            }
+            flat.merge_around(first, i);
+        });
     }
 
     /// Removes the prefix labelled `id` (of `start/len`): its intervals
@@ -199,29 +239,103 @@ impl<K: PrefixKey> PrefixTable<K> {
     /// [`NONE`]).
     pub fn remove(&mut self, start: K, len: u8, id: u32, parent: u32) {
         let last = start.last_of(len);
-        let first = self.index_of(start);
-        let mut i = first;
-        while i < self.starts.len() && self.starts[i] <= last {
-            if self.labels[i] == id {
-                self.labels[i] = parent;
+        self.change(start, last, |flat| {
+            let first = flat.index_of(start);
+            let mut i = first;
+            while i < flat.starts.len() && flat.starts[i] <= last {
+                if flat.labels[i] == id {
+                    flat.labels[i] = parent;
+                }
+                i += 1;
             }
-            i += 1;
+            flat.merge_around(first, i);
+        });
+    }
+
+    /// Applies `edit` to the runs holding `start..=last` and one more on
+    /// each side (so that it may split at `last + 1` and merge with the
+    /// neighbours), flattened into one; then cuts the result into runs
+    /// again. The other runs are shared, untouched.
+    fn change(&mut self, start: K, last: K, edit: impl FnOnce(&mut Run<K>)) {
+        let from = self.run_of(start).saturating_sub(1);
+        let to = (self.run_of(last) + 1).min(self.runs.len() - 1);
+        let mut flat = Run {
+            starts: Vec::new(),
+            labels: Vec::new(),
+        };
+        for run in &self.runs[from..=to] {
+            flat.starts.extend_from_slice(&run.starts);
+            flat.labels.extend_from_slice(&run.labels);
         }
-        self.merge_around(first, i);
+        edit(&mut flat);
+        let cut = flat.cut(self.run_len);
+        self.runs.splice(from..=to, cut);
         self.rebucket();
     }
 
-    /// Renumbers labels: every id above `removed` moves down by one (the
-    /// prefix list lost its entry `removed`).
-    pub fn renumber_after(&mut self, removed: u32) {
-        for label in &mut self.labels {
-            if *label != NONE && *label > removed {
-                *label -= 1;
+    /// Recomputes the bucket index after runs moved.
+    fn rebucket(&mut self) {
+        let mut r = 0usize;
+        for b in 0..BUCKETS {
+            let bucket_start = K::bucket_start(b);
+            while r + 1 < self.runs.len() && self.runs[r + 1].first <= bucket_start {
+                r += 1;
             }
+            self.buckets[b] = r as u32;
+        }
+        self.buckets[BUCKETS] = (self.runs.len() - 1) as u32;
+    }
+
+    /// The label of every interval and where it starts (for tests).
+    #[cfg(test)]
+    fn intervals_list(&self) -> Vec<(K, u32)> {
+        self.runs
+            .iter()
+            .flat_map(|r| r.starts.iter().copied().zip(r.labels.iter().copied()))
+            .collect()
+    }
+
+    /// Number of elementary intervals (for memory accounting and tests).
+    pub fn intervals(&self) -> usize {
+        self.runs.iter().map(|r| r.starts.len()).sum()
+    }
+}
+
+impl<K: PrefixKey> Run<K> {
+    /// Appends an interval starting at `start` (after every other), or
+    /// relabels the last one if it starts there too; neighbours with the
+    /// same label are merged.
+    fn push(&mut self, start: K, label: u32) {
+        if *self.starts.last().unwrap() == start {
+            *self.labels.last_mut().unwrap() = label;
+            // Merge with the previous interval if the label is the same.
+            let n = self.labels.len();
+            if n >= 2 && self.labels[n - 2] == label {
+                self.starts.pop();
+                self.labels.pop();
+            }
+        } else if *self.labels.last().unwrap() != label {
+            self.starts.push(start);
+            self.labels.push(label);
         }
     }
 
-    /// The index of the interval holding `addr`.
+    /// Cuts the intervals into runs of about `run_len` (never empty).
+    fn cut(self, run_len: usize) -> Vec<Intervals<K>> {
+        let n = self.starts.len().div_ceil(run_len).max(1);
+        let each = self.starts.len().div_ceil(n);
+        self.starts
+            .chunks(each.max(1))
+            .zip(self.labels.chunks(each.max(1)))
+            .map(|(s, l)| Intervals {
+                first: s[0],
+                starts: s.into(),
+                labels: l.into(),
+            })
+            .collect()
+    }
+
+    /// The index of the interval holding `addr` (at or after the first).
     fn index_of(&self, addr: K) -> usize {
         self.starts.partition_point(|&s| s <= addr) - 1
     }
@@ -255,36 +369,7 @@ impl<K: PrefixKey> PrefixTable<K> {
         self.starts.splice(lo..hi, kept_starts);
         self.labels.splice(lo..hi, kept_labels);
     }
-
-    /// Recomputes the bucket index after intervals moved.
-    fn rebucket(&mut self) {
-        let mut i = 0usize;
-        for b in 0..BUCKETS {
-            let bucket_start = K::bucket_start(b);
-            while i < self.starts.len() && self.starts[i] < bucket_start {
-                i += 1;
-            }
-            self.buckets[b] = i as u32;
-        }
-        self.buckets[BUCKETS] = self.starts.len() as u32;
-    }
-
-    /// The label of every interval and where it starts (for tests).
-    #[cfg(test)]
-    fn intervals_list(&self) -> Vec<(K, u32)> {
-        self.starts
-            .iter()
-            .copied()
-            .zip(self.labels.iter().copied())
-            .collect()
-    }
-
-    /// Number of elementary intervals (for memory accounting and tests).
-    pub fn intervals(&self) -> usize {
-        self.starts.len()
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +497,21 @@ mod tests {
         assert_eq!(found, vec![(0, 2), (1, 4)]);
     }
 
+    /// The runs, their first addresses and the bucket index agree.
+    fn check_runs<K: PrefixKey>(t: &PrefixTable<K>) {
+        assert_eq!(t.runs[0].first, K::ZERO);
+        for run in &t.runs {
+            assert!(!run.starts.is_empty());
+            assert_eq!(run.starts.len(), run.labels.len());
+            assert_eq!(run.starts[0], run.first);
+        }
+        assert!(t.runs.is_sorted_by_key(|r| r.first));
+        for b in (0..BUCKETS).step_by(97).chain([BUCKETS - 1]) {
+            let holder = t.runs.partition_point(|r| r.first <= K::bucket_start(b)) - 1;
+            assert_eq!(t.buckets[b] as usize, holder, "bucket {b}");
+        }
+    }
+
     #[test]
     fn inserts_and_removals_in_place_build_the_table_a_build_would() {
         let mut x: u64 = 0x9e37_79b9;
@@ -421,53 +521,66 @@ mod tests {
             x ^= x << 17;
             x
         };
-        // Prefixes by id (None: removed), nested in a few /8s.
-        let mut live: Vec<(u32, u8)> = Vec::new();
-        let (mut table, _) = PrefixTable::<u32>::build(&[]);
+        // Prefixes by id (None: removed; ids are never reused), nested in a
+        // few /8s; runs of four intervals, so that changes cross them.
+        let mut ids: Vec<Option<(u32, u8)>> = Vec::new();
+        let (mut table, _) = PrefixTable::<u32>::build_in_runs_of(&[], 4);
+        let live = |ids: &[Option<(u32, u8)>]| -> Vec<(u32, u8, u32)> {
+            ids.iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.map(|(n, l)| (n, l, i as u32)))
+                .collect()
+        };
         for round in 0..1500 {
             let r = next();
-            if r % 3 == 0 && !live.is_empty() {
+            let alive = live(&ids);
+            if r % 3 == 0 && !alive.is_empty() {
                 // Remove one: its parent is the longest strictly shorter
                 // prefix holding it.
-                let at = (r >> 8) as usize % live.len();
-                let (net, len) = live[at];
-                let entries: Vec<_> = live
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(n, l))| (n, l, i as u32))
-                    .collect();
-                let shorter: Vec<_> = entries.iter().copied().filter(|e| e.1 < len).collect();
+                let (net, len, id) = alive[(r >> 8) as usize % alive.len()];
+                let shorter: Vec<_> = alive.iter().copied().filter(|e| e.1 < len).collect();
                 let parent = naive(&shorter, net).unwrap_or(NONE);
-                table.remove(net, len, at as u32, parent);
-                table.renumber_after(at as u32);
-                live.remove(at);
+                table.remove(net, len, id, parent);
+                ids[id as usize] = None;
             } else {
                 let len = (r % 33) as u8;
                 let addr = ((r >> 8) as u32 & 0x03_ff_ff_ff) | (((r >> 40) as u32 % 3) << 28);
                 let net = addr & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-                if live.contains(&(net, len)) {
+                if ids.contains(&Some((net, len))) {
                     continue;
                 }
-                let lens: Vec<u8> = live.iter().map(|e| e.1).collect();
-                table.insert(net, len, live.len() as u32, |id| lens[id as usize]);
-                live.push((net, len));
+                let lens: Vec<u8> = ids.iter().map(|e| e.map_or(0, |e| e.1)).collect();
+                table.insert(net, len, ids.len() as u32, |id| lens[id as usize]);
+                ids.push(Some((net, len)));
             }
             if round % 100 == 99 {
-                let entries: Vec<_> = live
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(n, l))| (n, l, i as u32))
-                    .collect();
-                let (rebuilt, _) = built(&entries);
+                let mut entries = live(&ids);
+                check_runs(&table);
+                // A change never leaves a run longer than the cut length.
+                assert!(table.runs.len() > 5, "{} runs", table.runs.len());
+                assert!(table.runs.iter().all(|r| r.starts.len() <= 4));
+                let naive_entries = entries.clone();
+                PrefixTable::sort(&mut entries);
+                let (rebuilt, _) = PrefixTable::build(&entries);
                 assert_eq!(
                     table.intervals_list(),
                     rebuilt.intervals_list(),
                     "round {round}"
                 );
-                assert_eq!(table.buckets, rebuilt.buckets);
                 for _ in 0..500 {
                     let a = (next() as u32 & 0x03_ff_ff_ff) | (((next() >> 32) as u32 % 4) << 28);
-                    assert_eq!(table.longest(a), naive(&entries, a));
+                    assert_eq!(table.longest(a), naive(&naive_entries, a));
+                }
+                // A prefix inside a random one that labels its own first
+                // address is among the labels in it.
+                let (net, len, _) = naive_entries[(next() as usize) % naive_entries.len()];
+                let last = net.last_of(len);
+                let seen: std::collections::HashSet<u32> = table.labels_in(net, last).collect();
+                for &(n, l, id) in &naive_entries {
+                    let inside = l >= len && n >= net && n <= last;
+                    if inside && table.longest(n) == Some(id) {
+                        assert!(seen.contains(&id), "{n:#x}/{l} inside {net:#x}/{len}");
+                    }
                 }
             }
         }
