@@ -96,7 +96,7 @@ for i in range(n):
         c = f"ch-{rng.randrange(200)}"
         req = ("PATCH", f"/topology/streams/{c}/hls/none", {"path": f"live/{c}/v{i}.m3u8"})
     elif kind == "channel":
-        req = ("PATCH", f"/topology/channels/ch-{rng.randrange(200)}", {"name": f"Channel {i}"})
+        req = ("PATCH", f"/topology/channels/ch-{rng.randrange(200)}", {"name": f"Channel {i} of run {seed}"})
     elif kind == "server":
         req = ("PATCH", f"/topology/servers/edge-{rng.randrange(100)}-0", {"weight": rng.randrange(1, 5)})
     else:

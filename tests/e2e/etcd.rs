@@ -1375,6 +1375,40 @@ fn entity_changes_are_change_records_folded_into_the_document_now_and_then() {
     let c = start("c");
     assert_eq!(host(&c), "folded.test");
     assert_eq!(weight(&c), 3);
+    // Its audit trail is the fleet's, read from etcd: the changes folded
+    // before it started, each naming who made it on which node, at the
+    // revision it was written at.
+    let r = c.admin("GET", "/audit?since=0", b"", "application/json", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entries = serde_json::from_str::<Value>(&r.body).unwrap()["entries"].clone();
+    let seen: Vec<(String, String, String)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["revision"].as_u64().unwrap() > 0, "{e}");
+            let who = e["who"].as_str().unwrap();
+            let node = who.rsplit(' ').next().unwrap().to_string();
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["key"].as_str().unwrap_or("").to_string(),
+                node,
+            )
+        })
+        .collect();
+    let want = |action: &str, key: &str, node: &str| {
+        (action.to_string(), key.to_string(), node.to_string())
+    };
+    assert_eq!(
+        seen,
+        [
+            want("replace-topology", "", "a"),
+            want("update", "edge-2", "a"),
+            want("update", "edge-2", "a"),
+            want("update", "edge-1", "b"),
+        ],
+        "{entries}"
+    );
     let hash = |n: &Engine| status(n)["topology"]["hash"].clone();
     wait_until("one hash", || hash(&a) == hash(&b) && hash(&b) == hash(&c));
     // And a change after the fold is record 4.

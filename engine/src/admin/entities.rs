@@ -40,7 +40,7 @@ pub(super) async fn handle(
     who: &str,
 ) -> Option<Reply> {
     let reply = match (method, path) {
-        (&Method::GET, ["audit"]) => audit(admin, query),
+        (&Method::GET, ["audit"]) => audit(admin, query).await,
         (&Method::POST, ["topology", "batch"]) => batch(admin, body, who).await,
         (_, ["topology", kind, rest @ ..]) => {
             let Some(kind) = Kind::parse(kind) else {
@@ -258,8 +258,9 @@ pub(super) fn refused(e: EditError) -> Reply {
     reply(status, body)
 }
 
-/// `GET /audit?since=&limit=`.
-fn audit(admin: &Admin, query: &str) -> Reply {
+/// `GET /audit?since=&limit=`: from etcd in a fleet (every node's
+/// changes), else from this node's trail.
+async fn audit(admin: &Admin, query: &str) -> Reply {
     let mut since =
         crate::time::unix_millis(std::time::SystemTime::now()).saturating_sub(3_600_000);
     let mut limit = 1000usize;
@@ -295,7 +296,19 @@ fn audit(admin: &Admin, query: &str) -> Reply {
             }
         }
     }
-    ok(json!({ "entries": admin.control.audit.since(since, limit) }))
+    let entries = match &admin.cluster {
+        Some(cluster) => match cluster.audit_since(since, limit).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("the audit trail is in etcd, which cannot be read: {e}"),
+                );
+            }
+        },
+        None => admin.control.audit.since(since, limit),
+    };
+    ok(json!({ "entries": entries }))
 }
 
 fn parse_since(text: &str) -> Option<u64> {

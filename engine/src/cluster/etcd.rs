@@ -234,6 +234,41 @@ impl EtcdClient {
         Ok((kvs, header_revision(&answer)))
     }
 
+    /// At most `limit` keys from `from` (inclusive) to `end` (exclusive),
+    /// in key order.
+    pub async fn range(
+        &self,
+        from: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EtcdError> {
+        let answer = self
+            .call(
+                "/v3/kv/range",
+                json!({
+                    "key": b64(from.as_bytes()),
+                    "range_end": b64(end.as_bytes()),
+                    "limit": limit.to_string(),
+                }),
+            )
+            .await?;
+        Ok(answer["kvs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(key_value).collect())
+            .unwrap_or_default())
+    }
+
+    /// Deletes the keys from `from` (inclusive) to `end` (exclusive).
+    pub async fn delete_range(&self, from: &str, end: &str) -> Result<i64, EtcdError> {
+        let answer = self
+            .call(
+                "/v3/kv/deleterange",
+                json!({ "key": b64(from.as_bytes()), "range_end": b64(end.as_bytes()) }),
+            )
+            .await?;
+        Ok(header_revision(&answer))
+    }
+
     /// One key, if it exists, and the store's revision.
     pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64), EtcdError> {
         let answer = self

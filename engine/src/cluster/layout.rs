@@ -22,6 +22,11 @@ pub const CHUNK: usize = 1 << 20;
 /// Largest change record; a larger batch is written as a whole document.
 pub const MAX_CHANGE: usize = 1 << 20;
 
+/// Largest audit record: a change record near [`MAX_CHANGE`] and its audit
+/// fit one request (1.5 MiB by default); a larger audit keeps its hashes
+/// and drops the fields changed, then is summed up in one entry.
+pub const MAX_AUDIT: usize = 256 << 10;
+
 /// The keys under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -89,6 +94,19 @@ impl Keys {
     /// One drained server.
     pub fn drain(&self, server: &str) -> String {
         format!("{}/config/drained/{server}", self.prefix)
+    }
+
+    /// Prefix of the audit records (outside `config/`: nodes do not
+    /// follow them, `GET /audit` reads them).
+    pub fn audit(&self) -> String {
+        format!("{}/audit/", self.prefix)
+    }
+
+    /// The audit record of a change written at `time_ms` (zero-padded, so
+    /// that keys sort by time), `what` telling it from another written in
+    /// the same millisecond.
+    pub fn audit_record(&self, time_ms: u64, what: &str) -> String {
+        format!("{}/audit/{time_ms:016}-{what}", self.prefix)
     }
 
     /// Prefix of one blob's chunks.

@@ -28,6 +28,7 @@ pub mod write;
 pub use write::EtcdWriter;
 
 use crate::control::Control;
+use crate::control::audit::AuditEntry;
 use etcd::{EtcdClient, EtcdConfig, KeyValue};
 use layout::Keys;
 use serde::Serialize;
@@ -88,6 +89,8 @@ pub struct ClusterConfig {
     /// Topology change records after which they are folded into a new
     /// topology record.
     pub fold_after: u64,
+    /// How long audit records are kept in etcd.
+    pub audit_retention: Duration,
 }
 
 /// A node's link to the shared configuration.
@@ -97,6 +100,7 @@ pub struct Cluster {
     node: String,
     cache_file: Option<PathBuf>,
     fold_after: u64,
+    audit_retention: Duration,
     /// Whether this node is folding the topology's change records.
     folding: AtomicBool,
     /// What the follower last applied, for writers and `/status`.
@@ -155,6 +159,7 @@ impl Cluster {
             node: config.node,
             cache_file: config.cache_file,
             fold_after: config.fold_after.max(1),
+            audit_retention: config.audit_retention,
             folding: AtomicBool::new(false),
             shared: std::sync::Mutex::new(Shared {
                 source: "none",
@@ -197,8 +202,65 @@ impl Cluster {
         let control = control.clone();
         std::thread::Builder::new()
             .name("etcd-follow".into())
-            .spawn(move || runtime.block_on(follower.run(&cluster, &control)))?;
+            .spawn(move || {
+                runtime.block_on(async {
+                    tokio::spawn(cluster.clone().prune_audit_hourly());
+                    follower.run(&cluster, &control).await
+                })
+            })?;
         Ok(restored)
+    }
+
+    /// The audit entries written to etcd since `since_ms` (milliseconds
+    /// since the epoch), oldest first, at most `limit`; each entry's
+    /// revision is its record's.
+    pub async fn audit_since(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, etcd::EtcdError> {
+        let prefix = self.keys.audit();
+        let end = String::from_utf8(etcd::prefix_end(prefix.as_bytes())).expect("an ASCII key");
+        let records = self
+            .client
+            .range(&format!("{prefix}{since_ms:016}"), &end, limit)
+            .await?;
+        let mut out = Vec::new();
+        for kv in records {
+            match serde_json::from_slice::<Vec<AuditEntry>>(&kv.value) {
+                Ok(entries) => out.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| e.time_ms >= since_ms)
+                        .map(|e| AuditEntry {
+                            revision: kv.mod_revision.max(0) as u64,
+                            ..e
+                        }),
+                ),
+                Err(e) => tracing::warn!(key = %kv.key, "audit record not readable: {e}"),
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Deletes the audit records older than the retention, now and every
+    /// hour (every node does; the deletes are the same).
+    async fn prune_audit_hourly(self: Arc<Self>) {
+        loop {
+            let cutoff = SystemTime::now()
+                .checked_sub(self.audit_retention)
+                .map_or(0, crate::time::unix_millis);
+            let prefix = self.keys.audit();
+            if let Err(e) = self
+                .client
+                .delete_range(&prefix, &format!("{prefix}{cutoff:016}"))
+                .await
+            {
+                tracing::debug!("audit records not pruned: {e}");
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
     }
 
     /// Waits until the node has a configuration (from etcd or disk) or

@@ -18,6 +18,7 @@ use super::layout::{
     self, BlobRef, CHUNK, CanaryRecord, ChangeRecord, DrainRecord, Keys, PolicyRecord,
     RoutingRecord, ShadowRecord, TopologyRecord,
 };
+use crate::control::audit::AuditEntry;
 use crate::control::{
     Change, ChangeError, Changed, Control, Outcome, RoutingChange, Writer, Writing,
 };
@@ -149,7 +150,7 @@ impl Cluster {
         let based_on = if_match.unwrap_or_else(|| self.revision_of(&key));
         let applied = self.lock().topology_seq;
         let (w, record) = self
-            .write_topology(&checked, based_on, applied, 0, None, who)
+            .write_topology(&checked, based_on, applied, 0, None, who, Audited::Topology)
             .await?;
         Ok((w, record.blob.sha256, record.summary))
     }
@@ -158,6 +159,7 @@ impl Cluster {
     /// `based_on` and no entity change came after change `after` (the last
     /// one `topology` knows of); the change records go (they are in it, or
     /// replaced by it).
+    #[allow(clippy::too_many_arguments)]
     async fn write_topology(
         &self,
         topology: &crate::topology::Topology,
@@ -166,6 +168,7 @@ impl Cluster {
         seq: u64,
         hash: Option<String>,
         who: &str,
+        audited: Audited,
     ) -> Result<(Written, TopologyRecord), ChangeError> {
         let key = self.keys.topology();
         let next_change = self.keys.change(after + 1);
@@ -189,6 +192,14 @@ impl Cluster {
             && old.blob.sha256 != blob.sha256
         {
             ops.push(Op::DeletePrefix(self.keys.blob(&old.blob.sha256)));
+        }
+        let entries = match audited {
+            Audited::Topology => vec![AuditEntry::topology(&self.written_by(who), 0, &blob.sha256)],
+            Audited::Entities(entries) => entries,
+            Audited::Not => Vec::new(),
+        };
+        if !entries.is_empty() {
+            ops.push(self.audit_op(entries, &format!("t{after:020}")));
         }
         let result = self
             .client
@@ -226,6 +237,13 @@ impl Cluster {
         let base = control.topology.snapshot();
         let edited =
             crate::topology::edit::apply(&base, &edits, base.version, base.revision() + 1)?;
+        // Revision 0: what an audit record in etcd was written at is its
+        // key's revision, filled in when it is read.
+        let audit: Vec<AuditEntry> = edited
+            .applied
+            .iter()
+            .map(|a| AuditEntry::entity(&self.written_by(who), a, 0))
+            .collect();
         let record = ChangeRecord {
             seq,
             edits,
@@ -235,11 +253,23 @@ impl Cluster {
         let value = json(&record);
         if value.len() > layout::MAX_CHANGE {
             let (w, _) = self
-                .write_topology(&edited.topology, topology_rev, seq - 1, 0, None, who)
+                .write_topology(
+                    &edited.topology,
+                    topology_rev,
+                    seq - 1,
+                    0,
+                    None,
+                    who,
+                    Audited::Entities(audit),
+                )
                 .await?;
             return Ok((w, edited.applied, false));
         }
         let key = self.keys.change(seq);
+        let mut ops = vec![Op::Put(key.clone(), value)];
+        if !audit.is_empty() {
+            ops.push(self.audit_op(audit, &format!("c{seq:020}")));
+        }
         let result = self
             .client
             .txn(
@@ -247,7 +277,7 @@ impl Cluster {
                     Compare::ModRevision(topology_key.clone(), topology_rev),
                     Compare::ModRevision(key.clone(), 0),
                 ],
-                &[Op::Put(key.clone(), value)],
+                &ops,
             )
             .await?;
         if !result.succeeded {
@@ -258,6 +288,12 @@ impl Cluster {
         let folded_since = self.lock().topology_base_seq;
         let fold = written.applied && seq - folded_since >= self.fold_after;
         Ok((written, edited.applied, fold))
+    }
+
+    /// The put of an audit record (see [`audit_value`]).
+    fn audit_op(&self, entries: Vec<AuditEntry>, what: &str) -> Op {
+        let time_ms = entries.first().map_or(0, |e| e.time_ms);
+        Op::Put(self.keys.audit_record(time_ms, what), audit_value(entries))
     }
 
     /// Writes the topology this node serves whole, with the change
@@ -285,6 +321,7 @@ impl Cluster {
                     seq,
                     Some(t.hash.clone()),
                     "compaction",
+                    Audited::Not,
                 )
                 .await
             {
@@ -790,5 +827,84 @@ impl Writer for EtcdWriter {
         if let Err(e) = spawned {
             tracing::error!(version, "cannot start the automatic rollback: {e}");
         }
+    }
+}
+
+/// An audit record's value: the entries as a JSON array, their fields
+/// changed left out if that is too large, and summed up in one entry if it
+/// still is.
+fn audit_value(mut entries: Vec<AuditEntry>) -> Vec<u8> {
+    let mut value = json(&entries);
+    if value.len() > layout::MAX_AUDIT {
+        for e in &mut entries {
+            e.changed = None;
+        }
+        value = json(&entries);
+    }
+    if value.len() > layout::MAX_AUDIT {
+        let count = entries.len();
+        let first = entries.swap_remove(0);
+        let summary = AuditEntry {
+            action: "batch".into(),
+            kind: "entities".into(),
+            key: None,
+            before: None,
+            after: None,
+            changed: Some(serde_json::json!({ "changes": count })),
+            ..first
+        };
+        value = json(&[summary]);
+    }
+    value
+}
+
+/// What a topology write puts in the audit trail.
+enum Audited {
+    /// A whole document, written by someone.
+    Topology,
+    /// Entity changes (a batch too large for a change record).
+    Entities(Vec<AuditEntry>),
+    /// Nothing: change records folded in.
+    Not,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_record_too_large_loses_its_diffs_then_is_summed_up() {
+        let entry = |i: usize, changed: usize| AuditEntry {
+            time: "2026-12-01T00:00:00Z".into(),
+            time_ms: 1,
+            who: "ops via a".into(),
+            action: "update".into(),
+            kind: "programs".into(),
+            key: Some(format!("p{i}")),
+            revision: 0,
+            before: Some("a".repeat(64)),
+            after: Some("b".repeat(64)),
+            changed: Some(serde_json::json!({ "name": ["x".repeat(changed), "y"] })),
+        };
+        let read = |v: Vec<u8>| serde_json::from_slice::<Vec<AuditEntry>>(&v).unwrap();
+        let small = read(audit_value((0..3).map(|i| entry(i, 10)).collect()));
+        assert_eq!(small.len(), 3);
+        assert!(small[0].changed.is_some());
+        let diffs_dropped = read(audit_value((0..100).map(|i| entry(i, 5_000)).collect()));
+        assert_eq!(diffs_dropped.len(), 100);
+        assert!(
+            diffs_dropped
+                .iter()
+                .all(|e| e.changed.is_none() && e.after.is_some())
+        );
+        let value = audit_value((0..20_000).map(|i| entry(i, 10)).collect());
+        assert!(value.len() <= layout::MAX_AUDIT);
+        let summed = read(value);
+        assert_eq!(summed.len(), 1);
+        assert_eq!(summed[0].action, "batch");
+        assert_eq!(
+            summed[0].changed,
+            Some(serde_json::json!({ "changes": 20_000 }))
+        );
     }
 }

@@ -318,7 +318,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(log) = &config.decision_log {
         control.metrics.set_decision_log(log.clone());
     }
-    let cluster = follow_etcd(&args.etcd, &control)?;
+    let audit_retention = Duration::from_secs(args.audit_retention_days.max(1) * 86_400);
+    let cluster = follow_etcd(&args.etcd, &control, audit_retention)?;
     let follows_etcd = cluster.is_some();
     // The one door for changes: this node's, or the fleet's.
     let writer: Arc<dyn Writer> = match &cluster {
@@ -494,7 +495,11 @@ fn open_state(
 /// Joins the fleet when --etcd is given: restores the disk copy, follows
 /// etcd, and waits a while for a first configuration. Returns the link to
 /// etcd, if the node follows it.
-fn follow_etcd(args: &EtcdArgs, control: &Arc<Control>) -> anyhow::Result<Option<Arc<Cluster>>> {
+fn follow_etcd(
+    args: &EtcdArgs,
+    control: &Arc<Control>,
+    audit_retention: Duration,
+) -> anyhow::Result<Option<Arc<Cluster>>> {
     if args.etcd.is_empty() {
         return Ok(None);
     }
@@ -545,6 +550,7 @@ fn follow_etcd(args: &EtcdArgs, control: &Arc<Control>) -> anyhow::Result<Option
         node,
         cache_file: Some(state_dir.join("etcd-copy.msgpack")),
         fold_after: args.etcd_fold_changes,
+        audit_retention,
     })
     .map_err(anyhow::Error::msg)?;
     let restored = cluster
