@@ -390,12 +390,12 @@ impl<'a> Draft<'a> {
                 })
             }
             Kind::Programs => {
-                let &i = self.programs().by_epg.get(key)?;
-                value(&program_entity(&self.programs().list[i as usize]))
+                let i = self.programs().slot(key)?;
+                value(&program_entity(self.programs().get(i)?))
             }
             Kind::Records => {
                 let (p, at) = self.find_record(key)?;
-                let program = &self.programs().list[p];
+                let program = self.programs().get(p)?;
                 let (_, r) = records_of(program).swap_remove(at);
                 value(&r)
             }
@@ -430,10 +430,10 @@ impl<'a> Draft<'a> {
     }
 
     /// The record `key` names: its program's index and its place there.
-    fn find_record(&self, key: &str) -> Option<(usize, usize)> {
+    fn find_record(&self, key: &str) -> Option<(u32, usize)> {
         let program = key.split('/').next()?;
-        let &p = self.programs().by_epg.get(program)?;
-        let prog = &self.programs().list[p as usize];
+        let p = self.programs().slot(program)?;
+        let prog = self.programs().get(p)?;
         let base = Base::of(Kind::Records, key)?;
         let at = nth_matching(
             prog.records
@@ -441,7 +441,7 @@ impl<'a> Draft<'a> {
                 .map(|r| super::entity::record_key(program, &r.server, r.protocol, r.encryption)),
             base,
         )?;
-        Some((p as usize, at))
+        Some((p, at))
     }
 
     fn edit(&mut self, edit: &Edit) -> Result<Applied, EditError> {
@@ -658,24 +658,23 @@ impl<'a> Draft<'a> {
                     end: e.end,
                     records: Vec::new(),
                 })?;
-                let programs = self.programs_mut();
-                let at = programs.list.len() as u32;
-                Arc::make_mut(&mut programs.by_epg).insert(program.epg_id.clone(), at);
-                programs.list.push(Arc::new(program));
+                self.programs_mut()
+                    .push(Arc::new(program))
+                    .expect("a new key (checked above)");
                 Ok(())
             }
             Kind::Records => {
                 let e: RecordEntity = parse(kind, value)?;
-                let Some(&p) = self.programs().by_epg.get(e.program.as_str()) else {
+                let Some(p) = self.programs().slot(&e.program) else {
                     return Err(invalid(format!(
                         "field `program`: {:?} is not the epg_id of any program",
                         e.program
                     )));
                 };
-                let mut doc = self.programs().list[p as usize].to_doc();
+                let mut doc = self.programs().get(p).expect("found above").to_doc();
                 doc.records.push(record_doc(e));
                 let program = self.program(doc)?;
-                self.programs_mut().list[p as usize] = Arc::new(program);
+                self.programs_mut().set(p, Arc::new(program));
                 Ok(())
             }
             Kind::Subnets => {
@@ -742,22 +741,22 @@ impl<'a> Draft<'a> {
             }
             Kind::Programs => {
                 let e: ProgramEntity = parse(kind, value)?;
-                let p = self.programs().by_epg[key] as usize;
-                let mut doc = self.programs().list[p].to_doc();
+                let p = self.programs().slot(key).expect("found above");
+                let mut doc = self.programs().get(p).expect("found above").to_doc();
                 doc.channel = e.channel;
                 doc.start = e.start;
                 doc.end = e.end;
                 let program = self.program(doc)?;
-                self.programs_mut().list[p] = Arc::new(program);
+                self.programs_mut().set(p, Arc::new(program));
                 Ok(())
             }
             Kind::Records => {
                 let e: RecordEntity = parse(kind, value)?;
                 let (p, at) = self.find_record(key).expect("found above");
-                let mut doc = self.programs().list[p].to_doc();
+                let mut doc = self.programs().get(p).expect("found above").to_doc();
                 doc.records[at] = record_doc(e);
                 let program = self.program(doc)?;
-                self.programs_mut().list[p] = Arc::new(program);
+                self.programs_mut().set(p, Arc::new(program));
                 Ok(())
             }
             Kind::Subnets => {
@@ -870,31 +869,23 @@ impl<'a> Draft<'a> {
                 self.rebuild()
             }
             Kind::Programs => {
-                let p = self.programs().by_epg[key];
-                let records = self.programs().list[p as usize].records.len();
+                let p = self.programs().slot(key).expect("found above");
+                let records = self.programs().get(p).expect("found above").records.len();
                 if records > 0 {
                     return in_use(format!(
                         "program {key:?} still has {records} record{} (delete them first, or in the same batch)",
                         plural(records)
                     ));
                 }
-                let programs = self.programs_mut();
-                programs.list.remove(p as usize);
-                let by_epg = Arc::make_mut(&mut programs.by_epg);
-                by_epg.remove(key);
-                for i in by_epg.values_mut() {
-                    if *i > p {
-                        *i -= 1;
-                    }
-                }
+                self.programs_mut().remove(p);
                 Ok(())
             }
             Kind::Records => {
                 let (p, at) = self.find_record(key).expect("found above");
-                let mut doc = self.programs().list[p].to_doc();
+                let mut doc = self.programs().get(p).expect("found above").to_doc();
                 doc.records.remove(at);
                 let program = self.program(doc)?;
-                self.programs_mut().list[p] = Arc::new(program);
+                self.programs_mut().set(p, Arc::new(program));
                 Ok(())
             }
             Kind::Subnets => {
@@ -1537,6 +1528,66 @@ mod tests {
             ],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn random_program_changes_match_a_whole_load_of_their_document() {
+        let mut x: u64 = 0x51_7cc1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = topology();
+        // Enough to fill several chunks of the list.
+        let created: Vec<Edit> = (0..2500)
+            .map(|i| {
+                edit(
+                    Op::Create,
+                    Kind::Programs,
+                    None,
+                    Some(json!({"epg_id": format!("g{i}"), "channel": "ch2"})),
+                )
+            })
+            .collect();
+        t = apply(&t, &created, t.version + 1, t.revision() + 1)
+            .unwrap()
+            .topology;
+        for round in 0..400 {
+            let r = next();
+            let key = format!("g{}", (r >> 8) % 3000);
+            let exists = t.program(&key).is_some();
+            let change = match (r % 3, exists) {
+                (0, true) => edit(Op::Delete, Kind::Programs, Some(&key), None),
+                (1, true) => edit(
+                    Op::Update,
+                    Kind::Programs,
+                    Some(&key),
+                    Some(json!({"channel": if r & 1 << 20 == 0 { "ch1" } else { "ch2" }})),
+                ),
+                (_, true) => continue,
+                (_, false) => edit(
+                    Op::Create,
+                    Kind::Programs,
+                    None,
+                    Some(json!({"epg_id": key, "channel": "ch1"})),
+                ),
+            };
+            t = apply(&t, &[change], t.version + 1, t.revision() + 1)
+                .unwrap()
+                .topology;
+            if round % 50 == 49 {
+                let rebuilt = super::super::build(&t.document(), 0).unwrap();
+                assert_eq!(rebuilt.source(), t.source(), "round {round}");
+                assert_eq!(rebuilt.programs.len(), t.programs.len());
+                for i in 0..3000 {
+                    let key = format!("g{i}");
+                    let found = |t: &Topology| t.program(&key).map(|(_, p)| p.channel.clone());
+                    assert_eq!(found(&t), found(&rebuilt), "round {round}: {key}");
+                }
+            }
+        }
     }
 
     #[test]

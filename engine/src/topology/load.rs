@@ -600,9 +600,8 @@ fn programs(
     network: &Network,
 ) -> Programs {
     let mut programs = Programs::default();
-    programs.list.reserve(docs.len());
-    let mut by_epg: HashMap<Arc<str>, u32> = HashMap::default();
-    by_epg.reserve(docs.len());
+    // The place in the file of each slot (a duplicate takes none).
+    let mut file_of = Vec::with_capacity(docs.len());
     for (i, p) in docs.iter().enumerate() {
         let built = program(
             v,
@@ -613,19 +612,14 @@ fn programs(
             &network.servers,
         );
         // The first of the same epg_id stays authoritative.
-        match by_epg.entry(built.epg_id.clone()) {
-            std::collections::hash_map::Entry::Occupied(first) => v.problem(format!(
+        match programs.push(Arc::new(built)) {
+            Ok(_) => file_of.push(i),
+            Err(first) => v.problem(format!(
                 "programs[{i}]: field `epg_id`: {:?} is a duplicate of programs[{}]",
-                p.epg_id,
-                first.get()
+                p.epg_id, file_of[first as usize],
             )),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(i as u32);
-            }
         }
-        programs.list.push(Arc::new(built));
     }
-    programs.by_epg = Arc::new(by_epg);
     programs
 }
 

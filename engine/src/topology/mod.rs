@@ -149,19 +149,109 @@ impl std::ops::Index<usize> for Subnets {
     }
 }
 
-/// The programs, in file order, each its own allocation so that a new
-/// snapshot shares the ones it does not change.
-#[derive(Debug, Clone, Default)]
+/// Programs per chunk of the list.
+const PROGRAM_CHUNK: usize = 1024;
+
+/// Shards of the program index.
+const PROGRAM_SHARDS: usize = 256;
+
+/// The programs, in file order, each its own allocation; the list in
+/// chunks and the index by `epg_id` in shards, each shared, so that a
+/// change copies one chunk and one shard (a programme guide of 50,000
+/// would otherwise be copied whole at every change). A removed program
+/// leaves its slot empty: no other program's slot moves.
+#[derive(Debug, Clone)]
 pub struct Programs {
-    list: Vec<Arc<Program>>,
-    /// Shared until a program is added or removed.
-    by_epg: Arc<HashMap<Arc<str>, u32>>,
+    chunks: Vec<Arc<Vec<Option<Arc<Program>>>>>,
+    slots: u32,
+    live: u32,
+    by_epg: Vec<Arc<HashMap<Arc<str>, u32>>>,
 }
 
-impl std::ops::Deref for Programs {
-    type Target = [Arc<Program>];
-    fn deref(&self) -> &[Arc<Program>] {
-        &self.list
+impl Default for Programs {
+    fn default() -> Self {
+        Programs {
+            chunks: Vec::new(),
+            slots: 0,
+            live: 0,
+            by_epg: vec![Arc::default(); PROGRAM_SHARDS],
+        }
+    }
+}
+
+impl Programs {
+    /// The shard of the index holding `epg_id`.
+    fn shard(epg_id: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        epg_id.hash(&mut h);
+        h.finish() as usize % PROGRAM_SHARDS
+    }
+
+    /// How many programs there are.
+    pub fn len(&self) -> usize {
+        self.live as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The slot of the program with this EPG id.
+    pub fn slot(&self, epg_id: &str) -> Option<u32> {
+        self.by_epg[Self::shard(epg_id)].get(epg_id).copied()
+    }
+
+    /// The program in slot `i`, unless it was removed.
+    pub fn get(&self, i: u32) -> Option<&Arc<Program>> {
+        let i = i as usize;
+        self.chunks
+            .get(i / PROGRAM_CHUNK)?
+            .get(i % PROGRAM_CHUNK)?
+            .as_ref()
+    }
+
+    /// Every program, in document order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Program>> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+
+    /// Adds a program in a new slot at the end, unless one of its EPG id
+    /// is there (then gives that one's slot).
+    pub(crate) fn push(&mut self, program: Arc<Program>) -> Result<u32, u32> {
+        let slot = self.slots;
+        let shard = Arc::make_mut(&mut self.by_epg[Self::shard(&program.epg_id)]);
+        match shard.entry(program.epg_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(first) => return Err(*first.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+            }
+        }
+        if (slot as usize).is_multiple_of(PROGRAM_CHUNK) {
+            self.chunks
+                .push(Arc::new(Vec::with_capacity(PROGRAM_CHUNK)));
+        }
+        Arc::make_mut(self.chunks.last_mut().expect("a chunk was pushed")).push(Some(program));
+        self.slots += 1;
+        self.live += 1;
+        Ok(slot)
+    }
+
+    /// Puts `program` (of the same EPG id) in slot `i`.
+    pub(crate) fn set(&mut self, i: u32, program: Arc<Program>) {
+        let i = i as usize;
+        Arc::make_mut(&mut self.chunks[i / PROGRAM_CHUNK])[i % PROGRAM_CHUNK] = Some(program);
+    }
+
+    /// Removes the program in slot `i`, leaving the slot empty.
+    pub(crate) fn remove(&mut self, i: u32) {
+        let at = i as usize;
+        let chunk = Arc::make_mut(&mut self.chunks[at / PROGRAM_CHUNK]);
+        if let Some(p) = chunk[at % PROGRAM_CHUNK].take() {
+            Arc::make_mut(&mut self.by_epg[Self::shard(&p.epg_id)]).remove(&p.epg_id);
+            self.live -= 1;
+        }
     }
 }
 
@@ -401,8 +491,8 @@ impl Topology {
 
     /// The program with this EPG id.
     pub fn program(&self, epg_id: &str) -> Option<(u32, &Program)> {
-        let &i = self.programs.by_epg.get(epg_id)?;
-        Some((i, &self.programs.list[i as usize]))
+        let i = self.programs.slot(epg_id)?;
+        Some((i, self.programs.get(i)?))
     }
 
     /// The index of the server with this id.
