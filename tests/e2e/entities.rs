@@ -694,14 +694,27 @@ fn changes_outlive_a_restart_in_the_state_directory_and_the_file_only_seeds() {
     let state = dir.path("state");
     let args = ["--state-dir", state.to_str().unwrap()];
     let mut e = routing_engine(&args);
-    let (s, b, _) = call(
-        &e,
+    let r = Conn::open(e.admin.unwrap()).request_with_body(
         "PATCH",
         "/topology/servers/e-wide",
-        Some(json!({"host": "kept.test"})),
-        None,
+        &[("Content-Type", "application/json")],
+        json!({"host": "kept.test"}).to_string().as_bytes(),
     );
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The answer says how long the change took, and of that the journal.
+    let timing = r.header("Server-Timing").unwrap_or_default().to_string();
+    let figure = |name: &str| -> f64 {
+        let at = timing
+            .find(&format!("{name};dur="))
+            .unwrap_or_else(|| panic!("{timing}"));
+        let rest = &timing[at + name.len() + 5..];
+        rest.split(',').next().unwrap().trim().parse().unwrap()
+    };
+    assert!(
+        figure("journal") > 0.0 && figure("journal") <= figure("apply"),
+        "{timing}"
+    );
+    let b: Value = serde_json::from_str(&r.body).unwrap();
     let revision = b["revision"].clone();
     let (s, b, _) = call(&e, "DELETE", "/topology/subnets/10.9.0.0/16", None, None);
     assert_eq!(s, 200, "{b}");

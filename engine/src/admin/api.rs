@@ -202,7 +202,7 @@ fn changed(admin: &Admin, result: Result<Changed, ChangeError>) -> Reply {
             version,
             revision,
             applied,
-            took: _,
+            ..
         } => super::entities::changed_body(version, revision, &applied),
         Outcome::Topology {
             version,

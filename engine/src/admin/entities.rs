@@ -17,8 +17,9 @@
 //! `If-Match: "<revision>"` on a single-entity change makes it fail with
 //! 409 and the current revision if the entity changed since. *change* is
 //! `{"version", "revision", "changes": [{"op", "kind", "key", "before",
-//! "after"}], "applied_here"}`, with `Server-Timing: apply;dur=<ms>`: how
-//! long the change took from its arrival to this node serving it.
+//! "after"}], "applied_here"}`, with `Server-Timing: apply;dur=<ms>,
+//! journal;dur=<ms>`: how long the change took from its arrival to this
+//! node serving it, and of that the journal's sync to disk.
 
 use super::Admin;
 use super::api::{Reply, error, ok, reply};
@@ -212,6 +213,7 @@ fn answer(
         revision,
         applied,
         took,
+        synced,
     } = &changed.outcome
     else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected outcome");
@@ -227,8 +229,10 @@ fn answer(
     if single {
         with_etag(&mut r, *revision);
     }
-    // How long the change took to serve (W3C Server-Timing).
-    let timing = format!("apply;dur={:.3}", took.as_secs_f64() * 1000.0);
+    // How long the change took to serve, and of that the journal's sync
+    // (W3C Server-Timing).
+    let ms = |d: &std::time::Duration| d.as_secs_f64() * 1000.0;
+    let timing = format!("apply;dur={:.3}, journal;dur={:.3}", ms(took), ms(synced));
     if let Ok(v) = http::HeaderValue::from_str(&timing) {
         r.headers_mut().insert("server-timing", v);
     }

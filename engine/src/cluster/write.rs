@@ -672,6 +672,7 @@ impl EtcdWriter {
                         revision: w.revision.max(0) as u64,
                         applied,
                         took,
+                        synced: std::time::Duration::ZERO,
                     },
                 )
             }

@@ -96,12 +96,13 @@ impl Control {
             }
             Change::Entities(edits) => {
                 let started = Instant::now();
-                let (t, applied) = self.edit_topology(&edits, who, None)?;
+                let (t, applied, synced) = self.edit_topology(&edits, who, None)?;
                 Ok(Outcome::Entities {
                     version: t.version,
                     revision: t.revision(),
                     applied,
                     took: started.elapsed(),
+                    synced,
                 })
             }
             Change::Policy { source, activate } => {
@@ -304,16 +305,19 @@ impl Control {
 
     /// Applies entity changes, all or none, at `revision` (etcd's) or the
     /// next one of this node: checked, journalled (a single node with a
-    /// state directory), then served and audited.
+    /// state directory), then served and audited. Also gives how long the
+    /// journal took to sync.
     pub fn edit_topology(
         &self,
         edits: &[Edit],
         who: &str,
         revision: Option<u64>,
-    ) -> Result<(Arc<Topology>, Vec<Applied>), ChangeError> {
+    ) -> Result<(Arc<Topology>, Vec<Applied>, std::time::Duration), ChangeError> {
         let journal = self.journal.clone();
         let mut journalled = 0;
+        let mut synced = std::time::Duration::ZERO;
         let result = self.topology.edit(edits, revision, |t| {
+            let started = Instant::now();
             if let Some(j) = &journal {
                 journalled = j
                     .append(&journal::Entry {
@@ -324,6 +328,7 @@ impl Control {
                     })
                     .map_err(ChangeError::Unavailable)?;
             }
+            synced = started.elapsed();
             Ok::<(), ChangeError>(())
         });
         let (t, applied) = match result {
@@ -343,7 +348,7 @@ impl Control {
         if journalled >= journal::COMPACT_AFTER {
             self.compact();
         }
-        Ok((t, applied))
+        Ok((t, applied, synced))
     }
 
     /// Compacts the journal in the background: the current document

@@ -117,6 +117,9 @@ pub enum Outcome {
         /// fleet, to etcd holding it, when this node does not serve it
         /// yet).
         took: std::time::Duration,
+        /// Of which the journal's sync to disk (single node with a state
+        /// directory; zero otherwise).
+        synced: std::time::Duration,
     },
     /// A policy loaded.
     Policy {
