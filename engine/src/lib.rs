@@ -16,6 +16,7 @@
 //! - [`builtin`]: the policies and demo topology embedded in the binary;
 //! - [`time`]: how times are written.
 
+pub mod access;
 pub mod admin;
 pub mod builtin;
 pub mod cluster;

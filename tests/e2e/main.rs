@@ -20,3 +20,4 @@ mod sandbox;
 mod swap;
 mod tls;
 mod topology;
+mod users;

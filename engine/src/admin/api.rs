@@ -71,24 +71,21 @@ pub(super) async fn handle(
             _ => {}
         }
     }
-    let who = match token {
-        Some(t) => {
-            let auth = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            if !t.accepts(auth) {
-                let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return r;
-            }
-            format!("token:{} from {peer}", t.id)
-        }
-        None => format!("loopback {peer}"),
+    // Signing in is the way through the gate (its body is small).
+    if req.method() == Method::POST && req.uri().path() == "/session" {
+        return match Limited::new(req.into_body(), 4096).collect().await {
+            Ok(b) => super::users::sign_in(admin, &b.to_bytes(), peer),
+            Err(e) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("sign-in: cannot read body: {e}"),
+            ),
+        };
+    }
+    let actor = match super::users::authenticate(admin, token, req.method(), req.headers()) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
+    let who = actor.who(peer);
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -101,6 +98,12 @@ pub(super) async fn handle(
     };
     let path: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
     let query = parts.uri.query().unwrap_or_default();
+    if let Err(r) = super::users::authorize(&actor, &parts.method, &path) {
+        return *r;
+    }
+    if let Some(r) = super::users::handle(admin, &actor, &parts.method, &path, &body, peer) {
+        return r;
+    }
     let is_json = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -13,6 +13,7 @@ pub mod api;
 mod auth;
 mod entities;
 mod metrics;
+mod users;
 
 pub use auth::Token;
 
@@ -42,6 +43,8 @@ pub struct Admin {
     pub writer: Arc<dyn Writer>,
     /// The link to etcd, when the configuration lives there.
     pub cluster: Option<Arc<Cluster>>,
+    /// Operators' accounts and sessions.
+    pub access: Arc<crate::access::Access>,
 }
 
 impl Admin {

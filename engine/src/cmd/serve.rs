@@ -270,6 +270,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let control = Arc::new(control);
+    // Operators' accounts and the session key live with the configuration:
+    // the state directory (in a fleet too, for now: each node its own).
+    let access = Arc::new(match &own_state {
+        Some(dir) => crate::access::Access::open(dir).map_err(anyhow::Error::msg)?,
+        None => crate::access::Access::in_memory(),
+    });
 
     let tls = match args.tls_listen {
         Some(listen) => Some(http::TlsListener {
@@ -354,6 +360,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 control: control.clone(),
                 writer: writer.clone(),
                 cluster: cluster.clone(),
+                access: access.clone(),
             }),
         )?)
     };

@@ -244,6 +244,16 @@ pub fn render(what: &str, v: &Value) -> String {
                 ));
             }
         }
+        "users" => {
+            for u in v["users"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<32} {:<9} {}\n",
+                    u["email"].as_str().unwrap_or("?"),
+                    u["role"].as_str().unwrap_or("?"),
+                    u["name"].as_str().unwrap_or("")
+                ));
+            }
+        }
         _ => out.push_str(&serde_json::to_string_pretty(v).unwrap_or_default()),
     }
     out

@@ -113,7 +113,7 @@ fn read_value(file: &PathBuf) -> anyhow::Result<Value> {
     }
 }
 
-fn escape(segment: &str) -> String {
+pub(super) fn escape(segment: &str) -> String {
     use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
     // `/` stays: keys of subnets, streams and records are paths.
     const SET: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#').add(b'%').add(b'&');

@@ -45,6 +45,12 @@ pub enum CtlCommand {
     /// The topology's entities one by one, and the audit trail.
     #[command(flatten)]
     Entity(entities::EntityCommand),
+    /// Operators' accounts.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Active policy, canary, shadow, topology version, uptime.
     Status,
     /// Loaded policy versions with their role and statistics.
@@ -125,6 +131,58 @@ pub enum CtlCommand {
         )]
         headers: Vec<(String, String)>,
     },
+}
+
+/// `ctl user` actions. Passwords are read from the first line of
+/// standard input (`printf '%s\n' "$PW" | edgeward ctl user add ...`), never
+/// from the command line, where other users of the machine would see it.
+#[derive(Subcommand)]
+pub enum UserAction {
+    /// Create an account (the first admin: from loopback, before any
+    /// account exists).
+    Add {
+        /// E-mail (the account's id).
+        email: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// Display name (the e-mail's local part if none).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The accounts (a non-admin sees their own).
+    List,
+    /// Set an account's password (read from standard input).
+    Passwd {
+        /// E-mail.
+        email: String,
+    },
+    /// Change an account's role.
+    Role {
+        /// E-mail.
+        email: String,
+        /// admin, operator or viewer.
+        role: String,
+    },
+    /// Delete an account.
+    Delete {
+        /// E-mail.
+        email: String,
+    },
+}
+
+/// The first line of standard input: a password.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "give the password on the first line of standard input"
+    );
+    Ok(password)
 }
 
 /// `ctl canary` actions.
@@ -323,6 +381,37 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
         },
+        CtlCommand::User { action } => {
+            let body = |v: serde_json::Value| v.to_string().into_bytes();
+            let at = |email: &str| format!("/users/{}", entities::escape(email));
+            match action {
+                UserAction::Add { email, role, name } => {
+                    let password = password_from_stdin()?;
+                    let new =
+                        json!({"email": email, "role": role, "name": name, "password": password});
+                    ("user", client.call("POST", "/users", JSON, body(new))?)
+                }
+                UserAction::List => ("users", client.call("GET", "/users", JSON, none())?),
+                UserAction::Passwd { email } => {
+                    let password = password_from_stdin()?;
+                    let change = json!({ "password": password });
+                    (
+                        "user",
+                        client.call("PATCH", &at(&email), JSON, body(change))?,
+                    )
+                }
+                UserAction::Role { email, role } => {
+                    let change = json!({ "role": role });
+                    (
+                        "user",
+                        client.call("PATCH", &at(&email), JSON, body(change))?,
+                    )
+                }
+                UserAction::Delete { email } => {
+                    ("user", client.call("DELETE", &at(&email), JSON, none())?)
+                }
+            }
+        }
         CtlCommand::Servers => ("servers", client.call("GET", "/servers", JSON, none())?),
         CtlCommand::Drain { id } => (
             "drain",
@@ -365,7 +454,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", render(what, &value));
-        if !matches!(what, "status" | "policies" | "servers") {
+        if !matches!(what, "status" | "policies" | "servers" | "users") {
             println!();
         }
     }

@@ -1,0 +1,71 @@
+//! Who may use the admin API: operators' accounts with roles, signed-in
+//! sessions, and what each role may do. The admin API asks [`Access`]
+//! before it answers; once an account exists every call must come with a
+//! session (and, for a change, its CSRF token) or a bearer token.
+
+pub mod session;
+pub mod users;
+
+use serde::{Deserialize, Serialize};
+
+/// Random bytes from the operating system.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, accounts included.
+    Admin,
+    /// Topology, content, policies, drain (the old system's manager).
+    Operator,
+    /// Reads only.
+    Viewer,
+}
+
+impl Role {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Whether it may change the configuration (anything but accounts).
+    pub fn may_change(self) -> bool {
+        matches!(self, Role::Admin | Role::Operator)
+    }
+}
+
+/// Accounts and sessions.
+pub struct Access {
+    /// The accounts.
+    pub users: users::Users,
+    /// Session signing and sign-in failures.
+    pub sessions: session::Sessions,
+}
+
+impl Access {
+    /// No accounts, sessions signed with a key of their own.
+    pub fn in_memory() -> Self {
+        Access {
+            users: users::Users::in_memory(),
+            sessions: session::Sessions::ephemeral(),
+        }
+    }
+
+    /// The accounts and session key of a state directory.
+    pub fn open(dir: &std::path::Path) -> Result<Self, String> {
+        Ok(Access {
+            users: users::Users::open(dir.join("users.json"))?,
+            sessions: session::Sessions::open(&dir.join("session.key"))?,
+        })
+    }
+}

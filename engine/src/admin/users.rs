@@ -1,0 +1,362 @@
+//! Signing in and the accounts, on the admin API, and the gate every other
+//! call passes ([`authenticate`], [`authorize`]).
+//!
+//! | route | does | who |
+//! |---|---|---|
+//! | `POST /session` `{"email", "password"}` | signs in: a session cookie, and the CSRF token changes must carry (`X-CSRF-Token`) | anyone; 429 after 5 failures in 15 minutes |
+//! | `GET /session` | the account signed in, and its CSRF token | a session |
+//! | `DELETE /session` | signs out (the cookie is cleared) | anyone |
+//! | `GET /users` | the accounts (a non-admin: only their own) | any role |
+//! | `POST /users` `{"email", "name", "role", "password"}` | creates one (the first from loopback, with none yet) | admin |
+//! | `PATCH /users/{email}` `{"name", "role", "password"}` | changes one: a non-admin only their own name and password; nobody their own role | any role |
+//! | `DELETE /users/{email}` | deletes one (not oneself) | admin |
+
+use super::Admin;
+use super::api::{Reply, error, ok, reply};
+use super::auth::Token;
+use crate::access::Role;
+use crate::access::session::{self, Session};
+use crate::access::users::{NewUser, User, UserChange, UserError, may_change};
+use crate::control::audit::AuditEntry;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// Loopback, while no account exists and no token is required.
+    Loopback,
+    /// The bearer token (an admin's).
+    Token(String),
+    /// A signed-in account.
+    User(User, Session),
+}
+
+impl Actor {
+    /// What it may do.
+    pub fn role(&self) -> Role {
+        match self {
+            Actor::Loopback | Actor::Token(_) => Role::Admin,
+            Actor::User(u, _) => u.role,
+        }
+    }
+
+    /// How the audit trail and the log name it.
+    pub fn who(&self, peer: SocketAddr) -> String {
+        match self {
+            Actor::Loopback => format!("loopback {peer}"),
+            Actor::Token(id) => format!("token:{id} from {peer}"),
+            Actor::User(u, _) => format!("user:{} from {peer}", u.email),
+        }
+    }
+}
+
+/// The caller of a request, or the refusal to answer. A bearer token, if
+/// given, must be the configured one; else a session cookie; else, with no
+/// token configured and no account yet, a loopback caller is let in (the
+/// admin listener then listens on loopback only). A change made with a
+/// session cookie must carry the session's CSRF token.
+pub fn authenticate(
+    admin: &Admin,
+    token: Option<&Token>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Actor, Box<Reply>> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Some(t) = token
+        && t.accepts(authorization)
+    {
+        return Ok(Actor::Token(t.id.clone()));
+    }
+    let access = &admin.access;
+    if let Some(value) = cookie(headers, session::COOKIE) {
+        let found = access.sessions.check(value, |email| {
+            access.users.get(email).map(|u| u.password_hash)
+        });
+        if let Some(s) = found
+            && let Some(user) = access.users.get(&s.email)
+        {
+            let reads = matches!(*method, Method::GET | Method::HEAD);
+            let csrf = headers.get(session::CSRF_HEADER).map(|v| v.as_bytes());
+            if !reads && !access.sessions.csrf_holds(&s, csrf) {
+                return Err(Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    "a change signed in with a session cookie needs its CSRF token in X-CSRF-Token (GET /session gives it)",
+                )));
+            }
+            return Ok(Actor::User(user, s));
+        }
+    }
+    if token.is_none() && !access.users.any() {
+        return Ok(Actor::Loopback);
+    }
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        if access.users.any() {
+            "sign in (POST /session) or give the bearer token"
+        } else {
+            "missing or wrong bearer token"
+        },
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Err(Box::new(r))
+}
+
+/// Whether the actor's role allows the request: a viewer only reads; the
+/// accounts' routes decide for themselves ([`handle`]).
+pub fn authorize(actor: &Actor, method: &Method, path: &[&str]) -> Result<(), Box<Reply>> {
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    if reads || matches!(path.first(), Some(&"users" | &"session")) || actor.role().may_change() {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "a {} may only read ({} /{} is a change)",
+            actor.role().name(),
+            method,
+            path.join("/")
+        ),
+    )))
+}
+
+/// The value of cookie `name`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `POST /session` (sign in), before any gate.
+pub fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Form {
+        email: String,
+        password: String,
+    }
+    let form: Form = match serde_json::from_slice(body) {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("sign-in: the body must be {{\"email\", \"password\"}}: {e}"),
+            );
+        }
+    };
+    let email = form.email.trim().to_lowercase();
+    let access = &admin.access;
+    if let Some(left) = access.sessions.locked(&email) {
+        tracing::warn!(target: "audit", email, %peer, "sign-in refused: locked out");
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many failed sign-ins for {email:?}: try again in {} minutes",
+                left.as_secs().div_ceil(60)
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&left.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let Some(user) = access.users.verify(&email, &form.password) else {
+        access.sessions.failed(&email);
+        tracing::warn!(target: "audit", email, %peer, "sign-in failed");
+        return error(StatusCode::UNAUTHORIZED, "wrong e-mail or password");
+    };
+    access.sessions.succeeded(&email);
+    let (value, session) = access.sessions.issue(&user.email, &user.password_hash);
+    tracing::info!(target: "audit", email = user.email, %peer, "signed in");
+    let mut r = ok(session_body(admin, &user, &session));
+    set_cookie(
+        &mut r,
+        &format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            session::COOKIE,
+            session::LIFETIME.as_secs()
+        ),
+    );
+    r
+}
+
+fn session_body(admin: &Admin, user: &User, session: &Session) -> Value {
+    json!({
+        "user": user.shown(),
+        "expires": crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(session.expires)),
+        "csrf_token": admin.access.sessions.csrf(session),
+    })
+}
+
+fn set_cookie(r: &mut Reply, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+/// Answers `/session` and `/users` routes, if the request is one.
+pub fn handle(
+    admin: &Admin,
+    actor: &Actor,
+    method: &Method,
+    path: &[&str],
+    body: &[u8],
+    peer: SocketAddr,
+) -> Option<Reply> {
+    let users = &admin.access.users;
+    let who = actor.who(peer);
+    let refused = |e: UserError| {
+        let status = match e {
+            UserError::Invalid(_) => StatusCode::BAD_REQUEST,
+            UserError::Forbidden(_) => StatusCode::FORBIDDEN,
+            UserError::NotFound(_) => StatusCode::NOT_FOUND,
+            UserError::Exists(_) => StatusCode::CONFLICT,
+            UserError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        error(status, &e.to_string())
+    };
+    let audit = |action: &str, email: &str, changed: Value| {
+        let now = std::time::SystemTime::now();
+        admin.control.audit.record(vec![AuditEntry {
+            time: crate::time::rfc3339(now),
+            time_ms: crate::time::unix_millis(now),
+            who: who.clone(),
+            action: action.into(),
+            kind: "users".into(),
+            key: Some(email.into()),
+            revision: 0,
+            before: None,
+            after: None,
+            changed: Some(changed),
+        }]);
+    };
+    let own = match actor {
+        Actor::User(u, _) => Some(u.email.as_str()),
+        _ => None,
+    };
+    let is_admin = actor.role() == Role::Admin;
+    Some(match (method, path) {
+        (&Method::GET, ["session"]) => match actor {
+            Actor::User(u, s) => ok(session_body(admin, u, s)),
+            _ => error(StatusCode::NOT_FOUND, "not signed in with a session"),
+        },
+        (&Method::DELETE, ["session"]) => {
+            if let Some(email) = own {
+                tracing::info!(target: "audit", email, %peer, "signed out");
+            }
+            let mut r = reply(StatusCode::OK, json!({ "signed_out": true }));
+            set_cookie(
+                &mut r,
+                &format!(
+                    "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+                    session::COOKIE
+                ),
+            );
+            r
+        }
+        (&Method::GET, ["users"]) => {
+            let shown: Vec<_> = users
+                .list()
+                .iter()
+                .filter(|u| is_admin || Some(u.email.as_str()) == own)
+                .map(User::shown)
+                .collect();
+            ok(json!({ "users": shown }))
+        }
+        (&Method::POST, ["users"]) => {
+            if !is_admin {
+                return Some(error(
+                    StatusCode::FORBIDDEN,
+                    &format!("a {} cannot create accounts", actor.role().name()),
+                ));
+            }
+            let new: NewUser = match serde_json::from_slice(body) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Some(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "new user: the body must be {{\"email\", \"name\", \"role\", \"password\"}}: {e}"
+                        ),
+                    ));
+                }
+            };
+            match users.add(new) {
+                Ok(u) => {
+                    audit("create", &u.email, json!({ "role": [null, u.role] }));
+                    reply(StatusCode::CREATED, json!({ "user": u.shown() }))
+                }
+                Err(e) => refused(e),
+            }
+        }
+        (&Method::PATCH, ["users", email]) => {
+            let email = percent_encoding::percent_decode_str(email)
+                .decode_utf8_lossy()
+                .to_lowercase();
+            let change: UserChange = match serde_json::from_slice(body) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Some(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("user {email:?}: the body may have name, role, password: {e}"),
+                    ));
+                }
+            };
+            if let Actor::User(me, _) = actor
+                && let Err(e) = may_change(me, &email, &change)
+            {
+                return Some(refused(e));
+            }
+            let before = users.get(&email);
+            match users.change(&email, change.clone()) {
+                Ok(u) => {
+                    let mut changed = serde_json::Map::new();
+                    if let Some(b) = before {
+                        if b.name != u.name {
+                            changed.insert("name".into(), json!([b.name, u.name]));
+                        }
+                        if b.role != u.role {
+                            changed.insert("role".into(), json!([b.role, u.role]));
+                        }
+                    }
+                    if change.password.is_some() {
+                        changed.insert("password".into(), json!("changed"));
+                    }
+                    audit("update", &u.email, Value::Object(changed));
+                    ok(json!({ "user": u.shown() }))
+                }
+                Err(e) => refused(e),
+            }
+        }
+        (&Method::DELETE, ["users", email]) => {
+            let email = percent_encoding::percent_decode_str(email)
+                .decode_utf8_lossy()
+                .to_lowercase();
+            if !is_admin {
+                return Some(error(
+                    StatusCode::FORBIDDEN,
+                    &format!("a {} cannot delete accounts", actor.role().name()),
+                ));
+            }
+            match users.delete(own.unwrap_or_default(), &email) {
+                Ok(u) => {
+                    audit("delete", &u.email, json!({ "role": [u.role, null] }));
+                    ok(json!({ "deleted": u.shown() }))
+                }
+                Err(e) => refused(e),
+            }
+        }
+        (_, ["users", ..] | ["session"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "see GET/POST /users, PATCH/DELETE /users/{email}, POST/GET/DELETE /session",
+        ),
+        _ => return None,
+    })
+}
