@@ -309,6 +309,11 @@ fn accounts_sessions_roles_csrf_and_lockout() {
     );
     let r = call(&engine, "DELETE", "/session", None, Some(&admin), true);
     assert!(r.header("Set-Cookie").unwrap().contains("Max-Age=0"));
+    // Signing out ends the session for good, even if the cookie is kept.
+    assert_eq!(
+        call(&engine, "GET", "/status", None, Some(&admin), false).status,
+        401
+    );
 
     // Accounts and sessions survive a restart (the key is kept), and
     // changing a password ends that account's sessions.

@@ -1,8 +1,9 @@
 //! Signed-in sessions: stateless cookies signed with HMAC-SHA-256 under a
 //! key kept with the configuration (`{state dir}/session.key`), so that a
 //! restarted node accepts the sessions it gave. A cookie names the
-//! account, its expiry and a fingerprint of the account's password hash:
-//! changing the password ends every session of the account. The CSRF
+//! account and its expiry, and is signed together with the account's
+//! stamp (its password hash and when it last signed out): a new password
+//! or a sign-out ends every session of the account. The CSRF
 //! token of a session is derived from it under the same key. Repeated
 //! failed sign-ins lock the account out for a while.
 

@@ -26,6 +26,18 @@ pub struct User {
     pub password_hash: String,
     /// When it was created, RFC 3339.
     pub created: String,
+    /// When it last signed out (Unix milliseconds): its sessions from
+    /// before are over.
+    #[serde(default)]
+    pub signed_out: u64,
+}
+
+impl User {
+    /// What its sessions are signed with besides the key: a new password
+    /// or a sign-out ends every session made before.
+    pub fn session_stamp(&self) -> String {
+        format!("{}:{}", self.password_hash, self.signed_out)
+    }
 }
 
 /// An account as shown (no hash).
@@ -205,6 +217,7 @@ impl Users {
             role: new.role,
             password_hash: hash(&new.password)?,
             created: crate::time::now_rfc3339(),
+            signed_out: 0,
         };
         self.write(|list| {
             if list.iter().any(|u| u.email == email) {
@@ -242,6 +255,17 @@ impl Users {
                 u.password_hash = h;
             }
             Ok(u.clone())
+        })
+    }
+
+    /// Ends every session of an account (it signed out).
+    pub fn sign_out(&self, email: &str) -> Result<(), UserError> {
+        let now = crate::time::unix_millis(std::time::SystemTime::now());
+        self.write(|list| {
+            if let Some(u) = list.iter_mut().find(|u| u.email == email) {
+                u.signed_out = now.max(u.signed_out + 1);
+            }
+            Ok(())
         })
     }
 
@@ -438,6 +462,7 @@ mod tests {
             role,
             password_hash: String::new(),
             created: String::new(),
+            signed_out: 0,
         };
         let admin = user("a@x.io", Role::Admin);
         let op = user("o@x.io", Role::Operator);

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `POST /session` `{"email", "password"}` | signs in: a session cookie, and the CSRF token changes must carry (`X-CSRF-Token`) | anyone; 429 after 5 failures in 15 minutes |
 //! | `GET /session` | the account signed in, and its CSRF token | a session |
-//! | `DELETE /session` | signs out (the cookie is cleared) | anyone |
+//! | `DELETE /session` | signs out: the cookie is cleared, and every session of the account ends | anyone |
 //! | `GET /users` | the accounts (a non-admin: only their own) | any role |
 //! | `POST /users` `{"email", "name", "role", "password"}` | creates one (the first from loopback, with none yet) | admin |
 //! | `PATCH /users/{email}` `{"name", "role", "password"}` | changes one: a non-admin only their own name and password; nobody their own role | any role |
@@ -72,7 +72,7 @@ pub fn authenticate(
     let access = &admin.access;
     if let Some(value) = cookie(headers, session::COOKIE) {
         let found = access.sessions.check(value, |email| {
-            access.users.get(email).map(|u| u.password_hash)
+            access.users.get(email).map(|u| u.session_stamp())
         });
         if let Some(s) = found
             && let Some(user) = access.users.get(&s.email)
@@ -173,7 +173,7 @@ pub fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
         return error(StatusCode::UNAUTHORIZED, "wrong e-mail or password");
     };
     access.sessions.succeeded(&email);
-    let (value, session) = access.sessions.issue(&user.email, &user.password_hash);
+    let (value, session) = access.sessions.issue(&user.email, &user.session_stamp());
     tracing::info!(target: "audit", email = user.email, %peer, "signed in");
     let mut r = ok(session_body(admin, &user, &session));
     set_cookie(
@@ -248,7 +248,11 @@ pub fn handle(
             _ => error(StatusCode::NOT_FOUND, "not signed in with a session"),
         },
         (&Method::DELETE, ["session"]) => {
+            // Every session of the account ends, not only this cookie.
             if let Some(email) = own {
+                if let Err(e) = users.sign_out(email) {
+                    return Some(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()));
+                }
                 tracing::info!(target: "audit", email, %peer, "signed out");
             }
             let mut r = reply(StatusCode::OK, json!({ "signed_out": true }));

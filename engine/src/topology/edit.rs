@@ -1530,15 +1530,19 @@ mod tests {
         .unwrap();
     }
 
-    #[test]
-    fn random_program_changes_match_a_whole_load_of_their_document() {
-        let mut x: u64 = 0x51_7cc1;
-        let mut next = move || {
+    /// A deterministic pseudo-random sequence.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn random_program_changes_match_a_whole_load_of_their_document() {
+        let mut next = xorshift(0x51_7cc1);
         let mut t = topology();
         // Enough to fill several chunks of the list.
         let created: Vec<Edit> = (0..2500)
@@ -1592,13 +1596,7 @@ mod tests {
 
     #[test]
     fn random_subnet_changes_match_a_whole_load_of_their_document() {
-        let mut x: u64 = 0x2545_f491;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_f491);
         let mut t = topology();
         let regions = ["r1", "r2", "r3"];
         for round in 0..600 {
