@@ -1602,7 +1602,7 @@ mod tests {
         for round in 0..600 {
             let r = next();
             let existing: Vec<String> = t.subnets.iter().map(|(_, s)| s.net.to_string()).collect();
-            let change = if r % 4 == 0 && !existing.is_empty() {
+            let change = if r.is_multiple_of(4) && !existing.is_empty() {
                 let key = &existing[(r >> 8) as usize % existing.len()];
                 edit(Op::Delete, Kind::Subnets, Some(key), None)
             } else if r % 4 == 1 && !existing.is_empty() {
