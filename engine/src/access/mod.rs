@@ -16,6 +16,9 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Passwords checked at once.
+const HASHING_AT_ONCE: usize = 2;
+
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,6 +53,8 @@ pub struct Access {
     pub users: users::Users,
     /// Session signing and sign-in failures.
     pub sessions: session::Sessions,
+    /// Turns at checking a password (see `admin::users::sign_in`).
+    pub hashing: tokio::sync::Semaphore,
 }
 
 impl Access {
@@ -58,6 +63,7 @@ impl Access {
         Access {
             users: users::Users::in_memory(),
             sessions: session::Sessions::ephemeral(),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
         }
     }
 
@@ -66,6 +72,7 @@ impl Access {
         Ok(Access {
             users: users::Users::open(dir.join("users.json"))?,
             sessions: session::Sessions::open(&dir.join("session.key"))?,
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
         })
     }
 }

@@ -121,8 +121,13 @@ impl Sessions {
     }
 
     /// The session a cookie value proves, if it is signed, unexpired and
-    /// made with the account's current password hash (`hash_of` gives it).
-    pub fn check(&self, value: &str, hash_of: impl Fn(&str) -> Option<String>) -> Option<Session> {
+    /// made with the account's current stamp (`hash_of` gives it, called
+    /// once).
+    pub fn check(
+        &self,
+        value: &str,
+        hash_of: impl FnOnce(&str) -> Option<String>,
+    ) -> Option<Session> {
         let mut parts = value.split('.');
         let (email, exp, sig) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {

@@ -74,7 +74,7 @@ pub(super) async fn handle(
     // Signing in is the way through the gate (its body is small).
     if req.method() == Method::POST && req.uri().path() == "/session" {
         return match Limited::new(req.into_body(), 4096).collect().await {
-            Ok(b) => super::users::sign_in(admin, &b.to_bytes(), peer),
+            Ok(b) => super::users::sign_in(admin, &b.to_bytes(), peer).await,
             Err(e) => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("sign-in: cannot read body: {e}"),

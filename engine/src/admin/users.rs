@@ -71,11 +71,16 @@ pub fn authenticate(
     }
     let access = &admin.access;
     if let Some(value) = cookie(headers, session::COOKIE) {
+        // The account is read once: its stamp checks the cookie.
+        let mut account = None;
         let found = access.sessions.check(value, |email| {
-            access.users.get(email).map(|u| u.session_stamp())
+            let user = access.users.get(email)?;
+            let stamp = user.session_stamp();
+            account = Some(user);
+            Some(stamp)
         });
         if let Some(s) = found
-            && let Some(user) = access.users.get(&s.email)
+            && let Some(user) = account
         {
             let reads = matches!(*method, Method::GET | Method::HEAD);
             let csrf = headers.get(session::CSRF_HEADER).map(|v| v.as_bytes());
@@ -134,8 +139,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `POST /session` (sign in), before any gate.
-pub fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
+/// `POST /session` (sign in), before any gate. The password is checked
+/// off the admin thread, two at a time: Argon2 takes tens of milliseconds
+/// by design, and a flood of sign-ins must neither stall the admin API
+/// nor take every core from the players.
+pub async fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Form {
@@ -167,7 +175,12 @@ pub fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
         }
         return r;
     }
-    let Some(user) = access.users.verify(&email, &form.password) else {
+    let verified = {
+        let _turn = access.hashing.acquire().await;
+        let (access, email) = (admin.access.clone(), email.clone());
+        tokio::task::spawn_blocking(move || access.users.verify(&email, &form.password)).await
+    };
+    let Ok(Some(user)) = verified else {
         access.sessions.failed(&email);
         tracing::warn!(target: "audit", email, %peer, "sign-in failed");
         return error(StatusCode::UNAUTHORIZED, "wrong e-mail or password");

@@ -182,10 +182,10 @@ impl Default for Programs {
 impl Programs {
     /// The shard of the index holding `epg_id`.
     fn shard(epg_id: &str) -> usize {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        epg_id.hash(&mut h);
-        h.finish() as usize % PROGRAM_SHARDS
+        use std::hash::BuildHasher;
+        // Fixed, so that every snapshot shards alike; the shards' own maps
+        // hash with seeds of their own.
+        foldhash::fast::FixedState::default().hash_one(epg_id) as usize % PROGRAM_SHARDS
     }
 
     /// How many programs there are.
