@@ -271,6 +271,14 @@ impl Metrics {
         }
     }
 
+    /// The request path's own counters and histogram alone, as text (what
+    /// the console's dashboard samples).
+    pub fn request_path_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        out
+    }
+
     /// The text exposition of every metric, with `live`: what is read from
     /// the live state at scrape time.
     pub fn render(&self, live: &Registry) -> String {

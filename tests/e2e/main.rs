@@ -3,7 +3,9 @@
 
 mod admin;
 mod authoring;
+mod browser;
 mod connections;
+mod console;
 mod contract;
 mod ctl;
 mod entities;

@@ -56,7 +56,6 @@ pub(super) async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Reply {
-    let control = &admin.control;
     // Probes for orchestrators: no token needed, nothing revealed.
     if req.method() == Method::GET {
         match req.uri().path() {
@@ -81,11 +80,14 @@ pub(super) async fn handle(
             ),
         };
     }
+    // The console's pages, behind a gate of their own (a signed-in session).
+    if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
+        return super::console::handle(admin, peer, req).await;
+    }
     let actor = match super::users::authenticate(admin, token, req.method(), req.headers()) {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let who = actor.who(peer);
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -96,33 +98,71 @@ pub(super) async fn handle(
             );
         }
     };
-    let path: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
-    let query = parts.uri.query().unwrap_or_default();
-    if let Err(r) = super::users::authorize(&actor, &parts.method, &path) {
+    dispatch(
+        admin,
+        Call {
+            actor: &actor,
+            peer,
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or_default(),
+            headers: &parts.headers,
+            body: &body,
+        },
+    )
+    .await
+}
+
+/// One call past the gate: who makes it and what it asks. The JSON API
+/// and the console's forms both answer through [`dispatch`], so that a
+/// form is authorised, validated and audited exactly as the API call it
+/// stands for.
+pub(super) struct Call<'a> {
+    /// Who calls (authenticated).
+    pub actor: &'a super::users::Actor,
+    /// From where.
+    pub peer: SocketAddr,
+    /// The method.
+    pub method: &'a Method,
+    /// The path (`/topology/servers/e1`).
+    pub path: &'a str,
+    /// The query, without `?`.
+    pub query: &'a str,
+    /// The request's headers (`If-Match`, `Content-Type`).
+    pub headers: &'a http::HeaderMap,
+    /// The body.
+    pub body: &'a Bytes,
+}
+
+/// Authorises and answers one call (see the module's table).
+pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
+    let control = &admin.control;
+    let Call {
+        actor,
+        peer,
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = call;
+    let who = actor.who(peer);
+    let path: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Err(r) = super::users::authorize(actor, method, &path) {
         return *r;
     }
-    if let Some(r) = super::users::handle(admin, &actor, &parts.method, &path, &body, peer) {
+    if let Some(r) = super::users::handle(admin, actor, method, &path, body, peer) {
         return r;
     }
-    let is_json = parts
-        .headers
+    let is_json = headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
 
-    if let Some(r) = super::entities::handle(
-        admin,
-        &parts.method,
-        &path,
-        query,
-        &parts.headers,
-        &body,
-        &who,
-    )
-    .await
+    if let Some(r) = super::entities::handle(admin, method, &path, query, headers, body, &who).await
     {
         return r;
     }
-    let based_on = match if_match(&parts.headers) {
+    let based_on = match if_match(headers) {
         None => None,
         Some(Ok(r)) => Some(r),
         Some(Err(())) => {
@@ -135,7 +175,7 @@ pub(super) async fn handle(
     let change = |change: Change| admin.writer.write(change, based_on, &who);
     let routing = |c: RoutingChange| change(Change::Routing(c));
 
-    match (&parts.method, path.as_slice()) {
+    match (method, path.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             let mut r = Response::new(Full::new(Bytes::from(admin.metrics())));
             r.headers_mut().insert(
@@ -155,7 +195,7 @@ pub(super) async fn handle(
             Ok(v) => changed(admin, routing(RoutingChange::Activate(v)).await),
             Err(_) => error(StatusCode::BAD_REQUEST, "version must be a number"),
         },
-        (&Method::POST, ["policies", name]) => match parse_upload(name, query, is_json, &body) {
+        (&Method::POST, ["policies", name]) => match parse_upload(name, query, is_json, body) {
             Ok((source, activate)) => {
                 changed(admin, change(Change::Policy { source, activate }).await)
             }
@@ -163,12 +203,12 @@ pub(super) async fn handle(
         },
         (&Method::GET, ["servers"]) => ok(servers(admin)),
         (&Method::POST | &Method::DELETE, ["servers", id, "drain"]) => {
-            let draining = parts.method == Method::POST;
+            let draining = method == Method::POST;
             let server = id.to_string();
             changed(admin, change(Change::Drain { server, draining }).await)
         }
         (&Method::GET, ["canary"]) => ok(canary(admin)),
-        (&Method::PUT, ["canary"]) => match percent_body(&body, "percent") {
+        (&Method::PUT, ["canary"]) => match percent_body(body, "percent") {
             Ok((v, p)) => changed(admin, routing(RoutingChange::SetCanary(v, p)).await),
             Err(r) => *r,
         },
@@ -177,14 +217,16 @@ pub(super) async fn handle(
         }
         (&Method::DELETE, ["canary"]) => changed(admin, routing(RoutingChange::AbortCanary).await),
         (&Method::GET, ["shadow"]) => ok(shadow(admin)),
-        (&Method::PUT, ["shadow"]) => match percent_body(&body, "sample_percent") {
+        (&Method::PUT, ["shadow"]) => match percent_body(body, "sample_percent") {
             Ok((v, p)) => changed(admin, routing(RoutingChange::SetShadow(v, p)).await),
             Err(r) => *r,
         },
         (&Method::DELETE, ["shadow"]) => changed(admin, routing(RoutingChange::ClearShadow).await),
         (&Method::GET, ["topology"]) => topology(admin, query),
         (&Method::GET, ["explain"]) => explain(admin, query),
-        (&Method::PUT, ["topology"]) => changed(admin, change(Change::Topology(body)).await),
+        (&Method::PUT, ["topology"]) => {
+            changed(admin, change(Change::Topology(body.clone())).await)
+        }
         (_, ["status" | "policies" | "canary" | "shadow" | "topology", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",

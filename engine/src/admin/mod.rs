@@ -11,6 +11,7 @@
 
 pub mod api;
 mod auth;
+mod console;
 mod entities;
 mod metrics;
 mod users;
@@ -45,6 +46,8 @@ pub struct Admin {
     pub cluster: Option<Arc<Cluster>>,
     /// Operators' accounts and sessions.
     pub access: Arc<crate::access::Access>,
+    /// The web console's own state (its samples and messages).
+    pub console: console::Console,
 }
 
 impl Admin {
@@ -99,6 +102,7 @@ pub fn spawn(config: AdminConfig, admin: Arc<Admin>) -> Result<SocketAddr, Admin
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .expect("registering the admin listener");
+                tokio::spawn(console::sample_forever(admin.clone()));
                 loop {
                     let Ok((stream, peer)) = listener.accept().await else {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -63,6 +63,19 @@ pub fn authenticate(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Actor, Box<Reply>> {
+    // A change sent by another site's page (a browser says so) is refused
+    // whoever it claims to be: with no account yet, loopback is let in
+    // without a cookie, which a form on any page could otherwise use.
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    if !reads
+        && let Some(site) = headers.get("sec-fetch-site")
+        && matches!(site.as_bytes(), b"cross-site" | b"same-site")
+    {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "a change sent by another site's page is refused (Sec-Fetch-Site)",
+        )));
+    }
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     if let Some(t) = token
         && t.accepts(authorization)
@@ -82,7 +95,6 @@ pub fn authenticate(
         if let Some(s) = found
             && let Some(user) = account
         {
-            let reads = matches!(*method, Method::GET | Method::HEAD);
             let csrf = headers.get(session::CSRF_HEADER).map(|v| v.as_bytes());
             if !reads && !access.sessions.csrf_holds(&s, csrf) {
                 return Err(Box::new(error(
@@ -128,7 +140,7 @@ pub fn authorize(actor: &Actor, method: &Method, path: &[&str]) -> Result<(), Bo
 }
 
 /// The value of cookie `name`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -159,48 +171,88 @@ pub async fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
             );
         }
     };
-    let email = form.email.trim().to_lowercase();
+    match check_sign_in(admin, &form.email, form.password, peer).await {
+        Ok((user, value, session)) => {
+            let mut r = ok(session_body(admin, &user, &session));
+            set_cookie(&mut r, &session_cookie(&value, session::LIFETIME));
+            r
+        }
+        Err(refusal) => {
+            let mut r = error(refusal.status, &refusal.message);
+            if let Some(secs) = refusal.retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            r
+        }
+    }
+}
+
+/// Why a sign-in was refused.
+pub struct SignInRefused {
+    /// 401 (wrong e-mail or password) or 429 (locked out).
+    pub status: StatusCode,
+    /// What to tell the person.
+    pub message: String,
+    /// Seconds until a locked-out account may try again.
+    pub retry_after: Option<u64>,
+}
+
+/// Checks an e-mail and password (the API's `POST /session` and the
+/// console's sign-in form): the account, a new session's cookie value and
+/// the session; or why not. Failures count towards the lock-out, and the
+/// audit log names the e-mail, never the password.
+pub async fn check_sign_in(
+    admin: &Admin,
+    email: &str,
+    password: String,
+    peer: SocketAddr,
+) -> Result<(User, String, Session), SignInRefused> {
+    let email = email.trim().to_lowercase();
     let access = &admin.access;
     if let Some(left) = access.sessions.locked(&email) {
         tracing::warn!(target: "audit", email, %peer, "sign-in refused: locked out");
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
+        return Err(SignInRefused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
                 "too many failed sign-ins for {email:?}: try again in {} minutes",
                 left.as_secs().div_ceil(60)
             ),
-        );
-        if let Ok(v) = HeaderValue::from_str(&left.as_secs().max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+            retry_after: Some(left.as_secs().max(1)),
+        });
     }
     let verified = {
         let _turn = access.hashing.acquire().await;
         let (access, email) = (admin.access.clone(), email.clone());
-        tokio::task::spawn_blocking(move || access.users.verify(&email, &form.password)).await
+        tokio::task::spawn_blocking(move || access.users.verify(&email, &password)).await
     };
     let Ok(Some(user)) = verified else {
         access.sessions.failed(&email);
         tracing::warn!(target: "audit", email, %peer, "sign-in failed");
-        return error(StatusCode::UNAUTHORIZED, "wrong e-mail or password");
+        return Err(SignInRefused {
+            status: StatusCode::UNAUTHORIZED,
+            message: "wrong e-mail or password".into(),
+            retry_after: None,
+        });
     };
     access.sessions.succeeded(&email);
     let (value, session) = access.sessions.issue(&user.email, &user.session_stamp());
     tracing::info!(target: "audit", email = user.email, %peer, "signed in");
-    let mut r = ok(session_body(admin, &user, &session));
-    set_cookie(
-        &mut r,
-        &format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            session::COOKIE,
-            session::LIFETIME.as_secs()
-        ),
-    );
-    r
+    Ok((user, value, session))
 }
 
-fn session_body(admin: &Admin, user: &User, session: &Session) -> Value {
+/// The `Set-Cookie` value of a session (`max_age` zero clears it).
+/// `HttpOnly`: no script reads it; `SameSite=Strict`: no other site's page
+/// sends it.
+pub fn session_cookie(value: &str, max_age: std::time::Duration) -> String {
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        session::COOKIE,
+        max_age.as_secs()
+    )
+}
+
+pub(super) fn session_body(admin: &Admin, user: &User, session: &Session) -> Value {
     json!({
         "user": user.shown(),
         "expires": crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(session.expires)),
@@ -269,13 +321,7 @@ pub fn handle(
                 tracing::info!(target: "audit", email, %peer, "signed out");
             }
             let mut r = reply(StatusCode::OK, json!({ "signed_out": true }));
-            set_cookie(
-                &mut r,
-                &format!(
-                    "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-                    session::COOKIE
-                ),
-            );
+            set_cookie(&mut r, &session_cookie("", std::time::Duration::ZERO));
             r
         }
         (&Method::GET, ["users"]) => {

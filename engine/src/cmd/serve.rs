@@ -361,6 +361,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 writer: writer.clone(),
                 cluster: cluster.clone(),
                 access: access.clone(),
+                console: Default::default(),
             }),
         )?)
     };
