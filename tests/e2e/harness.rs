@@ -136,10 +136,13 @@ impl Engine {
                     tls = Some(rest.split_whitespace().next().unwrap().to_string());
                 } else if let Some(rest) = line.strip_prefix("edgeward listening on h3://") {
                     h3 = Some(rest.split_whitespace().next().unwrap().to_string());
-                } else if let Some(rest) = line.strip_prefix("edgeward admin API on http://")
+                } else if let Some(rest) = line
+                    .strip_prefix("edgeward admin API on http://")
+                    .or_else(|| line.strip_prefix("edgeward admin API on https://"))
                     && let Some(addr) = addr.take()
                 {
-                    let _ = tx.send((addr, Some(rest.trim().to_string()), tls.take(), h3.take()));
+                    let admin = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send((addr, Some(admin), tls.take(), h3.take()));
                 }
             }
         });

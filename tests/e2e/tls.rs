@@ -720,3 +720,206 @@ fn an_ocsp_response_from_a_file_is_stapled_and_a_bad_one_refused() {
         "{err}"
     );
 }
+
+/// `edgeward ctl` against an `https://` admin listener, `stdin` on its
+/// standard input; (success, stdout, stderr).
+fn ctl_https(admin: &str, ca: Option<&Path>, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(crate::harness::binary());
+    cmd.args(["ctl", "--admin", admin]);
+    if let Some(ca) = ca {
+        cmd.arg("--admin-ca").arg(ca);
+    }
+    let mut child = cmd
+        .args(args)
+        .env_remove("EDGEWARD_ADMIN_TOKEN")
+        .env_remove("EDGEWARD_ADMIN_CA")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The response headers of `curl` with these arguments.
+fn curl_head(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-"])
+        .args(args)
+        .output()
+        .expect("curl (tests/run installs it)");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_admin_listener_serves_https_with_secure_cookies_and_reloads_its_certificate() {
+    let dir = TempDir::new("admin-tls");
+    let ca = Ca::new("edgeward admin CA");
+    let ca_file = dir.path("ca.pem");
+    ca.write(&ca_file);
+    let (cert, key) = (dir.path("admin.pem"), dir.path("admin.key"));
+    ca.leaf(&["localhost"], &KeyPair::generate().unwrap(), &cert, &key);
+    let state = dir.path("state");
+    let args = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--admin-tls-cert",
+        cert.to_str().unwrap(),
+        "--admin-tls-key",
+        key.to_str().unwrap(),
+        "--watch-interval-ms",
+        "100",
+    ];
+    let mut engine = Engine::start(&args);
+    let port = engine.admin.unwrap().port();
+    let admin = format!("https://localhost:{port}");
+
+    // ctl speaks HTTPS, trusting the CA it is given (and only then).
+    let (ok, _, err) = ctl_https(&admin, None, &["status"], "");
+    assert!(!ok);
+    assert!(err.contains("TLS with the admin API"), "{err}");
+    let (ok, out, err) = ctl_https(&admin, Some(&ca_file), &["status"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("nearest"), "{out}");
+    let (ok, _, err) = ctl_https(
+        &admin,
+        Some(&ca_file),
+        &["user", "add", "root@example.com", "--role", "admin"],
+        "admin password 1\n",
+    );
+    assert!(ok, "{err}");
+
+    // Session cookies are Secure, the console's too; plain HTTP gets no
+    // answer from the TLS port.
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let tls = ["--cacert", ca_file.to_str().unwrap(), "--resolve", &resolve];
+    let head = curl_head(
+        &[
+            &tls[..],
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                r#"{"email": "root@example.com", "password": "admin password 1"}"#,
+                &format!("{admin}/session"),
+            ],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let cookie = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: edgeward_session=")
+        })
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let head = curl_head(&[&tls[..], &[&format!("{admin}/ui/sign-in")]].concat()).unwrap();
+    assert!(
+        head.contains("edgeward_sign_in=") && head.contains("; Secure"),
+        "{head}"
+    );
+    assert!(curl_head(&[&format!("http://127.0.0.1:{port}/healthz")]).is_err());
+
+    // A renewed certificate is picked up; a broken one is refused and the
+    // current one kept.
+    let from = engine.log_len();
+    let ca2 = Ca::new("edgeward second admin CA");
+    let ca2_file = dir.path("ca2.pem");
+    ca2.write(&ca2_file);
+    ca2.leaf(
+        &["localhost"],
+        &KeyPair::generate().unwrap(),
+        &dir.path("new.pem"),
+        &dir.path("new.key"),
+    );
+    std::fs::rename(dir.path("new.key"), &key).unwrap();
+    std::fs::rename(dir.path("new.pem"), &cert).unwrap();
+    engine.wait_log(from, "TLS certificates reloaded");
+    let healthz = |ca: &Path| {
+        curl_head(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &format!("{admin}/healthz"),
+        ])
+    };
+    crate::harness::wait_until("the renewed certificate is served", || {
+        healthz(&ca2_file).is_ok()
+    });
+    assert!(healthz(&ca_file).is_err(), "the old one is gone");
+    let from = engine.log_len();
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
+    let line = engine.wait_log(from, "TLS certificates refused");
+    assert!(line.contains("admin.pem"), "{line}");
+    assert!(healthz(&ca2_file).is_ok(), "the kept certificate still serves");
+    engine.signal("-TERM");
+    engine.wait_exit();
+
+    // Beyond loopback: with neither a token nor an account the engine
+    // refuses to start; with accounts it needs TLS, else sign-in would
+    // cross the network in the clear.
+    let bare = TempDir::new("admin-tls-bare");
+    let err = match Engine::try_start(&[
+        "--state-dir",
+        bare.path("state").to_str().unwrap(),
+        "--admin-listen",
+        "0.0.0.0:0",
+    ]) {
+        Ok(_) => panic!("an open admin API beyond loopback"),
+        Err(log) => log,
+    };
+    assert!(err.contains("neither a token nor an account"), "{err}");
+    std::fs::write(&cert, std::fs::read_to_string(dir.path("ca2.pem")).unwrap()).unwrap();
+    let err = match Engine::try_start(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--admin-listen",
+        "0.0.0.0:0",
+    ]) {
+        Ok(_) => panic!("sign-in over plain HTTP beyond loopback"),
+        Err(log) => log,
+    };
+    assert!(err.contains("over plain HTTP"), "{err}");
+    // A broken admin certificate at start is refused with the reason.
+    let err = match Engine::try_start(&args) {
+        Ok(_) => panic!("started with a CA certificate and someone else's key"),
+        Err(log) => log,
+    };
+    assert!(err.contains("the admin listener's certificate"), "{err}");
+    ca2.leaf(&["localhost"], &KeyPair::generate().unwrap(), &cert, &key);
+    let engine = Engine::start(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--admin-listen",
+        "0.0.0.0:0",
+        "--admin-tls-cert",
+        cert.to_str().unwrap(),
+        "--admin-tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let admin = format!("https://localhost:{}", engine.admin.unwrap().port());
+    let (ok, _, err) = ctl_https(&admin, Some(&ca2_file), &["status"], "");
+    assert!(!ok && err.contains("401"), "accounts guard it: {err}");
+}

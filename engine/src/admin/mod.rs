@@ -33,6 +33,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Required bearer token, if any.
     pub token: Option<Token>,
+    /// Its certificate, when it serves HTTPS.
+    pub tls: Option<Arc<crate::http::tls::Certificates>>,
 }
 
 /// What the admin API serves from: the node's state, its door for
@@ -48,6 +50,8 @@ pub struct Admin {
     pub access: Arc<crate::access::Access>,
     /// The web console's own state (its samples and messages).
     pub console: console::Console,
+    /// Served over HTTPS: session cookies are `Secure`.
+    pub secure: bool,
 }
 
 impl Admin {
@@ -66,12 +70,20 @@ impl Admin {
 /// Why the admin listener was not started.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// A non-loopback address without a token.
+    /// A non-loopback address with neither a token nor an account.
     #[error(
-        "refusing to serve the admin API on non-loopback address {0} without a token \
-         (set --admin-token-file or EDGEWARD_ADMIN_TOKEN)"
+        "refusing to serve the admin API on non-loopback address {0} with neither a token nor an \
+         account (set --admin-token-file or EDGEWARD_ADMIN_TOKEN, or create the first admin \
+         with `edgeward ctl user add` while it listens on loopback)"
     )]
     NoToken(SocketAddr),
+    /// A non-loopback address guarded by accounts alone, without TLS.
+    #[error(
+        "refusing to serve sign-in on non-loopback address {0} over plain HTTP: passwords and \
+         session cookies would cross the network in the clear (give --admin-tls-cert and \
+         --admin-tls-key)"
+    )]
+    ClearSignIn(SocketAddr),
     /// The socket could not be bound.
     #[error("cannot listen on {0} for the admin API: {1}")]
     Bind(SocketAddr, std::io::Error),
@@ -81,8 +93,17 @@ pub enum AdminError {
 /// the bound address.
 pub fn spawn(config: AdminConfig, admin: Arc<Admin>) -> Result<SocketAddr, AdminError> {
     if config.token.is_none() && !config.listen.ip().is_loopback() {
-        return Err(AdminError::NoToken(config.listen));
+        if !admin.access.users.any() {
+            return Err(AdminError::NoToken(config.listen));
+        }
+        if config.tls.is_none() {
+            return Err(AdminError::ClearSignIn(config.listen));
+        }
     }
+    let acceptor = config
+        .tls
+        .as_ref()
+        .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config(&[b"http/1.1"])));
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| AdminError::Bind(config.listen, e))?;
     let bound = std_listener
@@ -110,23 +131,46 @@ pub fn spawn(config: AdminConfig, admin: Arc<Admin>) -> Result<SocketAddr, Admin
                     };
                     let admin = admin.clone();
                     let token = token.clone();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let admin = admin.clone();
-                            let token = token.clone();
-                            async move {
-                                Ok::<_, std::convert::Infallible>(
-                                    api::handle(&admin, token.as_ref().as_ref(), peer, req).await,
-                                )
+                        match acceptor {
+                            None => serve(stream, admin, token, peer).await,
+                            Some(acceptor) => {
+                                // A handshake that does not finish in time
+                                // is dropped, so it holds nothing open.
+                                let handshake =
+                                    tokio::time::timeout(HANDSHAKE, acceptor.accept(stream));
+                                if let Ok(Ok(tls)) = handshake.await {
+                                    serve(tls, admin, token, peer).await;
+                                }
                             }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        }
                     });
                 }
             });
         })
         .map_err(|e| AdminError::Bind(config.listen, e))?;
     Ok(bound)
+}
+
+/// Longest wait for a TLS handshake on the admin listener.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one admin connection (plain or TLS).
+async fn serve<IO>(io: IO, admin: Arc<Admin>, token: Arc<Option<Token>>, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let admin = admin.clone();
+        let token = token.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                api::handle(&admin, token.as_ref().as_ref(), peer, req).await,
+            )
+        }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }

@@ -174,7 +174,10 @@ pub async fn sign_in(admin: &Admin, body: &[u8], peer: SocketAddr) -> Reply {
     match check_sign_in(admin, &form.email, form.password, peer).await {
         Ok((user, value, session)) => {
             let mut r = ok(session_body(admin, &user, &session));
-            set_cookie(&mut r, &session_cookie(&value, session::LIFETIME));
+            set_cookie(
+                &mut r,
+                &session_cookie(&value, session::LIFETIME, admin.secure),
+            );
             r
         }
         Err(refusal) => {
@@ -243,12 +246,14 @@ pub async fn check_sign_in(
 
 /// The `Set-Cookie` value of a session (`max_age` zero clears it).
 /// `HttpOnly`: no script reads it; `SameSite=Strict`: no other site's page
-/// sends it.
-pub fn session_cookie(value: &str, max_age: std::time::Duration) -> String {
+/// sends it; `Secure` when the admin listener serves HTTPS: the browser then never
+/// sends it over plain HTTP.
+pub fn session_cookie(value: &str, max_age: std::time::Duration, secure: bool) -> String {
     format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         session::COOKIE,
-        max_age.as_secs()
+        max_age.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
 }
 
@@ -321,7 +326,10 @@ pub fn handle(
                 tracing::info!(target: "audit", email, %peer, "signed out");
             }
             let mut r = reply(StatusCode::OK, json!({ "signed_out": true }));
-            set_cookie(&mut r, &session_cookie("", std::time::Duration::ZERO));
+            set_cookie(
+                &mut r,
+                &session_cookie("", std::time::Duration::ZERO, admin.secure),
+            );
             r
         }
         (&Method::GET, ["users"]) => {

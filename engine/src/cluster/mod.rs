@@ -48,7 +48,7 @@ pub fn tls_config(
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca {
-        let err = |e: &dyn std::fmt::Display| format!("etcd CA file {}: {e}", path.display());
+        let err = |e: &dyn std::fmt::Display| format!("CA file {}: {e}", path.display());
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(&e))? {
             roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
         }

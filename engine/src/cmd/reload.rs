@@ -65,8 +65,9 @@ pub(super) struct Reloaded {
     /// Topology and policy go through the one door.
     pub control: Arc<Control>,
     pub writer: Arc<dyn Writer>,
-    /// The player TLS listener's certificates, reloaded in place.
-    pub certificates: Option<Arc<crate::http::tls::Certificates>>,
+    /// The TLS listeners' certificates (the players', the admin's),
+    /// reloaded in place.
+    pub certificates: Vec<Arc<crate::http::tls::Certificates>>,
 }
 
 pub(super) fn until_stopped(
@@ -94,7 +95,7 @@ pub(super) fn until_stopped(
         writer,
         certificates,
     } = reloaded;
-    let cert_files = |c: &Option<Arc<crate::http::tls::Certificates>>| -> Vec<Option<Fingerprint>> {
+    let cert_files = |c: &Vec<Arc<crate::http::tls::Certificates>>| -> Vec<Option<Fingerprint>> {
         c.iter()
             .flat_map(|c| c.files().map(|f| fingerprint(Some(f))).collect::<Vec<_>>())
             .collect()
@@ -122,7 +123,7 @@ pub(super) fn until_stopped(
                 _ = hup.recv() => {
                     reload_topology(&args, &control, &*writer, "SIGHUP").await;
                     reload_policy(&args, &control, &*writer, "SIGHUP").await;
-                    reload_certificates(certificates.as_deref(), "SIGHUP");
+                    reload_certificates(&certificates, "SIGHUP");
                 }
                 _ = tick.tick(), if args.watch_interval_ms > 0 => {
                     let t = fingerprint(args.topology.as_deref());
@@ -138,7 +139,7 @@ pub(super) fn until_stopped(
                     let c = cert_files(&certificates);
                     if c != certs_seen {
                         certs_seen = c;
-                        reload_certificates(certificates.as_deref(), "file watch");
+                        reload_certificates(&certificates, "file watch");
                     }
                 }
                 _ = term.recv() => break,
@@ -150,16 +151,15 @@ pub(super) fn until_stopped(
     })
 }
 
-/// Reloads the TLS certificates; a bad set is refused and the current
-/// one kept.
-fn reload_certificates(certificates: Option<&crate::http::tls::Certificates>, why: &str) {
-    let Some(certificates) = certificates else {
-        return;
-    };
-    match certificates.reload() {
-        Ok(()) => tracing::info!(why, "TLS certificates reloaded"),
-        Err(e) => {
-            tracing::error!(why, error = %e, "TLS certificates refused; the current ones stay")
+/// Reloads each listener's TLS certificates; a bad set is refused and the
+/// current one kept.
+fn reload_certificates(certificates: &[Arc<crate::http::tls::Certificates>], why: &str) {
+    for set in certificates {
+        match set.reload() {
+            Ok(()) => tracing::info!(why, "TLS certificates reloaded"),
+            Err(e) => {
+                tracing::error!(why, error = %e, "TLS certificates refused; the current ones stay")
+            }
         }
     }
 }

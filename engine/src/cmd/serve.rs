@@ -118,6 +118,15 @@ pub struct ServeArgs {
     /// EDGEWARD_ADMIN_TOKEN environment variable; loopback needs none).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// The admin listener's certificate chain (PEM): the admin API and the
+    /// console are then served over HTTPS only, and session cookies are
+    /// `Secure`. Reloaded on SIGHUP and when the file changes, like the
+    /// player certificates. Needs --admin-tls-key.
+    #[arg(long, value_name = "CERT.pem", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(long, value_name = "KEY.pem", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     /// How often the --topology and --policy files are checked for changes,
     /// in milliseconds (0: only on SIGHUP).
     #[arg(long, default_value_t = 1000)]
@@ -288,7 +297,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let certificates = tls.as_ref().map(|t| t.certificates.clone());
+    // Certificates SIGHUP and the file watch reload: the players' and the
+    // admin listener's.
+    let mut reloaded_certificates: Vec<Arc<http::tls::Certificates>> =
+        tls.iter().map(|t| t.certificates.clone()).collect();
     let config = http::ListenerConfig {
         listen: args.listen,
         tls,
@@ -351,10 +363,25 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.admin_listen
             )
         })?;
+        let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
+            (Some(cert), Some(key)) => Some(
+                http::tls::Certificates::load(vec![http::tls::CertPair {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ocsp: None,
+                }])
+                .map_err(|e| anyhow::anyhow!("the admin listener's certificate: {e}"))?,
+            ),
+            _ => None,
+        };
+        if let Some(c) = &admin_tls {
+            reloaded_certificates.push(c.clone());
+        }
         Some(admin::spawn(
             admin::AdminConfig {
                 listen,
                 token: admin_token(&args)?,
+                tls: admin_tls.clone(),
             },
             Arc::new(admin::Admin {
                 control: control.clone(),
@@ -362,6 +389,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 cluster: cluster.clone(),
                 access: access.clone(),
                 console: Default::default(),
+                secure: admin_tls.is_some(),
             }),
         )?)
     };
@@ -380,11 +408,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     control.set_ready();
 
     let events = reload::Events::install(seen)?;
-    announce(bound, config.workers, &store.load(), admin_addr);
+    announce(
+        bound,
+        config.workers,
+        &store.load(),
+        admin_addr.map(|a| (a, args.admin_tls_cert.is_some())),
+    );
     let reloaded = reload::Reloaded {
         control: control.clone(),
         writer,
-        certificates,
+        certificates: reloaded_certificates,
     };
     let notifier = crate::systemd::Notifier::from_env();
     if let Some(n) = &notifier {
@@ -532,7 +565,7 @@ fn follow_etcd(
                     .as_deref()
                     .zip(args.etcd_key_file.as_deref()),
             )
-            .map_err(anyhow::Error::msg)?,
+            .map_err(|e| anyhow::anyhow!("etcd {e}"))?,
         )
     } else {
         None
@@ -604,7 +637,12 @@ fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {
 
 /// Prints the bound address (the end-to-end tests read this line) and a
 /// request that works against the loaded topology.
-fn announce(bound: http::Bound, workers: usize, topology: &Topology, admin: Option<SocketAddr>) {
+fn announce(
+    bound: http::Bound,
+    workers: usize,
+    topology: &Topology,
+    admin: Option<(SocketAddr, bool)>,
+) {
     let secure = bound.tls;
     let quic = bound.h3;
     let bound = bound.plain;
@@ -646,8 +684,12 @@ fn announce(bound: http::Bound, workers: usize, topology: &Topology, admin: Opti
     if let Some(quic) = quic {
         let _ = writeln!(out, "edgeward listening on h3://{quic} (HTTP/3, UDP)");
     }
-    if let Some(admin) = admin {
-        let _ = writeln!(out, "edgeward admin API on http://{admin}");
+    if let Some((admin, tls)) = admin {
+        let scheme = if tls { "https" } else { "http" };
+        let _ = writeln!(
+            out,
+            "edgeward admin API on {scheme}://{admin} (the console: {scheme}://{admin}/ui/)"
+        );
     }
     let _ = out.flush();
 }

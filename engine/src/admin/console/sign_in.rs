@@ -82,7 +82,8 @@ pub fn page(
     };
     let mut r = html_reply(status, markup);
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{FORM_COOKIE}={token}; Path=/ui/sign-in; HttpOnly; SameSite=Strict; Max-Age=3600"
+        "{FORM_COOKIE}={token}; Path=/ui/sign-in; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        if admin.secure { "; Secure" } else { "" }
     )) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -118,7 +119,8 @@ pub async fn submit(admin: &Admin, headers: &HeaderMap, body: &Bytes, peer: Sock
     match super::super::users::check_sign_in(admin, form.text("email"), password, peer).await {
         Ok((_, value, _)) => {
             let mut r = page::see_other(&next);
-            let cookie = super::super::users::session_cookie(&value, session::LIFETIME);
+            let cookie =
+                super::super::users::session_cookie(&value, session::LIFETIME, admin.secure);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -146,7 +148,8 @@ pub async fn sign_out(ctx: &Ctx<'_>) -> Reply {
         return page::plain(answer.status, &answer.error());
     }
     let mut r = page::see_other("/ui/sign-in");
-    let cookie = super::super::users::session_cookie("", std::time::Duration::ZERO);
+    let cookie =
+        super::super::users::session_cookie("", std::time::Duration::ZERO, ctx.admin.secure);
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }

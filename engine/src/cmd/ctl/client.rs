@@ -15,6 +15,11 @@ use serde_json::Value;
 pub struct Client {
     /// `host:port` of the admin listener.
     pub addr: String,
+    /// Over HTTPS: the TLS configuration and the name to check.
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// Bearer token, if any.
     pub token: Option<String>,
     /// etcd revision a change must be based on (`If-Match`), if any.
@@ -38,18 +43,40 @@ impl Answer {
 }
 
 impl Client {
-    /// From `--admin` (`http://host:port` or `host:port`) and the token.
-    pub fn new(admin: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let addr = admin
-            .strip_prefix("http://")
-            .unwrap_or(admin)
-            .trim_end_matches('/')
-            .to_string();
-        if addr.contains('/') || addr.starts_with("https://") || addr.is_empty() {
-            bail!("--admin {admin:?} must be http://host:port");
+    /// From `--admin` (`http://host:port`, `https://host:port` or
+    /// `host:port`), the token, and a CA file for `https://`.
+    pub fn new(
+        admin: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
+        let (https, rest) = match admin.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, admin.strip_prefix("http://").unwrap_or(admin)),
+        };
+        let addr = rest.trim_end_matches('/').to_string();
+        if addr.contains('/') || addr.is_empty() {
+            bail!("--admin {admin:?} must be http://host:port or https://host:port");
+        }
+        let tls = if https {
+            let host = match addr.rsplit_once(':') {
+                Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+                None => addr.as_str(),
+            };
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .with_context(|| format!("--admin {admin:?}: {host:?} is not a host name"))?;
+            let config = crate::cluster::tls_config(ca, None)
+                .map_err(|e| anyhow::anyhow!("--admin-ca: {e}"))?;
+            Some((config, name))
+        } else {
+            None
+        };
+        if !https && ca.is_some() {
+            bail!("--admin-ca is for an https:// admin listener, and --admin is {admin:?}");
         }
         Ok(Client {
             addr,
+            tls,
             token,
             if_match: None,
         })
@@ -70,9 +97,26 @@ impl Client {
             let stream = tokio::net::TcpStream::connect(&self.addr)
                 .await
                 .with_context(|| format!("cannot reach the admin API at {}", self.addr))?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let mut sender = match &self.tls {
+                None => {
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+                Some((config, name)) => {
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name.clone(), stream)
+                        .await
+                        .with_context(|| {
+                            format!("TLS with the admin API at {} failed", self.addr)
+                        })?;
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
             let mut req = http::Request::builder()
                 .method(method)
                 .uri(path)

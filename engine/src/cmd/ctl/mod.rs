@@ -24,6 +24,10 @@ pub struct CtlArgs {
     /// File holding the bearer token (else EDGEWARD_ADMIN_TOKEN).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// PEM file of CA certificates that sign an `https://` admin
+    /// listener's certificate (besides the public roots).
+    #[arg(long, env = "EDGEWARD_ADMIN_CA", global = true, value_name = "CA.pem")]
+    pub admin_ca: Option<PathBuf>,
     /// Print the API's JSON instead of human-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -245,7 +249,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         ),
         None => std::env::var("EDGEWARD_ADMIN_TOKEN").ok(),
     };
-    let mut client = Client::new(&args.admin, token)?;
+    let mut client = Client::new(&args.admin, token, args.admin_ca.as_deref())?;
     client.if_match = args.if_match;
     const JSON: &str = "application/json";
     let none = Vec::new;
