@@ -58,7 +58,7 @@ fn token_is_required_when_configured_and_non_loopback_needs_one() {
     let err = Engine::try_start(&["--admin-listen", "0.0.0.0:0"])
         .err()
         .expect("must refuse a public admin listener without a token");
-    assert!(err.contains("without a token"), "{err}");
+    assert!(err.contains("neither a token nor an account"), "{err}");
 }
 
 #[test]

@@ -183,6 +183,15 @@ fn operators_work_through_the_console_in_a_real_browser() {
     b.fill("#n-password", "short");
     b.go("form[action='/ui/users'] button");
     assert!(flash(&b).contains("at least 12"), "{}", flash(&b));
+    // An API token for a script: its secret is shown once.
+    b.fill("#t-name", "grafana");
+    b.go("form[action='/ui/tokens'] button");
+    let made = flash(&b);
+    assert!(
+        made.contains("Made the token grafana (viewer)") && made.contains("ew_"),
+        "{made}"
+    );
+    assert!(b.text("#tokens").contains("grafana"));
     check_page(&b, &axe, "users");
     sign_out(&b);
 
@@ -340,6 +349,16 @@ fn operators_work_through_the_console_in_a_real_browser() {
         audit.contains("user:ops@example.com") && audit.contains("e-new"),
         "{audit}"
     );
+    for action in [
+        "drain",
+        "undrain",
+        "load",
+        "set-canary",
+        "promote-canary",
+        "create",
+    ] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
     check_page(&b, &axe, "audit");
 
     // A form without its CSRF token is refused, and changes nothing.

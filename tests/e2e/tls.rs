@@ -873,7 +873,10 @@ fn the_admin_listener_serves_https_with_secure_cookies_and_reloads_its_certifica
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
     let line = engine.wait_log(from, "TLS certificates refused");
     assert!(line.contains("admin.pem"), "{line}");
-    assert!(healthz(&ca2_file).is_ok(), "the kept certificate still serves");
+    assert!(
+        healthz(&ca2_file).is_ok(),
+        "the kept certificate still serves"
+    );
     engine.signal("-TERM");
     engine.wait_exit();
 

@@ -340,3 +340,218 @@ fn accounts_sessions_roles_csrf_and_lockout() {
     let users = std::fs::read_to_string(state.join("users.json")).unwrap();
     assert!(users.contains("$argon2id$") && !users.contains(ADMIN_PW));
 }
+
+/// An admin API request with a bearer token.
+fn with_bearer(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> Response {
+    let auth = format!("Bearer {token}");
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    Conn::open(engine.admin.unwrap()).request_with_body(
+        method,
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        text.as_bytes(),
+    )
+}
+
+#[test]
+fn api_tokens_carry_roles_and_their_secrets_are_shown_once() {
+    let dir = TempDir::new("tokens");
+    let state = dir.path("state");
+    let topology = fixtures().join("routing.json");
+    let args = [
+        "--topology",
+        topology.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let mut engine = Engine::start(&args);
+    let (ok, _, err) = ctl_with_stdin(
+        &engine,
+        &["user", "add", "root@example.com", "--role", "admin"],
+        &format!("{ADMIN_PW}\n"),
+    );
+    assert!(ok, "{err}");
+    let root = sign_in(&engine, "root@example.com", ADMIN_PW).unwrap();
+
+    // An admin makes tokens; the secret is in the answer once, never in a list.
+    let mut secrets = std::collections::HashMap::new();
+    for (name, role) in [
+        ("grafana", "viewer"),
+        ("deploy", "operator"),
+        ("ops-bot", "admin"),
+    ] {
+        let r = call(
+            &engine,
+            "POST",
+            "/tokens",
+            Some(json!({"name": name, "role": role})),
+            Some(&root),
+            true,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["token"]["role"], role);
+        secrets.insert(name, v["secret"].as_str().unwrap().to_string());
+    }
+    let list = call(&engine, "GET", "/tokens", None, Some(&root), false);
+    assert!(
+        list.body.contains("grafana") && !list.body.contains(&secrets["grafana"]),
+        "{}",
+        list.body
+    );
+    let r = call(
+        &engine,
+        "POST",
+        "/tokens",
+        Some(json!({"name": "grafana", "role": "viewer"})),
+        Some(&root),
+        true,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = call(
+        &engine,
+        "POST",
+        "/tokens",
+        Some(json!({"name": "a b", "role": "viewer"})),
+        Some(&root),
+        true,
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("field `name`"), "{}", r.body);
+    let r = call(
+        &engine,
+        "POST",
+        "/tokens",
+        Some(json!({"name": "x", "role": "root"})),
+        Some(&root),
+        true,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Each does what its role allows, no CSRF token needed (no cookie).
+    let viewer = &secrets["grafana"];
+    assert_eq!(
+        with_bearer(&engine, "GET", "/status", None, viewer).status,
+        200
+    );
+    let r = with_bearer(&engine, "POST", "/servers/e-wide/drain", None, viewer);
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("a viewer may only read"), "{}", r.body);
+    let r = with_bearer(&engine, "GET", "/tokens", None, viewer);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let operator = &secrets["deploy"];
+    let r = with_bearer(&engine, "POST", "/servers/e-wide/drain", None, operator);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = with_bearer(
+        &engine,
+        "POST",
+        "/users",
+        Some(json!({"email": "x@example.com", "role": "admin", "password": "long enough pw"})),
+        operator,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = with_bearer(
+        &engine,
+        "POST",
+        "/tokens",
+        Some(json!({"name": "mine", "role": "admin"})),
+        operator,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let admin = &secrets["ops-bot"];
+    let r = with_bearer(
+        &engine,
+        "POST",
+        "/users",
+        Some(json!({"email": "x@example.com", "role": "viewer", "password": "long enough pw"})),
+        admin,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // The audit trail names the token; no secret is ever in the log.
+    let r = call(&engine, "GET", "/audit", None, Some(&root), false);
+    assert!(
+        r.body.contains("token:deploy") && r.body.contains("token:ops-bot"),
+        "{}",
+        r.body
+    );
+
+    // A wrong or deleted token is refused, even from loopback.
+    let r = with_bearer(&engine, "GET", "/status", None, "ew_not-a-token");
+    assert_eq!(r.status, 401);
+    let r = call(
+        &engine,
+        "DELETE",
+        "/tokens/grafana",
+        None,
+        Some(&root),
+        true,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        with_bearer(&engine, "GET", "/status", None, viewer).status,
+        401
+    );
+
+    // ctl makes, lists and deletes them too; tokens outlive a restart.
+    let (ok, out, err) =
+        ctl_with_stdin(&engine, &["--token-file", "/dev/null", "token", "list"], "");
+    assert!(!ok, "{out}{err}");
+    let token_file = dir.path("admin.token");
+    std::fs::write(&token_file, admin).unwrap();
+    let tf = token_file.to_str().unwrap();
+    let (ok, out, err) = ctl_with_stdin(
+        &engine,
+        &[
+            "--token-file",
+            tf,
+            "token",
+            "add",
+            "ci",
+            "--role",
+            "operator",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let ci = out
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(ci.starts_with("ew_"), "{out}");
+    let (ok, out, _) = ctl_with_stdin(&engine, &["--token-file", tf, "token", "list"], "");
+    assert!(
+        ok && out.contains("ci") && out.contains("operator") && !out.contains(&ci),
+        "{out}"
+    );
+    engine.signal("-TERM");
+    engine.wait_exit();
+    let engine = Engine::start(&args);
+    assert_eq!(
+        with_bearer(&engine, "GET", "/status", None, &ci).status,
+        200
+    );
+    let (ok, _, err) = ctl_with_stdin(&engine, &["--token-file", tf, "token", "delete", "ci"], "");
+    assert!(ok, "{err}");
+    assert_eq!(
+        with_bearer(&engine, "GET", "/status", None, &ci).status,
+        401
+    );
+    let log = engine.log_lines().join("\n");
+    for secret in secrets.values().chain([&ci]) {
+        assert!(!log.contains(secret.as_str()), "a secret in the log");
+    }
+    let file = std::fs::read_to_string(state.join("tokens.json")).unwrap();
+    assert!(!file.contains(admin.as_str()), "{file}");
+}

@@ -4,6 +4,7 @@
 //! session (and, for a change, its CSRF token) or a bearer token.
 
 pub mod session;
+pub mod tokens;
 pub mod users;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,8 @@ impl Role {
 pub struct Access {
     /// The accounts.
     pub users: users::Users,
+    /// API tokens with roles, for scripts.
+    pub tokens: tokens::Tokens,
     /// Session signing and sign-in failures.
     pub sessions: session::Sessions,
     /// Turns at checking a password (see `admin::users::sign_in`).
@@ -62,6 +65,7 @@ impl Access {
     pub fn in_memory() -> Self {
         Access {
             users: users::Users::in_memory(),
+            tokens: tokens::Tokens::in_memory(),
             sessions: session::Sessions::ephemeral(),
             hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
         }
@@ -71,6 +75,7 @@ impl Access {
     pub fn open(dir: &std::path::Path) -> Result<Self, String> {
         Ok(Access {
             users: users::Users::open(dir.join("users.json"))?,
+            tokens: tokens::Tokens::open(dir.join("tokens.json"))?,
             sessions: session::Sessions::open(&dir.join("session.key"))?,
             hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
         })

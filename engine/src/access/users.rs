@@ -363,12 +363,21 @@ fn check_password(password: &str) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Writes the accounts whole: a temporary file, mode 0600, synced, then
-/// renamed over the old one.
+/// Writes the accounts whole.
 fn save(file: &Path, list: &[User]) -> Result<(), String> {
+    save_json(file, "users", list)
+}
+
+/// Writes a file of `what` whole: a temporary file, mode 0600, synced,
+/// then renamed over the old one.
+pub(super) fn save_json<T: Serialize + ?Sized>(
+    file: &Path,
+    what: &str,
+    value: &T,
+) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| format!("cannot write users file {}: {e}", file.display());
+    let err = |e: std::io::Error| format!("cannot write {what} file {}: {e}", file.display());
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -380,7 +389,7 @@ fn save(file: &Path, list: &[User]) -> Result<(), String> {
         .mode(0o600)
         .open(&tmp)
         .map_err(err)?;
-    f.write_all(&serde_json::to_vec_pretty(list).expect("users serialise"))
+    f.write_all(&serde_json::to_vec_pretty(value).expect("the file serialises"))
         .and_then(|()| f.sync_all())
         .map_err(err)?;
     std::fs::rename(&tmp, file).map_err(err)

@@ -34,6 +34,7 @@
 //! with 409 if someone changed the configuration since.
 
 use super::{Admin, Token};
+use crate::control::audit::AuditEntry;
 use crate::control::{Change, ChangeError, Changed, Outcome, RoutingChange};
 use crate::policy::{PolicyError, PolicySource, RoutingError};
 use crate::time::rfc3339;
@@ -173,7 +174,38 @@ pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
         }
     };
     let change = |change: Change| admin.writer.write(change, based_on, &who);
-    let routing = |c: RoutingChange| change(Change::Routing(c));
+    // Policies, routing and drains are audited here (entity and topology
+    // changes by the writer, with their records).
+    let routing = |c: RoutingChange| {
+        let (action, key, what) = match &c {
+            RoutingChange::Activate(v) => ("activate", Some(v.to_string()), json!({"active": v})),
+            RoutingChange::Rollback => ("rollback", None, json!({})),
+            RoutingChange::SetCanary(v, p) => {
+                ("set-canary", Some(v.to_string()), json!({"percent": p}))
+            }
+            RoutingChange::PromoteCanary => ("promote-canary", None, json!({})),
+            RoutingChange::AbortCanary => ("abort-canary", None, json!({})),
+            RoutingChange::SetShadow(v, p) => (
+                "set-shadow",
+                Some(v.to_string()),
+                json!({"sample_percent": p}),
+            ),
+            RoutingChange::ClearShadow => ("stop-shadow", None, json!({})),
+            RoutingChange::Automatic { .. } => ("automatic", None, json!({})),
+        };
+        let written = change(Change::Routing(c));
+        let who = &who;
+        async move {
+            let result = written.await;
+            if result.is_ok() {
+                let active = admin.control.policies.routing().active.label();
+                let mut what = what;
+                what["now_active"] = json!(active);
+                admin.audit(vec![AuditEntry::action(who, action, "routing", key, what)]);
+            }
+            result
+        }
+    };
 
     match (method, path.as_slice()) {
         (&Method::GET, ["metrics"]) => {
@@ -197,7 +229,26 @@ pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
         },
         (&Method::POST, ["policies", name]) => match parse_upload(name, query, is_json, body) {
             Ok((source, activate)) => {
-                changed(admin, change(Change::Policy { source, activate }).await)
+                let result = change(Change::Policy { source, activate }).await;
+                if let Ok(Changed {
+                    outcome:
+                        Outcome::Policy {
+                            name,
+                            version,
+                            hash,
+                            activated,
+                            ..
+                        },
+                    ..
+                }) = &result
+                {
+                    let what = json!({"hash": hash, "activated": activated});
+                    let key = Some(format!("{name}@{version}"));
+                    admin.audit(vec![AuditEntry::action(
+                        &who, "load", "policies", key, what,
+                    )]);
+                }
+                changed(admin, result)
             }
             Err(r) => *r,
         },
@@ -205,7 +256,28 @@ pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
         (&Method::POST | &Method::DELETE, ["servers", id, "drain"]) => {
             let draining = method == Method::POST;
             let server = id.to_string();
-            changed(admin, change(Change::Drain { server, draining }).await)
+            let result = change(Change::Drain { server, draining }).await;
+            if let Ok(Changed {
+                outcome:
+                    Outcome::Drain {
+                        server,
+                        changed: true,
+                        ..
+                    },
+                ..
+            }) = &result
+            {
+                let action = if draining { "drain" } else { "undrain" };
+                let what = json!({"draining": [!draining, draining]});
+                admin.audit(vec![AuditEntry::action(
+                    &who,
+                    action,
+                    "servers",
+                    Some(server.clone()),
+                    what,
+                )]);
+            }
+            changed(admin, result)
         }
         (&Method::GET, ["canary"]) => ok(canary(admin)),
         (&Method::PUT, ["canary"]) => match percent_body(body, "percent") {

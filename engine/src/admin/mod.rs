@@ -61,6 +61,23 @@ impl Admin {
         self.control.is_ready() && self.cluster.as_ref().is_none_or(|c| c.has_config())
     }
 
+    /// Records what an action changed in the audit trail: in etcd in a
+    /// fleet (written in the background; a failure is logged), else in
+    /// this node's trail.
+    pub fn audit(&self, entries: Vec<crate::control::audit::AuditEntry>) {
+        match &self.cluster {
+            Some(cluster) => {
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cluster.record_audit(entries).await {
+                        tracing::warn!("audit record not written to etcd: {e}");
+                    }
+                });
+            }
+            None => self.control.audit.record(entries),
+        }
+    }
+
     /// The text of `/metrics`.
     pub fn metrics(&self) -> String {
         self.control.metrics.render(&metrics::live_state(self))

@@ -10,6 +10,9 @@
 //! | `POST /users` `{"email", "name", "role", "password"}` | creates one (the first from loopback, with none yet) | admin |
 //! | `PATCH /users/{email}` `{"name", "role", "password"}` | changes one: a non-admin only their own name and password; nobody their own role | any role |
 //! | `DELETE /users/{email}` | deletes one (not oneself) | admin |
+//! | `GET /tokens` | the API tokens (names and roles, never secrets) | admin |
+//! | `POST /tokens` `{"name", "role"}` | makes one: its secret is in the answer, once | admin |
+//! | `DELETE /tokens/{name}` | deletes one: its secret is refused from then on | admin |
 
 use super::Admin;
 use super::api::{Reply, error, ok, reply};
@@ -27,8 +30,10 @@ use std::net::SocketAddr;
 pub enum Actor {
     /// Loopback, while no account exists and no token is required.
     Loopback,
-    /// The bearer token (an admin's).
+    /// The bearer token of `--admin-token-file` (an admin's).
     Token(String),
+    /// A named API token, with its role.
+    ApiToken(crate::access::tokens::ApiToken),
     /// A signed-in account.
     User(User, Session),
 }
@@ -38,6 +43,7 @@ impl Actor {
     pub fn role(&self) -> Role {
         match self {
             Actor::Loopback | Actor::Token(_) => Role::Admin,
+            Actor::ApiToken(t) => t.role,
             Actor::User(u, _) => u.role,
         }
     }
@@ -47,6 +53,7 @@ impl Actor {
         match self {
             Actor::Loopback => format!("loopback {peer}"),
             Actor::Token(id) => format!("token:{id} from {peer}"),
+            Actor::ApiToken(t) => format!("token:{} from {peer}", t.name),
             Actor::User(u, _) => format!("user:{} from {peer}", u.email),
         }
     }
@@ -83,6 +90,19 @@ pub fn authenticate(
         return Ok(Actor::Token(t.id.clone()));
     }
     let access = &admin.access;
+    if let Some(t) = access.tokens.find(authorization) {
+        return Ok(Actor::ApiToken(t));
+    }
+    let bearer = authorization.is_some_and(|a| a.starts_with(b"Bearer "));
+    if bearer && (token.is_some() || access.users.any()) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not the admin token nor an API token (deleted?)",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(Box::new(r));
+    }
     if let Some(value) = cookie(headers, session::COOKIE) {
         // The account is read once: its stamp checks the cookie.
         let mut account = None;
@@ -125,7 +145,10 @@ pub fn authenticate(
 /// accounts' routes decide for themselves ([`handle`]).
 pub fn authorize(actor: &Actor, method: &Method, path: &[&str]) -> Result<(), Box<Reply>> {
     let reads = matches!(*method, Method::GET | Method::HEAD);
-    if reads || matches!(path.first(), Some(&"users" | &"session")) || actor.role().may_change() {
+    if reads
+        || matches!(path.first(), Some(&"users" | &"session" | &"tokens"))
+        || actor.role().may_change()
+    {
         return Ok(());
     }
     Err(Box::new(error(
@@ -292,15 +315,15 @@ pub fn handle(
         };
         error(status, &e.to_string())
     };
-    let audit = |action: &str, email: &str, changed: Value| {
+    let audit = |action: &str, key: &str, changed: Value, kind: &str| {
         let now = std::time::SystemTime::now();
-        admin.control.audit.record(vec![AuditEntry {
+        admin.audit(vec![AuditEntry {
             time: crate::time::rfc3339(now),
             time_ms: crate::time::unix_millis(now),
             who: who.clone(),
             action: action.into(),
-            kind: "users".into(),
-            key: Some(email.into()),
+            kind: kind.into(),
+            key: Some(key.into()),
             revision: 0,
             before: None,
             after: None,
@@ -361,7 +384,12 @@ pub fn handle(
             };
             match users.add(new) {
                 Ok(u) => {
-                    audit("create", &u.email, json!({ "role": [null, u.role] }));
+                    audit(
+                        "create",
+                        &u.email,
+                        json!({ "role": [null, u.role] }),
+                        "users",
+                    );
                     reply(StatusCode::CREATED, json!({ "user": u.shown() }))
                 }
                 Err(e) => refused(e),
@@ -400,7 +428,7 @@ pub fn handle(
                     if change.password.is_some() {
                         changed.insert("password".into(), json!("changed"));
                     }
-                    audit("update", &u.email, Value::Object(changed));
+                    audit("update", &u.email, Value::Object(changed), "users");
                     ok(json!({ "user": u.shown() }))
                 }
                 Err(e) => refused(e),
@@ -418,12 +446,83 @@ pub fn handle(
             }
             match users.delete(own.unwrap_or_default(), &email) {
                 Ok(u) => {
-                    audit("delete", &u.email, json!({ "role": [u.role, null] }));
+                    audit(
+                        "delete",
+                        &u.email,
+                        json!({ "role": [u.role, null] }),
+                        "users",
+                    );
                     ok(json!({ "deleted": u.shown() }))
                 }
                 Err(e) => refused(e),
             }
         }
+        (_, ["tokens", ..]) if !is_admin => error(
+            StatusCode::FORBIDDEN,
+            &format!("a {} cannot see or make API tokens", actor.role().name()),
+        ),
+        (&Method::GET, ["tokens"]) => {
+            let shown: Vec<_> = admin
+                .access
+                .tokens
+                .list()
+                .iter()
+                .map(crate::access::tokens::ApiToken::shown)
+                .collect();
+            ok(json!({ "tokens": shown }))
+        }
+        (&Method::POST, ["tokens"]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewToken {
+                name: String,
+                role: Role,
+            }
+            let new: NewToken = match serde_json::from_slice(body) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Some(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("new token: the body must be {{\"name\", \"role\"}}: {e}"),
+                    ));
+                }
+            };
+            match admin.access.tokens.add(&new.name, new.role) {
+                Ok((t, secret)) => {
+                    audit(
+                        "create",
+                        &t.name,
+                        json!({ "role": [null, t.role] }),
+                        "tokens",
+                    );
+                    reply(
+                        StatusCode::CREATED,
+                        json!({ "token": t.shown(), "secret": secret,
+                                "note": "the secret is shown this once; give it as Authorization: Bearer <secret>" }),
+                    )
+                }
+                Err(e) => refused(e),
+            }
+        }
+        (&Method::DELETE, ["tokens", name]) => {
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            match admin.access.tokens.delete(&name) {
+                Ok(t) => {
+                    audit(
+                        "delete",
+                        &t.name,
+                        json!({ "role": [t.role, null] }),
+                        "tokens",
+                    );
+                    ok(json!({ "deleted": t.shown() }))
+                }
+                Err(e) => refused(e),
+            }
+        }
+        (_, ["tokens", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "see GET/POST /tokens, DELETE /tokens/{name}",
+        ),
         (_, ["users", ..] | ["session"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "see GET/POST /users, PATCH/DELETE /users/{email}, POST/GET/DELETE /session",

@@ -211,6 +211,27 @@ impl Cluster {
         Ok(restored)
     }
 
+    /// Writes audit entries of a change made outside the configuration's
+    /// own records (an account, a token): a record of their own.
+    pub async fn record_audit(&self, entries: Vec<AuditEntry>) -> Result<(), etcd::EtcdError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let random: [u8; 6] = crate::access::random_bytes();
+        let what = format!(
+            "a{}",
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let key = self.keys.audit_record(first.time_ms, &what);
+        self.client
+            .put(&key, &write::audit_value(entries))
+            .await
+            .map(|_| ())
+    }
+
     /// The audit entries written to etcd since `since_ms` (milliseconds
     /// since the epoch), oldest first, at most `limit`; each entry's
     /// revision is its record's.

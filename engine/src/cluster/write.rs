@@ -834,7 +834,7 @@ impl Writer for EtcdWriter {
 /// An audit record's value: the entries as a JSON array, their fields
 /// changed left out if that is too large, and summed up in one entry if it
 /// still is.
-fn audit_value(mut entries: Vec<AuditEntry>) -> Vec<u8> {
+pub(super) fn audit_value(mut entries: Vec<AuditEntry>) -> Vec<u8> {
     let mut value = json(&entries);
     if value.len() > layout::MAX_AUDIT {
         for e in &mut entries {

@@ -78,6 +78,30 @@ impl AuditEntry {
         }
     }
 
+    /// An entry for another action (a drain, a policy, a canary), dated
+    /// now; `changed` says what it changed.
+    pub fn action(
+        who: &str,
+        action: &str,
+        kind: &str,
+        key: Option<String>,
+        changed: Value,
+    ) -> AuditEntry {
+        let now = SystemTime::now();
+        AuditEntry {
+            time: crate::time::rfc3339(now),
+            time_ms: crate::time::unix_millis(now),
+            who: who.to_string(),
+            action: action.into(),
+            kind: kind.into(),
+            key,
+            revision: 0,
+            before: None,
+            after: None,
+            changed: Some(changed),
+        }
+    }
+
     /// An entry for a whole topology loaded, dated now.
     pub fn topology(who: &str, revision: u64, hash: &str) -> AuditEntry {
         let now = SystemTime::now();

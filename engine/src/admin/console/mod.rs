@@ -17,7 +17,7 @@
 //! | `/ui/policies` | versions, upload, activate, roll back, canary, shadow |
 //! | `/ui/explain` | why a client's request goes where it goes |
 //! | `/ui/audit` | who changed what, and when |
-//! | `/ui/users` | accounts (an admin: all; others: their own) |
+//! | `/ui/users` | accounts (an admin: all; others: their own), API tokens |
 //!
 //! The gate: a signed-in session (the API's cookie), for every page but
 //! sign-in and the assets; every post carries the session's CSRF token in
@@ -334,6 +334,8 @@ async fn post(ctx: &Ctx<'_>, form: form::Form) -> Reply {
         ["policies", action @ ..] => policies::act(ctx, action, form).await,
         ["users"] => users::create(ctx, &form).await,
         ["users", email] => users::save(ctx, email, &form).await,
+        ["tokens"] => users::create_token(ctx, &form).await,
+        ["tokens", name] => users::delete_token(ctx, name).await,
         _ => page::not_found(ctx),
     }
 }

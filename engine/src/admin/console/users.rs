@@ -94,6 +94,48 @@ pub async fn page(ctx: &Ctx<'_>) -> Reply {
             }
         }
     };
+    let tokens = if is_admin {
+        ctx.api(Method::GET, "/tokens", "", None).await.value["tokens"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let body = html! {
+        (body)
+        @if is_admin {
+            h2 { "API tokens" }
+            p { "For scripts: a token carries a role, and is given as " code { "Authorization: Bearer <secret>" } ". Its secret is shown once, when it is made." }
+            div.table-wrap {
+                table.stacked #tokens {
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Action" } } }
+                    tbody {
+                        @for t in &tokens {
+                            @let name = t["name"].as_str().unwrap_or("");
+                            tr {
+                                th scope="row" { (name) }
+                                td data-label="Role" { (t["role"].as_str().unwrap_or("")) }
+                                td data-label="Created" { (t["created"].as_str().map(page::when).unwrap_or_default()) }
+                                td data-label="Action" {
+                                    form.inline method="post" action=(format!("/ui/tokens/{}", super::entities::segment(name))) {
+                                        (csrf_field(ctx))
+                                        button.danger type="submit" data-confirm=(format!("Delete the token {name}? Scripts using it will be refused.")) aria-label=(format!("Delete token {name}")) { "Delete" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form.inline method="post" action="/ui/tokens" {
+                (csrf_field(ctx))
+                label { "Name" input #t-name type="text" name="name" required; }
+                label { "Role" select #t-role name="role" { @for (r, _) in ROLES { option value=(r) selected[r == "viewer"] { (r) } } } }
+                button type="submit" { "Make a token" }
+            }
+        }
+    };
     let flash = (!answer.is_ok()).then(|| Flash::refused(answer.error()));
     page::render(ctx, StatusCode::OK, Section::Users, "Users", flash, body)
 }
@@ -146,6 +188,35 @@ pub async fn save(ctx: &Ctx<'_>, email: &str, form: &Form) -> Reply {
         .await;
     let flash = if answer.is_ok() {
         Flash::done(format!("Saved the account {email}."))
+    } else {
+        Flash::refused(answer.error())
+    };
+    page::after(ctx, "/ui/users", flash)
+}
+
+/// `POST /ui/tokens`: a new API token; its secret is shown once.
+pub async fn create_token(ctx: &Ctx<'_>, form: &Form) -> Reply {
+    let body = json!({"name": form.text("name"), "role": form.text("role")});
+    let answer = ctx.api(Method::POST, "/tokens", "", Some(&body)).await;
+    let flash = if answer.is_ok() {
+        Flash::done(format!(
+            "Made the token {} ({}). Its secret, shown this once: {}",
+            answer.value["token"]["name"].as_str().unwrap_or(""),
+            answer.value["token"]["role"].as_str().unwrap_or(""),
+            answer.value["secret"].as_str().unwrap_or("")
+        ))
+    } else {
+        Flash::refused(answer.error())
+    };
+    page::after(ctx, "/ui/users", flash)
+}
+
+/// `POST /ui/tokens/{name}`: deletes it.
+pub async fn delete_token(ctx: &Ctx<'_>, name: &str) -> Reply {
+    let path = format!("/tokens/{}", super::entities::segment(name));
+    let answer = ctx.api(Method::DELETE, &path, "", None).await;
+    let flash = if answer.is_ok() {
+        Flash::done(format!("Deleted the token {name}."))
     } else {
         Flash::refused(answer.error())
     };

@@ -298,6 +298,24 @@ pub fn render(what: &str, v: &Value) -> String {
                 ));
             }
         }
+        "tokens" => {
+            for t in v["tokens"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<32} {:<9} {}\n",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["role"].as_str().unwrap_or("?"),
+                    t["created"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        "token" if v["secret"].is_string() => {
+            out.push_str(&format!(
+                "token {} ({}); its secret, shown this once:\n{}\n",
+                v["token"]["name"].as_str().unwrap_or("?"),
+                v["token"]["role"].as_str().unwrap_or("?"),
+                v["secret"].as_str().unwrap_or("")
+            ));
+        }
         _ => out.push_str(&serde_json::to_string_pretty(v).unwrap_or_default()),
     }
     out

@@ -55,6 +55,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// API tokens with roles, for scripts.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Active policy, canary, shadow, topology version, uptime.
     Status,
     /// Loaded policy versions with their role and statistics.
@@ -172,6 +178,26 @@ pub enum UserAction {
     Delete {
         /// E-mail.
         email: String,
+    },
+}
+
+/// `ctl token` actions (an admin's).
+#[derive(Subcommand)]
+pub enum TokenAction {
+    /// Make a token: its secret is printed this once.
+    Add {
+        /// Its name (what the audit trail says).
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// The tokens (names and roles; secrets are never kept).
+    List,
+    /// Delete a token: its secret is refused from then on.
+    Delete {
+        /// Its name.
+        name: String,
     },
 }
 
@@ -416,6 +442,22 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        CtlCommand::Token { action } => match action {
+            TokenAction::Add { name, role } => {
+                let new = json!({"name": name, "role": role}).to_string().into_bytes();
+                ("token", client.call("POST", "/tokens", JSON, new)?)
+            }
+            TokenAction::List => ("tokens", client.call("GET", "/tokens", JSON, none())?),
+            TokenAction::Delete { name } => (
+                "token",
+                client.call(
+                    "DELETE",
+                    &format!("/tokens/{}", entities::escape(&name)),
+                    JSON,
+                    none(),
+                )?,
+            ),
+        },
         CtlCommand::Servers => ("servers", client.call("GET", "/servers", JSON, none())?),
         CtlCommand::Drain { id } => (
             "drain",
