@@ -1428,3 +1428,189 @@ fn entity_changes_are_change_records_folded_into_the_document_now_and_then() {
     );
     wait_until("a serves it", || weight(&a) == 0);
 }
+
+/// An admin API call with optional headers and a JSON body.
+fn admin_call(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Response {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    Conn::open(engine.admin.unwrap()).request_with_body(method, path, &all, text.as_bytes())
+}
+
+/// Signs in: the cookie and the CSRF token, or the refusal.
+fn sign_in_to(engine: &Engine, email: &str, password: &str) -> Result<(String, String), Response> {
+    let r = admin_call(
+        engine,
+        "POST",
+        "/session",
+        &[],
+        Some(json!({"email": email, "password": password})),
+    );
+    if r.status != 200 {
+        return Err(r);
+    }
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    Ok((cookie, v["csrf_token"].as_str().unwrap().to_string()))
+}
+
+#[test]
+fn accounts_tokens_and_sessions_are_the_fleets() {
+    let (etcd, state, a, b) = pair("etcd-accounts");
+    // The first admin, made on node a from loopback, signs in on node b.
+    let r = admin_call(
+        &a,
+        "POST",
+        "/users",
+        &[],
+        Some(json!({"email": "root@example.com", "role": "admin", "password": "admin password 1"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (cookie_b, csrf_b) = wait_until_ok("the account reaches node b", || {
+        sign_in_to(&b, "root@example.com", "admin password 1").ok()
+    });
+    // Node b now needs a session too: the account exists in the fleet.
+    assert_eq!(admin_call(&b, "GET", "/status", &[], None).status, 401);
+    // A session from node b is good on node a (one key for the fleet).
+    let r = admin_call(&a, "GET", "/users", &[("Cookie", &cookie_b)], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("root@example.com"));
+
+    // A token made on node b works on node a; deleted on a, refused on b.
+    let r = admin_call(
+        &b,
+        "POST",
+        "/tokens",
+        &[("Cookie", &cookie_b), ("X-CSRF-Token", &csrf_b)],
+        Some(json!({"name": "deploy", "role": "operator"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let secret = serde_json::from_str::<Value>(&r.body).unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bearer = format!("Bearer {secret}");
+    wait_until("the token works on node a", || {
+        let r = admin_call(&a, "GET", "/status", &[("Authorization", &bearer)], None);
+        if r.status != 200 {
+            eprintln!("{r:?}\n{}", a.log_lines().join("\n"));
+        }
+        r.status == 200
+    });
+    let r = admin_call(
+        &a,
+        "DELETE",
+        "/tokens/deploy",
+        &[("Cookie", &cookie_b), ("X-CSRF-Token", &csrf_b)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until("the deleted token is refused on node b", || {
+        admin_call(&b, "GET", "/status", &[("Authorization", &bearer)], None).status == 401
+    });
+
+    // An operator made on b; a new password set on a ends its sessions on b.
+    let r = admin_call(
+        &b,
+        "POST",
+        "/users",
+        &[("Cookie", &cookie_b), ("X-CSRF-Token", &csrf_b)],
+        Some(
+            json!({"email": "ops@example.com", "role": "operator", "password": "operator password 1"}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (ops_cookie, _) = wait_until_ok("the operator signs in on a", || {
+        sign_in_to(&a, "ops@example.com", "operator password 1").ok()
+    });
+    assert_eq!(
+        admin_call(&b, "GET", "/status", &[("Cookie", &ops_cookie)], None).status,
+        200
+    );
+    let r = admin_call(
+        &a,
+        "PATCH",
+        "/users/ops@example.com",
+        &[("Cookie", &cookie_b), ("X-CSRF-Token", &csrf_b)],
+        Some(json!({"password": "a new password 2"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until("the old session ends on b", || {
+        admin_call(&b, "GET", "/status", &[("Cookie", &ops_cookie)], None).status == 401
+    });
+
+    // Every node's audit trail shows the accounts' changes, from etcd.
+    let r = admin_call(&b, "GET", "/audit", &[("Cookie", &cookie_b)], None);
+    for needle in [
+        "\"kind\": \"users\"",
+        "\"kind\": \"tokens\"",
+        "ops@example.com",
+        "deploy",
+    ] {
+        assert!(r.body.contains(needle), "{needle}: {}", r.body);
+    }
+
+    // What etcd holds is hashes, never a password or a secret; the nodes
+    // keep a copy, with which a node starts while etcd is away.
+    let users = etcd.get("/fleet/access/users");
+    assert!(
+        users.contains("argon2id") && !users.contains("password 1"),
+        "{users}"
+    );
+    assert!(!etcd.get("/fleet/access/tokens").contains(&secret));
+    drop(b);
+    let copy = std::fs::read_to_string(state.path("b").join("users.json")).unwrap();
+    assert!(copy.contains("ops@example.com"), "{copy}");
+    drop(a);
+    drop(etcd);
+    let alone = node_with_dead_etcd(&state, "b");
+    assert!(sign_in_to(&alone, "ops@example.com", "a new password 2").is_ok());
+    // A change to the accounts waits for etcd: refused, and nothing changes.
+    let (cookie, csrf) = sign_in_to(&alone, "root@example.com", "admin password 1").unwrap();
+    let r = admin_call(
+        &alone,
+        "POST",
+        "/tokens",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        Some(json!({"name": "later", "role": "viewer"})),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("etcd cannot be written"), "{}", r.body);
+}
+
+/// `eventually` for a value.
+fn wait_until_ok<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    crate::harness::eventually(what, f)
+}
+
+/// A node of the fleet started while no etcd answers (its disk copy).
+fn node_with_dead_etcd(state: &TempDir, name: &str) -> Engine {
+    let dir = state.path(name);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    Engine::start(&[
+        "--etcd",
+        &dead,
+        "--etcd-prefix",
+        "/fleet",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--node-name",
+        name,
+        "--etcd-timeout-ms",
+        "300",
+        "--etcd-start-wait-ms",
+        "500",
+    ])
+}

@@ -3,6 +3,7 @@
 //! before it answers; once an account exists every call must come with a
 //! session (and, for a change, its CSRF token) or a bearer token.
 
+pub mod book;
 pub mod session;
 pub mod tokens;
 pub mod users;

@@ -34,7 +34,10 @@ type HmacSha256 = Hmac<sha2::Sha256>;
 
 /// Session signing and the sign-in failure counts.
 pub struct Sessions {
-    key: [u8; 32],
+    /// The signing key: the state directory's, or the fleet's (etcd).
+    key: std::sync::RwLock<[u8; 32]>,
+    /// Where it is kept, if anywhere.
+    file: Option<std::path::PathBuf>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
@@ -51,7 +54,8 @@ impl Sessions {
     /// Sessions signed with a key of its own (lost at exit).
     pub fn ephemeral() -> Self {
         Sessions {
-            key: super::random_bytes(),
+            key: std::sync::RwLock::new(super::random_bytes()),
+            file: None,
             failures: Mutex::default(),
         }
     }
@@ -87,18 +91,46 @@ impl Sessions {
             Err(e) => return Err(err(e)),
         };
         Ok(Sessions {
-            key,
+            key: std::sync::RwLock::new(key),
+            file: Some(file.to_path_buf()),
             failures: Mutex::default(),
         })
     }
 
     fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        let mut mac = HmacSha256::new_from_slice(&self.key()).expect("any key length");
         for p in parts {
             mac.update(&(p.len() as u32).to_be_bytes());
             mac.update(p);
         }
         mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The signing key.
+    fn key(&self) -> [u8; 32] {
+        *self.key.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The signing key, to share with a fleet (see
+    /// `cluster::access`).
+    pub fn shared_key(&self) -> [u8; 32] {
+        self.key()
+    }
+
+    /// Signs with the fleet's key from now on (sessions signed with the
+    /// old one end).
+    pub fn use_key(&self, key: [u8; 32]) {
+        let mut current = self.key.write().unwrap_or_else(|e| e.into_inner());
+        if *current == key {
+            return;
+        }
+        *current = key;
+        // Kept on disk too, for a start while etcd cannot be reached.
+        if let Some(file) = &self.file
+            && let Err(e) = super::book::save_bytes(file, "session key", &key)
+        {
+            tracing::warn!("{e}");
+        }
     }
 
     /// A cookie value for a session of `email` (whose password hash is
@@ -136,7 +168,7 @@ impl Sessions {
         let email = String::from_utf8(B64.decode(email).ok()?).ok()?;
         let expires: u64 = exp.parse().ok()?;
         let hash = hash_of(&email)?;
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        let mut mac = HmacSha256::new_from_slice(&self.key()).expect("any key length");
         for p in [
             b"session".as_slice(),
             email.as_bytes(),

@@ -5,12 +5,12 @@
 //! audit trail names the token.
 
 use super::Role;
+use super::book::Book;
 use super::users::UserError;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::path::PathBuf;
-use std::sync::RwLock;
 
 /// What every secret starts with, so that one pasted somewhere it should
 /// not be is easy to find.
@@ -52,10 +52,20 @@ impl ApiToken {
     }
 }
 
-/// The tokens, kept in a file.
+/// The tokens ([`Book`]: the state directory, and etcd in a fleet).
 pub struct Tokens {
-    file: Option<PathBuf>,
-    list: RwLock<Vec<ApiToken>>,
+    book: Book<ApiToken>,
+}
+
+/// Checks a token read from a file or etcd.
+pub fn check_read(t: &ApiToken) -> Result<(), String> {
+    if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "token {:?}: field `sha256`: not a SHA-256 in hex",
+            t.name
+        ));
+    }
+    Ok(())
 }
 
 fn digest(secret: &[u8]) -> String {
@@ -69,32 +79,20 @@ impl Tokens {
     /// Tokens in memory only (no state directory).
     pub fn in_memory() -> Self {
         Tokens {
-            file: None,
-            list: RwLock::new(Vec::new()),
+            book: Book::in_memory("tokens"),
         }
     }
 
     /// Reads the tokens in `file` (none if it does not exist yet).
     pub fn open(file: PathBuf) -> Result<Self, String> {
-        let list = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice::<Vec<ApiToken>>(&bytes)
-                .map_err(|e| format!("tokens file {}: {e}", file.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read tokens file {}: {e}", file.display())),
-        };
-        for t in &list {
-            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "tokens file {}: token {:?}: field `sha256`: not a SHA-256 in hex",
-                    file.display(),
-                    t.name
-                ));
-            }
-        }
         Ok(Tokens {
-            file: Some(file),
-            list: RwLock::new(list),
+            book: Book::open("tokens", file, check_read)?,
         })
+    }
+
+    /// The list as kept (for etcd).
+    pub fn book(&self) -> &Book<ApiToken> {
+        &self.book
     }
 
     /// Every token, by name.
@@ -126,7 +124,7 @@ impl Tokens {
     }
 
     /// Makes a token: it, and its secret (shown once, kept nowhere).
-    pub fn add(&self, name: &str, role: Role) -> Result<(ApiToken, String), UserError> {
+    pub async fn add(&self, name: &str, role: Role) -> Result<(ApiToken, String), UserError> {
         let name = name.trim();
         let fine = !name.is_empty()
             && name.len() <= 64
@@ -148,44 +146,33 @@ impl Tokens {
             sha256: digest(secret.as_bytes()),
             created: crate::time::now_rfc3339(),
         };
-        self.write(|list| {
-            if list.iter().any(|t| t.name == token.name) {
-                return Err(UserError::Exists(format!("token {}", token.name)));
-            }
-            list.push(token.clone());
-            Ok(())
-        })?;
+        self.book
+            .write(|list| {
+                if list.iter().any(|t| t.name == token.name) {
+                    return Err(UserError::Exists(format!("token {}", token.name)));
+                }
+                list.push(token.clone());
+                Ok(())
+            })
+            .await?;
         Ok((token, secret))
     }
 
     /// Deletes a token: its secret is refused from now on.
-    pub fn delete(&self, name: &str) -> Result<ApiToken, UserError> {
-        self.write(|list| {
-            let at = list
-                .iter()
-                .position(|t| t.name == name)
-                .ok_or_else(|| UserError::NotFound(format!("token {name}")))?;
-            Ok(list.remove(at))
-        })
+    pub async fn delete(&self, name: &str) -> Result<ApiToken, UserError> {
+        self.book
+            .write(|list| {
+                let at = list
+                    .iter()
+                    .position(|t| t.name == name)
+                    .ok_or_else(|| UserError::NotFound(format!("token {name}")))?;
+                Ok(list.remove(at))
+            })
+            .await
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<ApiToken>> {
-        self.list.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Changes the list and writes it whole; on any error nothing changes.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Vec<ApiToken>) -> Result<T, UserError>,
-    ) -> Result<T, UserError> {
-        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        let mut draft = list.clone();
-        let out = f(&mut draft)?;
-        if let Some(file) = &self.file {
-            super::users::save_json(file, "tokens", &draft).map_err(UserError::Unavailable)?;
-        }
-        *list = draft;
-        Ok(out)
+        self.book.read()
     }
 }
 
@@ -193,12 +180,12 @@ impl Tokens {
 mod tests {
     use super::*;
 
-    #[test]
-    fn secrets_are_shown_once_and_kept_hashed() {
+    #[tokio::test]
+    async fn secrets_are_shown_once_and_kept_hashed() {
         let dir = std::env::temp_dir().join(format!("edgeward-tokens-{}", std::process::id()));
         let file = dir.join("tokens.json");
         let tokens = Tokens::open(file.clone()).unwrap();
-        let (t, secret) = tokens.add("grafana", Role::Viewer).unwrap();
+        let (t, secret) = tokens.add("grafana", Role::Viewer).await.unwrap();
         assert!(secret.starts_with(PREFIX) && secret.len() > 30, "{secret}");
         let header = format!("Bearer {secret}");
         assert_eq!(tokens.find(Some(header.as_bytes())), Some(t.clone()));
@@ -210,17 +197,17 @@ mod tests {
         let again = Tokens::open(file.clone()).unwrap();
         assert_eq!(again.find(Some(header.as_bytes())), Some(t));
         assert!(matches!(
-            again.add("grafana", Role::Admin),
+            again.add("grafana", Role::Admin).await,
             Err(UserError::Exists(_))
         ));
         assert!(matches!(
-            again.add("no spaces", Role::Admin),
+            again.add("no spaces", Role::Admin).await,
             Err(UserError::Invalid(_))
         ));
-        again.delete("grafana").unwrap();
+        again.delete("grafana").await.unwrap();
         assert_eq!(again.find(Some(header.as_bytes())), None);
         assert!(matches!(
-            again.delete("grafana"),
+            again.delete("grafana").await,
             Err(UserError::NotFound(_))
         ));
         std::fs::write(

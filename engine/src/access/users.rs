@@ -4,10 +4,10 @@
 //! and change whom are [`may_change`]'s.
 
 use super::Role;
+use super::book::Book;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::PathBuf;
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 12;
@@ -132,42 +132,40 @@ pub fn may_change(actor: &User, target: &str, change: &UserChange) -> Result<(),
     Ok(())
 }
 
-/// The accounts, kept in a file.
+/// The accounts ([`Book`]: the state directory, and etcd in a fleet).
 pub struct Users {
-    file: Option<PathBuf>,
-    list: RwLock<Vec<User>>,
+    book: Book<User>,
+}
+
+/// Checks an account read from a file or etcd.
+pub fn check_read(u: &User) -> Result<(), String> {
+    PasswordHash::new(&u.password_hash).map_err(|e| {
+        format!(
+            "user {:?}: field `password_hash`: not a PHC hash ({e})",
+            u.email
+        )
+    })?;
+    Ok(())
 }
 
 impl Users {
     /// Accounts in memory only (no state directory).
     pub fn in_memory() -> Self {
         Users {
-            file: None,
-            list: RwLock::new(Vec::new()),
+            book: Book::in_memory("users"),
         }
     }
 
     /// Reads the accounts in `file` (none if it does not exist yet).
     pub fn open(file: PathBuf) -> Result<Self, String> {
-        let list = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice::<Vec<User>>(&bytes)
-                .map_err(|e| format!("users file {}: {e}", file.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read users file {}: {e}", file.display())),
-        };
-        for u in &list {
-            PasswordHash::new(&u.password_hash).map_err(|e| {
-                format!(
-                    "users file {}: user {:?}: field `password_hash`: not a PHC hash ({e})",
-                    file.display(),
-                    u.email
-                )
-            })?;
-        }
         Ok(Users {
-            file: Some(file),
-            list: RwLock::new(list),
+            book: Book::open("users", file, check_read)?,
         })
+    }
+
+    /// The list as kept (for etcd).
+    pub fn book(&self) -> &Book<User> {
+        &self.book
     }
 
     /// Whether any account exists (then every admin call must sign in).
@@ -204,7 +202,7 @@ impl Users {
     }
 
     /// Creates an account.
-    pub fn add(&self, new: NewUser) -> Result<User, UserError> {
+    pub async fn add(&self, new: NewUser) -> Result<User, UserError> {
         let email = check_email(&new.email)?;
         check_password(&new.password)?;
         let name = match new.name {
@@ -219,18 +217,20 @@ impl Users {
             created: crate::time::now_rfc3339(),
             signed_out: 0,
         };
-        self.write(|list| {
-            if list.iter().any(|u| u.email == email) {
-                return Err(UserError::Exists(email.clone()));
-            }
-            list.push(user.clone());
-            Ok(())
-        })?;
+        self.book
+            .write(|list| {
+                if list.iter().any(|u| u.email == email) {
+                    return Err(UserError::Exists(email.clone()));
+                }
+                list.push(user.clone());
+                Ok(())
+            })
+            .await?;
         Ok(user)
     }
 
     /// Changes an account (the rules are the caller's: [`may_change`]).
-    pub fn change(&self, email: &str, change: UserChange) -> Result<User, UserError> {
+    pub async fn change(&self, email: &str, change: UserChange) -> Result<User, UserError> {
         let email = email.trim().to_lowercase();
         let name = change.name.as_deref().map(check_name).transpose()?;
         let password_hash = match &change.password {
@@ -240,70 +240,60 @@ impl Users {
             }
             None => None,
         };
-        self.write(|list| {
-            let u = list
-                .iter_mut()
-                .find(|u| u.email == email)
-                .ok_or_else(|| UserError::NotFound(email.clone()))?;
-            if let Some(name) = name {
-                u.name = name;
-            }
-            if let Some(role) = change.role {
-                u.role = role;
-            }
-            if let Some(h) = password_hash {
-                u.password_hash = h;
-            }
-            Ok(u.clone())
-        })
+        self.book
+            .write(|list| {
+                let u = list
+                    .iter_mut()
+                    .find(|u| u.email == email)
+                    .ok_or_else(|| UserError::NotFound(email.clone()))?;
+                if let Some(name) = name {
+                    u.name = name;
+                }
+                if let Some(role) = change.role {
+                    u.role = role;
+                }
+                if let Some(h) = password_hash {
+                    u.password_hash = h;
+                }
+                Ok(u.clone())
+            })
+            .await
     }
 
     /// Ends every session of an account (it signed out).
-    pub fn sign_out(&self, email: &str) -> Result<(), UserError> {
+    pub async fn sign_out(&self, email: &str) -> Result<(), UserError> {
         let now = crate::time::unix_millis(std::time::SystemTime::now());
-        self.write(|list| {
-            if let Some(u) = list.iter_mut().find(|u| u.email == email) {
-                u.signed_out = now.max(u.signed_out + 1);
-            }
-            Ok(())
-        })
+        self.book
+            .write(|list| {
+                if let Some(u) = list.iter_mut().find(|u| u.email == email) {
+                    u.signed_out = now.max(u.signed_out + 1);
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Deletes an account; `actor` may not delete themselves.
-    pub fn delete(&self, actor: &str, email: &str) -> Result<User, UserError> {
+    pub async fn delete(&self, actor: &str, email: &str) -> Result<User, UserError> {
         let email = email.trim().to_lowercase();
         if actor == email {
             return Err(UserError::Forbidden(
                 "an admin cannot delete their own account".into(),
             ));
         }
-        self.write(|list| {
-            let at = list
-                .iter()
-                .position(|u| u.email == email)
-                .ok_or_else(|| UserError::NotFound(email.clone()))?;
-            Ok(list.remove(at))
-        })
+        self.book
+            .write(|list| {
+                let at = list
+                    .iter()
+                    .position(|u| u.email == email)
+                    .ok_or_else(|| UserError::NotFound(email.clone()))?;
+                Ok(list.remove(at))
+            })
+            .await
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<User>> {
-        self.list.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Changes the list and writes it whole; on any error (the change's or
-    /// the disk's) nothing changes.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Vec<User>) -> Result<T, UserError>,
-    ) -> Result<T, UserError> {
-        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        let mut draft = list.clone();
-        let out = f(&mut draft)?;
-        if let Some(file) = &self.file {
-            save(file, &draft).map_err(UserError::Unavailable)?;
-        }
-        *list = draft;
-        Ok(out)
+        self.book.read()
     }
 }
 
@@ -363,38 +353,6 @@ fn check_password(password: &str) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Writes the accounts whole.
-fn save(file: &Path, list: &[User]) -> Result<(), String> {
-    save_json(file, "users", list)
-}
-
-/// Writes a file of `what` whole: a temporary file, mode 0600, synced,
-/// then renamed over the old one.
-pub(super) fn save_json<T: Serialize + ?Sized>(
-    file: &Path,
-    what: &str,
-    value: &T,
-) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| format!("cannot write {what} file {}: {e}", file.display());
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = file.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(&serde_json::to_vec_pretty(value).expect("the file serialises"))
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
-    std::fs::rename(&tmp, file).map_err(err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,13 +366,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn accounts_are_kept_hashed_and_checked() {
+    #[tokio::test]
+    async fn accounts_are_kept_hashed_and_checked() {
         let dir = std::env::temp_dir().join(format!("edgeward-users-{}", std::process::id()));
         let file = dir.join("users.json");
         let users = Users::open(file.clone()).unwrap();
         assert!(!users.any());
-        let admin = users.add(new("Admin@Example.com", Role::Admin)).unwrap();
+        let admin = users
+            .add(new("Admin@Example.com", Role::Admin))
+            .await
+            .unwrap();
         assert_eq!(admin.email, "admin@example.com");
         assert!(admin.password_hash.starts_with("$argon2id$"));
         let text = std::fs::read_to_string(&file).unwrap();
@@ -446,18 +407,18 @@ mod tests {
             ..new("op@example.com", Role::Operator)
         };
         assert!(
-            matches!(again.add(short), Err(UserError::Invalid(m)) if m.contains("`password`") && !m.contains("short"))
+            matches!(again.add(short).await, Err(UserError::Invalid(m)) if m.contains("`password`") && !m.contains("short"))
         );
         assert!(
-            matches!(again.add(new("not-an-email", Role::Viewer)), Err(UserError::Invalid(m)) if m.contains("`email`"))
+            matches!(again.add(new("not-an-email", Role::Viewer)).await, Err(UserError::Invalid(m)) if m.contains("`email`"))
         );
         assert_eq!(
-            again.add(new("ADMIN@example.com", Role::Viewer)),
+            again.add(new("ADMIN@example.com", Role::Viewer)).await,
             Err(UserError::Exists("admin@example.com".into()))
         );
         assert_eq!(again.list().len(), 1);
         assert!(matches!(
-            again.delete("admin@example.com", "admin@example.com"),
+            again.delete("admin@example.com", "admin@example.com").await,
             Err(UserError::Forbidden(_))
         ));
         std::fs::remove_dir_all(dir).unwrap();

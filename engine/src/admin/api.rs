@@ -152,7 +152,7 @@ pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
     if let Err(r) = super::users::authorize(actor, method, &path) {
         return *r;
     }
-    if let Some(r) = super::users::handle(admin, actor, method, &path, body, peer) {
+    if let Some(r) = super::users::handle(admin, actor, method, &path, body, peer).await {
         return r;
     }
     let is_json = headers

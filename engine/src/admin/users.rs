@@ -294,8 +294,9 @@ fn set_cookie(r: &mut Reply, value: &str) {
     }
 }
 
-/// Answers `/session` and `/users` routes, if the request is one.
-pub fn handle(
+/// Answers `/session`, `/users` and `/tokens` routes, if the request is
+/// one.
+pub async fn handle(
     admin: &Admin,
     actor: &Actor,
     method: &Method,
@@ -343,7 +344,7 @@ pub fn handle(
         (&Method::DELETE, ["session"]) => {
             // Every session of the account ends, not only this cookie.
             if let Some(email) = own {
-                if let Err(e) = users.sign_out(email) {
+                if let Err(e) = users.sign_out(email).await {
                     return Some(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()));
                 }
                 tracing::info!(target: "audit", email, %peer, "signed out");
@@ -382,7 +383,7 @@ pub fn handle(
                     ));
                 }
             };
-            match users.add(new) {
+            match users.add(new).await {
                 Ok(u) => {
                     audit(
                         "create",
@@ -414,7 +415,7 @@ pub fn handle(
                 return Some(refused(e));
             }
             let before = users.get(&email);
-            match users.change(&email, change.clone()) {
+            match users.change(&email, change.clone()).await {
                 Ok(u) => {
                     let mut changed = serde_json::Map::new();
                     if let Some(b) = before {
@@ -444,7 +445,7 @@ pub fn handle(
                     &format!("a {} cannot delete accounts", actor.role().name()),
                 ));
             }
-            match users.delete(own.unwrap_or_default(), &email) {
+            match users.delete(own.unwrap_or_default(), &email).await {
                 Ok(u) => {
                     audit(
                         "delete",
@@ -487,7 +488,7 @@ pub fn handle(
                     ));
                 }
             };
-            match admin.access.tokens.add(&new.name, new.role) {
+            match admin.access.tokens.add(&new.name, new.role).await {
                 Ok((t, secret)) => {
                     audit(
                         "create",
@@ -506,7 +507,7 @@ pub fn handle(
         }
         (&Method::DELETE, ["tokens", name]) => {
             let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            match admin.access.tokens.delete(&name) {
+            match admin.access.tokens.delete(&name).await {
                 Ok(t) => {
                     audit(
                         "delete",

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// First wait after a failure; doubled up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 
 /// The follower's own state (one per node, on the follow thread).
@@ -570,7 +570,7 @@ fn who(kv: &KeyValue, written_by: &str) -> String {
 }
 
 /// Sleeps `backoff` (with jitter) and returns the next one.
-async fn wait(backoff: Duration) -> Duration {
+pub(super) async fn wait(backoff: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));

@@ -109,6 +109,12 @@ impl Keys {
         format!("{}/audit/{time_ms:016}-{what}", self.prefix)
     }
 
+    /// Prefix of the fleet's accounts, API tokens and session key
+    /// (outside `config/`: see [`super::access`]).
+    pub fn access(&self) -> String {
+        format!("{}/access/", self.prefix)
+    }
+
     /// Prefix of one blob's chunks.
     pub fn blob(&self, hash: &str) -> String {
         format!("{}/blobs/{hash}/", self.prefix)

@@ -19,6 +19,7 @@
 //!   on disk ([`cache`]) so that a node restarted while etcd is down still
 //!   serves it.
 
+pub mod access;
 pub mod cache;
 pub mod etcd;
 pub mod follow;

@@ -279,8 +279,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let control = Arc::new(control);
-    // Operators' accounts and the session key live with the configuration:
-    // the state directory (in a fleet too, for now: each node its own).
+    // Operators' accounts, API tokens and the session key live with the
+    // configuration: the state directory on one node, etcd in a fleet
+    // (with a copy in the state directory: `cluster::access`).
     let access = Arc::new(match &own_state {
         Some(dir) => crate::access::Access::open(dir).map_err(anyhow::Error::msg)?,
         None => crate::access::Access::in_memory(),
@@ -338,6 +339,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let audit_retention = Duration::from_secs(args.audit_retention_days.max(1) * 86_400);
     let cluster = follow_etcd(&args.etcd, &control, audit_retention)?;
+    if let Some(cluster) = &cluster {
+        crate::cluster::access::join(
+            cluster,
+            &access,
+            Duration::from_millis(args.etcd.etcd_start_wait_ms),
+        )?;
+    }
     let follows_etcd = cluster.is_some();
     // The one door for changes: this node's, or the fleet's.
     let writer: Arc<dyn Writer> = match &cluster {
