@@ -142,11 +142,15 @@ fn quantile(q: f64, before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<f64> 
     Some(lower.0)
 }
 
-/// Rates between consecutive samples: (seconds before now, requests/s
-/// by status class, p50 and p99 decision time in µs).
+/// The kinds of request, as the counters name them.
+const KINDS: [&str; 5] = ["live", "catchup", "vod", "static", "other"];
+
+/// Rates between consecutive samples: seconds before now, requests/s by
+/// status class and by kind, p50 and p99 decision time in µs.
 struct Point {
     ago: f64,
     by_class: [f64; 3],
+    by_kind: [f64; KINDS.len()],
     p50_us: Option<f64>,
     p99_us: Option<f64>,
 }
@@ -161,6 +165,7 @@ fn points(samples: &[Sample], now: Instant) -> Vec<Point> {
                 return None;
             }
             let mut by_class = [0.0; 3];
+            let mut by_kind = [0.0; KINDS.len()];
             for ((kind, code), n) in &b.requests {
                 let was = a.requests.get(&(kind.clone(), *code)).copied().unwrap_or(0);
                 let class = match code {
@@ -168,11 +173,16 @@ fn points(samples: &[Sample], now: Instant) -> Vec<Point> {
                     400..=499 => 1,
                     _ => 2,
                 };
-                by_class[class] += n.saturating_sub(was) as f64 / secs;
+                let rate = n.saturating_sub(was) as f64 / secs;
+                by_class[class] += rate;
+                if let Some(k) = KINDS.iter().position(|k| k == kind) {
+                    by_kind[k] += rate;
+                }
             }
             Some(Point {
                 ago: now.duration_since(b.at?).as_secs_f64(),
                 by_class,
+                by_kind,
                 p50_us: quantile(0.5, &a.decisions, &b.decisions).map(|s| s * 1e6),
                 p99_us: quantile(0.99, &a.decisions, &b.decisions).map(|s| s * 1e6),
             })
@@ -260,8 +270,10 @@ pub async fn page(ctx: &Ctx<'_>) -> Reply {
                 (etcd_card(status.get("etcd")))
             }
         }
-        h2 { "Requests per second, last ten minutes" }
+        h2 { "Requests per second by status, last ten minutes" }
         (chart(&points, |p| p.by_class.iter().map(|v| Some(*v)).collect(), &["2xx/3xx", "4xx", "5xx"], "requests/s"))
+        h2 { "Requests per second by kind, last ten minutes" }
+        (chart(&points, |p| p.by_kind.iter().map(|v| Some(*v)).collect(), &KINDS, "requests/s"))
         h2 { "Decision time, last ten minutes (µs)" }
         (chart(&points, |p| vec![p.p50_us, p.p99_us], &["p50", "p99"], "µs"))
         h2 { "Policies" }
@@ -339,7 +351,7 @@ fn policy_table(status: &Value, policies: &Value) -> Markup {
             p.flash.error { "Last automatic rollback: " (Value::Object(r.clone()).to_string()) }
         }
         div.table-wrap {
-            table {
+            table.stacked {
                 thead { tr {
                     th scope="col" { "Version" } th scope="col" { "Role" }
                     th.num scope="col" { "Calls" } th.num scope="col" { "Failures" }
@@ -348,12 +360,12 @@ fn policy_table(status: &Value, policies: &Value) -> Markup {
                 tbody {
                     @for p in serving {
                         tr {
-                            td { (p["name"].as_str().unwrap_or("?")) "@" (p["version"]) }
-                            td { (p["role"].as_str().unwrap_or("")) }
-                            td.num { (p["calls"]) }
-                            td.num { (p["traps"]) }
-                            td.num { (p["invalid_answers"]) }
-                            td.num { (format!("{:.1} µs", p["mean_call_us"].as_f64().unwrap_or(0.0))) }
+                            th scope="row" { (p["name"].as_str().unwrap_or("?")) "@" (p["version"]) }
+                            td data-label="Role" { (p["role"].as_str().unwrap_or("")) }
+                            td.num data-label="Calls" { (p["calls"]) }
+                            td.num data-label="Failures" { (p["traps"]) }
+                            td.num data-label="Invalid answers" { (p["invalid_answers"]) }
+                            td.num data-label="Mean call" { (format!("{:.1} µs", p["mean_call_us"].as_f64().unwrap_or(0.0))) }
                         }
                     }
                 }
