@@ -6,11 +6,9 @@
 //! photographed at 1366 and 390 pixels wide (`target/console-screenshots/`).
 
 use crate::browser::Browser;
-use crate::harness::{Engine, TempDir, binary, built_policy, fixtures};
+use crate::harness::{Engine, TempDir, built_policy, ctl_at, fixtures};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 const ADMIN: (&str, &str) = ("root@example.com", "admin password 1");
 const OPERATOR: (&str, &str) = ("ops@example.com", "operator password 1");
@@ -119,23 +117,12 @@ fn operators_work_through_the_console_in_a_real_browser() {
     let axe = axe_source();
 
     // The first admin, made with ctl (the password on standard input).
-    let mut ctl = Command::new(binary())
-        .args([
-            "ctl", "--admin", &base, "user", "add", ADMIN.0, "--role", "admin", "--name", "Root",
-        ])
-        .env_remove("EDGEWARD_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(ctl.stdin.take().unwrap(), "{}", ADMIN.1).unwrap();
-    let out = ctl.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, _, err) = ctl_at(
+        &base,
+        &["user", "add", ADMIN.0, "--role", "admin", "--name", "Root"],
+        &format!("{}\n", ADMIN.1),
     );
+    assert!(ok, "{err}");
 
     let b = Browser::start(1366, 900);
 
@@ -528,24 +515,12 @@ fn the_console_refuses_bad_and_forged_posts() {
     );
     assert_eq!(r.status, 401);
 
-    let mut ctl = Command::new(binary())
-        .args([
-            "ctl",
-            "--admin",
-            &format!("http://{admin}"),
-            "user",
-            "add",
-            ADMIN.0,
-            "--role",
-            "admin",
-        ])
-        .env_remove("EDGEWARD_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(ctl.stdin.take().unwrap(), "{}", ADMIN.1).unwrap();
-    assert!(ctl.wait().unwrap().success());
+    let (ok, _, err) = ctl_at(
+        &format!("http://{admin}"),
+        &["user", "add", ADMIN.0, "--role", "admin"],
+        &format!("{}\n", ADMIN.1),
+    );
+    assert!(ok, "{err}");
 
     // Signing in needs the form's own token, paired with its cookie.
     let page = get("/ui/sign-in", &[]);

@@ -440,3 +440,31 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `edgeward ctl --admin ADMIN ARGS...` with `stdin` on its standard input
+/// (a password), and no token or CA from the environment: (success,
+/// stdout, stderr).
+pub fn ctl_at(admin: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .args(["ctl", "--admin", admin])
+        .args(args)
+        .env_remove("EDGEWARD_ADMIN_TOKEN")
+        .env_remove("EDGEWARD_ADMIN_CA")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running edgeward ctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

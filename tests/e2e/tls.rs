@@ -721,36 +721,14 @@ fn an_ocsp_response_from_a_file_is_stapled_and_a_bad_one_refused() {
     );
 }
 
-/// `edgeward ctl` against an `https://` admin listener, `stdin` on its
-/// standard input; (success, stdout, stderr).
+/// `edgeward ctl` against an `https://` admin listener, trusting `ca`.
 fn ctl_https(admin: &str, ca: Option<&Path>, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut cmd = Command::new(crate::harness::binary());
-    cmd.args(["ctl", "--admin", admin]);
+    let mut all: Vec<&str> = Vec::new();
     if let Some(ca) = ca {
-        cmd.arg("--admin-ca").arg(ca);
+        all.extend(["--admin-ca", ca.to_str().unwrap()]);
     }
-    let mut child = cmd
-        .args(args)
-        .env_remove("EDGEWARD_ADMIN_TOKEN")
-        .env_remove("EDGEWARD_ADMIN_CA")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    all.extend_from_slice(args);
+    crate::harness::ctl_at(admin, &all, stdin)
 }
 
 /// The response headers of `curl` with these arguments.

@@ -1,36 +1,12 @@
 //! Operators' accounts on the admin API: the first admin made with `ctl`,
 //! signing in, roles, CSRF, lock-out, and the old rules on who changes whom.
 
-use crate::harness::{Conn, Engine, Response, TempDir, binary, fixtures};
+use crate::harness::{Conn, Engine, Response, TempDir, ctl_at, fixtures};
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
-/// `edgeward ctl` with `stdin` on its standard input.
+/// `edgeward ctl` against the engine, `stdin` on its standard input.
 fn ctl_with_stdin(engine: &Engine, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(binary())
-        .arg("ctl")
-        .arg("--admin")
-        .arg(format!("http://{}", engine.admin.unwrap()))
-        .args(args)
-        .env_remove("EDGEWARD_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    ctl_at(&format!("http://{}", engine.admin.unwrap()), args, stdin)
 }
 
 /// A signed-in browser: its cookie and CSRF token.

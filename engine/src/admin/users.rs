@@ -103,27 +103,15 @@ pub fn authenticate(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Err(Box::new(r));
     }
-    if let Some(value) = cookie(headers, session::COOKIE) {
-        // The account is read once: its stamp checks the cookie.
-        let mut account = None;
-        let found = access.sessions.check(value, |email| {
-            let user = access.users.get(email)?;
-            let stamp = user.session_stamp();
-            account = Some(user);
-            Some(stamp)
-        });
-        if let Some(s) = found
-            && let Some(user) = account
-        {
-            let csrf = headers.get(session::CSRF_HEADER).map(|v| v.as_bytes());
-            if !reads && !access.sessions.csrf_holds(&s, csrf) {
-                return Err(Box::new(error(
-                    StatusCode::FORBIDDEN,
-                    "a change signed in with a session cookie needs its CSRF token in X-CSRF-Token (GET /session gives it)",
-                )));
-            }
-            return Ok(Actor::User(user, s));
+    if let Some((user, s)) = signed_in(admin, headers) {
+        let csrf = headers.get(session::CSRF_HEADER).map(|v| v.as_bytes());
+        if !reads && !access.sessions.csrf_holds(&s, csrf) {
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "a change signed in with a session cookie needs its CSRF token in X-CSRF-Token (GET /session gives it)",
+            )));
         }
+        return Ok(Actor::User(user, s));
     }
     if token.is_none() && !access.users.any() {
         return Ok(Actor::Loopback);
@@ -139,6 +127,22 @@ pub fn authenticate(
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     Err(Box::new(r))
+}
+
+/// The account and session a session cookie proves, if any (the API's
+/// gate and the console's).
+pub fn signed_in(admin: &Admin, headers: &HeaderMap) -> Option<(User, Session)> {
+    let value = cookie(headers, session::COOKIE)?;
+    let access = &admin.access;
+    // The account is read once: its stamp checks the cookie.
+    let mut account = None;
+    let session = access.sessions.check(value, |email| {
+        let user = access.users.get(email)?;
+        let stamp = user.session_stamp();
+        account = Some(user);
+        Some(stamp)
+    })?;
+    Some((account?, session))
 }
 
 /// Whether the actor's role allows the request: a viewer only reads; the

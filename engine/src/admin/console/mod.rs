@@ -226,7 +226,7 @@ pub(super) async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incomin
         };
     }
     // The gate: a signed-in account, else the sign-in page (and back).
-    let Some(actor) = signed_in(admin, &parts.headers) else {
+    let Some((user, session)) = super::users::signed_in(admin, &parts.headers) else {
         if method == Method::GET {
             let back = form::encode(&[("next", &path)]);
             return page::see_other(&format!("/ui/sign-in?{back}"));
@@ -236,10 +236,8 @@ pub(super) async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incomin
             "not signed in (or the session ended): sign in at /ui/sign-in",
         );
     };
-    let Actor::User(_, session) = &actor else {
-        unreachable!("the console's gate only lets accounts in");
-    };
-    let csrf = admin.access.sessions.csrf(session);
+    let csrf = admin.access.sessions.csrf(&session);
+    let actor = Actor::User(user, session);
     let ctx = Ctx {
         admin,
         csrf,
@@ -291,20 +289,6 @@ fn session_of<'a>(ctx: &'a Ctx<'_>) -> &'a crate::access::session::Session {
         Actor::User(_, s) => s,
         _ => unreachable!("the console's gate only lets accounts in"),
     }
-}
-
-/// The account a session cookie proves, if any.
-fn signed_in(admin: &Admin, headers: &HeaderMap) -> Option<Actor> {
-    let value = super::users::cookie(headers, crate::access::session::COOKIE)?;
-    let access = &admin.access;
-    let mut account = None;
-    let session = access.sessions.check(value, |email| {
-        let user = access.users.get(email)?;
-        let stamp = user.session_stamp();
-        account = Some(user);
-        Some(stamp)
-    })?;
-    Some(Actor::User(account?, session))
 }
 
 async fn get(ctx: &Ctx<'_>) -> Reply {

@@ -66,17 +66,10 @@ pub fn render(
 ) -> Reply {
     let flash = flash.or_else(|| ctx.take_flash());
     let role = ctx.actor.role().name();
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · edgeward" }
-                link rel="stylesheet" href="/ui/assets/console.css";
-                script src="/ui/assets/console.js" defer {}
-            }
-            body {
+    let markup = document(
+        title,
+        true,
+        html! {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/ui/" { "edgeward" }
@@ -113,10 +106,27 @@ pub fn render(
                     }
                     (body)
                 }
-            }
-        }
-    };
+        },
+    );
     html_reply(status, markup)
+}
+
+/// A whole HTML document: the head every page has (the stylesheet, and
+/// the script when `script`), and `body`.
+pub fn document(title: &str, script: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · edgeward" }
+                link rel="stylesheet" href="/ui/assets/console.css";
+                @if script { script src="/ui/assets/console.js" defer {} }
+            }
+            body { (body) }
+        }
+    }
 }
 
 /// The hidden field every form carries.
@@ -164,24 +174,17 @@ pub fn see_other(to: &str) -> Reply {
 pub fn plain(status: StatusCode, text: &str) -> Reply {
     html_reply(
         status,
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (status.as_u16()) " · edgeward" }
-                    link rel="stylesheet" href="/ui/assets/console.css";
+        document(
+            &status.as_u16().to_string(),
+            false,
+            html! {
+                main #main.narrow {
+                    h1 { (status.canonical_reason().unwrap_or("Refused")) }
+                    p.flash.error role="alert" { (text) }
+                    p { a href="/ui/" { "Back to the console" } }
                 }
-                body {
-                    main #main.narrow {
-                        h1 { (status.canonical_reason().unwrap_or("Refused")) }
-                        p.flash.error role="alert" { (text) }
-                        p { a href="/ui/" { "Back to the console" } }
-                    }
-                }
-            }
-        },
+            },
+        ),
     )
 }
 

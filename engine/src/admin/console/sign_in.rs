@@ -8,7 +8,7 @@ use crate::access::session;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use maud::{DOCTYPE, html};
+use maud::html;
 use std::net::SocketAddr;
 
 /// The cookie that pairs with the sign-in form's token.
@@ -45,16 +45,10 @@ pub fn page(
         Some((s, e)) => (s, Some(e)),
         None => (StatusCode::OK, None),
     };
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · edgeward" }
-                link rel="stylesheet" href="/ui/assets/console.css";
-            }
-            body {
+    let markup = page::document(
+        "Sign in",
+        false,
+        html! {
                 main #main.narrow {
                     h1 { "Sign in to edgeward" }
                     @if let Some(e) = error {
@@ -77,9 +71,8 @@ pub fn page(
                         button type="submit" { "Sign in" }
                     }
                 }
-            }
-        }
-    };
+        },
+    );
     let mut r = html_reply(status, markup);
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{FORM_COOKIE}={token}; Path=/ui/sign-in; HttpOnly; SameSite=Strict; Max-Age=3600{}",
