@@ -14,6 +14,7 @@ mod explain;
 mod harness;
 mod health;
 mod http1;
+mod javascript;
 mod k6;
 mod ops;
 mod policies;

@@ -54,7 +54,8 @@ impl WarmInstance {
         seed: Option<u64>,
         policy: &Arc<LoadedPolicy>,
     ) -> Result<Self, PolicyError> {
-        let (instance, headers) = Self::create(engine, sandbox, seed, policy)?;
+        let (instance, headers) =
+            off_runtime(policy.wasi, || Self::create(engine, sandbox, seed, policy))?;
         // The first instance's manifest is the policy's; a policy must not
         // change its needs from instance to instance (the engine gathers
         // what the first declared).
@@ -183,13 +184,11 @@ impl WarmInstance {
             .calls
             .is_multiple_of(TIME_EVERY)
             .then(std::time::Instant::now);
-        let result = match &self.router {
-            Router::V0_4(r) => {
-                r.edgeward_policy_policy()
-                    .call_select(&mut self.store, &self.words, health)
-            }
-            Router::V0_3(r) => select_v0_3(r, &mut self.store, &self.words, health),
-        };
+        let (router, store, words) = (&self.router, &mut self.store, &self.words);
+        let result = off_runtime(self.policy.wasi, || match router {
+            Router::V0_4(r) => r.edgeward_policy_policy().call_select(store, words, health),
+            Router::V0_3(r) => select_v0_3(r, store, words, health),
+        });
         if let Some(started) = started {
             self.local.nanos += started.elapsed().as_nanos() as u64;
             self.local.timed += 1;
@@ -228,8 +227,10 @@ impl WarmInstance {
         self.local.calls += 1;
         let result = match &self.router {
             Router::V0_4(r) => {
-                r.edgeward_policy_policy()
-                    .call_steer(&mut self.store, &self.words, state)
+                let (store, words) = (&mut self.store, &self.words);
+                off_runtime(self.policy.wasi, || {
+                    r.edgeward_policy_policy().call_steer(store, words, state)
+                })
             }
             Router::V0_3(_) => return Ok(SteerDecision::DefaultOrder),
         };
@@ -321,6 +322,22 @@ impl WarmInstance {
     pub fn note_invalid(&mut self) {
         self.local.invalid += 1;
     }
+}
+
+/// Runs `call` where WASI's host functions may block: they wait on a
+/// tokio runtime of their own, which they cannot start from inside a
+/// worker's. A policy that imports WASI (a JavaScript one) is called on a
+/// short-lived scoped thread when the caller runs on a runtime (its cost
+/// is in the README's figures); any other, and any caller off a runtime
+/// (the offline tools), right here.
+pub(super) fn off_runtime<R: Send>(wasi: bool, call: impl FnOnce() -> R + Send) -> R {
+    if !wasi || tokio::runtime::Handle::try_current().is_err() {
+        return call();
+    }
+    std::thread::scope(|s| match s.spawn(call).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// A 0.3.0 policy's `select`, out of the hot path of 0.4.0's (its health

@@ -24,6 +24,7 @@ pub mod native;
 mod registry;
 mod state;
 pub mod stats;
+mod wasi;
 
 pub use instance::{CallError, CallTrace, WarmInstance};
 pub use registry::{
@@ -165,6 +166,9 @@ pub struct LoadedPolicy {
     /// [`LoadedPolicy::headers`]).
     headers: std::sync::OnceLock<Vec<String>>,
     pre: Pre,
+    /// It imports WASI (a JavaScript policy): its calls run off the tokio
+    /// runtime (see `instance::off_runtime`).
+    pub(crate) wasi: bool,
 }
 
 /// A policy's pre-instantiated component, by the contract it was built
@@ -414,6 +418,8 @@ impl PolicyHost {
             .expect("host functions link");
         bindings::v0_3::Router::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .expect("host functions of 0.3.0 link");
+        // What JavaScript policies import (locked down: see `wasi`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links");
 
         // One ticker advances the epoch for every store of this engine.
         let ticker = engine.weak();
@@ -544,7 +550,12 @@ impl PolicyHost {
         component::check(&source.wasm, &name)?;
         let component = compiled.get_or_compile(engine, &hash, &source.wasm, &name)?;
         let pre = pre_instantiate(engine, linker, &component, &name)?;
+        let wasi = component
+            .component_type()
+            .imports(engine)
+            .any(|(import, _)| import.starts_with("wasi:"));
         let policy = Arc::new(LoadedPolicy {
+            wasi,
             name: name.clone(),
             hash,
             version,

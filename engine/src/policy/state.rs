@@ -26,6 +26,9 @@ pub struct HostState {
     /// Look-ups answered from a logged decision instead of `topology`
     /// (a replay without the topology the decision was made on).
     pub(crate) logged: Option<LoggedTopology>,
+    /// The WASI of a policy that imports it (a JavaScript one), made on
+    /// first use.
+    wasi: Option<super::wasi::PolicyWasi>,
 }
 
 /// What a decision log carries of a topology: what the look-ups of
@@ -72,12 +75,23 @@ impl HostState {
             captured: None,
             clock_ms: None,
             logged: None,
+            wasi: None,
         }
+    }
+
+    /// The instance's WASI (see [`super::wasi`]).
+    pub(crate) fn wasi(&mut self) -> &mut super::wasi::PolicyWasi {
+        let policy = &self.policy;
+        self.wasi
+            .get_or_insert_with(|| super::wasi::PolicyWasi::new(policy))
     }
 
     /// Restarts the random stream from `seed` (once per call).
     pub(crate) fn reseed(&mut self, seed: u64) {
         self.rng = SplitMix64::new(seed);
+        if let Some(wasi) = &self.wasi {
+            wasi.reseed(seed);
+        }
     }
 
     fn topo(&self) -> Option<&Topology> {
