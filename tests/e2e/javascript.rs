@@ -120,22 +120,31 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
         "--state-dir",
         dir.path("state").to_str().unwrap(),
     ]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // Answers the JavaScript version gave, as the players saw them.
+    let by_js = std::sync::Arc::new(AtomicU64::new(0));
     let load = {
-        let stop = stop.clone();
+        let (stop, by_js) = (stop.clone(), by_js.clone());
         let addr = engine.addr;
         std::thread::spawn(move || {
             let mut conn = Conn::open(addr);
-            let (mut done, mut failed, mut by) = (0, Vec::new(), std::collections::BTreeMap::new());
-            let clients = ["10.1.2.3", "10.9.0.1", "192.168.1.1", "10.0.0.5"];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let client = clients[done % clients.len()];
+            let mut done = 0;
+            let mut failed = Vec::new();
+            let mut by = std::collections::BTreeMap::new();
+            // 64 clients: a 50 % canary (by client hash) takes some of them.
+            let clients: Vec<String> = (0..64).map(|i| format!("10.{}.{i}.7", i % 8)).collect();
+            while !stop.load(Ordering::Relaxed) {
+                let client = &clients[done % clients.len()];
                 let r = conn.request("GET", "/btv/live/hls/ch1", &[("X-Real-IP", client)]);
                 if r.status != 302 {
                     failed.push(format!("{} {}", r.status, r.body));
                 }
-                *by.entry(r.header("edgeward-policy").unwrap_or("").to_string())
-                    .or_insert(0) += 1;
+                let policy = r.header("edgeward-policy").unwrap_or("").to_string();
+                if policy == "hostile@2" {
+                    by_js.fetch_add(1, Ordering::Relaxed);
+                }
+                *by.entry(policy).or_insert(0) += 1;
                 done += 1;
             }
             (done, failed, by)
@@ -174,15 +183,17 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
         br#"{"version": 2, "percent": 50}"#,
         "application/json",
     );
-    wait_until("the canary decides", || {
-        policies(&engine)
-            .iter()
-            .any(|p| p["version"] == 2 && p["calls"].as_u64().unwrap_or(0) > 100)
+    wait_until("the canary answers players", || {
+        by_js.load(Ordering::Relaxed) > 50
     });
     admin("POST", "/canary/promote", b"", "application/json");
     let after = engine.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.1.2.3")]);
     assert_eq!(after.header("edgeward-policy"), Some("hostile@2"));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let promoted = by_js.load(Ordering::Relaxed);
+    wait_until("the promoted version answers the players", || {
+        by_js.load(Ordering::Relaxed) > promoted + 200
+    });
+    stop.store(true, Ordering::Relaxed);
     let (done, failed, by) = load.join().unwrap();
     assert!(
         failed.is_empty(),
