@@ -66,10 +66,21 @@ fn check_page(b: &Browser, axe: &str, name: &str) {
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
         json!([]),
     );
-    assert!(
-        overflow.as_i64().unwrap_or(0) <= 1,
-        "the {name} page scrolls sideways at 390 px ({overflow} px)"
-    );
+    if overflow.as_i64().unwrap_or(0) > 1 {
+        // Name the elements that stick out, so that a failure says what to fix.
+        let wide = b.run(
+            "const w = document.documentElement.clientWidth;
+             return [...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > w + 1)
+                .slice(0, 8)
+                .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+                    + (e.className && typeof e.className === 'string' ? '.' + e.className.replace(/ /g, '.') : '')
+                    + ' (' + Math.round(e.getBoundingClientRect().right) + ' px): '
+                    + (e.textContent || '').trim().slice(0, 60));",
+            json!([]),
+        );
+        panic!("the {name} page scrolls sideways at 390 px ({overflow} px): {wide}");
+    }
     b.emulate_width(1366, 900);
 }
 
