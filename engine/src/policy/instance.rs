@@ -326,18 +326,38 @@ impl WarmInstance {
 
 /// Runs `call` where WASI's host functions may block: they wait on a
 /// tokio runtime of their own, which they cannot start from inside a
-/// worker's. A policy that imports WASI (a JavaScript one) is called on a
-/// short-lived scoped thread when the caller runs on a runtime (its cost
-/// is in the README's figures); any other, and any caller off a runtime
-/// (the offline tools), right here.
+/// worker's. A policy that imports WASI (a JavaScript one) is called on
+/// the calling thread's own call thread when the caller runs on a runtime
+/// (one per worker, started at its first such call, so that a call costs
+/// two thread hand-offs, not a thread's start and its wasmtime set-up);
+/// any other, and any caller off a runtime (the offline tools), right here.
 pub(super) fn off_runtime<R: Send>(wasi: bool, call: impl FnOnce() -> R + Send) -> R {
     if !wasi || tokio::runtime::Handle::try_current().is_err() {
         return call();
     }
-    std::thread::scope(|s| match s.spawn(call).join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
+    thread_local! {
+        static CALL_THREAD: Option<rayon_core::ThreadPool> = rayon_core::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "policy-call".into())
+            .build()
+            .map_err(|e| tracing::error!(error = %e, "cannot start a policy call thread"))
+            .ok();
+    }
+    let mut call = Some(call);
+    let ran = CALL_THREAD.with(|pool| {
+        pool.as_ref()
+            .map(|pool| pool.install(|| (call.take().expect("called once"))()))
+    });
+    match ran {
+        Some(r) => r,
+        // No thread to be had: a short-lived one, as a last resort.
+        None => std::thread::scope(
+            |s| match s.spawn(call.take().expect("called once")).join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+        ),
+    }
 }
 
 /// A 0.3.0 policy's `select`, out of the hot path of 0.4.0's (its health
