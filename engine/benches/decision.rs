@@ -172,6 +172,40 @@ fn policy_call(c: &mut Criterion) {
             black_box(instance.select(&topology, &request, &tiers).unwrap())
         })
     });
+
+    // The same call of the JavaScript nearest (policies/js/nearest.js,
+    // built by componentize-js: see load_testing/bench/js_policy.sh), on
+    // this thread, and from inside a tokio runtime as a worker makes it
+    // (handed to the worker's call thread and back).
+    let js = std::env::var_os("EDGEWARD_JS_POLICY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/js-policies/nearest.wasm")
+        });
+    if !js.exists() {
+        eprintln!("policy_call/js: {} not built; skipped", js.display());
+        return;
+    }
+    let js_host = support::host(PolicySource::from_files(&js, None).unwrap());
+    let mut js_instance = js_host.instantiate(&js_host.active()).unwrap();
+    c.bench_function("policy_call/8_candidates/js_nearest", |b| {
+        b.iter(|| {
+            request.seed += 1;
+            black_box(js_instance.select(&topology, &request, &tiers).unwrap())
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    c.bench_function("policy_call/8_candidates/js_nearest_from_a_worker", |b| {
+        runtime.block_on(async {
+            b.iter(|| {
+                request.seed += 1;
+                black_box(js_instance.select(&topology, &request, &tiers).unwrap())
+            })
+        })
+    });
 }
 
 criterion_group!(benches, lpm, decision, policy_call);

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# A JavaScript policy (tests/policies-js/hostile.js, its first-eligible path)
-# beside the Rust nearest, in one run, interleaved: one worker pinned to core
-# 1, wrk (16 connections, 10 s) on core 0. Prints redirects/s, latency, the
+# The JavaScript nearest (policies/js/nearest.js, with the JS SDK) beside
+# the Rust nearest, in one run, interleaved: one worker pinned to core 1,
+# wrk (16 connections, 10 s) on core 0. Prints redirects/s, latency, the
 # mean policy call, the load time (compile + instantiate + init: uncached,
 # then from the compile cache) and RSS. Needs a release build and wrk.
 set -u
 cd "$(dirname "$0")/../.."
 BIN=target/release/edgeward
 TOPO=tests/e2e/fixtures/routing.json
-JS=target/js-policies/hostile.wasm
-[ -f "$JS" ] || { echo "build it first: K6=x cargo test -p edgeward --test e2e -- javascript (or componentize-js in tests/policies-js)"; exit 1; }
+JS=target/js-policies/nearest.wasm
+[ -f "$JS" ] || { echo "build it first: policies/js/node_modules/.bin/componentize-js --wit wit --world-name router --disable http fetch-event -o $JS policies/js/nearest.js (after npm ci --prefix policies/js)"; exit 1; }
 run() {
   local name=$1; shift
   local log=/tmp/jsb-$name.log

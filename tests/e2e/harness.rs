@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 /// Longest a test waits for the engine to start or to log a line. Waiting
 /// ends as soon as the awaited thing happens; this only bounds a failure.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// How long an engine may take to start listening: a 12 MB JavaScript
+/// policy compiles for tens of seconds in a debug build on a busy machine.
+const START_PATIENCE: Duration = Duration::from_secs(180);
 
 /// Polls `found` until it gives a value and returns it. After
 /// [`PATIENCE`] the test fails, naming `what` it waited for. The one wait
@@ -146,7 +149,7 @@ impl Engine {
                 }
             }
         });
-        match rx.recv_timeout(PATIENCE) {
+        match rx.recv_timeout(START_PATIENCE) {
             Ok((addr, admin, tls, h3)) => Ok(Engine {
                 child,
                 addr: addr.parse().unwrap(),

@@ -1,50 +1,66 @@
-//! Policies in JavaScript: built from `tests/policies-js/` with
-//! componentize-js (from the npm registry, at the committed lockfile's
-//! version), loaded by the engine under the same sandbox as Rust ones.
+//! Policies in JavaScript: the shipped ones (`policies/js/`), the test
+//! ones (`tests/policies-js/`) and one made by `edgeward policy new --lang
+//! js`, built with componentize-js (from the npm registry, at the
+//! committed lockfile's version: `policies/js/package-lock.json`), loaded
+//! by the engine under the same sandbox as Rust ones, and the JavaScript
+//! SDK held to the Rust SDK's answers.
 
-use crate::harness::{Conn, Engine, TempDir, fixtures, wait_until};
+use crate::harness::{Conn, Engine, TempDir, binary, built_policy, fixtures, wait_until};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
-/// `tests/policies-js/NAME.js` built as a component of the `router` world
-/// (once per test run), and its path.
-fn built_js(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    assert_eq!(name, "hostile", "only hostile.js is built");
-    BUILT
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let dir = root.join("tests/policies-js");
-            let tool = dir.join("node_modules/.bin/componentize-js");
-            assert!(
-                tool.exists(),
-                "{} is missing: run `npm ci --prefix tests/policies-js` (tests/run does)",
-                tool.display()
-            );
-            let out_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"))
-                .join("js-policies");
-            std::fs::create_dir_all(&out_dir).unwrap();
-            let out = out_dir.join(format!("{name}.wasm"));
-            let built = Command::new(&tool)
-                .current_dir(&dir)
-                .args(["--wit", "../../wit", "--world-name", "router"])
-                .args(["--disable", "http", "fetch-event", "-o"])
-                .arg(&out)
-                .arg(format!("{name}.js"))
-                .output()
-                .expect("running componentize-js");
-            assert!(
-                built.status.success(),
-                "componentize-js: {}",
-                String::from_utf8_lossy(&built.stderr)
-            );
-            out
-        })
-        .clone()
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// componentize-js, as `npm ci --prefix policies/js` installs it.
+fn componentize_js() -> PathBuf {
+    let tool = root().join("policies/js/node_modules/.bin/componentize-js");
+    assert!(
+        tool.exists(),
+        "{} is missing: run `npm ci --prefix policies/js` (tests/run does)",
+        tool.display()
+    );
+    tool
+}
+
+/// The JavaScript policy `source` (relative to the repository) built as a
+/// component of the `router` world, once per test run; its path. It is
+/// built from the repository's root, where its relative imports (the SDK
+/// in `sdk/js/`) resolve.
+fn built_js(source: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get_or_insert_with(HashMap::new).get(source) {
+        return path.clone();
+    }
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("js-policies");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let stem = Path::new(source).file_stem().unwrap().to_str().unwrap();
+    let out = out_dir.join(format!("{stem}.wasm"));
+    let run = Command::new(componentize_js())
+        .current_dir(root())
+        .args(["--wit", "wit", "--world-name", "router"])
+        .args(["--disable", "http", "fetch-event", "-o"])
+        .arg(&out)
+        .arg(source)
+        .output()
+        .expect("running componentize-js");
+    assert!(
+        run.status.success(),
+        "componentize-js {source}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    built
+        .get_or_insert_with(HashMap::new)
+        .insert(source.to_string(), out.clone());
+    out
 }
 
 fn get(engine: &Engine, path: &str, client: &str) -> (u16, String, String) {
@@ -64,7 +80,7 @@ fn policies(engine: &Engine) -> Vec<Value> {
 
 #[test]
 fn a_javascript_policy_decides_and_its_misdeeds_are_contained() {
-    let wasm = built_js("hostile");
+    let wasm = built_js("tests/policies-js/hostile.js");
     let topology = fixtures().join("routing.json");
     let engine = Engine::start(&[
         "--topology",
@@ -109,10 +125,94 @@ fn a_javascript_policy_decides_and_its_misdeeds_are_contained() {
 /// Lines of one call's output an instance may log (its limit a second).
 pub const LINES_LOGGED: usize = 20;
 
+/// `edgeward policy new NAME --lang js` in `dir`, built with `policy
+/// build`; the component's path. The project's `node_modules` is
+/// `policies/js`'s: its lockfile is that one (only the project's name
+/// differs), so `npm ci` would install the same packages again.
+fn policy_from_the_template(dir: &TempDir, name: &str) -> PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new(binary()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "edgeward {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let parent = dir.path("");
+    let wrote = run(&[
+        "policy",
+        "new",
+        name,
+        "--lang",
+        "js",
+        "--into",
+        parent.to_str().unwrap(),
+    ]);
+    assert!(wrote.contains("npm ci && edgeward policy build"), "{wrote}");
+    let project = dir.path(name);
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "policy.js",
+        "cases.toml",
+        "wit/policy.wit",
+        "edgeward/edgeward.js",
+        "edgeward/edgeward.d.ts",
+        "edgeward/testing/host.js",
+    ] {
+        assert!(project.join(file).is_file(), "policy new wrote no {file}");
+    }
+    let lock: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("package-lock.json")).unwrap())
+            .unwrap();
+    assert_eq!(lock["name"], name);
+    assert_eq!(lock["packages"][""]["name"], name);
+    // Without its packages, build says what to do.
+    let out = Command::new(binary())
+        .args(["policy", "build"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `npm ci`"), "{err}");
+    std::os::unix::fs::symlink(
+        root().join("policies/js/node_modules"),
+        project.join("node_modules"),
+    )
+    .unwrap();
+    let built: Value = serde_json::from_str(&run(&[
+        "policy",
+        "build",
+        project.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(built["contract"], "edgeward:policy@0.4.0", "{built}");
+    assert!(built["size"].as_u64().unwrap() > 1_000_000, "{built}");
+    let wasm = PathBuf::from(built["path"].as_str().unwrap());
+    assert!(
+        wasm.ends_with(format!("target/edgeward/{name}.wasm")),
+        "{built}"
+    );
+    // The template's cases hold through the engine's request path.
+    let tested = run(&[
+        "policy",
+        "test",
+        wasm.to_str().unwrap(),
+        "--cases",
+        project.join("cases.toml").to_str().unwrap(),
+    ]);
+    assert!(tested.contains("4 passed"), "{tested}");
+    wasm
+}
+
 #[test]
-fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
-    let wasm = built_js("hostile");
+fn a_javascript_policy_from_the_template_is_shadowed_canaried_and_promoted_under_load() {
     let dir = TempDir::new("js-canary");
+    let wasm = policy_from_the_template(&dir, "js-nearest");
     let topology = fixtures().join("routing.json");
     let engine = Engine::start(&[
         "--topology",
@@ -141,7 +241,7 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
                     failed.push(format!("{} {}", r.status, r.body));
                 }
                 let policy = r.header("edgeward-policy").unwrap_or("").to_string();
-                if policy == "hostile@2" {
+                if policy == "js-nearest@2" {
                     by_js.fetch_add(1, Ordering::Relaxed);
                 }
                 *by.entry(policy).or_insert(0) += 1;
@@ -157,8 +257,8 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
     };
     let up = admin(
         "POST",
-        "/policies/hostile",
-        &std::fs::read(Path::new(&wasm)).unwrap(),
+        "/policies/js-nearest",
+        &std::fs::read(&wasm).unwrap(),
         "application/wasm",
     );
     assert_eq!(up["version"], 2, "{up}");
@@ -173,10 +273,12 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
         v["report"]["compared"].as_u64().unwrap_or(0) >= 50
     });
     let stopped = admin("DELETE", "/shadow", b"", "application/json");
-    assert_eq!(
-        stopped["stopped"]["report"]["shadow_failures"], 0,
-        "{stopped}"
-    );
+    let report = &stopped["stopped"]["report"];
+    assert_eq!(report["shadow_failures"], 0, "{stopped}");
+    // The JavaScript nearest draws what the Rust one draws (the shadow's
+    // call is seeded like the primary's): every answer agrees.
+    assert_eq!(report["agreed"], report["compared"], "{stopped}");
+    assert_eq!(stopped["stopped"]["agreement"], 1.0, "{stopped}");
     admin(
         "PUT",
         "/canary",
@@ -188,7 +290,7 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
     });
     admin("POST", "/canary/promote", b"", "application/json");
     let after = engine.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.1.2.3")]);
-    assert_eq!(after.header("edgeward-policy"), Some("hostile@2"));
+    assert_eq!(after.header("edgeward-policy"), Some("js-nearest@2"));
     let promoted = by_js.load(Ordering::Relaxed);
     wait_until("the promoted version answers the players", || {
         by_js.load(Ordering::Relaxed) > promoted + 200
@@ -202,8 +304,123 @@ fn a_javascript_policy_is_shadowed_canaried_and_promoted_under_load() {
         &failed[..failed.len().min(3)]
     );
     assert!(
-        by.contains_key("nearest@1") && by.contains_key("hostile@2"),
+        by.contains_key("nearest@1") && by.contains_key("js-nearest@2"),
         "{by:?}"
     );
     assert!(!by.contains_key("native"), "no call failed: {by:?}");
+}
+
+/// The JavaScript SDK's own tests (`node --test`) against the golden
+/// vectors the codec and the Rust SDK wrote (`sdk/tests/js_vectors.rs`
+/// checks that the committed file is what they write today).
+#[test]
+fn the_javascript_sdk_answers_as_the_rust_sdk() {
+    let sdk = root().join("sdk/js");
+    let out = Command::new("node")
+        .current_dir(&sdk)
+        .args(["--import", "./testing/register.js", "--test", "test/"])
+        .output()
+        .expect("running node");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("# fail 0") && !report.contains("# pass 0"),
+        "{report}"
+    );
+}
+
+/// The shipped JavaScript nearest and consistent give the Rust ones'
+/// answers: the Rust policy's decisions, logged by a real engine over
+/// clients of every kind (IPv4, IPv6, subnets and none, every URL kind,
+/// a server down), replay through the JavaScript one with every answer
+/// the same (nearest's random draws included: the seed is in the log).
+#[test]
+fn javascript_nearest_and_consistent_answer_as_the_rust_ones() {
+    let topology = fixtures().join("routing.json");
+    let dir = TempDir::new("js-conformance");
+    for (rust, js, config) in [
+        ("nearest", "policies/js/nearest.js", "{}"),
+        ("consistent", "policies/js/consistent.js", "{}"),
+        (
+            "consistent",
+            "policies/js/consistent.js",
+            r#"{"key": "client"}"#,
+        ),
+    ] {
+        let js = built_js(js);
+        let config_file = dir.path(&format!("{rust}-{}.json", config.len()));
+        std::fs::write(&config_file, config).unwrap();
+        let log = dir.path(&format!("{rust}-{}.jsonl", config.len()));
+        let engine = Engine::start(&[
+            "--topology",
+            topology.to_str().unwrap(),
+            "--policy",
+            built_policy(rust).to_str().unwrap(),
+            "--policy-config",
+            config_file.to_str().unwrap(),
+            "--decision-log",
+            log.to_str().unwrap(),
+            "--decision-log-sample",
+            "1",
+        ]);
+        let mut conn = engine.connect();
+        let mut sent = 0;
+        let clients = [
+            "10.1.2.3",
+            "10.1.9.200",
+            "10.6.0.4",
+            "192.0.2.1",
+            "2001:db8::1",
+            "2001:db8:1::7",
+            "::ffff:10.1.2.3",
+            "fe80::1:0:0:0",
+        ];
+        let paths = [
+            "/btv/live/hls/ch1.m3u8",
+            "/btv/live/mpd_wv/ch1.mpd",
+            "/btv/catchup/hls/p1.m3u8?t=5",
+            "/vod/films/a.mp4?token=x",
+            "/static/logo.png",
+            "/vod/films/b.mp4",
+        ];
+        // Each request four times: nearest draws anew each time.
+        for _ in 0..4 {
+            for client in clients {
+                for path in paths {
+                    let r = conn.request("GET", path, &[("X-Real-IP", client)]);
+                    assert_eq!(r.status, 302, "{client} {path}: {r:?}");
+                    sent += 1;
+                }
+            }
+        }
+        wait_until("every decision is logged", || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= sent)
+        });
+        drop(engine);
+        let out = Command::new(binary())
+            .args(["policy", "replay"])
+            .arg(&js)
+            .arg("--config")
+            .arg(&config_file)
+            .arg("--log")
+            .arg(&log)
+            .arg("--topology")
+            .arg(&topology)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let decisions = report["decisions"].as_u64().unwrap();
+        assert!(decisions > 100, "{rust} {config}: {report:#}");
+        assert_eq!(report["same"], decisions, "{rust} {config}: {report:#}");
+    }
 }

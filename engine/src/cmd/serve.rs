@@ -615,19 +615,28 @@ fn follow_etcd(
 }
 
 fn policy_cache_dir(args: &ServeArgs) -> Option<PathBuf> {
+    match args.policy_cache_dir.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => default_policy_cache_dir(),
+    }
+}
+
+/// Where compiled policies are kept when no folder is given:
+/// $STATE_DIRECTORY/policy-cache under systemd, else
+/// $XDG_CACHE_HOME/edgeward/policies or ~/.cache/edgeward/policies. The
+/// offline `policy` commands share it, so that a 12 MB JavaScript policy is
+/// compiled once, not at every `policy test`, `explain` or `replay`.
+pub fn default_policy_cache_dir() -> Option<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    match args.policy_cache_dir.as_deref() {
-        Some("off") => None,
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => env("STATE_DIRECTORY")
-            .map(|d| d.join("policy-cache"))
-            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("edgeward/policies")))
-            .or_else(|| env("HOME").map(|d| d.join(".cache/edgeward/policies"))),
-    }
+    env("STATE_DIRECTORY")
+        .map(|d| d.join("policy-cache"))
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("edgeward/policies")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/edgeward/policies")))
 }
 
 fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<Token>> {

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod new;
+pub mod new_js;
 pub mod replay;
 pub mod test;
 
@@ -39,15 +40,20 @@ pub enum PolicyCommand {
         /// Where to write the component.
         file: PathBuf,
     },
-    /// Write a new policy crate in ./NAME that builds with nothing but
-    /// this binary, a Rust toolchain and the wasm32-unknown-unknown target
-    /// (the SDK and the contract are vendored into it).
+    /// Write a new policy in ./NAME that builds with nothing but this
+    /// binary and a Rust toolchain with the wasm32-unknown-unknown target
+    /// (`--lang rust`), or Node and npm (`--lang js`); the SDK and the
+    /// contract are copied into it.
     New {
         /// The crate's name (and folder).
         name: String,
         /// Which policy it starts from.
         #[arg(long, value_enum, default_value = "nearest")]
         template: new::Template,
+        /// The language: a Rust crate, or a JavaScript project (built
+        /// with componentize-js from npm).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
         /// Where to create the folder (default: here).
         #[arg(long, value_name = "DIR", default_value = ".")]
         into: PathBuf,
@@ -126,8 +132,9 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Build a policy crate for wasm and encode it as a component; prints
-    /// its path, size, content hash and contract version.
+    /// Build a policy crate for wasm and encode it as a component, or a
+    /// JavaScript project with its componentize-js; prints the
+    /// component's path, size, content hash and contract version.
     Build {
         /// The crate's folder.
         #[arg(default_value = ".")]
@@ -140,18 +147,20 @@ pub enum PolicyCommand {
 
 /// A policy host for one policy file, as the offline commands use it: the
 /// file's policy is its only (and active) version, seeded, and a failing
-/// call is a 503 (no fallback hides it).
+/// call is a 503 (no fallback hides it). Compiled components are cached
+/// where the engine caches them.
 fn offline_host(
     file: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<std::sync::Arc<PolicyHost>> {
     let source = PolicySource::from_files(file, config)?;
-    Ok(PolicyHost::new(
+    Ok(PolicyHost::with_cache(
         Sandbox::default(),
         Some(1),
         source,
         Fallback::Unavailable,
         u64::MAX,
+        super::serve::default_policy_cache_dir(),
     )?)
 }
 
@@ -169,17 +178,26 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::New {
             name,
             template,
+            lang,
             into,
         } => {
-            let dir = new::run(&name, template, &into)?;
+            let dir = match lang {
+                new::Lang::Rust => new::run(&name, template, &into)?,
+                new::Lang::Js => new_js::run(&name, template, &into)?,
+            };
             println!(
-                "wrote {} (template {}, contract {}): cd {} && edgeward policy build",
+                "wrote {} (template {}, contract {}): cd {} && {}edgeward policy build",
                 dir.display(),
                 clap::ValueEnum::to_possible_value(&template)
                     .map(|v| v.get_name().to_string())
                     .unwrap_or_default(),
                 new::CONTRACT,
-                dir.display()
+                dir.display(),
+                if lang == new::Lang::Js {
+                    "npm ci && "
+                } else {
+                    ""
+                }
             );
             Ok(())
         }

@@ -26,6 +26,15 @@ pub enum Template {
     Blank,
 }
 
+/// The language of a new policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate (the SDK vendored).
+    Rust,
+    /// A JavaScript project (the SDK copied in; componentize-js from npm).
+    Js,
+}
+
 /// The contract version the vendored SDK is built for.
 pub const CONTRACT: &str = "edgeward:policy@0.4.0";
 
@@ -204,7 +213,7 @@ fn lock(name: &str) -> String {
 }
 
 /// A crate name cargo accepts that is also a safe folder name.
-fn check_name(name: &str) -> anyhow::Result<()> {
+pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -284,7 +293,7 @@ fn the_cases_hold_through_the_engine() {
 
 /// Cases every template passes on the demo topology (`edgeward policy
 /// test --cases cases.toml`); the author adds their own.
-const CASES: &str = r#"# Cases for `edgeward policy test --cases cases.toml` (add --topology FILE
+pub(super) const CASES: &str = r#"# Cases for `edgeward policy test --cases cases.toml` (add --topology FILE
 # for your own topology; these hold on the demo topology built into the
 # engine). Each names a client and a URL, optionally servers that are down
 # or drained, and what the answer must be: status, edge, edges (any of),
