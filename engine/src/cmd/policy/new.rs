@@ -177,6 +177,12 @@ pub fn run(name: &str, template: Template, parent: &Path) -> anyhow::Result<Path
             (*text).into(),
         ));
     }
+    write_files(&dir, files)?;
+    Ok(dir)
+}
+
+/// Writes each `(path, text)` under `dir`, creating folders as needed.
+pub(super) fn write_files(dir: &Path, files: Vec<(PathBuf, String)>) -> anyhow::Result<()> {
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
@@ -185,7 +191,7 @@ pub fn run(name: &str, template: Template, parent: &Path) -> anyhow::Result<Path
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// The lock of the new crate: the SDK's locked dependencies, and the

@@ -9,7 +9,7 @@
 //! installs what was tested. `edgeward policy build` runs componentize-js.
 
 use super::new::{CASES, Template, check_name};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use std::path::{Path, PathBuf};
 
 const WIT: &str = include_str!("../../../../wit/policy.wit");
@@ -91,14 +91,7 @@ pub fn run(name: &str, template: Template, parent: &Path) -> anyhow::Result<Path
     for (file, text) in SDK {
         files.push((Path::new("edgeward").join(file), (*text).into()));
     }
-    for (path, text) in files {
-        let path = dir.join(path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    super::new::write_files(&dir, files)?;
     Ok(dir)
 }
 
