@@ -3,7 +3,7 @@
 //! and real edgeward nodes following it.
 
 use crate::admin::upload;
-use crate::harness::{Conn, Engine, Response, TempDir, wait_until};
+use crate::harness::{Conn, Engine, Response, TempDir, built_policy, wait_until};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
@@ -392,12 +392,36 @@ fn policies_activated_and_rolled_back_through_any_node_serve_everywhere() {
     let (code, v) = nodes[0].admin_json("POST", "/policies/rollback", json!(null));
     assert_eq!(code, 409, "{v}");
 
-    // A second policy, then rollback: all nodes return to `spread`.
-    let (code, v) = upload(&nodes[0], "near", "nearest", json!({}), true);
+    // A second policy with limits of its own, then rollback: all nodes
+    // run it under those limits, then return to `spread`.
+    let wasm = std::fs::read(built_policy("nearest")).unwrap();
+    let (code, v) = nodes[0].admin_json(
+        "POST",
+        "/policies/near",
+        json!({
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+            "activate": true,
+            "limits": {"deadline_ms": 40, "memory_mib": 32},
+        }),
+    );
     assert_eq!(code, 201, "{v}");
     let near = format!("near@{}", v["version"]);
     for n in &nodes {
         wait_until("every node routes with near", || policy_header(n) == near);
+        let (_, listed) = n.admin_json("GET", "/policies", json!(null));
+        let p = listed["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "near")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            p["limits"],
+            json!({"deadline_ms": 40, "memory_mib": 32}),
+            "{p}"
+        );
+        assert_eq!(p["deadline_ms"].as_f64(), Some(40.0), "{p}");
     }
     let (code, v) = nodes[2].admin_json("POST", "/policies/rollback", json!(null));
     assert_eq!(code, 200, "{v}");

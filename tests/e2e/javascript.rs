@@ -125,6 +125,135 @@ fn a_javascript_policy_decides_and_its_misdeeds_are_contained() {
 /// Lines of one call's output an instance may log (its limit a second).
 pub const LINES_LOGGED: usize = 20;
 
+#[test]
+fn a_policy_runs_under_the_limits_stored_with_it() {
+    let wasm = std::fs::read(built_js("tests/policies-js/hostile.js")).unwrap();
+    let topology = fixtures().join("routing.json");
+    let engine = Engine::start(&["--topology", topology.to_str().unwrap()]);
+    let upload = |query: &str| {
+        engine.admin(
+            "POST",
+            &format!("/policies/roomy{query}"),
+            &wasm,
+            "application/wasm",
+            None,
+        )
+    };
+
+    // Out of range or malformed: refused, naming the field and the value.
+    for (query, said) in [
+        (
+            "?deadline_ms=0",
+            "limits.deadline_ms: 0 is out of range (1–1000 ms)",
+        ),
+        (
+            "?memory_mib=4096",
+            "limits.memory_mib: 4096 is out of range (1–1024 MiB)",
+        ),
+        (
+            "?deadline_ms=soon",
+            "limits.deadline_ms: \"soon\" is not a whole number",
+        ),
+    ] {
+        let r = upload(query);
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        let error: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(error["error"], said, "{query}");
+    }
+    let r = engine.admin_json(
+        "POST",
+        "/policies/roomy",
+        serde_json::json!({"wasm_base64": "AA==", "limits": {"deadline": 5}}),
+    );
+    assert_eq!(r.0, 400, "{}", r.1);
+    assert!(
+        r.1.to_string().contains("unknown field `deadline`"),
+        "{}",
+        r.1
+    );
+
+    // Too little memory for a JavaScript engine: it cannot be instantiated,
+    // which is said, and nothing is loaded.
+    let r = upload("?memory_mib=1");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("cannot be instantiated"), "{}", r.body);
+    assert_eq!(policies(&engine).len(), 1, "only the built-in policy");
+
+    // Its own limits, stored and reported; the built-in keeps the host's.
+    let r = upload("?deadline_ms=40&memory_mib=64&activate=true");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let up: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        up["limits"],
+        serde_json::json!({"deadline_ms": 40, "memory_mib": 64})
+    );
+    let listed = policies(&engine);
+    let roomy = listed.iter().find(|p| p["name"] == "roomy").unwrap();
+    assert_eq!(
+        roomy["limits"],
+        serde_json::json!({"deadline_ms": 40, "memory_mib": 64})
+    );
+    assert_eq!(
+        (roomy["deadline_ms"].as_f64(), roomy["memory_mib"].as_f64()),
+        (Some(40.0), Some(64.0))
+    );
+    let builtin = listed.iter().find(|p| p["name"] == "nearest").unwrap();
+    assert_eq!(builtin["limits"], serde_json::json!({}));
+    assert_eq!(
+        (
+            builtin["deadline_ms"].as_f64(),
+            builtin["memory_mib"].as_f64()
+        ),
+        (Some(5.0), Some(16.0))
+    );
+
+    // It serves, and its misdeeds are still contained under the larger
+    // limits: the loop runs out of its (larger) fuel, the hoard out of its
+    // (larger) memory.
+    let (status, _, policy) = get(&engine, "/btv/live/hls/ch1", "10.1.2.3");
+    assert_eq!((status, policy), (302, format!("roomy@{}", up["version"])));
+    for how in ["loop", "alloc"] {
+        let (status, _, policy) = get(&engine, &format!("/vod/{how}"), "10.1.2.3");
+        assert_eq!((status, policy.as_str()), (302, "native"), "{how}");
+    }
+    let roomy = policies(&engine)
+        .into_iter()
+        .find(|p| p["name"] == "roomy")
+        .unwrap();
+    assert!(roomy["deadline_hits"].as_u64().unwrap() >= 1, "{roomy}");
+    drop(engine);
+
+    // The offline commands take the same limits.
+    let file = built_js("tests/policies-js/hostile.js");
+    let check = |extra: &[&str]| {
+        Command::new(binary())
+            .args(["policy", "check"])
+            .arg(&file)
+            .args(["--topology", topology.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let roomy = check(&["--deadline-ms", "40", "--memory-mib", "64"]);
+    assert!(
+        roomy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&roomy.stderr)
+    );
+    let cramped = check(&["--memory-mib", "1"]);
+    let said = String::from_utf8_lossy(&cramped.stderr);
+    assert!(
+        !cramped.status.success() && said.contains("cannot be instantiated"),
+        "{said}"
+    );
+    let wrong = check(&["--deadline-ms", "0"]);
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && said.contains("limits.deadline_ms: 0 is out of range"),
+        "{said}"
+    );
+}
+
 /// `edgeward policy new NAME --lang js` in `dir`, built with `policy
 /// build`; the component's path. The project's `node_modules` is
 /// `policies/js`'s: its lockfile is that one (only the project's name

@@ -10,7 +10,7 @@
 //! | `GET /metrics` | Prometheus/OpenMetrics text | text |
 //! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback, etcd | status |
 //! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time | `{"policies": [...]}` |
-//! | `POST /policies/{name}[?activate=true]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate"}` | 201 *policy* |
+//! | `POST /policies/{name}[?activate=true][&deadline_ms=&memory_mib=]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate", "limits"}` | 201 *policy* |
 //! | `POST /policies/{version}/activate` | make a loaded version active | *routing* |
 //! | `POST /policies/rollback` | re-activate the previous version | *routing* |
 //! | `GET /canary` | the canary | `{"active", "canary"}` |
@@ -24,7 +24,7 @@
 //! | `GET /servers` | every server with its health (up/down/unknown/draining), since, last error, figures | `{"topology_version", "servers"}` |
 //! | `POST /servers/{id}/drain`, `DELETE /servers/{id}/drain` | drain or undrain a server | *drain* |
 //!
-//! - *policy*: `{"name", "version", "hash", "digest", "active", "samples", "revision", "applied_here"}`;
+//! - *policy*: `{"name", "version", "hash", "digest", "active", "limits", "samples", "revision", "applied_here"}`;
 //! - *routing*: `{"active", "previous", "canary", "shadow", "revision", "applied_here"}`, what serves after the change;
 //! - *topology*: `{"version", "hash", "summary", "revision", "applied_here"}`;
 //! - *drain*: `{"server", "draining", "changed", "revision", "applied_here"}`.
@@ -332,6 +332,7 @@ fn changed(admin: &Admin, result: Result<Changed, ChangeError>) -> Reply {
             hash,
             digest,
             activated,
+            limits,
             samples,
         } => json!({
             "name": name,
@@ -339,6 +340,7 @@ fn changed(admin: &Admin, result: Result<Changed, ChangeError>) -> Reply {
             "hash": hash,
             "digest": digest,
             "active": activated,
+            "limits": limits,
             "samples": samples,
         }),
         Outcome::Routing {
@@ -522,7 +524,8 @@ fn topology(admin: &Admin, query: &str) -> Reply {
 }
 
 /// The policy an upload carries and whether to activate it: a raw `.wasm`
-/// body, or JSON `{"wasm_base64", "config", "activate"}`.
+/// body, or JSON `{"wasm_base64", "config", "activate", "limits"}`; the
+/// limits may also come as `?deadline_ms=&memory_mib=`.
 fn parse_upload(
     name: &str,
     query: &str,
@@ -533,6 +536,7 @@ fn parse_upload(
     let mut activate = query
         .split('&')
         .any(|kv| kv == "activate=true" || kv == "activate=1");
+    let mut limits = crate::policy::Limits::from_query(query).map_err(bad)?;
     let (wasm, config) = if is_json {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -542,10 +546,19 @@ fn parse_upload(
             config: Option<Value>,
             #[serde(default)]
             activate: bool,
+            #[serde(default)]
+            limits: Option<crate::policy::Limits>,
         }
         let up: Upload =
             serde_json::from_slice(body).map_err(|e| bad(format!("invalid upload JSON: {e}")))?;
         activate |= up.activate;
+        if let Some(given) = up.limits {
+            given.check().map_err(bad)?;
+            limits = crate::policy::Limits {
+                deadline_ms: given.deadline_ms.or(limits.deadline_ms),
+                memory_mib: given.memory_mib.or(limits.memory_mib),
+            };
+        }
         let wasm = base64::engine::general_purpose::STANDARD
             .decode(up.wasm_base64.trim())
             .map_err(|e| bad(format!("wasm_base64: {e}")))?;
@@ -564,6 +577,7 @@ fn parse_upload(
         name: name.to_string(),
         wasm,
         config,
+        limits,
     };
     Ok((source, activate))
 }

@@ -199,6 +199,10 @@ pub struct PolicyRecord {
     pub wasm: BlobRef,
     /// Its configuration (MessagePack), base64.
     pub config_base64: String,
+    /// The limits stored with it (absent in records written before they
+    /// existed, and when none is set).
+    #[serde(default, skip_serializing_if = "crate::policy::Limits::is_default")]
+    pub limits: crate::policy::Limits,
     /// Who uploaded it.
     pub written_by: String,
     /// When, RFC 3339.
@@ -258,11 +262,21 @@ pub struct DrainRecord {
     pub written_at: String,
 }
 
-/// The identity of a policy in etcd: its component and its configuration.
-pub fn policy_digest(wasm_sha256: &str, config: &[u8]) -> String {
+/// The identity of a policy in etcd: its component, its configuration and
+/// its limits. Limits count only when set, so the digest of a policy
+/// without them is the one it had before limits existed.
+pub fn policy_digest(wasm_sha256: &str, config: &[u8], limits: &crate::policy::Limits) -> String {
     let mut bytes = wasm_sha256.as_bytes().to_vec();
     bytes.push(b'\n');
     bytes.extend_from_slice(config);
+    if !limits.is_default() {
+        bytes.push(b'\n');
+        bytes.extend_from_slice(
+            serde_json::to_string(limits)
+                .expect("limits serialise")
+                .as_bytes(),
+        );
+    }
     crate::sha256_hex(&bytes)[..32].to_string()
 }
 
@@ -292,9 +306,29 @@ mod tests {
 
     #[test]
     fn the_digest_depends_on_component_and_configuration() {
-        let a = policy_digest("aa", b"\x80");
-        assert_ne!(a, policy_digest("ab", b"\x80"));
-        assert_ne!(a, policy_digest("aa", b"\x81\xa1k\x01"));
-        assert_eq!(a, policy_digest("aa", b"\x80"));
+        use crate::policy::Limits;
+        let none = Limits::default();
+        let a = policy_digest("aa", b"\x80", &none);
+        assert_ne!(a, policy_digest("ab", b"\x80", &none));
+        assert_ne!(a, policy_digest("aa", b"\x81\xa1k\x01", &none));
+        assert_eq!(a, policy_digest("aa", b"\x80", &none));
+        // What records written before limits existed hold.
+        assert_eq!(a, "33eae5c5e3196796072c9fe3f343a597");
+        let limited = Limits {
+            deadline_ms: Some(50),
+            memory_mib: None,
+        };
+        assert_ne!(a, policy_digest("aa", b"\x80", &limited));
+        assert_ne!(
+            policy_digest("aa", b"\x80", &limited),
+            policy_digest(
+                "aa",
+                b"\x80",
+                &Limits {
+                    memory_mib: Some(50),
+                    deadline_ms: None
+                }
+            )
+        );
     }
 }

@@ -346,13 +346,14 @@ impl Cluster {
         who: &str,
     ) -> Result<(Written, u64, String, Vec<SampleResult>), ChangeError> {
         let (checked, samples) = control.check_policy(source.clone())?;
-        let digest = layout::policy_digest(&checked.hash, &source.config);
+        let digest = layout::policy_digest(&checked.hash, &source.config, &source.limits);
         let key = self.keys.policy(&digest);
         let wasm = write_blob(&self.client, &self.keys, &source.wasm).await?;
         let record = PolicyRecord {
             name: checked.name.clone(),
             wasm,
             config_base64: base64::engine::general_purpose::STANDARD.encode(&source.config),
+            limits: source.limits,
             written_by: self.written_by(who),
             written_at: crate::time::now_rfc3339(),
         };
@@ -691,6 +692,7 @@ impl EtcdWriter {
             }
             Change::Policy { source, activate } => {
                 let name = source.name.clone();
+                let limits = source.limits;
                 let (w, version, digest, samples) =
                     cluster.push_policy(control, source, activate, who).await?;
                 let hash = control.policies.find(version).map(|p| p.hash.clone());
@@ -702,6 +704,7 @@ impl EtcdWriter {
                         hash,
                         digest: Some(digest),
                         activated: activate,
+                        limits,
                         samples,
                     },
                 )

@@ -113,6 +113,7 @@ impl Control {
                     hash: Some(p.hash.clone()),
                     digest: None,
                     activated: activate,
+                    limits: p.limits,
                     samples,
                 })
             }

@@ -134,6 +134,8 @@ pub enum Outcome {
         digest: Option<String>,
         /// Whether it was activated.
         activated: bool,
+        /// The limits stored with it.
+        limits: crate::policy::Limits,
         /// Its decisions of the acceptance samples.
         samples: Vec<SampleResult>,
     },

@@ -48,12 +48,14 @@ pub struct WarmInstance {
 }
 
 impl WarmInstance {
+    /// An instance of `policy` under the limits it runs with
+    /// (`policy.sandbox`).
     pub(super) fn new(
         engine: &Engine,
-        sandbox: Sandbox,
         seed: Option<u64>,
         policy: &Arc<LoadedPolicy>,
     ) -> Result<Self, PolicyError> {
+        let sandbox = policy.sandbox;
         let (instance, headers) =
             off_runtime(policy.wasi, || Self::create(engine, sandbox, seed, policy))?;
         // The first instance's manifest is the policy's; a policy must not

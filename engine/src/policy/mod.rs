@@ -85,6 +85,14 @@ pub enum PolicyError {
         /// What failed.
         message: String,
     },
+    /// The limits stored with it are out of range.
+    #[error("policy {name:?}: {message}")]
+    Limits {
+        /// Policy name.
+        name: String,
+        /// Which limit, and why.
+        message: String,
+    },
     /// The configuration file is malformed.
     #[error("policy configuration {path}: {message}")]
     Config {
@@ -113,6 +121,91 @@ impl Default for Sandbox {
     }
 }
 
+/// Limits stored with one policy (its upload, its etcd record), which
+/// replace the host's [`Sandbox`] for that policy's calls: a JavaScript
+/// policy burns about 90 times the fuel of a Rust one per call and its JS
+/// engine needs more than 16 MiB, so one host-wide setting cannot suit
+/// both. A field left out takes the host's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest a call may run (it sets the call's fuel), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Largest memory an instance may grow to, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+}
+
+/// The range a stored deadline must be in, in milliseconds: a redirect
+/// that waits a second for its policy is already a failed one.
+pub const DEADLINE_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=1000;
+/// The range a stored memory cap must be in, in MiB (every worker holds an
+/// instance, so the cap is multiplied by the workers).
+pub const MEMORY_MIB_RANGE: std::ops::RangeInclusive<u64> = 1..=1024;
+
+impl Limits {
+    /// Whether no field is set (the host's sandbox applies).
+    pub fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Checks the ranges; the error names the field and the value.
+    pub fn check(&self) -> Result<(), String> {
+        let out_of = |field: &str, v: u64, r: &std::ops::RangeInclusive<u64>, unit: &str| {
+            format!(
+                "limits.{field}: {v} is out of range ({}–{} {unit})",
+                r.start(),
+                r.end()
+            )
+        };
+        if let Some(v) = self.deadline_ms
+            && !DEADLINE_MS_RANGE.contains(&v)
+        {
+            return Err(out_of("deadline_ms", v, &DEADLINE_MS_RANGE, "ms"));
+        }
+        if let Some(v) = self.memory_mib
+            && !MEMORY_MIB_RANGE.contains(&v)
+        {
+            return Err(out_of("memory_mib", v, &MEMORY_MIB_RANGE, "MiB"));
+        }
+        Ok(())
+    }
+
+    /// Reads `deadline_ms` and `memory_mib` from a query string (a raw
+    /// `.wasm` upload's); other parameters are left to the caller.
+    pub fn from_query(query: &str) -> Result<Self, String> {
+        let mut limits = Limits::default();
+        for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            let field = match key {
+                "deadline_ms" => &mut limits.deadline_ms,
+                "memory_mib" => &mut limits.memory_mib,
+                _ => continue,
+            };
+            *field = Some(value.parse().map_err(|_| {
+                format!(
+                    "limits.{key}: {:?} is not a whole number",
+                    value.chars().take(32).collect::<String>()
+                )
+            })?);
+        }
+        limits.check()?;
+        Ok(limits)
+    }
+
+    /// A short text for listings: `deadline 50 ms, memory 64 MiB`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = self.deadline_ms {
+            parts.push(format!("deadline {v} ms"));
+        }
+        if let Some(v) = self.memory_mib {
+            parts.push(format!("memory {v} MiB"));
+        }
+        parts.join(", ")
+    }
+}
+
 /// Granularity of the wall-clock backstop. The backstop is at least a
 /// second, so ticking every 10 ms is precise enough, and a tenth of the
 /// wake-ups of a 1 ms ticker on a busy machine.
@@ -130,6 +223,18 @@ const BACKSTOP_MIN: Duration = Duration::from_secs(1);
 const INIT_BUDGET: Duration = Duration::from_secs(1);
 
 impl Sandbox {
+    /// This sandbox with a policy's own limits in place of its values.
+    pub fn with(self, limits: &Limits) -> Sandbox {
+        Sandbox {
+            deadline: limits
+                .deadline_ms
+                .map_or(self.deadline, Duration::from_millis),
+            max_memory_bytes: limits
+                .memory_mib
+                .map_or(self.max_memory_bytes, |mib| (mib as usize) << 20),
+        }
+    }
+
     /// Fuel for one call.
     fn call_fuel(&self) -> u64 {
         (self.deadline.as_micros() as u64 * FUEL_PER_MS / 1000).max(10_000)
@@ -157,6 +262,10 @@ pub struct LoadedPolicy {
     pub loaded_at: SystemTime,
     /// Its configuration, as the MessagePack bytes passed to `init`.
     pub config: Vec<u8>,
+    /// The limits stored with it (unset fields: the host's).
+    pub limits: Limits,
+    /// What its calls run under: the host's sandbox with its limits.
+    pub sandbox: Sandbox,
     /// Call statistics, summed over all workers.
     pub stats: stats::PolicyStats,
     /// `name@version`, ready for the decision header.
@@ -527,7 +636,7 @@ impl PolicyHost {
 
     /// A fresh, initialised instance of `policy` for one worker.
     pub fn instantiate(&self, policy: &Arc<LoadedPolicy>) -> Result<WarmInstance, PolicyError> {
-        WarmInstance::new(&self.engine, self.sandbox, self.seed, policy)
+        WarmInstance::new(&self.engine, self.seed, policy)
     }
 
     fn compile_and_check(
@@ -547,6 +656,13 @@ impl PolicyHost {
             .take(64)
             .collect();
         let hash = crate::sha256_hex(&source.wasm);
+        source
+            .limits
+            .check()
+            .map_err(|message| PolicyError::Limits {
+                name: name.clone(),
+                message,
+            })?;
         component::check(&source.wasm, &name)?;
         let component = compiled.get_or_compile(engine, &hash, &source.wasm, &name)?;
         let pre = pre_instantiate(engine, linker, &component, &name)?;
@@ -561,6 +677,8 @@ impl PolicyHost {
             version,
             loaded_at: SystemTime::now(),
             config: source.config,
+            limits: source.limits,
+            sandbox: sandbox.with(&source.limits),
             stats: Default::default(),
             header: http::HeaderValue::from_str(&format!("{name}@{version}"))
                 .unwrap_or_else(|_| http::HeaderValue::from_static("policy")),
@@ -569,13 +687,14 @@ impl PolicyHost {
         });
         // Instantiating and initialising once proves the policy can serve,
         // and gives its manifest.
-        WarmInstance::new(engine, sandbox, seed, &policy)?;
+        WarmInstance::new(engine, seed, &policy)?;
         tracing::info!(
             policy = %policy.name,
             version,
             contract = policy.contract().name(),
             headers = ?policy.headers(),
             hash = %policy.hash,
+            limits = %policy.limits.describe(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "policy loaded"
         );
@@ -639,6 +758,8 @@ pub struct PolicySource {
     pub wasm: Vec<u8>,
     /// MessagePack configuration for `init`.
     pub config: Vec<u8>,
+    /// Its own fuel/deadline and memory limits.
+    pub limits: Limits,
 }
 
 impl PolicySource {
@@ -648,6 +769,7 @@ impl PolicySource {
             name: "nearest".into(),
             wasm: crate::builtin::NEAREST.to_vec(),
             config: empty_config(),
+            limits: Limits::default(),
         }
     }
 
@@ -672,6 +794,7 @@ impl PolicySource {
             name,
             wasm: bytes,
             config,
+            limits: Limits::default(),
         })
     }
 }
@@ -709,4 +832,93 @@ pub fn config_value_from_file(path: &std::path::Path) -> Result<serde_json::Valu
         return Err(err("the configuration must be a table/object".into()));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_replace_only_the_fields_they_set() {
+        let host = Sandbox::default();
+        let both = host.with(&Limits {
+            deadline_ms: Some(50),
+            memory_mib: Some(64),
+        });
+        assert_eq!(both.deadline, Duration::from_millis(50));
+        assert_eq!(both.max_memory_bytes, 64 << 20);
+        let memory_only = host.with(&Limits {
+            deadline_ms: None,
+            memory_mib: Some(32),
+        });
+        assert_eq!(memory_only.deadline, host.deadline);
+        assert_eq!(memory_only.max_memory_bytes, 32 << 20);
+        let none = host.with(&Limits::default());
+        assert_eq!(none.deadline, host.deadline);
+        assert_eq!(none.max_memory_bytes, host.max_memory_bytes);
+        // The deadline is the fuel: ten times the deadline, ten times the fuel.
+        assert_eq!(
+            host.with(&Limits {
+                deadline_ms: Some(50),
+                memory_mib: None
+            })
+            .call_fuel(),
+            10 * host.call_fuel()
+        );
+    }
+
+    #[test]
+    fn limits_out_of_range_name_field_and_value() {
+        let err = Limits {
+            deadline_ms: Some(0),
+            memory_mib: None,
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(err, "limits.deadline_ms: 0 is out of range (1–1000 ms)");
+        let err = Limits {
+            deadline_ms: Some(5),
+            memory_mib: Some(4096),
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(err, "limits.memory_mib: 4096 is out of range (1–1024 MiB)");
+        assert!(
+            Limits {
+                deadline_ms: Some(1000),
+                memory_mib: Some(1)
+            }
+            .check()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn limits_from_a_query_string() {
+        let limits = Limits::from_query("activate=true&deadline_ms=20&memory_mib=64").unwrap();
+        assert_eq!(
+            limits,
+            Limits {
+                deadline_ms: Some(20),
+                memory_mib: Some(64)
+            }
+        );
+        assert!(Limits::from_query("activate=true").unwrap().is_default());
+        assert_eq!(
+            Limits::from_query("deadline_ms=fast").unwrap_err(),
+            "limits.deadline_ms: \"fast\" is not a whole number"
+        );
+        assert_eq!(
+            Limits::from_query("memory_mib=0").unwrap_err(),
+            "limits.memory_mib: 0 is out of range (1–1024 MiB)"
+        );
+    }
+
+    #[test]
+    fn limits_serialise_only_what_is_set() {
+        assert_eq!(serde_json::to_string(&Limits::default()).unwrap(), "{}");
+        let parsed: Limits = serde_json::from_str(r#"{"deadline_ms": 30}"#).unwrap();
+        assert_eq!(parsed.deadline_ms, Some(30));
+        assert!(serde_json::from_str::<Limits>(r#"{"deadline": 30}"#).is_err());
+    }
 }

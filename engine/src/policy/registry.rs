@@ -191,6 +191,12 @@ pub struct PolicyInfo {
     /// The request headers it reads (its manifest).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
+    /// The limits stored with it (empty: the host's).
+    pub limits: super::Limits,
+    /// What its calls run under: the deadline, in milliseconds...
+    pub deadline_ms: f64,
+    /// ...and the memory cap, in MiB.
+    pub memory_mib: f64,
     /// Call statistics.
     #[serde(flatten)]
     pub stats: StatsSnapshot,
@@ -283,6 +289,9 @@ impl PolicyHost {
                     role,
                     contract: p.contract().name(),
                     headers: p.headers().to_vec(),
+                    limits: p.limits,
+                    deadline_ms: p.sandbox.deadline.as_secs_f64() * 1e3,
+                    memory_mib: p.sandbox.max_memory_bytes as f64 / (1 << 20) as f64,
                     stats: p.stats.snapshot(),
                 }
             })

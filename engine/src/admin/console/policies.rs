@@ -40,7 +40,7 @@ pub async fn page(ctx: &Ctx<'_>) -> Reply {
             table.stacked #versions {
                 thead { tr {
                     th scope="col" { "Version" } th scope="col" { "Role" } th scope="col" { "Hash" }
-                    th scope="col" { "Contract" } th scope="col" { "Loaded" }
+                    th scope="col" { "Contract" } th scope="col" { "Limits" } th scope="col" { "Loaded" }
                     th.num scope="col" { "Calls" } th.num scope="col" { "Failures" }
                     th.num scope="col" { "Out of time" } th.num scope="col" { "Invalid answers" }
                     th.num scope="col" { "Mean call" } th scope="col" { "Action" }
@@ -54,6 +54,9 @@ pub async fn page(ctx: &Ctx<'_>) -> Reply {
                             td data-label="Role" { (role) }
                             td.mono data-label="Hash" { (p["hash"].as_str().map(|h| h.get(..12).unwrap_or(h)).unwrap_or("")) }
                             td.mono data-label="Contract" { (p["contract"].as_str().unwrap_or("")) }
+                            td data-label="Limits" title=(if p["limits"].as_object().is_some_and(|l| !l.is_empty()) { "stored with this version" } else { "the engine's" }) {
+                                (format!("{} ms · {} MiB", p["deadline_ms"].as_f64().unwrap_or(0.0), p["memory_mib"].as_f64().unwrap_or(0.0)))
+                            }
                             td data-label="Loaded" { (p["loaded_at"].as_str().map(page::when).unwrap_or_default()) }
                             td.num data-label="Calls" { (p["calls"]) }
                             td.num data-label="Failures" { (p["traps"]) }
@@ -98,6 +101,16 @@ pub async fn page(ctx: &Ctx<'_>) -> Reply {
                     label for="up-config" { "Configuration (JSON object, optional)" }
                     textarea #up-config name="config" aria-describedby="up-config-hint" {}
                     span.hint #up-config-hint { "what the policy reads as its configuration, e.g. {\"spread\": 2}" }
+                }
+                div.field {
+                    label for="up-deadline" { "Call deadline, ms (optional)" }
+                    input #up-deadline type="number" name="deadline_ms" min="1" max="1000" step="1" inputmode="numeric" aria-describedby="up-deadline-hint";
+                    span.hint #up-deadline-hint { "stored with this version; sets its fuel per call (JavaScript policies need more than Rust ones); empty: the engine's" }
+                }
+                div.field {
+                    label for="up-memory" { "Memory cap, MiB (optional)" }
+                    input #up-memory type="number" name="memory_mib" min="1" max="1024" step="1" inputmode="numeric" aria-describedby="up-memory-hint";
+                    span.hint #up-memory-hint { "per instance (one per worker); empty: the engine's" }
                 }
                 div.check {
                     input #up-activate type="checkbox" name="activate";
@@ -291,11 +304,35 @@ async fn upload(ctx: &Ctx<'_>, form: &Form) -> Reply {
             Err(e) => return refuse(ctx, &format!("the configuration is not JSON: {e}")),
         },
     };
+    let mut limits = serde_json::Map::new();
+    for (field, label) in [
+        ("deadline_ms", "call deadline"),
+        ("memory_mib", "memory cap"),
+    ] {
+        match form.text(field) {
+            "" => {}
+            text => match text.parse::<u64>() {
+                Ok(n) => {
+                    limits.insert(field.into(), n.into());
+                }
+                Err(_) => {
+                    return refuse(
+                        ctx,
+                        &format!(
+                            "the {label} must be a whole number; {:?} is not",
+                            text.chars().take(32).collect::<String>()
+                        ),
+                    );
+                }
+            },
+        }
+    }
     use base64::Engine as _;
     let body = json!({
         "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&file.bytes),
         "config": config,
         "activate": form.checked("activate"),
+        "limits": limits,
     });
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -77,6 +77,14 @@ pub enum CtlCommand {
         /// Activate it at once.
         #[arg(long)]
         activate: bool,
+        /// Its own call deadline in milliseconds, stored with it (sets the
+        /// call's fuel; default: the engine's --policy-deadline-ms).
+        #[arg(long, value_name = "MS")]
+        deadline_ms: Option<u64>,
+        /// Its own memory cap in MiB, stored with it (default: the
+        /// engine's --policy-memory-mib).
+        #[arg(long, value_name = "MIB")]
+        memory_mib: Option<u64>,
     },
     /// Make a loaded version the active one.
     Activate {
@@ -296,8 +304,15 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             file,
             config,
             activate,
+            deadline_ms,
+            memory_mib,
         } => {
             use base64::Engine as _;
+            let limits = crate::policy::Limits {
+                deadline_ms,
+                memory_mib,
+            };
+            limits.check().map_err(anyhow::Error::msg)?;
             let wasm =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let config = match config {
@@ -310,6 +325,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             });
             if !config.is_null() {
                 body["config"] = config;
+            }
+            if !limits.is_default() {
+                body["limits"] = serde_json::to_value(limits)?;
             }
             let v = client.call(
                 "POST",

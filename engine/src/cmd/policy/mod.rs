@@ -33,6 +33,9 @@ pub enum PolicyCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// The policy's own limits, as stored with an upload.
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Write the built-in default policy (`nearest`) to a file, e.g. to
     /// upload it through the admin API or use it as a starting point.
@@ -68,6 +71,9 @@ pub enum PolicyCommand {
         /// The cases file.
         #[arg(long)]
         cases: PathBuf,
+        /// The policy's own limits, as stored with an upload.
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Topology the cases route on (default: the embedded demo).
         #[arg(long)]
         topology: Option<PathBuf>,
@@ -107,6 +113,9 @@ pub enum PolicyCommand {
         /// A request header, `Name: value` (repeatable).
         #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header_arg)]
         headers: Vec<(String, String)>,
+        /// The policy's own limits, as stored with an upload.
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Replay logged decisions (--decision-log files, schema 2 to 4) through
     /// another policy, exactly as the engine called the one that made them,
@@ -117,6 +126,9 @@ pub enum PolicyCommand {
         /// Decision log files (repeatable).
         #[arg(long = "log", required = true)]
         logs: Vec<PathBuf>,
+        /// The policy's own limits, as stored with an upload.
+        #[command(flatten)]
+        limits: LimitArgs,
         /// The topology the decisions were made on (checked against their
         /// hash); without it, host look-ups answer from what each record
         /// carries of what it offered.
@@ -145,6 +157,29 @@ pub enum PolicyCommand {
     },
 }
 
+/// A policy's own limits on the command line of the offline commands, as
+/// `ctl policy push` stores them with an upload, so a policy is tried under
+/// the limits it will run with.
+#[derive(clap::Args, Clone, Copy, Default)]
+pub struct LimitArgs {
+    /// Longest a call may run, in milliseconds (default: the engine's 5).
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Largest memory an instance may grow to, in MiB (default: the
+    /// engine's 16).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limits(self) -> crate::policy::Limits {
+        crate::policy::Limits {
+            deadline_ms: self.deadline_ms,
+            memory_mib: self.memory_mib,
+        }
+    }
+}
+
 /// A policy host for one policy file, as the offline commands use it: the
 /// file's policy is its only (and active) version, seeded, and a failing
 /// call is a 503 (no fallback hides it). Compiled components are cached
@@ -152,8 +187,12 @@ pub enum PolicyCommand {
 fn offline_host(
     file: &std::path::Path,
     config: Option<&std::path::Path>,
+    limits: LimitArgs,
 ) -> anyhow::Result<std::sync::Arc<PolicyHost>> {
-    let source = PolicySource::from_files(file, config)?;
+    let source = PolicySource {
+        limits: limits.limits(),
+        ..PolicySource::from_files(file, config)?
+    };
     Ok(PolicyHost::with_cache(
         Sandbox::default(),
         Some(1),
@@ -172,7 +211,8 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             topology,
             config,
             json,
-        } => check(&file, topology.as_deref(), config.as_deref(), json),
+            limits,
+        } => check(&file, topology.as_deref(), config.as_deref(), json, limits),
         PolicyCommand::Export { file } => std::fs::write(&file, crate::builtin::NEAREST)
             .with_context(|| format!("cannot write {}", file.display())),
         PolicyCommand::New {
@@ -206,8 +246,15 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             cases,
             topology,
             config,
+            limits,
         } => {
-            let report = test::run(&policy, &cases, topology.as_deref(), config.as_deref())?;
+            let report = test::run(
+                &policy,
+                &cases,
+                topology.as_deref(),
+                config.as_deref(),
+                limits,
+            )?;
             if report.failed > 0 {
                 anyhow::bail!(
                     "{} of {} cases failed",
@@ -228,10 +275,11 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             drained,
             tls,
             headers,
+            limits,
         } => {
             let store = load_topology(topology.as_deref())?;
             let topology = store.snapshot();
-            let host = offline_host(&file, config.as_deref())?;
+            let host = offline_host(&file, config.as_deref(), limits)?;
             let health = crate::health::HealthTable::new(&topology);
             test::set_health(&health.load(), &down, &drained)?;
             let trace = crate::routing::explain::explain(
@@ -257,6 +305,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             config,
             fallback,
             json,
+            limits,
         } => {
             let r = replay::run(
                 &file,
@@ -264,6 +313,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 topology.as_deref(),
                 config.as_deref(),
                 fallback,
+                limits,
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -335,9 +385,10 @@ fn check(
     topology: Option<&std::path::Path>,
     config: Option<&std::path::Path>,
     json: bool,
+    limits: LimitArgs,
 ) -> anyhow::Result<()> {
     let store = load_topology(topology)?;
-    let host = offline_host(file, config)?;
+    let host = offline_host(file, config, limits)?;
     let policy = host.active();
     let topology = store.snapshot();
     let health = crate::health::HealthTable::new(&topology);

@@ -173,8 +173,9 @@ pub fn run(
     topology: Option<&Path>,
     config: Option<&Path>,
     fallback: ReplayFallback,
+    limits: super::LimitArgs,
 ) -> anyhow::Result<Report> {
-    let host = super::offline_host(file, config)?;
+    let host = super::offline_host(file, config, limits)?;
     let topology: Arc<Topology> = match topology {
         Some(path) => super::super::load_topology(Some(path))?.snapshot(),
         None => Arc::new(crate::topology::load(

@@ -100,6 +100,7 @@ pub fn run(
     cases: &Path,
     topology: Option<&Path>,
     config: Option<&Path>,
+    limits: super::LimitArgs,
 ) -> anyhow::Result<Report> {
     let file = if policy.is_dir() {
         build::run(policy)?.path
@@ -119,7 +120,7 @@ pub fn run(
     }
     let store = Arc::new(super::super::load_topology(topology)?);
     let topology = store.snapshot();
-    let host = super::offline_host(&file, config)?;
+    let host = super::offline_host(&file, config, limits)?;
     let mut report = Report {
         passed: 0,
         failed: 0,
