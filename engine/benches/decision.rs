@@ -16,10 +16,10 @@
 mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use edgeward::policy::PolicySource;
 use edgeward::policy::bindings::{
     Candidate, CandidateState, Encryption, IpAddress, Request, RequestKind, Tier,
 };
+use edgeward::policy::{PolicyHost, PolicySource};
 use edgeward::routing::{PlayerRequest, url};
 use edgeward::topology::store::TopologyStore;
 use edgeward::topology::synthetic::{Spec, generate};
@@ -187,8 +187,28 @@ fn policy_call(c: &mut Criterion) {
         eprintln!("policy_call/js: {} not built; skipped", js.display());
         return;
     }
-    let js_host = support::host(PolicySource::from_files(&js, None).unwrap());
+    // Under the limits a JavaScript policy gets by default (its own:
+    // `EDGEWARD_JS_MEMORY_MIB` sets its memory cap).
+    let js_host = support::host(PolicySource {
+        limits: edgeward::policy::Limits {
+            deadline_ms: None,
+            memory_mib: std::env::var("EDGEWARD_JS_MEMORY_MIB")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        },
+        ..PolicySource::from_files(&js, None).unwrap()
+    });
+    let started = std::time::Instant::now();
     let mut js_instance = js_host.instantiate(&js_host.active()).unwrap();
+    let instantiate = started.elapsed();
+    let started = std::time::Instant::now();
+    js_instance.select(&topology, &request, &tiers).unwrap();
+    eprintln!(
+        "policy_call/js: instantiate + init {:.2} ms, first call {:.1} µs",
+        instantiate.as_secs_f64() * 1e3,
+        started.elapsed().as_secs_f64() * 1e6
+    );
+    js_call_profile(&js_host, &mut js_instance, &topology, &mut request, &tiers);
     c.bench_function("policy_call/8_candidates/js_nearest", |b| {
         b.iter(|| {
             request.seed += 1;
@@ -206,6 +226,54 @@ fn policy_call(c: &mut Criterion) {
             })
         })
     });
+}
+
+/// The spread of a JavaScript call's fuel and time over many calls
+/// (`EDGEWARD_JS_CALLS`, default 20,000; printed, not measured by
+/// criterion): the garbage collector's pauses fall on a few calls, which
+/// a policy's deadline must cover, and the instance is recycled as its
+/// memory grows.
+fn js_call_profile(
+    host: &PolicyHost,
+    instance: &mut edgeward::policy::WarmInstance,
+    topology: &Arc<edgeward::topology::Topology>,
+    request: &mut Request,
+    tiers: &[Tier],
+) {
+    let calls: usize = std::env::var("EDGEWARD_JS_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut fuel = Vec::with_capacity(calls);
+    let mut micros = Vec::with_capacity(calls);
+    let mut failed = 0;
+    for _ in 0..calls {
+        request.seed += 1;
+        let (result, trace) = instance.select_traced(topology, request, tiers);
+        if result.is_err() {
+            failed += 1;
+            *instance = host.instantiate(&host.active()).unwrap();
+            continue;
+        }
+        fuel.push(trace.fuel);
+        micros.push(trace.elapsed_us);
+    }
+    fuel.sort_unstable();
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| ((fuel.len() as f64 - 1.0) * q) as usize;
+    eprintln!(
+        "policy_call/js: {calls} calls, {failed} failed, {} instances recycled; \
+         fuel p50 {} p99 {} p99.9 {} max {}; µs p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+        host.active().stats.snapshot().recycled,
+        fuel[at(0.5)],
+        fuel[at(0.99)],
+        fuel[at(0.999)],
+        fuel[at(1.0)],
+        micros[at(0.5)],
+        micros[at(0.99)],
+        micros[at(0.999)],
+        micros[at(1.0)],
+    );
 }
 
 criterion_group!(benches, lpm, decision, policy_call);

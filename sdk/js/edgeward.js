@@ -137,7 +137,13 @@ export class Tier {
   }
   /** The candidates a policy may pick: none when the region is inactive. */
   eligible() {
-    return this.regionActive ? this.candidates.filter((c) => c.isEligible()) : [];
+    const eligible = [];
+    if (!this.regionActive) return eligible;
+    const candidates = this.candidates;
+    for (let i = 0; i < candidates.length; i++) {
+      if ((candidates[i].state & CandidateState.ALL) === CandidateState.ALL) eligible.push(candidates[i]);
+    }
+    return eligible;
   }
 }
 
@@ -206,92 +212,180 @@ export function ipv6Text(groups) {
   return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLength))}`;
 }
 
-/** Decodes the request part of a call; returns it and the words after it. */
-function decodeRequest(call, headerNames) {
-  const flags = call[0];
-  const v6 = (flags & REQUEST_CLIENT_V6) !== 0;
-  let client;
-  if (v6) {
-    const groups = [];
-    for (let i = 1; i <= 4; i++) groups.push(call[i] >>> 16, call[i] & 0xffff);
-    client = ipv6Text(groups);
-  } else {
-    client = ipv4(call[1]);
+// The decoding is written for a JavaScript engine without a JIT (a
+// policy's runs interpreted): indexed loops rather than `for...of` and
+// array destructuring (whose iterator protocol allocates on every step),
+// and the request's fields decoded when first read, since most policies
+// read few of them or none. A call that allocates little also leaves the
+// garbage collector little to do, and its pauses are what a call's budget
+// must cover.
+
+/** One player request, its fields decoded from the call's words on first use. */
+class CallRequest {
+  constructor(call, headerNames) {
+    this._call = call;
+    this._names = headerNames;
+    this._geo = undefined;
+    this._headers = undefined;
+    this._client = undefined;
   }
-  const protocol = (flags >>> 8) & 0xff;
-  let at = REQUEST_HEADER_WORDS;
-  const target = readString(call, at, call[9]);
-  at += Math.ceil(call[9] / 4);
-  const query = readString(call, at, call[10]);
-  at += Math.ceil(call[10] / 4);
-  const request = {
-    kind: REQUEST_KINDS[flags & 0xff] ?? "live",
-    protocol: protocol === 0 ? null : (PROTOCOLS[protocol - 1] ?? null),
-    encryption: ENCRYPTIONS[(flags >>> 16) & 0xff] ?? "none",
-    target,
-    query: (flags & REQUEST_HAS_QUERY) !== 0 ? query : null,
-    client,
-    clientV6: v6,
-    // BigInts only when asked for (a policy rarely does).
-    get topologyVersion() {
-      return toBig(call[6] >>> 0, call[5] >>> 0);
-    },
-    get seed() {
-      return toBig(call[8] >>> 0, call[7] >>> 0);
-    },
-    tls: (flags & REQUEST_TLS) !== 0,
-    geo: { country: null, asn: null, location: null, anonymous: [] },
-    headers: new Map(),
-  };
-  if (at + GEO_WORDS > call.length) {
-    for (const name of headerNames) request.headers.set(name, null);
-    return [request, call.length];
+  get kind() {
+    return REQUEST_KINDS[this._call[0] & 0xff] ?? "live";
   }
-  const [country, asn, latitude, longitude, geoFlags] = call.subarray(at, at + GEO_WORDS);
-  at += GEO_WORDS;
-  if (country !== 0) {
-    request.geo.country = String.fromCharCode(country & 0xff, (country >>> 8) & 0xff);
+  get protocol() {
+    const protocol = (this._call[0] >>> 8) & 0xff;
+    return protocol === 0 ? null : (PROTOCOLS[protocol - 1] ?? null);
   }
-  if (asn !== 0) request.geo.asn = asn;
+  get encryption() {
+    return ENCRYPTIONS[(this._call[0] >>> 16) & 0xff] ?? "none";
+  }
+  get target() {
+    return readString(this._call, REQUEST_HEADER_WORDS, this._call[9]);
+  }
+  get query() {
+    const call = this._call;
+    if ((call[0] & REQUEST_HAS_QUERY) === 0) return null;
+    return readString(call, REQUEST_HEADER_WORDS + Math.ceil(call[9] / 4), call[10]);
+  }
+  get client() {
+    if (this._client === undefined) {
+      const call = this._call;
+      if ((call[0] & REQUEST_CLIENT_V6) !== 0) {
+        const groups = [];
+        for (let i = 1; i <= 4; i++) groups.push(call[i] >>> 16, call[i] & 0xffff);
+        this._client = ipv6Text(groups);
+      } else {
+        this._client = ipv4(call[1]);
+      }
+    }
+    return this._client;
+  }
+  get clientV6() {
+    return (this._call[0] & REQUEST_CLIENT_V6) !== 0;
+  }
+  get topologyVersion() {
+    return toBig(this._call[6] >>> 0, this._call[5] >>> 0);
+  }
+  get seed() {
+    return toBig(this._call[8] >>> 0, this._call[7] >>> 0);
+  }
+  get tls() {
+    return (this._call[0] & REQUEST_TLS) !== 0;
+  }
+  get geo() {
+    if (this._geo === undefined) this._geo = decodeGeo(this._call);
+    return this._geo;
+  }
+  get headers() {
+    if (this._headers === undefined) this._headers = decodeHeaders(this._call, this._names);
+    return this._headers;
+  }
+  /** Every field, for `JSON.stringify` and logging. */
+  toJSON() {
+    return {
+      kind: this.kind,
+      protocol: this.protocol,
+      encryption: this.encryption,
+      target: this.target,
+      query: this.query,
+      client: this.client,
+      clientV6: this.clientV6,
+      topologyVersion: this.topologyVersion.toString(),
+      seed: this.seed.toString(),
+      tls: this.tls,
+      geo: this.geo,
+      headers: Object.fromEntries(this.headers),
+    };
+  }
+}
+
+/** Where the geography words of a call start. */
+function geoAt(call) {
+  return REQUEST_HEADER_WORDS + Math.ceil(call[9] / 4) + Math.ceil(call[10] / 4);
+}
+
+function decodeGeo(call) {
+  const geo = { country: null, asn: null, location: null, anonymous: [] };
+  const at = geoAt(call);
+  if (at + GEO_WORDS > call.length) return geo;
+  const country = call[at];
+  const asn = call[at + 1];
+  const geoFlags = call[at + 4];
+  if (country !== 0) geo.country = String.fromCharCode(country & 0xff, (country >>> 8) & 0xff);
+  if (asn !== 0) geo.asn = asn;
   if ((geoFlags & GEO_HAS_LOCATION) !== 0) {
-    const f = new Float32Array(new Uint32Array([latitude, longitude]).buffer);
-    request.geo.location = { latitude: f[0], longitude: f[1] };
+    const f = new Float32Array(call.slice(at + 2, at + 4).buffer);
+    geo.location = { latitude: f[0], longitude: f[1] };
   }
-  request.geo.anonymous = ANONYMOUS_IP.filter((_, i) => (geoFlags >>> (8 + i)) & 1);
+  for (let i = 0; i < ANONYMOUS_IP.length; i++) {
+    if ((geoFlags >>> (8 + i)) & 1) geo.anonymous.push(ANONYMOUS_IP[i]);
+  }
+  return geo;
+}
+
+/** The declared headers' values (null: absent), by declared name. */
+function decodeHeaders(call, headerNames) {
+  const headers = new Map();
+  let at = geoAt(call) + GEO_WORDS;
+  if (at > call.length) {
+    for (let i = 0; i < headerNames.length; i++) headers.set(headerNames[i], null);
+    return headers;
+  }
   const count = call[at++] ?? 0;
-  for (let i = 0; i < Math.max(count, headerNames.length); i++) {
+  const n = Math.max(count, headerNames.length);
+  for (let i = 0; i < n; i++) {
     const name = headerNames[i] ?? `#${i}`;
     if (i >= count || at >= call.length) {
-      request.headers.set(name, null);
+      headers.set(name, null);
       continue;
     }
     const length = call[at++];
     if (length === HEADER_ABSENT) {
-      request.headers.set(name, null);
+      headers.set(name, null);
       continue;
     }
-    request.headers.set(name, readString(call, at, length));
+    headers.set(name, readString(call, at, length));
     at += Math.ceil(length / 4);
   }
-  return [request, at];
+  return headers;
 }
 
-/** Decodes tier headers and (for `select`) their candidates. */
-function decodeTiers(call, at, healthOf) {
+/** Where the tiers of a call start (after the request and its headers). */
+function tiersAt(call) {
+  let at = geoAt(call);
+  if (at + GEO_WORDS > call.length) return call.length;
+  at += GEO_WORDS;
+  const count = call[at++] ?? 0;
+  for (let i = 0; i < count && at < call.length; i++) {
+    const length = call[at++];
+    if (length !== HEADER_ABSENT) at += Math.ceil(length / 4);
+  }
+  return at;
+}
+
+/**
+ * Decodes tier headers and (for `select`) their candidates; the tiers go
+ * into `tiers`, the words after them are returned. `health` maps a server
+ * to its figures (or is null).
+ */
+function decodeTiers(call, at, health, tiers) {
   const count = Math.min(call[at] ?? 0, Math.floor((call.length - at - 1) / TIER_WORDS));
   at += 1;
   const headers = at;
   at += count * TIER_WORDS;
-  const tiers = [];
   for (let t = 0; t < count; t++) {
     const h = headers + t * TIER_WORDS;
     const tierFlags = call[h + 1];
     const n = Math.min(call[h + 3], Math.floor((call.length - at) / CANDIDATE_WORDS));
-    const candidates = [];
+    const candidates = new Array(n);
     for (let c = 0; c < n; c++, at += CANDIDATE_WORDS) {
       const server = call[at];
-      candidates.push(
-        new Candidate(server, call[at + 1], call[at + 2], call[at + 3] & 0xff, healthOf(server)),
+      candidates[c] = new Candidate(
+        server,
+        call[at + 1],
+        call[at + 2],
+        call[at + 3] & 0xff,
+        health === null ? null : (health.get(server) ?? null),
       );
     }
     const bySubnet = (tierFlags & TIER_HAS_SUBNET) !== 0;
@@ -306,7 +400,7 @@ function decodeTiers(call, at, healthOf) {
       ),
     );
   }
-  return [tiers, at];
+  return at;
 }
 
 /**
@@ -318,11 +412,11 @@ export function decodeSelect(call, health, headerNames = []) {
   let byServer = null;
   if (health && health.length > 0) {
     byServer = new Map();
-    for (const h of health) byServer.set(h.server, h.health);
+    for (let i = 0; i < health.length; i++) byServer.set(health[i].server, health[i].health);
   }
-  const [request, at] = decodeRequest(call, headerNames);
-  const [tiers] = decodeTiers(call, at, (s) => (byServer ? (byServer.get(s) ?? null) : null));
-  return { request, tiers };
+  const tiers = [];
+  decodeTiers(call, tiersAt(call), byServer, tiers);
+  return { request: new CallRequest(call, headerNames), tiers };
 }
 
 /**
@@ -330,8 +424,9 @@ export function decodeSelect(call, health, headerNames = []) {
  * (without candidates) and the pathways offered.
  */
 export function decodeSteer(call, headerNames = []) {
-  const [request, afterRequest] = decodeRequest(call, headerNames);
-  let [tiers, at] = decodeTiers(call, afterRequest, () => null);
+  const request = new CallRequest(call, headerNames);
+  const tiers = [];
+  let at = decodeTiers(call, tiersAt(call), null, tiers);
   const count = Math.min(call[at] ?? 0, Math.floor((call.length - at - 1) / PATHWAY_WORDS));
   at += 1;
   const pathways = [];
@@ -356,20 +451,22 @@ export function decodeSteer(call, headerNames = []) {
 // a JIT (a policy's) pays for every BigInt it makes, and a call draws and
 // hashes on every request. The BigInt forms are for the API.
 
+// Every intermediate below is a whole number under 2^53, so it is exact in
+// a double: `(x / 0x10000) >>> 0` is floor(x / 2^16) and `x & 0xffff` its
+// low 16 bits, with no call into `Math` (a native call costs an
+// interpreter far more than arithmetic does).
+
 /** hi:lo * bhi:blo mod 2^64, into `out` ([hi, lo]). */
 function mul64(hi, lo, bhi, blo, out) {
   const a0 = lo & 0xffff, a1 = lo >>> 16, a2 = hi & 0xffff, a3 = hi >>> 16;
   const b0 = blo & 0xffff, b1 = blo >>> 16, b2 = bhi & 0xffff, b3 = bhi >>> 16;
-  let r0 = a0 * b0;
-  let r1 = a1 * b0 + a0 * b1 + Math.floor(r0 / 0x10000);
-  r0 &= 0xffff;
-  let r2 = a2 * b0 + a1 * b1 + a0 * b2 + Math.floor(r1 / 0x10000);
-  r1 %= 0x10000;
+  const r0 = a0 * b0;
+  const r1 = a1 * b0 + a0 * b1 + ((r0 / 0x10000) >>> 0);
+  const r2 = a2 * b0 + a1 * b1 + a0 * b2 + ((r1 / 0x10000) >>> 0);
   // Only the low 16 bits of the top limb count.
-  const r3 = (Math.imul(a3, b0) + Math.imul(a2, b1) + Math.imul(a1, b2) + Math.imul(a0, b3) + Math.floor(r2 / 0x10000)) & 0xffff;
-  r2 %= 0x10000;
-  out[0] = ((r3 << 16) | r2) >>> 0;
-  out[1] = ((r1 << 16) | r0) >>> 0;
+  const r3 = (a3 * b0 + a2 * b1 + a1 * b2 + a0 * b3 + ((r2 / 0x10000) >>> 0)) & 0xffff;
+  out[0] = ((r3 << 16) | (r2 & 0xffff)) >>> 0;
+  out[1] = (((r1 & 0xffff) << 16) | (r0 & 0xffff)) >>> 0;
 }
 
 const scratch = [0, 0];
@@ -421,8 +518,8 @@ export class SplitMix64 {
   }
   /** The next 64 random bits, as a BigInt. */
   next() {
-    const [hi, lo] = this.step();
-    return toBig(hi, lo);
+    const out = this.step();
+    return toBig(out[0], out[1]);
   }
 }
 
@@ -451,7 +548,7 @@ function hashHalves(key, out) {
     lo = (lo ^ bytes[i]) >>> 0;
     // (hi:lo) * (2^40 + 0x1b3) mod 2^64
     const loMul = lo * 0x1b3;
-    hi = (Math.imul(hi, 0x1b3) + Math.floor(loMul / 0x100000000) + ((lo << 8) >>> 0)) >>> 0;
+    hi = (hi * 0x1b3 + ((loMul / 0x100000000) >>> 0) + ((lo << 8) >>> 0)) >>> 0;
     lo = loMul >>> 0;
   }
   mixHalves(hi, lo, out);
@@ -468,8 +565,8 @@ function mul32(a, b, out) {
   const a0 = a & 0xffff, a1 = a >>> 16;
   const b0 = b & 0xffff, b1 = b >>> 16;
   const low = a0 * b0;
-  const mid = a1 * b0 + a0 * b1 + Math.floor(low / 0x10000);
-  const high = a1 * b1 + Math.floor(mid / 0x10000);
+  const mid = a1 * b0 + a0 * b1 + ((low / 0x10000) >>> 0);
+  const high = a1 * b1 + ((mid / 0x10000) >>> 0);
   out[0] = high >>> 0;
   out[1] = (((mid & 0xffff) << 16) | (low & 0xffff)) >>> 0;
 }
@@ -493,13 +590,16 @@ export const choose = {
    * draw is `random()` unless given (a BigInt of 64 bits).
    */
   weighted(items, weight, draw) {
+    if (!Array.isArray(items)) items = Array.from(items);
     let total = 0;
-    for (const item of items) total += weight(item);
+    for (let i = 0; i < items.length; i++) total += weight(items[i]);
     if (total === 0) return undefined;
     let hi;
     let lo;
     if (draw === undefined) {
-      [hi, lo] = generator.step();
+      const out = generator.step();
+      hi = out[0];
+      lo = out[1];
     } else {
       const d = BigInt.asUintN(64, draw);
       hi = Number(d >> 32n);
@@ -511,9 +611,9 @@ export const choose = {
     } else {
       point = Number((toBig(hi, lo) * BigInt(total)) >> 64n);
     }
-    for (const item of items) {
-      const w = weight(item);
-      if (point < w) return item;
+    for (let i = 0; i < items.length; i++) {
+      const w = weight(items[i]);
+      if (point < w) return items[i];
       point -= w;
     }
     return undefined;
@@ -529,9 +629,11 @@ export const choose = {
     hashHalves(key, drawScratch);
     const keyHi = drawScratch[0];
     const keyLo = drawScratch[1];
+    if (!Array.isArray(items)) items = Array.from(items);
     let best;
     let bestScore = -Infinity;
-    for (const item of items) {
+    for (let n = 0; n < items.length; n++) {
+      const item = items[n];
       const w = weight(item);
       if (w === 0) continue;
       const i = id(item);

@@ -321,9 +321,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Opens a connection.
+    /// Opens a connection. A connect that fails is tried again for a
+    /// moment: on a loaded machine a listener's backlog can be full for an
+    /// instant (the engine is alive; a test that means to see refusals uses
+    /// `TcpStream` itself).
     pub fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connecting to the engine");
+        let mut tries = 0;
+        let stream = loop {
+            match TcpStream::connect(addr) {
+                Ok(stream) => break stream,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("connecting to the engine at {addr}: {e}"),
+            }
+        };
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
         Conn {

@@ -221,6 +221,25 @@ fn a_policy_runs_under_the_limits_stored_with_it() {
         .find(|p| p["name"] == "roomy")
         .unwrap();
     assert!(roomy["deadline_hits"].as_u64().unwrap() >= 1, "{roomy}");
+    let traps = roomy["traps"].as_u64().unwrap();
+
+    // A policy whose memory grows call after call (a quarter of a MiB a
+    // call here; componentize-js's runtime itself grows a little) is
+    // given a fresh instance before it reaches its cap: every call is
+    // answered by it, none traps.
+    let label = format!("roomy@{}", up["version"]);
+    let mut conn = Conn::open(engine.addr);
+    for i in 0..400 {
+        let r = conn.request("GET", "/vod/grow", &[("X-Real-IP", "10.1.2.3")]);
+        let policy = r.header("edgeward-policy").unwrap_or_default();
+        assert_eq!((r.status, policy), (302, label.as_str()), "call {i}");
+    }
+    let roomy = policies(&engine)
+        .into_iter()
+        .find(|p| p["name"] == "roomy")
+        .unwrap();
+    assert_eq!(roomy["traps"].as_u64(), Some(traps), "{roomy}");
+    assert!(roomy["recycled"].as_u64().unwrap() >= 2, "{roomy}");
     drop(engine);
 
     // The offline commands take the same limits.

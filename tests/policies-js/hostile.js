@@ -1,6 +1,6 @@
 // A JavaScript policy that misbehaves on request, for the sandbox tests:
 // the path of a VOD request says how (`/vod/loop`, `/vod/throw`,
-// `/vod/spam`, `/vod/alloc`); any other request gets the first eligible
+// `/vod/spam`, `/vod/alloc`; `/vod/grow` answers, keeping memory); any other request gets the first eligible
 // candidate of the first tier that has one (eligible: all four
 // candidate-state bits set and a weight above 0), else 503. It decodes the
 // packed call by hand (see `policy.select` in wit/policy.wit).
@@ -18,15 +18,22 @@ function target(call) {
   return new TextDecoder().decode(bytes);
 }
 
+// What `/vod/grow` keeps: a quarter of a MiB more on every such call.
+const kept = [];
+
 function misbehave(how) {
   switch (how) {
+    case "grow":
+      kept.push(new Uint8Array(256 * 1024).fill(kept.length & 0xff));
+      return;
     case "loop":
       for (;;) {}
     case "throw":
       throw new Error("thrown on purpose");
     case "spam":
-      for (let i = 0; i < 1000; i++) console.log(`spam line ${i}`);
-      return;
+      // Without end: the call runs out of fuel, what it printed is
+      // rate-limited on its way to the engine's log.
+      for (let i = 0; ; i++) console.log(`spam line ${i}`);
     case "alloc": {
       const hoard = [];
       for (;;) hoard.push(new Array(1 << 16).fill(hoard.length));

@@ -138,6 +138,12 @@ pub(super) fn live_state(admin: &Admin) -> Registry {
     );
     counter(
         &mut r,
+        "edgeward_policy_instances_recycled",
+        "Policy instances replaced by fresh ones before their memory reached its cap",
+        policies.iter().map(|p| (id(p), p.stats.recycled)).collect(),
+    );
+    counter(
+        &mut r,
         "edgeward_policy_invalid_answers",
         "Policy answers refused by the engine's checks",
         policies

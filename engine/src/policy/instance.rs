@@ -45,7 +45,20 @@ pub struct WarmInstance {
     /// Buffers the candidates are packed into, reused call after call.
     words: Vec<u32>,
     health: Vec<ServerHealth>,
+    /// The seed it was made with, to make its replacement with.
+    seed: Option<u64>,
+    /// Calls it has answered.
+    calls_made: u64,
+    /// Memory size beyond which it is replaced by a fresh instance between
+    /// calls: three quarters of the way from its size after `init` to its
+    /// cap.
+    recycle_at: usize,
 }
+
+/// Calls an instance serves at least before it is recycled: a policy that
+/// grows most of its headroom in a call or two is re-instantiated at most
+/// once in this many calls (it traps at its cap in between).
+const RECYCLE_MIN_CALLS: u64 = 16;
 
 impl WarmInstance {
     /// An instance of `policy` under the limits it runs with
@@ -136,7 +149,7 @@ impl WarmInstance {
                 });
             }
         };
-        let instance = WarmInstance {
+        let mut instance = WarmInstance {
             store,
             router,
             policy: policy.clone(),
@@ -147,7 +160,13 @@ impl WarmInstance {
                 .expect("a header value copies into a header value"),
             words: Vec::with_capacity(64),
             health: Vec::new(),
+            seed,
+            calls_made: 0,
+            recycle_at: 0,
         };
+        let after_init = instance.store.data().limits.memory_bytes;
+        instance.recycle_at =
+            after_init + sandbox.max_memory_bytes.saturating_sub(after_init) / 4 * 3;
         Ok((instance, headers))
     }
 
@@ -174,6 +193,7 @@ impl WarmInstance {
         request: &Request,
         tiers: &[Tier],
     ) -> Result<Decision, CallError> {
+        self.recycle_if_grown();
         self.enter(topology, request.seed);
         let contract = match self.router {
             Router::V0_3(_) => Contract::V0_3,
@@ -201,9 +221,50 @@ impl WarmInstance {
                 if self.local.calls >= FLUSH_EVERY {
                     self.policy.stats.publish(&mut self.local);
                 }
+                self.calls_made += 1;
                 Ok(decision)
             }
             Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Recycles the instance if its memory has grown past `recycle_at`
+    /// (checked before a call, so what a traced call reports is its own).
+    #[inline]
+    fn recycle_if_grown(&mut self) {
+        if self.store.data().limits.memory_bytes > self.recycle_at
+            && self.calls_made >= RECYCLE_MIN_CALLS
+        {
+            self.recycle();
+        }
+    }
+
+    /// Replaces this instance by a fresh one of the same policy, whose
+    /// memory is back to its size after `init`: a policy whose memory
+    /// grows call after call (componentize-js's runtime does) would
+    /// otherwise trap at its cap and fail a call. If no fresh instance can
+    /// be made, this one goes on.
+    #[cold]
+    #[inline(never)]
+    fn recycle(&mut self) {
+        let engine = self.store.engine().clone();
+        match WarmInstance::new(&engine, self.seed, &self.policy) {
+            Ok(fresh) => {
+                tracing::debug!(
+                    policy = %self.policy.name,
+                    version = self.policy.version,
+                    calls = self.calls_made,
+                    memory_mib = self.store.data().limits.memory_bytes as f64 / (1 << 20) as f64,
+                    "policy instance recycled"
+                );
+                self.policy.stats.recycled();
+                // The old instance publishes its counts as it is dropped.
+                *self = fresh;
+            }
+            Err(e) => {
+                tracing::warn!(policy = %self.policy.name, error = %e, "cannot recycle a policy instance");
+                self.recycle_at = usize::MAX;
+            }
         }
     }
 
@@ -224,9 +285,11 @@ impl WarmInstance {
         if matches!(self.router, Router::V0_3(_)) {
             return Ok(SteerDecision::DefaultOrder);
         }
+        self.recycle_if_grown();
         self.enter(topology, request.seed);
         edgeward_codec::encode_steer(request, tiers, pathways, &mut self.words);
         self.local.calls += 1;
+        self.calls_made += 1;
         let result = match &self.router {
             Router::V0_4(r) => {
                 let (store, words) = (&mut self.store, &self.words);
@@ -302,6 +365,7 @@ impl WarmInstance {
         request: &Request,
         tiers: &[Tier],
     ) -> (Result<Decision, CallError>, CallTrace) {
+        self.recycle_if_grown();
         self.store.data_mut().captured = Some(Vec::new());
         let started = std::time::Instant::now();
         let result = self.select(topology, request, tiers);

@@ -7,7 +7,7 @@ use super::bindings::{
 use crate::topology::Topology;
 use edgeward_codec::SplitMix64;
 use std::sync::Arc;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 /// What the host keeps for one policy instance.
 pub struct HostState {
@@ -17,7 +17,7 @@ pub struct HostState {
     /// The generator the WIT names, the same one the SDK runs inside the
     /// policy.
     rng: SplitMix64,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryWatch,
     policy: Arc<str>,
     /// The lines the policy logs, kept while a call is explained.
     pub(crate) captured: Option<Vec<String>>,
@@ -29,6 +29,53 @@ pub struct HostState {
     /// The WASI of a policy that imports it (a JavaScript one), made on
     /// first use.
     wasi: Option<super::wasi::PolicyWasi>,
+}
+
+/// The store's limits, and how large its memories have grown: an instance
+/// whose memory keeps growing (componentize-js's runtime leaks a little on
+/// every call) is replaced before it reaches its cap, which it would trap
+/// on (see [`super::WarmInstance::select`]).
+pub struct MemoryWatch {
+    limits: StoreLimits,
+    /// The linear memories' total size, in bytes, as their growth was
+    /// allowed.
+    pub(crate) memory_bytes: usize,
+}
+
+impl ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes.saturating_add(desired - current);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// What a decision log carries of a topology: what the look-ups of
@@ -65,12 +112,15 @@ impl HostState {
                 use rand::{RngCore, SeedableRng};
                 rand::rngs::SmallRng::from_os_rng().next_u64()
             })),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(max_memory_bytes)
-                .instances(4)
-                .tables(4)
-                .memories(2)
-                .build(),
+            limits: MemoryWatch {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(max_memory_bytes)
+                    .instances(4)
+                    .tables(4)
+                    .memories(2)
+                    .build(),
+                memory_bytes: 0,
+            },
             policy: policy.into(),
             captured: None,
             clock_ms: None,

@@ -21,6 +21,7 @@ pub struct PolicyStats {
     invalid_answers: AtomicU64,
     call_nanos: AtomicU64,
     timed_calls: AtomicU64,
+    recycled: AtomicU64,
     /// Failures since the last success (published immediately, it drives
     /// automatic rollback).
     consecutive_failures: AtomicU64,
@@ -39,6 +40,9 @@ pub struct StatsSnapshot {
     pub invalid_answers: u64,
     /// Mean call time in microseconds.
     pub mean_call_us: f64,
+    /// Instances replaced by fresh ones before their memory reached its
+    /// cap.
+    pub recycled: u64,
 }
 
 impl PolicyStats {
@@ -54,6 +58,11 @@ impl PolicyStats {
         self.deadline_hits.fetch_add(local.deadline_hits, Relaxed);
         self.invalid_answers.fetch_add(local.invalid, Relaxed);
         *local = LocalStats::default();
+    }
+
+    /// Counts an instance replaced before its memory reached its cap.
+    pub fn recycled(&self) {
+        self.recycled.fetch_add(1, Relaxed);
     }
 
     /// Records a failure (trap, deadline or invalid answer) and returns the
@@ -80,6 +89,7 @@ impl PolicyStats {
             traps: self.failures.load(Relaxed),
             deadline_hits: self.deadline_hits.load(Relaxed),
             invalid_answers: self.invalid_answers.load(Relaxed),
+            recycled: self.recycled.load(Relaxed),
             mean_call_us: if timed == 0 {
                 0.0
             } else {

@@ -26,7 +26,15 @@ test("packed calls decode as the Rust SDK decodes them", () => {
   for (const v of vectors.decode) {
     const { request, tiers } = decodeSelect(Uint32Array.from(v.words), undefined, v.headerNames);
     const got = {
-      ...request,
+      kind: request.kind,
+      protocol: request.protocol,
+      encryption: request.encryption,
+      target: request.target,
+      query: request.query,
+      client: request.client,
+      clientV6: request.clientV6,
+      tls: request.tls,
+      geo: request.geo,
       topologyVersion: request.topologyVersion.toString(),
       seed: request.seed.toString(),
       headers: [...request.headers],
