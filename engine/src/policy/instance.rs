@@ -249,7 +249,7 @@ impl WarmInstance {
     fn recycle(&mut self) {
         let engine = self.store.engine().clone();
         match WarmInstance::new(&engine, self.seed, &self.policy) {
-            Ok(fresh) => {
+            Ok(mut fresh) => {
                 tracing::debug!(
                     policy = %self.policy.name,
                     version = self.policy.version,
@@ -258,7 +258,14 @@ impl WarmInstance {
                     "policy instance recycled"
                 );
                 self.policy.stats.recycled();
-                // The old instance publishes its counts as it is dropped.
+                // What the caller set for the coming call (a replay's fixed
+                // clock and logged look-ups, an explanation's capture)
+                // carries over; the old instance publishes its counts as it
+                // is dropped.
+                let (old, new) = (self.store.data_mut(), fresh.store.data_mut());
+                new.clock_ms = old.clock_ms;
+                new.logged = old.logged.take();
+                new.captured = old.captured.take();
                 *self = fresh;
             }
             Err(e) => {
