@@ -19,14 +19,29 @@ fn invalid_cases() -> Vec<Case> {
         (
             "a newer schema, with a field this engine does not know",
             |t| {
-                t["schema"] = json!(2);
-                t["pathways"] = json!([]);
+                t["schema"] = json!(3);
+                t["routes"] = json!([]);
             },
             &[
                 "field `schema`",
-                "2 is newer than this engine reads (1)",
+                "3 is newer than this engine reads (2)",
                 "upgrade",
             ],
+        ),
+        (
+            "steering pathways in a document that does not say schema 2",
+            |t| {
+                t["pathways"] = json!([{"id": "cdn-a", "host": "a.example"}]);
+            },
+            &["field `schema`", "`pathways` need schema 2"],
+        ),
+        (
+            "a pathway cloned from a missing one",
+            |t| {
+                t["schema"] = json!(2);
+                t["pathways"] = json!([{"id": "cdn-b", "base": "cdn-z", "host": "b.example"}]);
+            },
+            &["pathways[0] \"cdn-b\"", "field `base`", "\"cdn-z\""],
         ),
         (
             "server with a TLS port out of range",

@@ -211,8 +211,10 @@ impl host::Host for HostState {
             id: r.id.to_string(),
             name: r.name.to_string(),
             active: r.active,
-            // The topology has no region coordinates yet.
-            location: None,
+            location: r.location.map(|(latitude, longitude)| types::Coordinates {
+                latitude,
+                longitude,
+            }),
         })
     }
 
@@ -244,9 +246,18 @@ impl host::Host for HostState {
         })
     }
 
-    fn lookup_pathway(&mut self, _pathway: u32) -> Option<PathwayInfo> {
-        // The topology has no steering pathways yet: no index is valid.
-        None
+    fn lookup_pathway(&mut self, pathway: u32) -> Option<PathwayInfo> {
+        if self.logged.is_some() {
+            // Decision logs record redirects, which name no pathway.
+            return None;
+        }
+        let p = self.topo()?.pathways.get(pathway as usize)?;
+        Some(PathwayInfo {
+            id: p.id.to_string(),
+            host: p.host.as_deref().unwrap_or_default().to_string(),
+            group: p.group,
+            base: p.base,
+        })
     }
 }
 

@@ -52,7 +52,9 @@ impl Serialize for DocumentView<'_> {
         let fields = 5
             + usize::from(n.schema.is_some())
             + usize::from(n.default_region.is_some())
-            + usize::from(!t.programs.is_empty());
+            + usize::from(!t.programs.is_empty())
+            + usize::from(!n.pathways.is_empty())
+            + usize::from(n.steering.is_some());
         let mut doc = s.serialize_struct("TopologyDoc", fields)?;
         match &n.schema {
             Some(schema) => doc.serialize_field("schema", schema)?,
@@ -71,6 +73,15 @@ impl Serialize for DocumentView<'_> {
             doc.skip_field("programs")?;
         } else {
             doc.serialize_field("programs", &ProgramsView(t))?;
+        }
+        if n.pathways.is_empty() {
+            doc.skip_field("pathways")?;
+        } else {
+            doc.serialize_field("pathways", &n.pathways)?;
+        }
+        match &n.steering {
+            Some(steering) => doc.serialize_field("steering", steering)?,
+            None => doc.skip_field("steering")?,
         }
         doc.end()
     }

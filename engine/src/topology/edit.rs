@@ -185,6 +185,8 @@ struct Built {
     groups: Vec<Group>,
     servers: Vec<Server>,
     default_region: Option<u32>,
+    pathways: Vec<super::Pathway>,
+    steering: super::SteeringSettings,
     channels: Vec<Channel>,
     indexes: Indexes,
 }
@@ -309,6 +311,8 @@ impl<'a> Draft<'a> {
             groups: network.groups,
             servers: network.servers,
             default_region: network.default_region,
+            pathways: network.pathways,
+            steering: network.steering,
             channels,
             indexes,
         });
@@ -317,15 +321,20 @@ impl<'a> Draft<'a> {
 
     fn finish(self, version: u64, hash: String) -> Topology {
         let base = self.base;
+        let (mut pathways, mut steering) = (base.pathways.clone(), base.steering);
         let (regions, groups, servers, default_region, channels, indexes) = match self.built {
-            Some(b) => (
-                b.regions.into(),
-                b.groups.into(),
-                b.servers.into(),
-                b.default_region,
-                b.channels.into(),
-                Arc::new(b.indexes),
-            ),
+            Some(b) => {
+                pathways = b.pathways.into();
+                steering = b.steering;
+                (
+                    b.regions.into(),
+                    b.groups.into(),
+                    b.servers.into(),
+                    b.default_region,
+                    b.channels.into(),
+                    Arc::new(b.indexes),
+                )
+            }
             None => (
                 base.regions.clone(),
                 base.groups.clone(),
@@ -347,6 +356,8 @@ impl<'a> Draft<'a> {
                 .programs
                 .map_or_else(|| base.programs.clone(), Arc::new),
             default_region,
+            pathways,
+            steering,
             network: self.network.map_or_else(|| base.network.clone(), Arc::new),
             channel_docs: self
                 .channel_docs

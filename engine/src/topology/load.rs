@@ -9,8 +9,8 @@
 use super::model::*;
 use super::prefix_table::{NONE, PrefixTable};
 use super::{
-    Channel, Group, Indexes, Member, NetworkDoc, Program, Programs, Record, Region, Server, Stream,
-    Subnet, Subnets, Topology,
+    Channel, Group, Indexes, Member, NetworkDoc, Pathway, Program, Programs, Record, Region,
+    Server, SteeringSettings, Stream, Subnet, Subnets, Topology,
 };
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
@@ -221,6 +221,8 @@ fn build_with(
         regions: doc.regions.clone(),
         server_groups: doc.server_groups.clone(),
         servers: doc.servers.clone(),
+        pathways: doc.pathways.clone(),
+        steering: doc.steering.clone(),
     };
     let (channels, channel_ids) = channels(&mut v, &doc.channels);
     let network = network(&mut v, &network_doc, &channel_ids);
@@ -247,6 +249,8 @@ fn build_with(
         channels: channels.into(),
         programs: Arc::new(programs),
         default_region: network.default_region,
+        pathways: network.pathways.into(),
+        steering: network.steering,
         network: Arc::new(network_doc),
         channel_docs: doc.channels.clone().into(),
         indexes: Arc::new(indexes),
@@ -261,6 +265,8 @@ pub(super) struct Network {
     pub groups: Vec<Group>,
     pub servers: Vec<Server>,
     pub default_region: Option<u32>,
+    pub pathways: Vec<Pathway>,
+    pub steering: SteeringSettings,
     /// Regions, groups and servers by id (channels left empty).
     pub indexes: Indexes,
 }
@@ -294,12 +300,199 @@ pub(super) fn network(
     let servers = servers(v, &doc.servers);
     let groups = groups(v, &doc.server_groups, &indexes.servers, channels);
     let regions = regions(v, doc, &indexes);
+    let pathways = pathways(v, doc, &indexes);
+    let steering = steering(v, doc.steering.as_ref());
+    schema_features(v, doc);
     Network {
         regions,
         groups,
         servers,
         default_region,
+        pathways,
+        steering,
         indexes,
+    }
+}
+
+/// The fields of schema 2 are refused in a document that does not say it
+/// is one: a node too old to read them must refuse such a document as
+/// newer (see [`super::model::SCHEMA`]), not half-read it.
+fn schema_features(v: &mut Validator, doc: &NetworkDoc) {
+    if doc.schema.unwrap_or(1) >= 2 {
+        return;
+    }
+    let mut used = Vec::new();
+    if !doc.pathways.is_empty() {
+        used.push("`pathways`".to_string());
+    }
+    if doc.steering.is_some() {
+        used.push("`steering`".to_string());
+    }
+    if let Some((i, r)) = doc
+        .regions
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.location.is_some())
+    {
+        used.push(format!("`regions[{i}].location` ({:?})", r.id));
+    }
+    if !used.is_empty() {
+        v.problem(format!(
+            "field `schema`: {} is schema 1, but {} need schema 2: add `\"schema\": 2` \
+             (nodes older than schema 2 then refuse the document as newer)",
+            doc.schema.map_or("absent".to_string(), |s| s.to_string()),
+            used.join(", ")
+        ));
+    }
+}
+
+/// Whether `id` may be a pathway id: HLS allows letters, digits, `.`, `-`
+/// and `_` in a `PATHWAY-ID`.
+pub fn is_pathway_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Whether `host` may be a host name (or address) in a URL.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.contains(['/', '?', '#', '@', ' '])
+        && format!("http://{host}/").parse::<http::Uri>().is_ok()
+}
+
+/// Steering pathways: unique ids HLS allows, hosts, groups, regions, a
+/// clone's base (itself no clone) and parameters.
+fn pathways(v: &mut Validator, doc: &NetworkDoc, ids: &Indexes) -> Vec<Pathway> {
+    let index = v.unique_ids("pathways", "id", doc.pathways.iter().map(|p| p.id.as_str()));
+    let mut pathways = Vec::with_capacity(doc.pathways.len());
+    for (i, p) in doc.pathways.iter().enumerate() {
+        let obj = format!("pathways[{i}] {:?}", p.id);
+        if !is_pathway_id(&p.id) {
+            v.problem(format!(
+                "{obj}: field `id`: {:?} must be 1-64 letters, digits, `.`, `-` or `_`",
+                p.id
+            ));
+        }
+        if let Some(host) = &p.host
+            && !is_host(host)
+        {
+            v.problem(format!(
+                "{obj}: field `host`: {host:?} is not a valid host name or IP address"
+            ));
+        }
+        let mut group = p.group.as_deref().and_then(|g| {
+            let found = ids.groups.get(g).copied();
+            if found.is_none() {
+                v.problem(format!(
+                    "{obj}: field `group`: {g:?} is not the id of any server group"
+                ));
+            }
+            found
+        });
+        let base =
+            p.base.as_deref().and_then(|b| {
+                let found = index.get(b).copied();
+                match found.map(|j| &doc.pathways[j as usize]) {
+                None => v.problem(format!(
+                    "{obj}: field `base`: {b:?} is not the id of any pathway"
+                )),
+                Some(base) if base.id == p.id => {
+                    v.problem(format!("{obj}: field `base`: a pathway cannot be its own clone"))
+                }
+                Some(base) if base.base.is_some() => v.problem(format!(
+                    "{obj}: field `base`: {b:?} is itself a clone (a clone's base must not be one)"
+                )),
+                Some(base) => {
+                    if group.is_none() {
+                        group = base.group.as_deref().and_then(|g| ids.groups.get(g).copied());
+                    }
+                }
+            }
+                found
+            });
+        if base.is_none() && p.base.is_none() && !p.params.is_empty() {
+            v.problem(format!(
+                "{obj}: field `params`: only a clone (with `base`) has parameters"
+            ));
+        }
+        if p.base.is_some() && p.host.is_none() && p.params.is_empty() {
+            v.problem(format!(
+                "{obj}: a clone needs a `host` or `params` to differ from its base"
+            ));
+        }
+        for (name, value) in &p.params {
+            let ok = |t: &str| {
+                !t.is_empty()
+                    && t.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~')
+                    })
+            };
+            if !ok(name) || name.starts_with("_HLS") || name.starts_with("_DASH") || !ok(value) {
+                v.problem(format!(
+                    "{obj}: field `params.{name}`: {value:?}: names and values must be \
+                     letters, digits, `.`, `-`, `_` or `~` (names not starting `_HLS` or `_DASH`)"
+                ));
+            }
+        }
+        let mut regions = Vec::with_capacity(p.regions.len());
+        for (j, r) in p.regions.iter().enumerate() {
+            match ids.regions.get(r.as_str()) {
+                Some(&idx) => regions.push(idx),
+                None => v.problem(format!(
+                    "{obj}: field `regions[{j}]`: {r:?} is not the id of any region"
+                )),
+            }
+        }
+        // No regions named: those serving its group, or all.
+        if p.regions.is_empty()
+            && let Some(g) = group
+        {
+            let gid = &doc.server_groups[g as usize].id;
+            regions.extend(
+                doc.regions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.server_groups.iter().any(|x| x == gid))
+                    .map(|(k, _)| k as u32),
+            );
+        }
+        regions.sort_unstable();
+        regions.dedup();
+        pathways.push(Pathway {
+            id: p.id.as_str().into(),
+            host: p.host.as_deref().map(Into::into),
+            group,
+            base,
+            params: p
+                .params
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+            active: p.active,
+            regions: (!p.regions.is_empty() || group.is_some()).then(|| regions.into()),
+        });
+    }
+    pathways
+}
+
+/// The steering settings: a TTL in whole seconds, 1 s to 1 h.
+fn steering(v: &mut Validator, doc: Option<&SteeringDoc>) -> SteeringSettings {
+    let Some(doc) = doc else {
+        return SteeringSettings::default();
+    };
+    let ms = doc.ttl.0;
+    if ms % 1000 != 0 || !(1000..=3_600_000).contains(&ms) {
+        v.problem(format!(
+            "steering: field `ttl`: {ms}ms must be whole seconds from 1s to 1h"
+        ));
+    }
+    SteeringSettings {
+        enabled: doc.enabled,
+        ttl_s: (ms / 1000).clamp(1, 3600) as u32,
     }
 }
 
@@ -508,6 +701,17 @@ fn regions(v: &mut Validator, doc: &NetworkDoc, ids: &Indexes) -> Vec<Region> {
             name: r.name.as_deref().unwrap_or(&r.id).into(),
             active: r.active,
             members: members.into_boxed_slice(),
+            location: r.location.map(|l| {
+                if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude)
+                {
+                    v.problem(format!(
+                        "{obj}: field `location`: ({}, {}) is not a latitude in -90..90 \
+                         and a longitude in -180..180",
+                        l.latitude, l.longitude
+                    ));
+                }
+                (l.latitude, l.longitude)
+            }),
         });
     }
     regions
@@ -869,12 +1073,13 @@ mod tests {
             DOC.replacen('{', &format!("{{\"schema\": {schema}, {extra}"), 1)
         };
         assert!(parse(with("1", "").as_bytes()).is_ok());
+        assert!(parse(with("2", "").as_bytes()).is_ok());
         // Newer: refused for its schema, even when it also has fields this
         // engine does not know (which would otherwise be the error).
-        for doc in [with("2", ""), with("7", "\"pathways\": [],")] {
+        for doc in [with("3", ""), with("7", "\"routes\": [],")] {
             let e = parse(doc.as_bytes()).unwrap_err().to_string();
             assert!(
-                e.contains("field `schema`:") && e.contains("is newer than this engine reads (1)"),
+                e.contains("field `schema`:") && e.contains("is newer than this engine reads (2)"),
                 "{e}"
             );
         }
@@ -889,6 +1094,118 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `x`"), "{e}");
+    }
+
+    /// DOC with `schema` and `extra` fields put first.
+    fn doc_with(schema: Option<u32>, extra: &str) -> String {
+        let schema = schema.map_or(String::new(), |s| format!("\"schema\": {s}, "));
+        DOC.replacen('{', &format!("{{{schema}{extra}"), 1)
+    }
+
+    #[test]
+    fn pathways_steering_and_locations_need_schema_2() {
+        let extra = r#""pathways": [{"id": "cdn-a", "group": "g"}],"#;
+        for schema in [None, Some(1)] {
+            let doc = parse(doc_with(schema, extra).as_bytes()).unwrap();
+            let e = build(&doc, 1).unwrap_err().to_string();
+            assert!(
+                e.contains("field `schema`:") && e.contains("`pathways` need schema 2"),
+                "{e}"
+            );
+        }
+        let loc = DOC.replacen(
+            r#""id": "r","#,
+            r#""id": "r", "location": {"latitude": 55.7, "longitude": 37.6},"#,
+            1,
+        );
+        let e = build(&parse(loc.as_bytes()).unwrap(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`regions[0].location` (\"r\")"), "{e}");
+
+        let doc = parse(doc_with(Some(2), extra).as_bytes()).unwrap();
+        let t = build(&doc, 1).unwrap();
+        let p = &t.pathways[0];
+        assert_eq!((&*p.id, p.group, p.active), ("cdn-a", Some(0), true));
+        assert!(
+            p.serves_region(0),
+            "the regions serving its group by default"
+        );
+        assert_eq!((t.steering.enabled, t.steering.ttl_s), (true, 300));
+    }
+
+    #[test]
+    fn pathway_mistakes_name_the_pathway_field_and_value() {
+        let cases = [
+            (
+                r#"{"id": "a b"}"#,
+                r#"pathways[0] "a b": field `id`: "a b" must be"#,
+            ),
+            (
+                r#"{"id": "a", "host": "x/y"}"#,
+                r#"field `host`: "x/y" is not a valid host"#,
+            ),
+            (
+                r#"{"id": "a", "group": "nope"}"#,
+                r#"field `group`: "nope" is not the id"#,
+            ),
+            (
+                r#"{"id": "a", "base": "zz"}"#,
+                r#"field `base`: "zz" is not the id of any pathway"#,
+            ),
+            (
+                r#"{"id": "a", "regions": ["q"]}"#,
+                r#"field `regions[0]`: "q" is not the id"#,
+            ),
+            (
+                r#"{"id": "a", "params": {"k": "v"}}"#,
+                "field `params`: only a clone",
+            ),
+            (
+                r#"{"id": "a", "base": "a", "host": "h"}"#,
+                "cannot be its own clone",
+            ),
+        ];
+        for (pathway, want) in cases {
+            let doc = doc_with(Some(2), &format!(r#""pathways": [{pathway}],"#));
+            let e = build(&parse(doc.as_bytes()).unwrap(), 1)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{pathway}: {e}");
+        }
+        let two = r#""pathways": [{"id": "a", "group": "g"},
+            {"id": "b", "base": "a", "host": "b.example", "params": {"_HLSx": "1"}},
+            {"id": "c", "base": "b", "host": "c.example"}],"#;
+        let e = build(&parse(doc_with(Some(2), two).as_bytes()).unwrap(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(r#"pathways[1] "b": field `params._HLSx`"#),
+            "{e}"
+        );
+        assert!(
+            e.contains(r#"pathways[2] "c": field `base`: "b" is itself a clone"#),
+            "{e}"
+        );
+        let dup = r#""pathways": [{"id": "a"}, {"id": "a"}],"#;
+        let e = build(&parse(doc_with(Some(2), dup).as_bytes()).unwrap(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"a\""), "{e}");
+        let ttl = r#""steering": {"ttl": "1500ms"},"#;
+        let e = build(&parse(doc_with(Some(2), ttl).as_bytes()).unwrap(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("steering: field `ttl`: 1500ms"), "{e}");
+        // A clone takes its base's group and regions.
+        let ok = r#""pathways": [{"id": "a", "group": "g"},
+            {"id": "b", "base": "a", "host": "b.example", "params": {"k": "v"}}],"#;
+        let t = build(&parse(doc_with(Some(2), ok).as_bytes()).unwrap(), 1).unwrap();
+        assert_eq!(
+            (t.pathways[1].base, t.pathways[1].group),
+            (Some(0), Some(0))
+        );
+        assert_eq!(t.pathway_index("b"), Some(1));
     }
 
     #[test]

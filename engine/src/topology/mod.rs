@@ -57,6 +57,10 @@ pub struct Topology {
     pub programs: Arc<Programs>,
     /// Index of the default region.
     pub default_region: Option<u32>,
+    /// Content-steering pathways, in file order.
+    pub pathways: Arc<[Pathway]>,
+    /// How steering polls are answered.
+    pub steering: SteeringSettings,
     /// The network part as written (what `GET /topology` shows of it and
     /// what entity changes edit).
     pub(crate) network: Arc<NetworkDoc>,
@@ -78,6 +82,8 @@ pub(crate) struct NetworkDoc {
     pub regions: Vec<model::RegionDoc>,
     pub server_groups: Vec<model::GroupDoc>,
     pub servers: Vec<model::ServerDoc>,
+    pub pathways: Vec<model::PathwayDoc>,
+    pub steering: Option<model::SteeringDoc>,
 }
 
 /// Ids to indexes of the network and the channels.
@@ -267,6 +273,57 @@ pub struct Region {
     /// Every `(edge server, group)` pair reachable through the region's
     /// groups, in file order.
     pub members: Box<[Member]>,
+    /// Where it is (latitude, longitude in degrees), when the file says.
+    pub location: Option<(f64, f64)>,
+}
+
+/// A content-steering pathway.
+#[derive(Debug)]
+pub struct Pathway {
+    /// Id from the file (what the manifests and players call it).
+    pub id: Box<str>,
+    /// The host its URLs point at (a clone's replacement host).
+    pub host: Option<Box<str>>,
+    /// The server group whose edges' health says whether it is up: its
+    /// own, or a clone's base's.
+    pub group: Option<u32>,
+    /// The pathway it is a clone of.
+    pub base: Option<u32>,
+    /// A clone's `URI-REPLACEMENT` `PARAMS`, by name.
+    pub params: Box<[(Box<str>, Box<str>)]>,
+    /// `active` flag.
+    pub active: bool,
+    /// Sorted indices of the regions whose clients may use it; `None`: all.
+    pub regions: Option<Box<[u32]>>,
+}
+
+impl Pathway {
+    /// Whether clients of `region` may use it.
+    #[inline]
+    pub fn serves_region(&self, region: u32) -> bool {
+        self.regions
+            .as_ref()
+            .is_none_or(|list| list.binary_search(&region).is_ok())
+    }
+}
+
+/// How steering polls are answered (the document's `steering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteeringSettings {
+    /// Off: every poll is answered `410 Gone`.
+    pub enabled: bool,
+    /// The manifests' TTL in seconds when the policy leaves it to the
+    /// engine.
+    pub ttl_s: u32,
+}
+
+impl Default for SteeringSettings {
+    fn default() -> Self {
+        SteeringSettings {
+            enabled: true,
+            ttl_s: 300,
+        }
+    }
 }
 
 /// An edge server as reached through one of a region's groups.
@@ -503,6 +560,15 @@ impl Topology {
     /// The index of the region with this id.
     pub fn region_index(&self, id: &str) -> Option<u32> {
         self.indexes.regions.get(id).copied()
+    }
+
+    /// The index of the steering pathway with this id (there are few:
+    /// looked for in order).
+    pub fn pathway_index(&self, id: &str) -> Option<u32> {
+        self.pathways
+            .iter()
+            .position(|p| &*p.id == id)
+            .map(|i| i as u32)
     }
 
     /// The index of the server group with this id.

@@ -25,8 +25,12 @@ fn is_one(w: &u32) -> bool {
 }
 
 /// The newest topology document schema this engine reads. Documents
-/// without `schema` are schema 1, the format of every edgeward so far.
-pub const SCHEMA: u32 = 1;
+/// without `schema` are schema 1, the format of every edgeward before
+/// content steering. Schema 2 adds `pathways`, `steering` and region
+/// `location`s; a document using them must say `"schema": 2`, so that a
+/// node too old to read them refuses it as newer rather than for an
+/// unknown field (see the README's rolling upgrade).
+pub const SCHEMA: u32 = 2;
 
 /// The whole topology document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +57,81 @@ pub struct TopologyDoc {
     /// Recorded programs available for catch-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub programs: Vec<ProgramDoc>,
+    /// Content-steering pathways (schema 2): the CDNs or server groups a
+    /// steering manifest orders for players.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pathways: Vec<PathwayDoc>,
+    /// Content-steering settings (schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringDoc>,
+}
+
+/// A content-steering pathway: what a player's `PATHWAY-ID` (HLS) or
+/// `serviceLocation` (DASH) names, a CDN or one of our server groups
+/// reached through a host name; or a clone of another pathway with its
+/// host replaced (`PATHWAY-CLONES`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathwayDoc {
+    /// Unique id, as written in the manifests: letters, digits, `.`, `-`
+    /// and `_` (HLS's rule for `PATHWAY-ID`).
+    pub id: String,
+    /// The host name its URLs point at (for a clone: the host that
+    /// replaces its base's, `URI-REPLACEMENT` `HOST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The server group behind it, when it is one of ours: its edges'
+    /// health tells whether the pathway is up. A clone without one has
+    /// its base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Ids of the regions whose clients may use it. Empty: the regions
+    /// serving its group, or every region for a pathway with no group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// The pathway this one is a clone of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Query parameters a clone's URLs get (`URI-REPLACEMENT` `PARAMS`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// An inactive pathway is offered to no player.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+}
+
+/// How the engine answers steering polls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringDoc {
+    /// Off: every poll is answered `410 Gone`, which stops steering for
+    /// that player's session (it keeps its current pathway).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    /// The manifests' `TTL` when the policy leaves it to the engine
+    /// (whole seconds, 1 s to 1 h; players default to 300 s).
+    #[serde(
+        default = "default_steering_ttl",
+        skip_serializing_if = "is_default_steering_ttl"
+    )]
+    pub ttl: Millis,
+}
+
+impl Default for SteeringDoc {
+    fn default() -> Self {
+        SteeringDoc {
+            enabled: true,
+            ttl: default_steering_ttl(),
+        }
+    }
+}
+
+fn default_steering_ttl() -> Millis {
+    Millis(300_000)
+}
+
+fn is_default_steering_ttl(t: &Millis) -> bool {
+    *t == default_steering_ttl()
 }
 
 /// A region.
@@ -69,6 +148,19 @@ pub struct RegionDoc {
     pub active: bool,
     /// Ids of the server groups serving this region.
     pub server_groups: Vec<String>,
+    /// Where the region is (schema 2), for policies that weigh distance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationDoc>,
+}
+
+/// A point on the globe, in degrees (WGS 84).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationDoc {
+    /// -90 to 90, north positive.
+    pub latitude: f64,
+    /// -180 to 180, east positive.
+    pub longitude: f64,
 }
 
 /// A client subnet.

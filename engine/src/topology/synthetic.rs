@@ -72,6 +72,7 @@ pub fn generate(spec: Spec) -> TopologyDoc {
             name: None,
             active: true,
             server_groups: vec![format!("group-{r}")],
+            location: None,
         });
     }
 
@@ -148,6 +149,8 @@ pub fn generate(spec: Spec) -> TopologyDoc {
             }],
         }],
         programs: Vec::new(),
+        pathways: Vec::new(),
+        steering: None,
     }
 }
 
