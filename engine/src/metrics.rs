@@ -26,6 +26,8 @@ pub enum Kind {
     Vod,
     /// `/static/...`
     Static,
+    /// `/steer/...` (content-steering polls).
+    Steer,
     /// Anything that is not a route, or not a GET/HEAD.
     Other,
 }
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Catchup => "catchup",
             Kind::Vod => "vod",
             Kind::Static => "static",
+            Kind::Steer => "steer",
             Kind::Other => "other",
         }
     }
@@ -53,11 +56,12 @@ impl EncodeLabelValue for Kind {
     }
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::Live,
     Kind::Catchup,
     Kind::Vod,
     Kind::Static,
+    Kind::Steer,
     Kind::Other,
 ];
 /// Statuses with a pre-created counter per worker; others take a slower path.
@@ -85,6 +89,63 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabels {
+    protocol: &'static str,
+    answer: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathwayLabel {
+    pathway: String,
+}
+
+/// The content-steering figures one worker counts into.
+#[derive(Clone)]
+pub struct SteeringMetrics {
+    polls: Family<PollLabels, Counter>,
+    switches: Family<ProtocolLabel, Counter>,
+    first: Family<PathwayLabel, Counter>,
+    duration: Histogram,
+}
+
+impl SteeringMetrics {
+    /// Counts a poll of `protocol` (`hls`, `dash`) and how it was
+    /// answered (`policy`, `default`, `fallback`, `shed`, `stopped`,
+    /// `throttled`, `refused`).
+    pub fn poll(&self, protocol: &'static str, answer: &'static str) {
+        self.polls
+            .get_or_create(&PollLabels { protocol, answer })
+            .inc();
+    }
+
+    /// Counts a manifest whose first pathway is `first`, and a switch
+    /// when the session's previous manifest put another first.
+    pub fn answered(&self, protocol: &'static str, first: &str, switched: bool) {
+        self.first
+            .get_or_create(&PathwayLabel {
+                pathway: first.to_string(),
+            })
+            .inc();
+        if switched {
+            self.switches
+                .get_or_create(&ProtocolLabel { protocol })
+                .inc();
+        }
+    }
+
+    /// Records how long answering a poll took (token, tiers, policy call,
+    /// manifest).
+    pub fn duration(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     policy: String,
     answered_by: String,
@@ -101,6 +162,7 @@ pub struct Metrics {
     open: Family<ListenerLabels, Gauge>,
     refused: Family<ListenerLabels, Counter>,
     timed_out: Family<ListenerLabels, Counter>,
+    steering: SteeringMetrics,
 }
 
 /// One worker's connection figures on one listener (`http` or `https`).
@@ -222,7 +284,36 @@ impl Metrics {
             "Player connections closed for a slow request head, an idle keep-alive or a slow TLS handshake",
             timed_out.clone(),
         );
+        let steering = SteeringMetrics {
+            polls: Family::default(),
+            switches: Family::default(),
+            first: Family::default(),
+            duration: Histogram::new([
+                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 2.5e-2,
+            ]),
+        };
+        registry.register(
+            "edgeward_steering_polls",
+            "Content-steering polls by protocol and answer (policy, default, fallback, shed, stopped, throttled, refused)",
+            steering.polls.clone(),
+        );
+        registry.register(
+            "edgeward_steering_switches",
+            "Steering manifests whose first pathway differs from the session's previous one",
+            steering.switches.clone(),
+        );
+        registry.register(
+            "edgeward_steering_first",
+            "Steering manifests by their first (preferred) pathway",
+            steering.first.clone(),
+        );
+        registry.register(
+            "edgeward_steering_duration_seconds",
+            "Time to answer a steering poll (session token, tiers, policy call, manifest)",
+            steering.duration.clone(),
+        );
         Metrics {
+            steering,
             open,
             refused,
             timed_out,
@@ -251,6 +342,11 @@ impl Metrics {
         }
     }
 
+    /// The content-steering figures.
+    pub fn steering(&self) -> SteeringMetrics {
+        self.steering.clone()
+    }
+
     /// The handles one worker increments.
     pub fn worker(&self, worker: u16) -> WorkerMetrics {
         let counters = KINDS.map(|kind| {
@@ -268,6 +364,7 @@ impl Metrics {
             fallbacks: self.fallbacks.clone(),
             redirects: self.redirects.clone(),
             table: None,
+            steering: self.steering.clone(),
         }
     }
 
@@ -344,9 +441,15 @@ pub struct WorkerMetrics {
     fallbacks: Family<FallbackLabels, Counter>,
     redirects: Arc<Mutex<RedirectBook>>,
     table: Option<Arc<RedirectTable>>,
+    steering: SteeringMetrics,
 }
 
 impl WorkerMetrics {
+    /// The content-steering figures.
+    pub fn steering(&self) -> &SteeringMetrics {
+        &self.steering
+    }
+
     /// Counts one answered request.
     #[inline]
     pub fn request(&self, kind: Kind, code: u16) {

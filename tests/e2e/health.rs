@@ -17,15 +17,15 @@ const FALL: u64 = 2;
 
 /// How a test edge answers its health probes.
 #[derive(Clone)]
-enum Answer {
+pub(crate) enum Answer {
     Ok(&'static str),
     Status(u16),
     Slow(Duration),
 }
 
 /// A tiny real HTTP server standing in for an edge's health endpoint.
-struct Edge {
-    port: u16,
+pub(crate) struct Edge {
+    pub(crate) port: u16,
     answer: Arc<Mutex<Answer>>,
     /// Probes answered with a success / a failure.
     good: Arc<AtomicU64>,
@@ -33,7 +33,7 @@ struct Edge {
 }
 
 impl Edge {
-    fn start(answer: Answer) -> Edge {
+    pub(crate) fn start(answer: Answer) -> Edge {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let answer = Arc::new(Mutex::new(answer));
@@ -85,7 +85,7 @@ impl Edge {
         }
     }
 
-    fn set(&self, answer: Answer) {
+    pub(crate) fn set(&self, answer: Answer) {
         *self.answer.lock().unwrap() = answer;
     }
 

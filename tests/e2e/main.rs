@@ -20,6 +20,7 @@ mod ops;
 mod policies;
 mod routing;
 mod sandbox;
+mod steering;
 mod swap;
 mod tls;
 mod topology;

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// is closed (`Connection: close` on the last); 0 for no limit.
     #[arg(long, default_value_t = 0)]
     pub max_requests_per_connection: u64,
+    /// Content-steering polls a worker asks its policy about per second at
+    /// most; beyond, a poll is shed: answered with the session's last
+    /// order and a doubled TTL, without a policy call (0: no limit).
+    #[arg(long, default_value_t = crate::routing::steer::DEFAULT_MAX_RATE)]
+    pub steering_max_rate: u32,
     /// A network whose X-Real-IP header is believed (repeatable). Default:
     /// loopback only.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
@@ -310,6 +315,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
         idle_timeout: std::time::Duration::from_millis(args.idle_timeout_ms.max(1)),
         max_requests: args.max_requests_per_connection,
+        steering: {
+            // Session tokens are signed with a key derived from the
+            // fleet's (the admin sessions'): any node opens any node's.
+            let access = access.clone();
+            crate::routing::steer::SteeringSetup {
+                key: Arc::new(move || access.sessions.shared_key()),
+                max_rate: args.steering_max_rate,
+            }
+        },
         workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

@@ -69,6 +69,8 @@ pub struct ListenerConfig {
     /// Requests answered on one cleartext HTTP/1.1 connection before it is
     /// closed (0: no limit).
     pub max_requests: u64,
+    /// How steering polls are answered (signing key, rate of policy calls).
+    pub steering: crate::routing::steer::SteeringSetup,
 }
 
 /// Connections a worker keeps open at most, by default.
@@ -222,6 +224,10 @@ pub fn spawn_workers(
                 config.trusted.clone(),
                 decider,
                 Some(metrics.worker(i as u16)),
+            )
+            .with_steering(
+                config.steering.clone(),
+                config.seed.map(|s| s.wrapping_add(i as u64)),
             );
             let shutdown = shutdown.clone();
             let tls = tls.clone();

@@ -14,9 +14,10 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 /// Seconds a player is asked to wait after a `503`.
-const RETRY_AFTER_SECS: &str = "5";
+const RETRY_AFTER_SECS: u32 = 5;
 const NO_STORE: &str = "no-store";
 const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 const GET_HEAD: &str = "GET, HEAD";
 
 /// What a worker needs besides its router.
@@ -70,8 +71,13 @@ pub(super) struct Reply {
     pub location: Option<HeaderValue>,
     /// The plain-text reason of a refusal (sent with a newline).
     pub reason: Option<Cow<'static, str>>,
-    /// `Retry-After` (on `503`).
-    pub retry_after: bool,
+    /// A JSON body (a steering manifest), instead of a reason.
+    pub json: Option<Bytes>,
+    /// `Cache-Control: private, max-age=` this (a steering manifest's
+    /// TTL: it is made for one client); otherwise `no-store`.
+    pub max_age: Option<u32>,
+    /// `Retry-After` seconds (on `503` and `429`).
+    pub retry_after: Option<u32>,
     /// `Allow: GET, HEAD` (on `405`).
     pub allow: bool,
     /// `Edgeward-Policy`.
@@ -120,6 +126,18 @@ impl Reply {
                     StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 Reply::refusal(status, Some(reason))
             }
+            Outcome::Manifest { json, max_age } => Reply {
+                json: Some(Bytes::from(json)),
+                max_age: Some(max_age),
+                ..Reply::refusal(StatusCode::OK, None)
+            },
+            Outcome::TooSoon { retry_after } => Reply {
+                retry_after: Some(retry_after),
+                ..Reply::refusal(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(Cow::Borrowed("steering polled too soon")),
+                )
+            },
         }
     }
 
@@ -128,8 +146,10 @@ impl Reply {
         Reply {
             status,
             location: None,
-            retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS),
             reason,
+            json: None,
+            max_age: None,
             allow: false,
             policy: None,
             alt_svc: None,
@@ -137,7 +157,25 @@ impl Reply {
     }
 
     fn body_len(&self) -> usize {
-        self.reason.as_ref().map_or(0, |r| r.len() + 1)
+        match &self.json {
+            Some(json) => json.len(),
+            None => self.reason.as_ref().map_or(0, |r| r.len() + 1),
+        }
+    }
+
+    fn content_type(&self) -> Option<&'static str> {
+        if self.json.is_some() {
+            Some(JSON)
+        } else {
+            self.reason.as_ref().map(|_| TEXT)
+        }
+    }
+
+    fn cache_control(&self) -> Cow<'static, str> {
+        match self.max_age {
+            Some(age) => Cow::Owned(format!("private, max-age={age}")),
+            None => Cow::Borrowed(NO_STORE),
+        }
     }
 
     /// For hyper (HTTP/2, and HTTP/1.1 over TLS), which adds
@@ -151,6 +189,7 @@ impl Reply {
     /// apart).
     pub fn into_parts(self) -> (Response<()>, Bytes) {
         let body = match &self.reason {
+            _ if self.json.is_some() => self.json.clone().unwrap_or_default(),
             Some(reason) => {
                 let mut body = String::with_capacity(reason.len() + 1);
                 body.push_str(reason);
@@ -159,22 +198,30 @@ impl Reply {
             }
             None => Bytes::new(),
         };
+        let content_type = self.content_type();
+        let cache_control = self.cache_control();
         let mut resp = Response::new(());
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
         if let Some(location) = self.location {
             headers.insert(LOCATION, location);
         }
-        if self.reason.is_some() {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
-        if self.retry_after {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        if let Some(secs) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.allow {
             headers.insert(ALLOW, HeaderValue::from_static(GET_HEAD));
         }
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+        match cache_control {
+            Cow::Borrowed(s) => headers.insert(CACHE_CONTROL, HeaderValue::from_static(s)),
+            Cow::Owned(s) => headers.insert(
+                CACHE_CONTROL,
+                HeaderValue::try_from(s).expect("digits are a header value"),
+            ),
+        };
         if let Some(policy) = self.policy {
             headers.insert(POLICY_HEADER, policy);
         }
@@ -202,16 +249,20 @@ impl Reply {
         if let Some(location) = &self.location {
             line(out, "Location", location.as_bytes());
         }
-        if self.reason.is_some() {
-            line(out, "Content-Type", TEXT.as_bytes());
+        if let Some(content_type) = self.content_type() {
+            line(out, "Content-Type", content_type.as_bytes());
         }
-        if self.retry_after {
-            line(out, "Retry-After", RETRY_AFTER_SECS.as_bytes());
+        if let Some(secs) = self.retry_after {
+            line(
+                out,
+                "Retry-After",
+                itoa::Buffer::new().format(secs).as_bytes(),
+            );
         }
         if self.allow {
             line(out, "Allow", GET_HEAD.as_bytes());
         }
-        line(out, "Cache-Control", NO_STORE.as_bytes());
+        line(out, "Cache-Control", self.cache_control().as_bytes());
         if let Some(policy) = &self.policy {
             line(out, "Edgeward-Policy", policy.as_bytes());
         }
@@ -226,7 +277,12 @@ impl Reply {
         );
         line(out, "Date", date);
         out.extend_from_slice(b"\r\n");
-        if !head_only && let Some(reason) = &self.reason {
+        if head_only {
+            return;
+        }
+        if let Some(json) = &self.json {
+            out.extend_from_slice(json);
+        } else if let Some(reason) = &self.reason {
             out.extend_from_slice(reason.as_bytes());
             out.push(b'\n');
         }
@@ -277,5 +333,38 @@ mod tests {
         ));
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(reply.location.is_none());
+    }
+
+    #[test]
+    fn a_steering_manifest_and_a_too_soon_on_the_wire() {
+        let json = r#"{"VERSION":1,"TTL":30}"#;
+        let reply = Reply::of(Outcome::Manifest {
+            json: json.into(),
+            max_age: 30,
+        });
+        let mut out = Vec::new();
+        reply.write_h1(false, None, b"D", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Cache-Control: private, max-age=30\r\nContent-Length: {}\r\n\
+                 Date: D\r\n\r\n{json}",
+                json.len()
+            )
+        );
+        let (head, body) = Reply::of(Outcome::Manifest {
+            json: json.into(),
+            max_age: 30,
+        })
+        .into_parts();
+        assert_eq!(body, json.as_bytes());
+        assert_eq!(head.headers()[CACHE_CONTROL], "private, max-age=30");
+        assert_eq!(head.headers()[CONTENT_TYPE], JSON);
+
+        let (head, _) = Reply::of(Outcome::TooSoon { retry_after: 42 }).into_parts();
+        assert_eq!(head.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(head.headers()[RETRY_AFTER], "42");
+        assert_eq!(head.headers()[CACHE_CONTROL], NO_STORE);
     }
 }

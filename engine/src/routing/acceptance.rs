@@ -147,6 +147,7 @@ pub fn check(
         let (status, answer) = match outcome {
             Outcome::Redirect(url) => (302, url),
             Outcome::Refuse { status, reason } => (status, reason.into_owned()),
+            other => (other.status(), String::new()),
         };
         results.push(SampleResult {
             client: client.to_string(),

@@ -263,6 +263,12 @@ enum Health<'h> {
     ById(&'h ServersHealth, &'h Topology),
 }
 
+/// Whether health checking considers `server` of `topology` available
+/// (however `health` was built; see [`Health`]).
+pub(super) fn available(topology: &Topology, health: &ServersHealth, server: u32) -> bool {
+    Health::of(topology, health).server(server).available()
+}
+
 /// A server nothing is known of yet.
 static UNKNOWN: ServerHealth = ServerHealth::new();
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Decision header value when the native rule answered.
-const NATIVE: HeaderValue = HeaderValue::from_static("native");
+pub(super) const NATIVE: HeaderValue = HeaderValue::from_static("native");
 /// At most one policy-failure warning per worker per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
@@ -90,6 +90,18 @@ fn declare_and_fill(
     if !wanted.is_empty() {
         headers.fill(current);
     }
+}
+
+/// What came of asking a policy to order a steering poll's pathways
+/// ([`Decider::steer`]).
+pub enum SteerCall<T> {
+    /// The policy answered, and its answer passed the check.
+    Answered(T, HeaderValue),
+    /// No policy runs (`--native-only`): the engine's default order.
+    Native,
+    /// The call failed or its answer did not pass (counted and logged as
+    /// for `select`): the policy's label and its header.
+    Failed(String, HeaderValue),
 }
 
 /// Decides requests for one worker thread.
@@ -262,6 +274,63 @@ impl Decider {
             chosen,
             fell_back,
         }
+    }
+
+    /// Asks the policy deciding for this client (the active version, or
+    /// the canary for the clients it takes) to order a content-steering
+    /// poll's `offers` for the client's tiers (without candidates) in
+    /// `prepared`; `state` is what it returned for the session's previous
+    /// poll. `check` vets its answer: a failed call or a refused answer is
+    /// counted, logged and may trip automatic rollback, as for `select`.
+    /// The shadow is not asked (it compares redirects).
+    #[allow(clippy::too_many_arguments)]
+    pub fn steer<T>(
+        &mut self,
+        routing: &Arc<RoutingState>,
+        topology: &Arc<Topology>,
+        client: IpAddr,
+        prepared: &mut Prepared<'_>,
+        headers: RequestHeaders<'_>,
+        offers: &[wit::PathwayOffer],
+        state: &[u8],
+        check: impl FnOnce(wit::SteerDecision) -> Result<T, String>,
+    ) -> SteerCall<T> {
+        self.requests += 1;
+        prepared.request.seed = self.rng.next_u64();
+        if self.native_only {
+            return SteerCall::Native;
+        }
+        self.prune(routing);
+        let policy = routing.for_client(client_hash(client));
+        declare_and_fill(prepared, policy, headers);
+        let failed = || SteerCall::Failed(policy.label(), policy.header.clone());
+        let Some(index) = self.instance(policy) else {
+            return failed();
+        };
+        let instance = &mut self.instances[index];
+        let failure =
+            match instance.steer(topology, &prepared.request, &prepared.tiers, offers, state) {
+                Ok(decision) => match check(decision) {
+                    Ok(checked) => {
+                        policy.stats.succeeded();
+                        return SteerCall::Answered(checked, instance.header().clone());
+                    }
+                    Err(why) => {
+                        instance.note_invalid();
+                        format!("invalid steering answer: {why}")
+                    }
+                },
+                Err(e) => {
+                    self.instances.swap_remove(index);
+                    e.message
+                }
+            };
+        self.warn(policy, &failure);
+        let failures = policy.stats.failed();
+        if failures >= self.policies.rollback_after {
+            self.policies.report_failing(policy.version, failures);
+        }
+        failed()
     }
 
     /// Calls `policy` and checks its answer. `None` when it failed (the
@@ -463,5 +532,6 @@ fn describe_outcome(o: &Outcome) -> String {
     match o {
         Outcome::Redirect(url) => format!("302 {url}"),
         Outcome::Refuse { status, reason } => format!("{status} {reason}"),
+        other => other.status().to_string(),
     }
 }

@@ -158,6 +158,8 @@ pub fn explain(
                     match outcome {
                         Outcome::Redirect(location) => out["location"] = json!(location),
                         Outcome::Refuse { reason, .. } => out["reason"] = json!(reason),
+                        // Steering answers: no policy `select` gives them.
+                        Outcome::Manifest { .. } | Outcome::TooSoon { .. } => {}
                     }
                 }
                 Err(why) => {
@@ -179,6 +181,7 @@ pub fn explain(
                 Ok(decision) => match answer::check(topology, &prepared, decision) {
                     Ok(Outcome::Redirect(l)) => format!("302 {l}"),
                     Ok(Outcome::Refuse { status, reason }) => format!("{status} {reason}"),
+                    Ok(other) => other.status().to_string(),
                     Err(why) => format!("invalid: {why}"),
                 },
                 Err(e) => {

@@ -12,6 +12,9 @@
 //! 6. its answer checked and the `Location` built ([`answer`]);
 //! 7. the metrics, counted once, here.
 //!
+//! Content-steering polls (`/steer/...`) take their own path after step 3
+//! ([`steer`]), on the same snapshots and the same warm instances.
+//!
 //! The HTTP layer ([`crate::http`]) only turns the resulting [`Routed`]
 //! into a response. The acceptance check of new policies ([`acceptance`])
 //! runs steps 4 to 6 on sample requests.
@@ -24,6 +27,7 @@ pub mod decider;
 pub mod explain;
 pub mod headers;
 mod record;
+pub mod steer;
 pub mod url;
 
 pub use decider::{Decided, Decider};
@@ -51,6 +55,20 @@ pub enum Outcome {
         /// Reason sent as the body.
         reason: Cow<'static, str>,
     },
+    /// `200 OK` with a content-steering manifest ([`steer`]), which the
+    /// player may keep for `max_age` seconds.
+    Manifest {
+        /// The manifest, JSON.
+        json: String,
+        /// Its `TTL`, for `Cache-Control`.
+        max_age: u32,
+    },
+    /// `429 Too Many Requests`: a steering session polled far sooner than
+    /// its TTL; it may poll again in `retry_after` seconds.
+    TooSoon {
+        /// Seconds, for `Retry-After`.
+        retry_after: u32,
+    },
 }
 
 impl Outcome {
@@ -67,6 +85,8 @@ impl Outcome {
         match self {
             Outcome::Redirect(_) => 302,
             Outcome::Refuse { status, .. } => *status,
+            Outcome::Manifest { .. } => 200,
+            Outcome::TooSoon { .. } => 429,
         }
     }
 }
@@ -112,6 +132,7 @@ pub struct Router {
     health: HealthCache,
     routing: RoutingCache,
     metrics: Option<WorkerMetrics>,
+    steering: steer::Steering,
 }
 
 impl Router {
@@ -132,7 +153,15 @@ impl Router {
             health: health.cache(),
             routing: policies.routing_cache(),
             metrics,
+            steering: steer::Steering::new(steer::SteeringSetup::default(), None),
         }
+    }
+
+    /// Answers steering polls as `setup` says (its key, its rate), its
+    /// session ids drawn from `seed` when given.
+    pub fn with_steering(mut self, setup: steer::SteeringSetup, seed: Option<u64>) -> Self {
+        self.steering = steer::Steering::new(setup, seed);
+        self
     }
 
     /// Answers one request.
@@ -143,6 +172,9 @@ impl Router {
             return self.counted(Kind::Other, Decided::refused(outcome), None);
         }
         let started = Instant::now();
+        if req.path.starts_with(steer::poll::PREFIX) {
+            return self.steer(req);
+        }
         // 2. The path.
         let route = match url::parse(req.path) {
             Ok(route) => route,
@@ -192,6 +224,33 @@ impl Router {
             metrics.redirected(topology, server, region);
         }
         self.counted(kind, decided, Some(started))
+    }
+
+    /// Answers a content-steering poll ([`steer`]).
+    fn steer(&mut self, req: &PlayerRequest<'_>) -> Routed {
+        let client = match self.trusted.client(req.peer, req.x_real_ip) {
+            Ok(ip) => ip,
+            Err(why) => {
+                let decided = Decided::refused(Outcome::refuse(400, why));
+                return self.counted(Kind::Steer, decided, None);
+            }
+        };
+        let tls = req.tls || self.trusted.forwarded_tls(req.peer, req.forwarded_proto);
+        let decided = self.steering.poll(
+            &mut self.decider,
+            self.topology.load(),
+            self.health.load(),
+            self.routing.load(),
+            &steer::Asked {
+                path: req.path,
+                query: req.query,
+                client,
+                tls,
+                headers: req.headers,
+            },
+            self.metrics.as_ref().map(WorkerMetrics::steering),
+        );
+        self.counted(Kind::Steer, decided, None)
     }
 
     /// Counts a request the HTTP layer refused before it could be routed

@@ -80,6 +80,7 @@ pub fn record(
     let (status, location, reason) = match outcome {
         Outcome::Redirect(url) => (302, Some(url.clone()), None),
         Outcome::Refuse { status, reason } => (*status, None, Some(reason.to_string())),
+        other => (other.status(), None, None),
     };
     let policy = decided_by.to_str().unwrap_or("?").to_string();
     // What decided answered (with `fallback`, what answered for the
@@ -88,6 +89,7 @@ pub fn record(
         (Some(server), _) => Some(Answer::Choose(server)),
         (None, Outcome::Redirect(url)) => Some(Answer::Redirect(url.clone())),
         (None, Outcome::Refuse { status, .. }) => Some(Answer::Reject(*status)),
+        (None, other) => Some(Answer::Reject(other.status())),
     };
     Record {
         schema: SCHEMA,

@@ -462,7 +462,16 @@ fn pathways(v: &mut Validator, doc: &NetworkDoc, ids: &Indexes) -> Vec<Pathway> 
         }
         regions.sort_unstable();
         regions.dedup();
+        let edges = group.map_or_else(Vec::new, |g| {
+            doc.server_groups[g as usize]
+                .servers
+                .iter()
+                .filter_map(|s| ids.servers.get(s.as_str()).copied())
+                .filter(|&s| doc.servers[s as usize].kind == ServerKind::Edge)
+                .collect()
+        });
         pathways.push(Pathway {
+            edges: edges.into(),
             id: p.id.as_str().into(),
             host: p.host.as_deref().map(Into::into),
             group,

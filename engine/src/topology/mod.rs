@@ -295,6 +295,9 @@ pub struct Pathway {
     pub active: bool,
     /// Sorted indices of the regions whose clients may use it; `None`: all.
     pub regions: Option<Box<[u32]>>,
+    /// Indices of the edge servers of its group (none for a pathway that
+    /// is not one of ours): their health says whether it is up.
+    pub edges: Box<[u32]>,
 }
 
 impl Pathway {

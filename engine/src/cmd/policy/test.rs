@@ -253,6 +253,19 @@ impl Answer {
                 edge: None,
                 reason: Some(reason.to_string()),
             },
+            // A steering poll's manifest is its "reason": what to compare.
+            Outcome::Manifest { json, .. } => Answer {
+                status: 200,
+                location: None,
+                edge: None,
+                reason: Some(json.clone()),
+            },
+            Outcome::TooSoon { .. } => Answer {
+                status: 429,
+                location: None,
+                edge: None,
+                reason: None,
+            },
         }
     }
 

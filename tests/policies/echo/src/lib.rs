@@ -4,8 +4,18 @@
 //! the player came over TLS, what GeoIP said, each declared header's value
 //! (`-` when absent) and each tier's region and distance. The end-to-end
 //! tests read that URL back.
+//!
+//! Steering polls, as `steer` says: absent, the engine's default order;
+//! `reverse`, the pathways offered in reverse, a TTL of 17 s and as state
+//! what it was offered (per pathway: index, flags — 1 current, 2 with a
+//! throughput, 4 a clone —, tier (255 none), edges up, edges total and
+//! throughput in Mbit/s, a byte each, after a count of the polls it has
+//! seen), which the tests read back from the session token; `stop`, stop
+//! steering; `bad`, a pathway never offered; `panic`, a trap.
 
-use edgeward_sdk::{Decision, Policy, Request, Tier, export_policy, host};
+use edgeward_sdk::{
+    Decision, Policy, Request, SteerDecision, SteerPoll, Steering, Tier, export_policy, host,
+};
 
 /// The configuration.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -17,12 +27,16 @@ pub struct Config {
     /// Declared headers shown only as `present` (or `-`), never by value.
     #[serde(default)]
     pub hide: Vec<String>,
+    /// How steering polls are answered (see above).
+    #[serde(default)]
+    pub steer: Option<String>,
 }
 
 /// The policy.
 pub struct Echo {
     headers: Vec<String>,
     hide: Vec<String>,
+    steer: Option<String>,
 }
 
 impl Policy for Echo {
@@ -32,7 +46,39 @@ impl Policy for Echo {
         Ok(Echo {
             headers: config.headers,
             hide: config.hide,
+            steer: config.steer,
         })
+    }
+
+    fn steer(&mut self, poll: &SteerPoll<'_>) -> SteerDecision {
+        match self.steer.as_deref() {
+            Some("reverse") => {
+                let polls = poll.state.first().copied().unwrap_or(0);
+                let mut state = vec![polls.saturating_add(1)];
+                for o in poll.pathways.iter().take(10) {
+                    let flags = u8::from(o.current)
+                        | u8::from(o.throughput_kbps.is_some()) << 1
+                        | u8::from(o.clone) << 2;
+                    state.extend_from_slice(&[
+                        o.pathway as u8,
+                        flags,
+                        o.tier.map_or(255, |t| t as u8),
+                        o.edges_up as u8,
+                        o.edges_total as u8,
+                        o.throughput_kbps.map_or(0, |k| (k / 1000).min(255) as u8),
+                    ]);
+                }
+                SteerDecision::Order(Steering {
+                    priority: poll.pathways.iter().rev().map(|o| o.pathway).collect(),
+                    ttl_s: 17,
+                    state,
+                })
+            }
+            Some("stop") => SteerDecision::Stop,
+            Some("bad") => SteerDecision::order(vec![9999], 0),
+            Some("panic") => panic!("echo panics on a steering poll"),
+            _ => SteerDecision::DefaultOrder,
+        }
     }
 
     fn headers(&self) -> Vec<String> {
