@@ -6,7 +6,13 @@
 //!   build the tiers, call the wasm policy on a warm instance, check the
 //!   answer, render the Location) on a 10,000-subnet topology, and the same
 //!   with the native rule instead of the wasm policy;
-//! - `policy_call/8`: one call of the default policy with 8 candidates.
+//! - `policy_call/8`: one call of the default policy with 8 candidates;
+//! - `steering/10k`: a whole content-steering poll (parse what the player
+//!   reports, open its session token, build the tiers, offer 12 pathways
+//!   with their edges' health, call the policy's `steer`, check the order,
+//!   seal the next token, write the manifest) on the 10,000-subnet
+//!   topology, with the example policy `steer-region` and with `nearest`
+//!   (whose `steer` leaves the order to the engine).
 //!
 //! Run: `cargo bench -p edgeward --bench decision`
 //! (save a baseline with `-- --save-baseline main`, compare with
@@ -276,5 +282,97 @@ fn js_call_profile(
     );
 }
 
-criterion_group!(benches, lpm, decision, policy_call);
+fn steering(c: &mut Criterion) {
+    use edgeward::topology::model::PathwayDoc;
+    let mut doc = generate(Spec {
+        v4_subnets: 9_700,
+        v6_subnets: 300,
+        regions: 100,
+        seed: 2,
+    });
+    // A pathway for each of the first ten groups, two CDNs, and a clone.
+    doc.schema = Some(2);
+    let pathway = |id: String| PathwayDoc {
+        id,
+        host: None,
+        group: None,
+        regions: Vec::new(),
+        base: None,
+        params: Default::default(),
+        active: true,
+    };
+    for g in doc.server_groups.iter().take(10) {
+        doc.pathways.push(PathwayDoc {
+            group: Some(g.id.clone()),
+            host: Some(format!("{}.cdn.example", g.id)),
+            ..pathway(format!("p-{}", g.id))
+        });
+    }
+    for cdn in ["cdn-a", "cdn-b"] {
+        doc.pathways.push(PathwayDoc {
+            host: Some(format!("{cdn}.example")),
+            ..pathway(cdn.into())
+        });
+    }
+    let first = doc.pathways[0].id.clone();
+    doc.pathways.push(PathwayDoc {
+        base: Some(first.clone()),
+        host: Some("clone.example".into()),
+        ..pathway("clone".into())
+    });
+    let store = Arc::new(TopologyStore::new(&doc).unwrap());
+    let addrs = clients(4096);
+    let query = format!("_HLS_pathway={first}&_HLS_throughput=5200000");
+    let steer_region = PolicySource {
+        config: rmp_serde::to_vec_named(&serde_json::json!({"throughput_floor_kbps": 2000}))
+            .unwrap(),
+        ..PolicySource::from_files(
+            std::path::Path::new(
+                edgeward::builtin::BUILT_POLICIES
+                    .iter()
+                    .find(|(n, _)| *n == "steer-region")
+                    .map(|(_, p)| *p)
+                    .expect("steer-region is built"),
+            ),
+            None,
+        )
+        .unwrap()
+    };
+    for (name, policy) in [
+        ("steering/10k/steer_region_poll", steer_region),
+        (
+            "steering/10k/default_order_poll",
+            PolicySource::builtin_nearest(),
+        ),
+    ] {
+        // No rate limit: every poll calls the policy.
+        let mut router = support::router_with(&store, policy).with_steering(
+            edgeward::routing::steer::SteeringSetup {
+                max_rate: 0,
+                ..Default::default()
+            },
+            Some(1),
+        );
+        let mut i = 0;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                let routed = router.route(&PlayerRequest {
+                    get_or_head: true,
+                    path: black_box("/steer/hls/ch1"),
+                    query: Some(&query),
+                    peer: addrs[i],
+                    x_real_ip: None,
+                    tls: false,
+                    forwarded_proto: None,
+                    headers: Default::default(),
+                });
+                assert_eq!(routed.outcome.status(), 200, "{:?}", routed.outcome);
+                black_box(routed)
+            })
+        });
+    }
+}
+
+criterion_group!(benches, lpm, decision, policy_call, steering);
 criterion_main!(benches);

@@ -43,7 +43,13 @@ pub fn host(policy: PolicySource) -> Arc<PolicyHost> {
 /// The whole request path of one worker, as the HTTP layer calls it (the
 /// client is the peer: no trusted proxy, no X-Real-IP), with `nearest`.
 pub fn router(store: &Arc<TopologyStore>) -> Router {
-    let policies = host(PolicySource::builtin_nearest());
+    router_with(store, PolicySource::builtin_nearest())
+}
+
+/// [`router`] with another policy.
+#[allow(dead_code)]
+pub fn router_with(store: &Arc<TopologyStore>, policy: PolicySource) -> Router {
+    let policies = host(policy);
     let health = Arc::new(HealthTable::new(&store.snapshot()));
     Router::new(
         store,

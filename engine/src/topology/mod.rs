@@ -586,8 +586,12 @@ impl Topology {
             .iter()
             .filter(|(_, s)| s.net.addr().is_ipv6())
             .count();
+        let pathways = match self.pathways.len() {
+            0 => String::new(),
+            n => format!(", {n} steering pathways"),
+        };
         format!(
-            "{} regions, {} subnets ({} IPv4, {} IPv6), {} server groups, {} servers ({} edge, {} dvr), {} channels, {} programs, default region {}",
+            "{} regions, {} subnets ({} IPv4, {} IPv6), {} server groups, {} servers ({} edge, {} dvr), {} channels, {} programs, default region {}{pathways}",
             self.regions.len(),
             self.subnets.len(),
             self.subnets.len() - v6,
