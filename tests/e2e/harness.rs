@@ -45,6 +45,22 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/fixtures")
 }
 
+/// A MaxMind test database (`GeoIP2-City-Test.mmdb` and the like), from
+/// the `maxminddb` package's source distribution, which `tests/run`
+/// downloads into `target/geoip-test-data` (or `GEOIP_TEST_DATA`).
+pub fn geoip_test_db(name: &str) -> PathBuf {
+    let dir = std::env::var_os("GEOIP_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/geoip-test-data"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run tests/run, which downloads MaxMind's test databases",
+        path.display()
+    );
+    path
+}
+
 /// The component file of a policy built from `policies/`.
 pub fn built_policy(name: &str) -> PathBuf {
     edgeward::builtin::BUILT_POLICIES

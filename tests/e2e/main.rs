@@ -11,6 +11,7 @@ mod ctl;
 mod entities;
 mod etcd;
 mod explain;
+mod geo;
 mod harness;
 mod health;
 mod http1;

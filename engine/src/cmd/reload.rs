@@ -68,6 +68,8 @@ pub(super) struct Reloaded {
     /// The TLS listeners' certificates (the players', the admin's),
     /// reloaded in place.
     pub certificates: Vec<Arc<crate::http::tls::Certificates>>,
+    /// The GeoIP databases, reloaded in place.
+    pub geoip: Option<Arc<crate::geo::GeoIp>>,
 }
 
 pub(super) fn until_stopped(
@@ -94,7 +96,14 @@ pub(super) fn until_stopped(
         control,
         writer,
         certificates,
+        geoip,
     } = reloaded;
+    let geo_files = |g: &Option<Arc<crate::geo::GeoIp>>| -> Vec<Option<Fingerprint>> {
+        g.iter()
+            .flat_map(|g| g.files().iter().map(|f| fingerprint(Some(f))))
+            .collect()
+    };
+    let mut geo_seen = geo_files(&geoip);
     let cert_files = |c: &Vec<Arc<crate::http::tls::Certificates>>| -> Vec<Option<Fingerprint>> {
         c.iter()
             .flat_map(|c| c.files().map(|f| fingerprint(Some(f))).collect::<Vec<_>>())
@@ -124,6 +133,7 @@ pub(super) fn until_stopped(
                     reload_topology(&args, &control, &*writer, "SIGHUP").await;
                     reload_policy(&args, &control, &*writer, "SIGHUP").await;
                     reload_certificates(&certificates, "SIGHUP");
+                    reload_geoip(geoip.as_deref(), "SIGHUP");
                 }
                 _ = tick.tick(), if args.watch_interval_ms > 0 => {
                     let t = fingerprint(args.topology.as_deref());
@@ -140,6 +150,11 @@ pub(super) fn until_stopped(
                     if c != certs_seen {
                         certs_seen = c;
                         reload_certificates(&certificates, "file watch");
+                    }
+                    let g = geo_files(&geoip);
+                    if g != geo_seen {
+                        geo_seen = g;
+                        reload_geoip(geoip.as_deref(), "file watch");
                     }
                 }
                 _ = term.recv() => break,
@@ -160,6 +175,18 @@ fn reload_certificates(certificates: &[Arc<crate::http::tls::Certificates>], why
             Err(e) => {
                 tracing::error!(why, error = %e, "TLS certificates refused; the current ones stay")
             }
+        }
+    }
+}
+
+/// Reloads the GeoIP databases; a set with a file that does not read is
+/// refused and the current one kept.
+fn reload_geoip(geoip: Option<&crate::geo::GeoIp>, why: &str) {
+    let Some(geoip) = geoip else { return };
+    match geoip.reload() {
+        Ok(()) => tracing::info!(why, "GeoIP databases reloaded"),
+        Err(e) => {
+            tracing::error!(why, error = %e, "GeoIP databases refused; the current ones stay")
         }
     }
 }

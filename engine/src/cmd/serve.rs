@@ -66,6 +66,18 @@ pub struct ServeArgs {
     /// when none matches). Reloaded on SIGHUP and when a file changes.
     #[arg(long, value_name = "CERT,KEY[,OCSP]")]
     pub tls_cert: Vec<http::tls::CertPair>,
+    /// A MaxMind database (GeoIP2 or GeoLite2 City or Country, ASN or ISP,
+    /// Anonymous-IP; repeatable, one of each kind): what policies learn of
+    /// a client's country, network and anonymiser, and the nearest regions
+    /// for a client in no configured subnet. Reloaded on SIGHUP and when a
+    /// file changes.
+    #[arg(long, value_name = "FILE.mmdb")]
+    pub geoip: Vec<PathBuf>,
+    /// A client in no configured subnet whose location a GeoIP database
+    /// knows gets tiers of this many of the nearest regions that declare a
+    /// `location`, before the default region (0: none).
+    #[arg(long, default_value_t = crate::geo::NEAREST_REGIONS)]
+    pub geo_nearest_regions: u8,
     /// Connections a worker keeps open at most; beyond, a new connection
     /// is accepted and closed at once.
     #[arg(long, default_value_t = http::MAX_CONNECTIONS_PER_WORKER)]
@@ -305,6 +317,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Certificates SIGHUP and the file watch reload: the players' and the
     // admin listener's.
+    let geoip = match args.geoip.is_empty() {
+        true => None,
+        false => Some(crate::geo::GeoIp::load(args.geoip.clone()).map_err(anyhow::Error::msg)?),
+    };
     let mut reloaded_certificates: Vec<Arc<http::tls::Certificates>> =
         tls.iter().map(|t| t.certificates.clone()).collect();
     let config = http::ListenerConfig {
@@ -315,6 +331,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
         idle_timeout: std::time::Duration::from_millis(args.idle_timeout_ms.max(1)),
         max_requests: args.max_requests_per_connection,
+        geoip: geoip.clone(),
+        nearest_regions: args.geo_nearest_regions,
         steering: {
             // Session tokens are signed with a key derived from the
             // fleet's (the admin sessions'): any node opens any node's.
@@ -440,6 +458,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         control: control.clone(),
         writer,
         certificates: reloaded_certificates,
+        geoip,
     };
     let notifier = crate::systemd::Notifier::from_env();
     if let Some(n) = &notifier {

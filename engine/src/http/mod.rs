@@ -71,6 +71,10 @@ pub struct ListenerConfig {
     pub max_requests: u64,
     /// How steering polls are answered (signing key, rate of policy calls).
     pub steering: crate::routing::steer::SteeringSetup,
+    /// GeoIP databases, if any.
+    pub geoip: Option<Arc<crate::geo::GeoIp>>,
+    /// Tiers of this many nearest regions for a client in no subnet.
+    pub nearest_regions: u8,
 }
 
 /// Connections a worker keeps open at most, by default.
@@ -214,6 +218,7 @@ pub fn spawn_workers(
                 config.seed.map(|s| s.wrapping_add(i as u64)),
             );
             decider.fail_open = config.fail_open;
+            decider.nearest_regions = config.nearest_regions;
             decider.native_only = config.native_only;
             decider.decision_log = config.decision_log.clone();
             decider.worker = i as u16;
@@ -228,7 +233,8 @@ pub fn spawn_workers(
             .with_steering(
                 config.steering.clone(),
                 config.seed.map(|s| s.wrapping_add(i as u64)),
-            );
+            )
+            .with_geo(config.geoip.as_ref());
             let shutdown = shutdown.clone();
             let tls = tls.clone();
             let limits = Limits {

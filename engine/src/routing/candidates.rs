@@ -85,7 +85,8 @@ pub fn prepare<'a>(
     )
 }
 
-/// Which servers are offered.
+/// Which servers are offered, and what is known of the client beyond
+/// its address.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Offer {
     /// Offer down edges when no edge is up (`--health-fail-open`).
@@ -93,6 +94,12 @@ pub struct Offer {
     /// The player came over TLS: servers without a TLS port are not
     /// offered (so that no policy, however old, can send it to `http`).
     pub tls: bool,
+    /// What GeoIP databases say of the client (the policy sees it).
+    pub geo: wit::Geo,
+    /// A client in no configured subnet whose location GeoIP knows gets
+    /// tiers of this many of the nearest regions with a `location`, before
+    /// the default region (`--geo-nearest-regions`).
+    pub nearest_regions: u8,
 }
 
 /// [`prepare`], building the request and tiers in the buffers of
@@ -117,11 +124,17 @@ pub fn prepare_reusing<'a>(
     } = std::mem::take(scratch);
     let health = Health::of(topology, health);
     // One loop per way of finding health: no branch per candidate.
+    let near = offer
+        .geo
+        .location
+        .filter(|_| offer.nearest_regions > 0)
+        .map(|at| (at, offer.nearest_regions));
     match &health {
         Health::Indexed(all) => build_tiers(
             topology,
             |s| &all[s as usize],
             client,
+            near,
             resolved.channel,
             &mut tiers,
         ),
@@ -129,6 +142,7 @@ pub fn prepare_reusing<'a>(
             topology,
             |s| health.server(s),
             client,
+            near,
             resolved.channel,
             &mut tiers,
         ),
@@ -176,8 +190,7 @@ pub fn prepare_reusing<'a>(
         // Set by the caller once it has drawn this request's seed.
         seed: 0,
         tls: offer.tls,
-        // No GeoIP databases yet: nothing known.
-        geo: wit::Geo::default(),
+        geo: offer.geo,
         // Filled per policy by the caller (each declares its own).
         headers,
     };
@@ -293,75 +306,111 @@ impl<'h> Health<'h> {
     }
 }
 
-/// One tier per matched subnet (longest prefix first), then the default
-/// region; a region already offered is not repeated. Fills `tiers`, reusing
-/// its entries' candidate vectors.
+/// One tier per matched subnet (longest prefix first); for a client in
+/// no subnet whose location is `near`, the given number of regions
+/// nearest to it (those with a `location`, nearest first, their distance
+/// set); then the default region. A region already offered is not
+/// repeated. Fills `tiers`, reusing its entries' candidate vectors.
 fn build_tiers<'h>(
     topology: &Topology,
     health: impl Fn(u32) -> &'h ServerHealth,
     client: IpAddr,
+    near: Option<(wit::Coordinates, u8)>,
     channel: Option<u32>,
     tiers: &mut Vec<Tier>,
 ) {
     let mut used = 0;
-    let mut push = |region: u32, subnet: Option<u32>, tiers: &mut Vec<Tier>| {
-        if tiers[..used].iter().any(|t| t.region == region) {
-            return;
-        }
-        let r = &topology.regions[region as usize];
-        if used == tiers.len() {
-            tiers.push(Tier {
-                region,
-                region_active: r.active,
-                subnet,
-                distance_km: None,
-                candidates: Vec::with_capacity(r.members.len()),
-            });
-        }
-        let tier = &mut tiers[used];
-        used += 1;
-        tier.region = region;
-        tier.region_active = r.active;
-        tier.subnet = subnet;
-        tier.distance_km = None;
-        tier.candidates.clear();
-        tier.candidates.extend(r.members.iter().map(|m| {
-            let server = &topology.servers[m.server as usize];
-            let group = &topology.groups[m.group as usize];
-            let server_health = health(m.server);
-            let mut state = CandidateState::empty();
-            if server_health.available() {
-                state |= CandidateState::AVAILABLE;
+    let mut push =
+        |region: u32, subnet: Option<u32>, distance_km: Option<u32>, tiers: &mut Vec<Tier>| {
+            if tiers[..used].iter().any(|t| t.region == region) {
+                return;
             }
-            if server.active {
-                state |= CandidateState::SERVER_ACTIVE;
+            let r = &topology.regions[region as usize];
+            if used == tiers.len() {
+                tiers.push(Tier {
+                    region,
+                    region_active: r.active,
+                    subnet,
+                    distance_km,
+                    candidates: Vec::with_capacity(r.members.len()),
+                });
             }
-            if group.active {
-                state |= CandidateState::GROUP_ACTIVE;
-            }
-            if group.serves(channel) {
-                state |= CandidateState::SERVES_RESOURCE;
-            }
-            Candidate {
-                server: m.server,
-                group: m.group,
-                weight: server.weight,
-                state,
-                health: server_health.figures(),
-            }
-        }));
-    };
+            let tier = &mut tiers[used];
+            used += 1;
+            tier.region = region;
+            tier.region_active = r.active;
+            tier.subnet = subnet;
+            tier.distance_km = distance_km;
+            tier.candidates.clear();
+            tier.candidates.extend(r.members.iter().map(|m| {
+                let server = &topology.servers[m.server as usize];
+                let group = &topology.groups[m.group as usize];
+                let server_health = health(m.server);
+                let mut state = CandidateState::empty();
+                if server_health.available() {
+                    state |= CandidateState::AVAILABLE;
+                }
+                if server.active {
+                    state |= CandidateState::SERVER_ACTIVE;
+                }
+                if group.active {
+                    state |= CandidateState::GROUP_ACTIVE;
+                }
+                if group.serves(channel) {
+                    state |= CandidateState::SERVES_RESOURCE;
+                }
+                Candidate {
+                    server: m.server,
+                    group: m.group,
+                    weight: server.weight,
+                    state,
+                    health: server_health.figures(),
+                }
+            }));
+        };
+    let mut matched = false;
     for subnet in topology.matching_subnets(client) {
+        matched = true;
         push(
             topology.subnets[subnet as usize].region,
             Some(subnet),
+            None,
             tiers,
         );
     }
+    if !matched && let Some((at, n)) = near {
+        for (region, km) in nearest_regions(topology, at, n) {
+            push(region, None, Some(km), tiers);
+        }
+    }
     if let Some(region) = topology.default_region {
-        push(region, None, tiers);
+        push(region, None, None, tiers);
     }
     tiers.truncate(used);
+}
+
+/// The `n` regions with a location nearest to `at`, nearest first, with
+/// their distance in whole kilometres (ties in file order).
+fn nearest_regions(topology: &Topology, at: wit::Coordinates, n: u8) -> Vec<(u32, u32)> {
+    let mut by_distance: Vec<(u32, f64)> = topology
+        .regions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let (latitude, longitude) = r.location?;
+            let km = at.distance_km(&wit::Coordinates {
+                latitude,
+                longitude,
+            });
+            Some((i as u32, km))
+        })
+        .collect();
+    by_distance.sort_by(|a, b| a.1.total_cmp(&b.1));
+    by_distance
+        .into_iter()
+        .take(usize::from(n))
+        .map(|(r, km)| (r, km.round() as u32))
+        .collect()
 }
 
 /// Fail-open: if no candidate anywhere is eligible, and that is only for

@@ -72,6 +72,8 @@ pub struct Asked<'a> {
     pub tls: bool,
     /// Its headers, for those a policy declared.
     pub headers: super::headers::RequestHeaders<'a>,
+    /// What GeoIP databases say of the client.
+    pub geo: wit::Geo,
 }
 
 /// Gives the request the headers `policy` declared, with their values.
@@ -115,6 +117,9 @@ pub struct Decider {
     suppressed: u64,
     /// Offer down edges when no edge is up (`--health-fail-open`).
     pub fail_open: bool,
+    /// Tiers of this many nearest regions for a client in no subnet whose
+    /// location GeoIP knows (`--geo-nearest-regions`).
+    pub nearest_regions: u8,
     /// Decide with the native rule only, never calling a wasm policy (the
     /// benchmark baseline that shows what the sandbox costs).
     pub native_only: bool,
@@ -149,6 +154,7 @@ impl Decider {
             last_warning: None,
             suppressed: 0,
             fail_open: false,
+            nearest_regions: crate::geo::NEAREST_REGIONS,
             native_only: false,
             count_redirects: false,
             decision_log: None,
@@ -175,6 +181,7 @@ impl Decider {
             client,
             tls,
             headers,
+            geo,
         } = *asked;
         // Only the decision log needs the decision's own duration.
         let started = self.decision_log.is_some().then(Instant::now);
@@ -188,6 +195,8 @@ impl Decider {
             Offer {
                 fail_open: self.fail_open,
                 tls,
+                geo,
+                nearest_regions: self.nearest_regions,
             },
             &mut self.scratch,
         ) {

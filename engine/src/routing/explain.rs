@@ -75,8 +75,8 @@ pub fn explain(
     out["content"] = content(topology, &route);
     out["subnets"] = subnets(topology, question.client);
     let offer = Offer {
-        fail_open: false,
         tls: question.tls,
+        ..Offer::default()
     };
     let prepared = match prepare(topology, health, &route, query, question.client, offer) {
         Ok(p) => p,

@@ -133,6 +133,7 @@ pub struct Router {
     routing: RoutingCache,
     metrics: Option<WorkerMetrics>,
     steering: steer::Steering,
+    geo: Option<crate::geo::GeoCache>,
 }
 
 impl Router {
@@ -154,6 +155,21 @@ impl Router {
             routing: policies.routing_cache(),
             metrics,
             steering: steer::Steering::new(steer::SteeringSetup::default(), None),
+            geo: None,
+        }
+    }
+
+    /// Looks clients up in these GeoIP databases.
+    pub fn with_geo(mut self, geo: Option<&Arc<crate::geo::GeoIp>>) -> Self {
+        self.geo = geo.map(crate::geo::GeoIp::cache);
+        self
+    }
+
+    /// What the GeoIP databases say of `client` (nothing without them).
+    fn geo(&mut self, client: IpAddr) -> crate::policy::bindings::Geo {
+        match &mut self.geo {
+            Some(geo) => geo.lookup(client),
+            None => Default::default(),
         }
     }
 
@@ -202,6 +218,7 @@ impl Router {
             }
         };
         let tls = req.tls || self.trusted.forwarded_tls(req.peer, req.forwarded_proto);
+        let geo = self.geo(client);
         // 4-6. Candidates, policy, answer check: on one topology snapshot
         // and one routing state, however they change meanwhile.
         let topology = self.topology.load();
@@ -217,6 +234,7 @@ impl Router {
                 client,
                 tls,
                 headers: req.headers,
+                geo,
             },
         );
         // 7. The metrics.
@@ -236,6 +254,7 @@ impl Router {
             }
         };
         let tls = req.tls || self.trusted.forwarded_tls(req.peer, req.forwarded_proto);
+        let geo = self.geo(client);
         let decided = self.steering.poll(
             &mut self.decider,
             self.topology.load(),
@@ -247,6 +266,7 @@ impl Router {
                 client,
                 tls,
                 headers: req.headers,
+                geo,
             },
             self.metrics.as_ref().map(WorkerMetrics::steering),
         );

@@ -96,6 +96,8 @@ pub struct Asked<'a> {
     pub tls: bool,
     /// Its headers (for those the policy declared).
     pub headers: RequestHeaders<'a>,
+    /// What GeoIP databases say of the client.
+    pub geo: crate::policy::bindings::Geo,
 }
 
 /// One worker's steering: its signing key (derived once per key), its
@@ -269,6 +271,8 @@ impl Steering {
             Offer {
                 fail_open: false,
                 tls: asked.tls,
+                geo: asked.geo,
+                nearest_regions: decider.nearest_regions,
             },
             &mut self.scratch,
         ) {
