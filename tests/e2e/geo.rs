@@ -256,3 +256,78 @@ fn databases_that_do_not_read_are_refused_at_start_naming_the_file() {
         assert!(err.contains("GeoIP database"), "{err}");
     }
 }
+
+#[test]
+fn geo_block_and_geo_nearest_answer_from_what_geoip_says() {
+    let dir = TempDir::new("geo-policies");
+    let e = start(
+        &dir,
+        &[
+            &geoip_test_db("GeoIP2-City-Test.mmdb"),
+            &geoip_test_db("GeoIP2-Anonymous-IP-Test.mmdb"),
+        ],
+        &[],
+    )
+    .unwrap();
+    let (code, v) = upload(
+        &e,
+        "geo-block",
+        "geo-block",
+        json!({
+            "allow_cidrs": ["216.160.83.0/24"],
+            "rules": [
+                {"channels": ["ch1"], "allow": ["SE", "JP"]},
+                {"paths": ["premium/*"], "anonymous": ["tor_exit_node"]}
+            ]
+        }),
+        true,
+    );
+    assert_eq!(code, 201, "{v}");
+    let status = |ip: &str, path: &str| {
+        let resp = e.get(path, &[("X-Real-IP", ip)]);
+        (resp.status, resp.body)
+    };
+    // ch1 only in Sweden and Japan: Linköping yes, London no (451), a
+    // client GeoIP cannot place no, the allow-listed network (in the US)
+    // yes.
+    assert_eq!(status("89.160.20.128", "/btv/live/hls/ch1").0, 302);
+    let (code, body) = status("81.2.69.142", "/btv/live/hls/ch1");
+    assert_eq!((code, body.trim()), (451, "not available in your region"));
+    assert_eq!(status("192.0.2.1", "/btv/live/hls/ch1").0, 451);
+    assert_eq!(status("216.160.83.56", "/btv/live/hls/ch1").0, 302);
+    // premium/ VOD: no Tor exits; others anywhere.
+    assert_eq!(status("65.0.0.1", "/vod/premium/film.mp4").0, 451);
+    assert_eq!(status("65.0.0.1", "/vod/free/film.mp4").0, 302);
+    assert_eq!(
+        status("81.2.69.142", "/vod/premium/film.mp4").0,
+        451,
+        "Tor too"
+    );
+    assert_eq!(status("89.160.20.128", "/vod/premium/film.mp4").0, 302);
+
+    // geo-nearest: Linköping's nearest is Stockholm (174 km); with twenty
+    // times the capacity, London (1,260 km) wins.
+    let (code, v) = upload(&e, "geo-nearest", "geo-nearest", json!({}), true);
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        location(&e, "89.160.20.128"),
+        "http://stockholm.test/live/ch1.m3u8"
+    );
+    let (code, v) = upload(
+        &e,
+        "geo-nearest",
+        "geo-nearest",
+        json!({"capacity": {"london": 20.0}}),
+        true,
+    );
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        location(&e, "89.160.20.128"),
+        "http://london.test/live/ch1.m3u8"
+    );
+    // A configured subnet still wins (81.2.69.0/24 is Tokyo's here).
+    assert_eq!(
+        location(&e, "81.2.69.142"),
+        "http://tokyo.test/live/ch1.m3u8"
+    );
+}
