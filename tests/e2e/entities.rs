@@ -757,3 +757,132 @@ fn changes_outlive_a_restart_in_the_state_directory_and_the_file_only_seeds() {
     let (s, b, _) = call(&e, "GET", "/audit?since=yesterday", None, None);
     assert_eq!(s, 400, "{b}");
 }
+
+#[test]
+fn pathways_and_region_locations_are_entities_and_bring_schema_2() {
+    // The routing fixture is a schema 1 document.
+    let e = routing_engine(&[]);
+    let (_, doc) = e.admin_json("GET", "/topology", json!(null));
+    assert!(doc.get("schema").is_none(), "{}", doc["schema"]);
+
+    // A pathway of a group, and a clone of it: the document becomes
+    // schema 2, and steering polls offer them at once.
+    let (status, body, _) = call(
+        &e,
+        "POST",
+        "/topology/pathways",
+        Some(json!({"id": "wide", "group": "g-wide", "host": "wide.cdn.test"})),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = call(
+        &e,
+        "POST",
+        "/topology/pathways",
+        Some(json!({"id": "wide-b", "base": "wide", "host": "b.cdn.test", "params": {"via": "b"}})),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, doc) = e.admin_json("GET", "/topology", json!(null));
+    assert_eq!(doc["schema"], 2);
+    let poll = e.get("/steer/hls/ch1", &[("X-Real-IP", "10.2.0.1")]);
+    assert_eq!(poll.status, 200, "{poll:?}");
+    let m: Value = serde_json::from_str(&poll.body).unwrap();
+    assert_eq!(m["PATHWAY-PRIORITY"], json!(["wide", "wide-b"]));
+    assert_eq!(
+        m["PATHWAY-CLONES"][0]["URI-REPLACEMENT"]["PARAMS"],
+        json!({"via": "b"})
+    );
+
+    // Listed, filtered, got, patched.
+    let (status, list, _) = call(&e, "GET", "/topology/pathways?group=g-wide", None, None);
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total"], 1, "{list}");
+    let (status, body, _) = call(
+        &e,
+        "PATCH",
+        "/topology/pathways/wide",
+        Some(json!({"active": false})),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, got, _) = call(&e, "GET", "/topology/pathways/wide", None, None);
+    assert_eq!(got["value"]["active"], false, "{got}");
+
+    // A group no region uses, behind a pathway.
+    for (kind, value) in [
+        (
+            "server-groups",
+            json!({"id": "g-free", "servers": ["e-city"]}),
+        ),
+        ("pathways", json!({"id": "free", "group": "g-free"})),
+    ] {
+        let (status, body, _) = call(&e, "POST", &format!("/topology/{kind}"), Some(value), None);
+        assert_eq!(status, 201, "{kind}: {body}");
+    }
+    // Refusals name what still refers to it, or the field and value.
+    for (method, path, value, status, want) in [
+        (
+            "DELETE",
+            "/topology/pathways/wide",
+            None,
+            409,
+            "still the base of clone \"wide-b\"",
+        ),
+        (
+            "DELETE",
+            "/topology/server-groups/g-free",
+            None,
+            409,
+            "still the group of pathway \"free\"",
+        ),
+        (
+            "POST",
+            "/topology/pathways",
+            Some(json!({"id": "bad id", "host": "x.test"})),
+            400,
+            "field `id`: \"bad id\"",
+        ),
+        (
+            "POST",
+            "/topology/pathways",
+            Some(json!({"id": "x", "group": "g-nope"})),
+            400,
+            "field `group`: \"g-nope\"",
+        ),
+        (
+            "PATCH",
+            "/topology/regions/city",
+            Some(json!({"location": {"latitude": 95.0, "longitude": 0.0}})),
+            400,
+            "field `location`: (95, 0)",
+        ),
+    ] {
+        let (got, body, _) = call(&e, method, path, value, None);
+        assert_eq!(got, status, "{method} {path}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{method} {path}: {body}");
+    }
+    // A region's place.
+    let (status, body, _) = call(
+        &e,
+        "PATCH",
+        "/topology/regions/city",
+        Some(json!({"location": {"latitude": 55.75, "longitude": 37.62}})),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, got, _) = call(&e, "GET", "/topology/regions/city", None, None);
+    assert_eq!(got["value"]["location"]["latitude"], 55.75);
+    // Clone, then base, deleted in order.
+    for path in [
+        "/topology/pathways/wide-b",
+        "/topology/pathways/wide",
+        "/topology/pathways/free",
+    ] {
+        let (status, body, _) = call(&e, "DELETE", path, None, None);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let poll = e.get("/steer/hls/ch1", &[("X-Real-IP", "10.2.0.1")]);
+    assert_eq!(poll.status, 503, "no pathway left: {poll:?}");
+}

@@ -297,7 +297,32 @@ impl<'a> Draft<'a> {
 
     /// Rebuilds the network and channels from their documents, with the
     /// loader's checks.
+    /// The ids of the pathways cloned from `base`.
+    fn clones_of(&self, base: &str) -> Vec<String> {
+        self.pathways_naming(|p| p.base.as_deref() == Some(base))
+    }
+
+    /// The ids of the pathways for which `names` holds.
+    fn pathways_naming(&self, names: impl Fn(&PathwayDoc) -> bool) -> Vec<String> {
+        self.net()
+            .pathways
+            .iter()
+            .filter(|p| names(p))
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
     fn rebuild(&mut self) -> Result<(), EditError> {
+        // An edit that brings in what schema 2 adds (a pathway, a region's
+        // location) makes the document schema 2: a node too old to read
+        // it then refuses it as newer, as it must.
+        let net = self.net();
+        let uses_schema_2 = !net.pathways.is_empty()
+            || net.steering.is_some()
+            || net.regions.iter().any(|r| r.location.is_some());
+        if uses_schema_2 && net.schema.unwrap_or(1) < 2 {
+            self.net_mut().schema = Some(2);
+        }
         let mut v = Validator::default();
         let (channels, channel_ids) = load::channels(&mut v, self.channel_docs());
         let network = load::network(&mut v, self.net(), &channel_ids);
@@ -385,6 +410,7 @@ impl<'a> Draft<'a> {
             Kind::Regions => value(self.net().regions.iter().find(|r| r.id == key)?),
             Kind::ServerGroups => value(self.net().server_groups.iter().find(|g| g.id == key)?),
             Kind::Servers => value(self.net().servers.iter().find(|s| s.id == key)?),
+            Kind::Pathways => value(self.net().pathways.iter().find(|p| p.id == key)?),
             Kind::Channels => value(&channel_entity(
                 self.channel_docs().iter().find(|c| c.epg_id == key)?,
             )),
@@ -629,6 +655,11 @@ impl<'a> Draft<'a> {
                 self.net_mut().servers.push(doc);
                 self.rebuild()
             }
+            Kind::Pathways => {
+                let doc: PathwayDoc = parse(kind, value)?;
+                self.net_mut().pathways.push(doc);
+                self.rebuild()
+            }
             Kind::Channels => {
                 let e: ChannelEntity = parse(kind, value)?;
                 self.channel_docs_mut().push(ChannelDoc {
@@ -700,6 +731,25 @@ impl<'a> Draft<'a> {
 
     fn replace(&mut self, kind: Kind, key: &str, value: &Value) -> Result<(), EditError> {
         match kind {
+            Kind::Pathways => {
+                let doc: PathwayDoc = parse(kind, value)?;
+                let at = position(&self.net().pathways, |p| p.id == key);
+                if doc.id != key {
+                    let clones = self.clones_of(key);
+                    if !clones.is_empty() {
+                        return Err(refuse(
+                            Reason::InUse,
+                            format!(
+                                "pathway {key:?} is still the base of clone{} {} (its id cannot change)",
+                                plural(clones.len()),
+                                quoted(&clones)
+                            ),
+                        ));
+                    }
+                }
+                self.net_mut().pathways[at] = doc;
+                self.rebuild()
+            }
             Kind::Regions => {
                 let doc: RegionDoc = parse(kind, value)?;
                 let at = position(&self.net().regions, |r| r.id == key);
@@ -787,6 +837,19 @@ impl<'a> Draft<'a> {
     fn delete(&mut self, kind: Kind, key: &str) -> Result<(), EditError> {
         let in_use = |what: String| Err(refuse(Reason::InUse, what));
         match kind {
+            Kind::Pathways => {
+                let at = position(&self.net().pathways, |p| p.id == key);
+                let clones = self.clones_of(key);
+                if !clones.is_empty() {
+                    return in_use(format!(
+                        "pathway {key:?} is still the base of clone{} {}",
+                        plural(clones.len()),
+                        quoted(&clones)
+                    ));
+                }
+                self.net_mut().pathways.remove(at);
+                self.rebuild()
+            }
             Kind::Regions => {
                 let at = position(&self.net().regions, |r| r.id == key);
                 if self.net().default_region.as_deref() == Some(key) {
@@ -806,6 +869,14 @@ impl<'a> Draft<'a> {
                         plural(subnets)
                     ));
                 }
+                let pathways = self.pathways_naming(|p| p.regions.iter().any(|r| r == key));
+                if !pathways.is_empty() {
+                    return in_use(format!(
+                        "region {key:?} is still a region of pathway{} {}",
+                        plural(pathways.len()),
+                        quoted(&pathways)
+                    ));
+                }
                 self.net_mut().regions.remove(at);
                 if self.subnets().iter().any(|(_, s)| s.region > index) {
                     self.subnets_mut().region_removed(index);
@@ -820,6 +891,14 @@ impl<'a> Draft<'a> {
                         "server group {key:?} is still a group of region{} {}",
                         plural(regions.len()),
                         quoted(&regions)
+                    ));
+                }
+                let pathways = self.pathways_naming(|p| p.group.as_deref() == Some(key));
+                if !pathways.is_empty() {
+                    return in_use(format!(
+                        "server group {key:?} is still the group of pathway{} {}",
+                        plural(pathways.len()),
+                        quoted(&pathways)
                     ));
                 }
                 self.net_mut().server_groups.remove(at);
@@ -1126,9 +1205,9 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn quoted(ids: &[&str]) -> String {
+fn quoted<S: AsRef<str>>(ids: &[S]) -> String {
     ids.iter()
-        .map(|id| format!("{id:?}"))
+        .map(|id| format!("{:?}", id.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -46,11 +46,13 @@ pub enum Kind {
     Programs,
     /// Records of programs.
     Records,
+    /// Content-steering pathways (schema 2).
+    Pathways,
 }
 
 impl Kind {
     /// Every kind, in the order the API lists them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Regions,
         Kind::Subnets,
         Kind::ServerGroups,
@@ -59,6 +61,7 @@ impl Kind {
         Kind::Streams,
         Kind::Programs,
         Kind::Records,
+        Kind::Pathways,
     ];
 
     /// The kind named in a URL (`server-groups`).
@@ -77,6 +80,7 @@ impl Kind {
             Kind::Streams => "streams",
             Kind::Programs => "programs",
             Kind::Records => "records",
+            Kind::Pathways => "pathways",
         }
     }
 
@@ -91,13 +95,14 @@ impl Kind {
             Kind::Streams => "stream",
             Kind::Programs => "program",
             Kind::Records => "record",
+            Kind::Pathways => "pathway",
         }
     }
 
     /// The fields of its form that make its key, in key order.
     pub fn key_fields(self) -> &'static [&'static str] {
         match self {
-            Kind::Regions | Kind::ServerGroups | Kind::Servers => &["id"],
+            Kind::Regions | Kind::ServerGroups | Kind::Servers | Kind::Pathways => &["id"],
             Kind::Subnets => &["cidr"],
             Kind::Channels | Kind::Programs => &["epg_id"],
             Kind::Streams => &["channel", "protocol", "encryption"],
@@ -116,6 +121,7 @@ impl Kind {
             Kind::Streams => &["channel", "path"],
             Kind::Programs => &["epg_id", "channel"],
             Kind::Records => &["program", "server", "path"],
+            Kind::Pathways => &["id", "host"],
         }
     }
 }
@@ -342,6 +348,7 @@ impl Topology {
                 to_value(self.network.server_groups.iter().find(|g| g.id == key)?)
             }
             Kind::Servers => to_value(&self.network.servers[self.server_index(key)? as usize]),
+            Kind::Pathways => to_value(self.network.pathways.iter().find(|p| p.id == key)?),
             Kind::Subnets => {
                 let net = subnet_key(key)?;
                 let i = self.subnets.find(net)?;
@@ -416,6 +423,12 @@ impl Topology {
                     .iter()
                     .map(move |s| shown(s.id.clone(), to_value(s))),
             ),
+            Kind::Pathways => Box::new(
+                self.network
+                    .pathways
+                    .iter()
+                    .map(move |p| shown(p.id.clone(), to_value(p))),
+            ),
             Kind::Subnets => Box::new(self.subnets.iter().map(move |(i, _)| self.subnet_shown(i))),
             Kind::Channels => Box::new(
                 self.channel_docs
@@ -474,7 +487,7 @@ pub(super) fn complete(kind: Kind, mut value: Value) -> Value {
             object.entry(field.to_string()).or_insert(v);
         };
         match kind {
-            Kind::Regions => default("active", Value::Bool(true)),
+            Kind::Regions | Kind::Pathways => default("active", Value::Bool(true)),
             Kind::ServerGroups => {
                 default("active", Value::Bool(true));
                 default("channels", Value::Array(Vec::new()));
@@ -609,6 +622,7 @@ pub fn fields(kind: Kind) -> &'static [&'static str] {
             "path",
             "status",
         ],
+        Kind::Pathways => &["id", "host", "group", "regions", "base", "active"],
     }
 }
 

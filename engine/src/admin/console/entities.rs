@@ -38,9 +38,13 @@ enum Ty {
     Number,
     /// A whole number, or empty for none (the default).
     OptNumber,
+    /// A decimal number (degrees), or empty for none.
+    OptDecimal,
     Bool,
     /// Ids, separated by commas or spaces.
     List,
+    /// `name=value` pairs, separated by commas or spaces (an object).
+    Pairs,
     Choice(&'static [&'static str]),
 }
 
@@ -90,6 +94,18 @@ const REGIONS: &[Field] = &[
         "Server groups",
         Ty::List,
         "ids of the groups serving it, by preference, comma-separated",
+    ),
+    f(
+        "location.latitude",
+        "Latitude",
+        Ty::OptDecimal,
+        "degrees north, -90 to 90 (with the longitude: for GeoIP's nearest regions and policies that weigh distance; needs a schema 2 topology)",
+    ),
+    f(
+        "location.longitude",
+        "Longitude",
+        Ty::OptDecimal,
+        "degrees east, -180 to 180",
     ),
 ];
 
@@ -244,6 +260,54 @@ const RECORDS: &[Field] = &[
     ),
 ];
 
+const PATHWAYS: &[Field] = &[
+    f(
+        "id",
+        "Id",
+        Ty::Text,
+        "unique, as the playlists and MPDs name it (PATHWAY-ID, serviceLocation), e.g. cdn-a",
+    ),
+    f(
+        "host",
+        "Host",
+        Ty::Text,
+        "the host name its URLs point at (a clone's replacement host)",
+    ),
+    f(
+        "group",
+        "Server group",
+        Ty::Text,
+        "one of ours, whose edges' health says whether it is up; empty for another CDN",
+    ),
+    f(
+        "regions",
+        "Regions",
+        Ty::List,
+        "ids of the regions whose clients may use it, comma-separated; empty: those its group serves, or all",
+    ),
+    f(
+        "base",
+        "Clone of",
+        Ty::Text,
+        "the pathway it is a clone of (PATHWAY-CLONES); empty for none",
+    ),
+    f(
+        "params",
+        "Clone parameters",
+        Ty::Pairs,
+        "query parameters a clone's URLs get, as name=value, comma-separated",
+    ),
+    d(
+        f(
+            "active",
+            "Active",
+            Ty::Bool,
+            "an inactive pathway is offered to no player",
+        ),
+        "true",
+    ),
+];
+
 fn spec(kind: Kind) -> &'static [Field] {
     match kind {
         Kind::Regions => REGIONS,
@@ -254,6 +318,7 @@ fn spec(kind: Kind) -> &'static [Field] {
         Kind::Streams => STREAMS,
         Kind::Programs => PROGRAMS,
         Kind::Records => RECORDS,
+        Kind::Pathways => PATHWAYS,
     }
 }
 
@@ -265,6 +330,7 @@ fn filters(kind: Kind) -> &'static [&'static str] {
         Kind::Streams => &["channel", "protocol"],
         Kind::Programs => &["channel"],
         Kind::Records => &["program", "server", "status"],
+        Kind::Pathways => &["group"],
         _ => &[],
     }
 }
@@ -289,6 +355,7 @@ fn related(kind: Kind, key: &str) -> Vec<(String, String)> {
         ],
         Kind::Programs => vec![link(Kind::Records, "program")],
         Kind::Servers => vec![link(Kind::Records, "server")],
+        Kind::ServerGroups => vec![link(Kind::Pathways, "group")],
         _ => vec![],
     }
 }
@@ -303,6 +370,7 @@ fn title_of(kind: Kind) -> &'static str {
         Kind::Streams => "Streams",
         Kind::Programs => "Programmes",
         Kind::Records => "Recordings",
+        Kind::Pathways => "Steering pathways",
     }
 }
 
@@ -502,6 +570,16 @@ fn shown(value: &Value, field: &Field) -> String {
             .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
             .collect::<Vec<_>>()
             .join(", "),
+        Value::Object(pairs) => pairs
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
     }
 }
@@ -673,7 +751,7 @@ fn edit_page(
                             }
                             _ => {
                                 label for=(id) { (field.label) }
-                                @let mode = if matches!(field.ty, Ty::Number | Ty::OptNumber) { "numeric" } else { "text" };
+                                @let mode = match field.ty { Ty::Number | Ty::OptNumber => "numeric", Ty::OptDecimal => "decimal", _ => "text" };
                                 input #(id) type="text" inputmode=(mode) name=(field.name) value=(value)
                                     readonly[readonly] aria-invalid=(bad) aria-describedby=(described);
                             }
@@ -733,7 +811,13 @@ fn value_from(kind: Kind, form: &Form) -> Result<Value, Problem> {
                 text.parse::<u64>()
                     .map_err(|_| wrong("is not a whole number"))?
             )),
-            Ty::OptNumber if text.is_empty() => None,
+            Ty::OptNumber | Ty::OptDecimal if text.is_empty() => None,
+            Ty::OptDecimal => Some(json!(
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| wrong("is not a number"))?
+            )),
             Ty::OptNumber => Some(json!(
                 text.parse::<u64>()
                     .map_err(|_| wrong("is not a whole number"))?
@@ -744,6 +828,19 @@ fn value_from(kind: Kind, form: &Form) -> Result<Value, Problem> {
                     .map(|s| Value::String(s.to_string()))
                     .collect(),
             )),
+            Ty::Pairs => {
+                let mut pairs = Map::new();
+                for pair in text
+                    .split([',', ' ', '\n', '\r', '\t'])
+                    .filter(|s| !s.is_empty())
+                {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .ok_or_else(|| wrong("must be name=value pairs"))?;
+                    pairs.insert(k.to_string(), Value::String(v.to_string()));
+                }
+                (!pairs.is_empty()).then_some(Value::Object(pairs))
+            }
             Ty::Text | Ty::Choice(_) if text.is_empty() => None,
             Ty::Text | Ty::Choice(_) => Some(Value::String(text.to_string())),
         };
@@ -937,10 +1034,25 @@ mod tests {
         assert!(p.message.contains("80x"), "{}", p.message);
         // Lists split on commas and spaces.
         let f = form("id=msk&server_groups=g1%2C+g2++g3").await;
+        let v = value_from(Kind::Regions, &f).unwrap();
+        assert_eq!(v["server_groups"], json!(["g1", "g2", "g3"]));
+        assert!(v.get("location").is_none(), "no place given, none sent");
+        // A region's place is kept through its form (a save must not drop it).
+        let f = form("id=msk&server_groups=g1&location.latitude=55.7558&location.longitude=-37.6")
+            .await;
         assert_eq!(
-            value_from(Kind::Regions, &f).unwrap()["server_groups"],
-            json!(["g1", "g2", "g3"])
+            value_from(Kind::Regions, &f).unwrap()["location"],
+            json!({"latitude": 55.7558, "longitude": -37.6})
         );
+        let region = json!({"id": "msk", "location": {"latitude": 55.7558, "longitude": 37.6173}});
+        let lat = spec(Kind::Regions)
+            .iter()
+            .find(|f| f.name == "location.latitude")
+            .unwrap();
+        assert_eq!(shown(&region, lat), "55.7558");
+        let f = form("id=msk&location.latitude=north").await;
+        let p = value_from(Kind::Regions, &f).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("location.latitude"));
         // The API's refusals name a field, sometimes with an index.
         let p = Problem::of(Kind::Regions, "create region: regions[0] \"x\": field `server_groups[1]`: \"g9\" is not the id of any server group".into());
         assert_eq!(p.field.as_deref(), Some("server_groups"));
