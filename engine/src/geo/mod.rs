@@ -72,22 +72,6 @@ pub struct Databases {
 }
 
 #[derive(Deserialize)]
-struct LocationRecord<'a> {
-    #[serde(borrow, default)]
-    country: Option<IsoCode<'a>>,
-    #[serde(borrow, default)]
-    registered_country: Option<IsoCode<'a>>,
-    #[serde(default)]
-    location: Option<Location>,
-}
-
-#[derive(Deserialize)]
-struct IsoCode<'a> {
-    #[serde(borrow, default)]
-    iso_code: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
 struct Location {
     latitude: Option<f64>,
     longitude: Option<f64>,
@@ -147,21 +131,29 @@ impl Databases {
     pub fn lookup(&self, ip: IpAddr) -> Geo {
         let mut geo = Geo::default();
         if let Some(db) = &self.location
-            && let Some(r) = record::<LocationRecord<'_>>(db, ip)
+            && let Ok(found) = db.reader.lookup(ip)
+            && found.has_data()
         {
-            geo.country = r
-                .country
-                .and_then(|c| c.iso_code)
-                .or_else(|| r.registered_country.and_then(|c| c.iso_code))
+            // Only the fields used, by path: a City record is mostly
+            // names in eight languages, which a whole decode would walk.
+            let text = |path: &[maxminddb::PathElement<'_>]| -> Option<&str> {
+                found.decode_path::<&str>(path).ok().flatten()
+            };
+            geo.country = text(&maxminddb::path!["country", "iso_code"])
+                .or_else(|| text(&maxminddb::path!["registered_country", "iso_code"]))
                 .and_then(Country::new);
-            geo.location = r.location.and_then(|l| {
-                let (latitude, longitude) = (l.latitude?, l.longitude?);
-                ((-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude))
-                    .then_some(Coordinates {
-                        latitude,
-                        longitude,
-                    })
-            });
+            geo.location = found
+                .decode_path::<Location>(&maxminddb::path!["location"])
+                .ok()
+                .flatten()
+                .and_then(|l| {
+                    let (latitude, longitude) = (l.latitude?, l.longitude?);
+                    ((-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude))
+                        .then_some(Coordinates {
+                            latitude,
+                            longitude,
+                        })
+                });
         }
         if let Some(db) = &self.asn {
             geo.asn = record::<AsnRecord>(db, ip).and_then(|r| r.autonomous_system_number);
