@@ -34,8 +34,9 @@ const KEEP: usize = 3;
 /// `subnet_name`; and `fallback`: a fallback's answer is recorded too.
 /// 4 (contract 0.4.0) added `tls`, the `headers` the deciding policy
 /// declared (values of [`is_secret_header`] ones left out), a tier's
-/// `distance_km` and a server's `tls_port`.
-pub const SCHEMA: u32 = 4;
+/// `distance_km` and a server's `tls_port`. 5 added `geo`, what GeoIP
+/// databases said of the client.
+pub const SCHEMA: u32 = 5;
 
 /// A header whose value the decision log leaves out: credentials and
 /// anything named like them (`authorization`, `cookie`, `*token*`,
@@ -59,6 +60,53 @@ pub struct HeaderRecord {
     /// Set when the value was left out as a secret.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redacted: bool,
+}
+
+/// What GeoIP databases said of a decision's client.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct GeoRecord {
+    /// ISO 3166 alpha-2 country code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Autonomous system number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Latitude and longitude, degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<(f64, f64)>,
+    /// Anonymous-IP flags, the contract's bits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub anonymous: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl GeoRecord {
+    /// The record of `geo`, none when nothing was known.
+    pub fn of(geo: &crate::policy::bindings::Geo) -> Option<GeoRecord> {
+        (*geo != Default::default()).then(|| GeoRecord {
+            country: geo.country.map(|c| c.to_string()),
+            asn: geo.asn,
+            location: geo.location.map(|l| (l.latitude, l.longitude)),
+            anonymous: geo.anonymous.bits(),
+        })
+    }
+
+    /// Back to what the policy saw.
+    pub fn to_geo(&self) -> crate::policy::bindings::Geo {
+        use crate::policy::bindings::{AnonymousIp, Coordinates, Country, Geo};
+        Geo {
+            country: self.country.as_deref().and_then(Country::new),
+            asn: self.asn,
+            location: self.location.map(|(latitude, longitude)| Coordinates {
+                latitude,
+                longitude,
+            }),
+            anonymous: AnonymousIp::from_bits_truncate(self.anonymous),
+        }
+    }
 }
 
 /// One decision.
@@ -89,6 +137,9 @@ pub struct Record {
     /// The headers the deciding policy declared, with their values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderRecord>,
+    /// What GeoIP databases said of the client (none: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<GeoRecord>,
     /// Topology version the decision used.
     pub topology_version: u64,
     /// SHA-256 of that topology's document.

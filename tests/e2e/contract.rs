@@ -297,7 +297,7 @@ fn the_decision_log_keeps_declared_headers_but_not_secrets_and_replays_them() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|r| r.get("request_id").is_some())
         .collect();
-    assert_eq!(records[0]["schema"], 4);
+    assert_eq!(records[0]["schema"], 5);
     assert_eq!(records[0]["tls"], true);
     assert_eq!(
         records[0]["headers"],

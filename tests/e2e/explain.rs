@@ -437,7 +437,7 @@ fn replay_covers_decisions_a_fallback_answered() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find(|r| r["target"] == "boom")
         .unwrap();
-    assert_eq!(boom["schema"], 4);
+    assert_eq!(boom["schema"], 5);
     assert_eq!(boom["policy"], "native", "{boom:#}");
     assert_eq!(boom["fallback"], "hostile@1", "{boom:#}");
     assert!(boom["answer"]["choose"].is_u64(), "{boom:#}");

@@ -331,3 +331,70 @@ fn geo_block_and_geo_nearest_answer_from_what_geoip_says() {
         "http://tokyo.test/live/ch1.m3u8"
     );
 }
+
+#[test]
+fn the_decision_log_keeps_what_geoip_said_and_a_replay_sees_it() {
+    let dir = TempDir::new("geo-replay");
+    let log = dir.path("decisions.jsonl");
+    let config = dir.path("geo-nearest.json");
+    std::fs::write(&config, r#"{"capacity": {"london": 20.0}}"#).unwrap();
+    let city = geoip_test_db("GeoIP2-City-Test.mmdb");
+    let anonymous = geoip_test_db("GeoIP2-Anonymous-IP-Test.mmdb");
+    let policy = crate::harness::built_policy("geo-nearest");
+    let e = start(
+        &dir,
+        &[&city, &anonymous],
+        &[
+            "--decision-log",
+            log.to_str().unwrap(),
+            "--decision-log-sample",
+            "1",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--policy-config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let clients = ["89.160.20.128", "81.2.69.142", "216.160.83.56", "192.0.2.1"];
+    for ip in clients {
+        location(&e, ip);
+    }
+    wait_until("every decision is logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("\"request_id\"").count() >= 4)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r.get("request_id").is_some())
+        .collect();
+    let of = |ip: &str| records.iter().find(|r| r["client"] == ip).unwrap().clone();
+    assert_eq!(of("89.160.20.128")["geo"]["country"], "SE");
+    assert_eq!(of("81.2.69.142")["geo"]["anonymous"], 63);
+    assert!(
+        of("192.0.2.1").get("geo").is_none(),
+        "nothing known: no geo"
+    );
+    assert_eq!(of("89.160.20.128")["schema"], 5);
+    // The replay, without the databases, answers as the engine did: the
+    // log kept what they said.
+    let out = std::process::Command::new(crate::harness::binary())
+        .args(["policy", "replay"])
+        .arg(&policy)
+        .arg("--config")
+        .arg(&config)
+        .arg("--log")
+        .arg(&log)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decisions"], 4, "{report:#}");
+    assert_eq!(report["same"], 4, "{report:#}");
+}

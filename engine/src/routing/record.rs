@@ -107,6 +107,7 @@ pub fn record(
         target: r.target.clone(),
         query: r.query.clone().unwrap_or_default(),
         tls: r.tls,
+        geo: crate::decision_log::GeoRecord::of(&r.geo),
         headers: r
             .headers
             .iter()

@@ -63,6 +63,8 @@ struct Record<'a> {
     tls: bool,
     #[serde(default)]
     headers: Vec<crate::decision_log::HeaderRecord>,
+    #[serde(default)]
+    geo: Option<crate::decision_log::GeoRecord>,
 }
 
 #[derive(serde::Deserialize)]
@@ -561,6 +563,7 @@ fn request_of(
     };
     request.seed = record.seed;
     request.tls = record.tls;
+    request.geo = record.geo.as_ref().map(|g| g.to_geo()).unwrap_or_default();
     // What the log kept of the headers the deciding policy declared (a
     // redacted value is absent): by name, for whatever this policy declares.
     for i in 0..request.headers.names().len() {
