@@ -163,6 +163,8 @@ fn hls_and_dash_manifests_carry_what_the_specifications_ask() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("Content-Type"), Some("application/json"));
     assert_eq!(resp.header("Cache-Control"), Some("private, max-age=60"));
+    // A web player fetches it from script, from a page of another origin.
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
     assert_eq!(m["VERSION"], 1);
     assert_eq!(m["TTL"], 60);
     assert_eq!(priority(&m), ["msk", "cdn-x", "msk-b", "spb", "north"]);
@@ -245,6 +247,12 @@ fn a_session_polling_too_soon_gets_429_and_a_forged_token_starts_afresh() {
     let (resp, _) = poll(e, "10.1.0.5", &next(&m, "_HLS_pathway=msk"));
     assert_eq!(resp.status, 429, "{resp:?}");
     let wait: u64 = resp.header("Retry-After").unwrap().parse().unwrap();
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(
+        resp.header("Access-Control-Expose-Headers"),
+        Some("Retry-After"),
+        "a script may read the wait"
+    );
     assert!((45..=60).contains(&wait), "Retry-After {wait}");
     assert_eq!(
         counter(
@@ -406,11 +414,10 @@ fn the_policy_sees_what_the_player_reports_keeps_state_and_can_stop_steering() {
     let (resp, _) = poll(e, "10.2.0.5", "/steer/dash/ch1");
     assert_eq!(resp.status, 410);
     assert!(resp.body.contains("switched off"), "{}", resp.body);
-    assert_eq!(
-        e.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.2.0.5")])
-            .status,
-        302
-    );
+    assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
+    let redirect = e.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.2.0.5")]);
+    assert_eq!(redirect.status, 302);
+    assert_eq!(redirect.header("Access-Control-Allow-Origin"), None);
     assert!(counter(e, "edgeward_steering_polls_total", &["answer=\"stopped\""]) >= 2);
     drop(s.dir);
 }

@@ -7,7 +7,10 @@
 
 use crate::routing::{Outcome, PlayerRequest, Router};
 use bytes::Bytes;
-use http::header::{ALLOW, ALT_SVC, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ALLOW, ALT_SVC, CACHE_CONTROL,
+    CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use std::borrow::Cow;
@@ -84,6 +87,8 @@ pub(super) struct Reply {
     pub policy: Option<HeaderValue>,
     /// `Alt-Svc`.
     pub alt_svc: Option<HeaderValue>,
+    /// `Access-Control-Allow-Origin: *` (and `Retry-After` exposed).
+    pub any_origin: bool,
 }
 
 /// Answers one player request.
@@ -100,6 +105,7 @@ pub(super) fn answer(router: &RefCell<Router>, settings: &Settings, asked: &Aske
     });
     let mut reply = Reply::of(routed.outcome);
     reply.allow = !asked.get_or_head;
+    reply.any_origin = routed.any_origin;
     if settings.policy_header {
         reply.policy = routed.decided_by;
     }
@@ -153,6 +159,7 @@ impl Reply {
             allow: false,
             policy: None,
             alt_svc: None,
+            any_origin: false,
         }
     }
 
@@ -228,6 +235,13 @@ impl Reply {
         if let Some(alt_svc) = self.alt_svc {
             headers.insert(ALT_SVC, alt_svc);
         }
+        if self.any_origin {
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            headers.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("Retry-After"),
+            );
+        }
         (resp, body)
     }
 
@@ -265,6 +279,10 @@ impl Reply {
         line(out, "Cache-Control", self.cache_control().as_bytes());
         if let Some(policy) = &self.policy {
             line(out, "Edgeward-Policy", policy.as_bytes());
+        }
+        if self.any_origin {
+            line(out, "Access-Control-Allow-Origin", b"*");
+            line(out, "Access-Control-Expose-Headers", b"Retry-After");
         }
         if let Some(connection) = connection {
             line(out, "Connection", connection.as_bytes());

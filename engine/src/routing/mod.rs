@@ -120,6 +120,10 @@ pub struct Routed {
     pub outcome: Outcome,
     /// `name@version` (or `native`) of what decided, when a policy ran.
     pub decided_by: Option<HeaderValue>,
+    /// Readable by a page of any origin (CORS): a steering answer, which
+    /// a web player fetches from script and must read, a `410` or `429`
+    /// included.
+    pub any_origin: bool,
 }
 
 /// The request path of one worker thread: its decider, its cached handles
@@ -250,7 +254,10 @@ impl Router {
             Ok(ip) => ip,
             Err(why) => {
                 let decided = Decided::refused(Outcome::refuse(400, why));
-                return self.counted(Kind::Steer, decided, None);
+                return Routed {
+                    any_origin: true,
+                    ..self.counted(Kind::Steer, decided, None)
+                };
             }
         };
         let tls = req.tls || self.trusted.forwarded_tls(req.peer, req.forwarded_proto);
@@ -270,7 +277,10 @@ impl Router {
             },
             self.metrics.as_ref().map(WorkerMetrics::steering),
         );
-        self.counted(Kind::Steer, decided, None)
+        Routed {
+            any_origin: true,
+            ..self.counted(Kind::Steer, decided, None)
+        }
     }
 
     /// Counts a request the HTTP layer refused before it could be routed
@@ -296,6 +306,7 @@ impl Router {
         Routed {
             outcome: decided.outcome,
             decided_by: decided.decided_by,
+            any_origin: false,
         }
     }
 }
