@@ -14,6 +14,7 @@ mod explain;
 mod geo;
 mod harness;
 mod health;
+mod hlsjs;
 mod http1;
 mod javascript;
 mod k6;
