@@ -329,7 +329,7 @@ fn send_logged(
 }
 
 /// Runs `policy replay --json` and parses its report.
-fn replay_report(
+pub(crate) fn replay_report(
     policy: &str,
     config: &std::path::Path,
     log: &std::path::Path,

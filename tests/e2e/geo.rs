@@ -379,22 +379,7 @@ fn the_decision_log_keeps_what_geoip_said_and_a_replay_sees_it() {
     assert_eq!(of("89.160.20.128")["schema"], 5);
     // The replay, without the databases, answers as the engine did: the
     // log kept what they said.
-    let out = std::process::Command::new(crate::harness::binary())
-        .args(["policy", "replay"])
-        .arg(&policy)
-        .arg("--config")
-        .arg(&config)
-        .arg("--log")
-        .arg(&log)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = crate::explain::replay_report("geo-nearest", &config, &log, &[]);
     assert_eq!(report["decisions"], 4, "{report:#}");
     assert_eq!(report["same"], 4, "{report:#}");
 }

@@ -139,7 +139,7 @@ fn start(doc: &Value, extra: &[&str]) -> Setup {
     }
 }
 
-fn state(engine: &Engine, id: &str) -> Value {
+pub(crate) fn state(engine: &Engine, id: &str) -> Value {
     let (_, v) = engine.admin_json("GET", "/servers", json!(null));
     v["servers"]
         .as_array()

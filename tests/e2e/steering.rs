@@ -143,14 +143,10 @@ fn counter(engine: &Engine, name: &str, labels: &[&str]) -> u64 {
 }
 
 fn server_state(engine: &Engine, id: &str) -> String {
-    let (_, v) = engine.admin_json("GET", "/servers", json!(null));
-    v["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .map(|s| s["state"].as_str().unwrap_or("?").to_string())
-        .unwrap()
+    crate::health::state(engine, id)["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
 }
 
 #[test]

@@ -334,12 +334,18 @@ impl Decider {
                     e.message
                 }
             };
-        self.warn(policy, &failure);
+        self.failed(policy, &failure);
+        failed()
+    }
+
+    /// A failed call of `policy`: logged, counted, and reported for
+    /// automatic rollback once it has failed often enough in a row.
+    fn failed(&mut self, policy: &LoadedPolicy, failure: &str) {
+        self.warn(policy, failure);
         let failures = policy.stats.failed();
         if failures >= self.policies.rollback_after {
             self.policies.report_failing(policy.version, failures);
         }
-        failed()
     }
 
     /// Calls `policy` and checks its answer. `None` when it failed (the
@@ -377,11 +383,7 @@ impl Decider {
                 e.message
             }
         };
-        self.warn(policy, &failure);
-        let failures = policy.stats.failed();
-        if failures >= self.policies.rollback_after {
-            self.policies.report_failing(policy.version, failures);
-        }
+        self.failed(policy, &failure);
         None
     }
 
