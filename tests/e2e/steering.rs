@@ -460,3 +460,46 @@ fn polls_over_the_rate_are_shed_with_the_last_order_and_a_longer_ttl() {
         "a shed poll is never a 429"
     );
 }
+
+#[test]
+fn explain_shows_why_a_poll_gets_its_order() {
+    let s = start("60s", &[]);
+    let e = &s.engine;
+    s.msk.set(Answer::Status(500));
+    wait_until("e-msk is down", || server_state(e, "e-msk") == "down");
+    let url = "/steer/hls/ch1?_HLS_pathway=msk&_HLS_throughput=3000000";
+    let query = format!(
+        "client=10.1.0.5&url={}",
+        url.replace('/', "%2F")
+            .replace('?', "%3F")
+            .replace('&', "%26")
+            .replace('=', "%3D")
+    );
+    let (code, v) = e.admin_json("GET", &format!("/explain?{query}"), json!(null));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], 200, "{v:#}");
+    assert_eq!(v["steering"]["protocol"], "hls");
+    assert_eq!(v["steering"]["reported"][0]["throughput_bps"], 3_000_000);
+    assert_eq!(v["tiers"], json!(["msk", "spb"]));
+    assert_eq!(v["order"], json!(["cdn-x", "spb", "north", "msk", "msk-b"]));
+    assert_eq!(v["ttl"], 60);
+    assert_eq!(v["policy"]["answer"], "default-order", "{v:#}");
+    let msk = &v["pathways"][0];
+    assert_eq!(msk["id"], "msk");
+    assert_eq!(
+        (msk["edges_up"].as_u64(), msk["edges_total"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(msk["current"], true);
+    assert_eq!(msk["throughput_kbps"], 3000);
+    assert!(msk["why"].as_str().unwrap().contains("down"), "{msk}");
+    assert_eq!(v["pathways"][3]["clone_of"], "msk");
+    // A malformed poll is explained as the player would be answered.
+    let (_, v) = e.admin_json(
+        "GET",
+        "/explain?client=10.1.0.5&url=%2Fsteer%2Frtmp%2Fch1",
+        json!(null),
+    );
+    assert_eq!(v["status"], 400, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("rtmp"), "{v}");
+}

@@ -59,6 +59,19 @@ pub fn explain(
         "url": { "path": path, "query": query },
         "topology_version": topology.version,
     });
+    if path.starts_with(super::steer::poll::PREFIX) {
+        return super::steer::explain::explain(
+            topology,
+            health,
+            host,
+            policy,
+            question.client,
+            question.tls,
+            path,
+            query,
+            out,
+        );
+    }
     let route = match url::parse(path) {
         Ok(route) => route,
         Err(e) => {

@@ -18,6 +18,7 @@
 //! 6. the manifest, with the next session token in its `RELOAD-URI`
 //!    ([`manifest`]).
 
+pub mod explain;
 pub mod manifest;
 pub mod order;
 pub mod poll;
