@@ -1638,3 +1638,32 @@ fn node_with_dead_etcd(state: &TempDir, name: &str) -> Engine {
         "500",
     ])
 }
+
+/// A steering session begun on one node goes on on another: both sign and
+/// open session tokens with the fleet's key, so the second node knows the
+/// session (here: that it polls far too soon, a `429` only a known session
+/// gets), and a node outside the fleet does not (a new session: `200`).
+#[test]
+fn a_steering_session_moves_between_the_nodes_of_a_fleet() {
+    let (_etcd, _state, a, b) = pair("etcd-steering");
+    let mut doc: Value = serde_json::from_slice(&topology("e.test")).unwrap();
+    doc["schema"] = json!(2);
+    doc["pathways"] = json!([{"id": "p1", "group": "g", "host": "p1.test"}]);
+    let (code, body) = put_topology(&a, doc.to_string().as_bytes(), None);
+    assert_eq!(code, 200, "{body}");
+    wait_until("b serves the pathways", || {
+        b.get("/steer/hls/ch1", &[("X-Real-IP", "10.1.2.3")]).status == 200
+    });
+    let first = a.get("/steer/hls/ch1", &[("X-Real-IP", "10.1.2.3")]);
+    assert_eq!(first.status, 200, "{first:?}");
+    let manifest: Value = serde_json::from_str(&first.body).unwrap();
+    let reload = manifest["RELOAD-URI"].as_str().unwrap();
+    let again = b.get(reload, &[("X-Real-IP", "10.1.2.3")]);
+    assert_eq!(again.status, 429, "b knows a's session: {again:?}");
+    let outsider_dir = TempDir::new("etcd-steering-outsider");
+    let outsider_topology = outsider_dir.path("t.json");
+    std::fs::write(&outsider_topology, doc.to_string()).unwrap();
+    let outsider = Engine::start(&["--topology", outsider_topology.to_str().unwrap()]);
+    let fresh = outsider.get(reload, &[("X-Real-IP", "10.1.2.3")]);
+    assert_eq!(fresh.status, 200, "another key: a new session: {fresh:?}");
+}
