@@ -159,6 +159,54 @@ fn a_client_in_no_subnet_gets_the_nearest_regions_before_the_default() {
     assert_eq!(tiers(&echoed(&e, "81.2.69.142")), ["2:-", "4:-"]);
     // No location known: the default region only.
     assert_eq!(tiers(&echoed(&e, "192.0.2.1")), ["4:-"]);
+
+    // Explain shows what GeoIP said and the tiers it gave, on the engine
+    // and offline with the same database.
+    let (code, v) = e.admin_json(
+        "GET",
+        "/explain?client=89.160.20.128&url=%2Fbtv%2Flive%2Fhls%2Fch1",
+        json!(null),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["geo"]["country"], "SE", "{v:#}");
+    let regions: Vec<&str> = v["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["stockholm", "london", "central"], "{v:#}");
+    let out = std::process::Command::new(crate::harness::binary())
+        .args(["policy", "explain"])
+        .arg(crate::harness::built_policy("nearest"))
+        .args([
+            "89.160.20.128",
+            "/btv/live/hls/ch1",
+            "--geo-nearest-regions",
+            "1",
+        ])
+        .arg("--topology")
+        .arg(dir.path("topology.json"))
+        .arg("--geoip")
+        .arg(&city)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["geo"]["country"], "SE", "{v:#}");
+    assert_eq!(
+        v["location"], "http://stockholm.test/live/ch1.m3u8",
+        "{v:#}"
+    );
+    assert_eq!(
+        v["tiers"].as_array().unwrap().len(),
+        2,
+        "one nearest, then the default"
+    );
 }
 
 #[test]

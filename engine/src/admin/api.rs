@@ -488,6 +488,15 @@ fn explain(admin: &Admin, query: &str) -> Reply {
             draws,
             tls,
             headers: &headers,
+            geo: admin
+                .geoip
+                .as_ref()
+                .map(|(g, _)| g.lookup(client))
+                .unwrap_or_default(),
+            nearest_regions: admin
+                .geoip
+                .as_ref()
+                .map_or(crate::geo::NEAREST_REGIONS, |(_, n)| *n),
         },
     ))
 }

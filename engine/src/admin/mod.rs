@@ -52,6 +52,9 @@ pub struct Admin {
     pub console: console::Console,
     /// Served over HTTPS: session cookies are `Secure`.
     pub secure: bool,
+    /// The GeoIP databases the players' requests are looked up in (for
+    /// `explain`), and how many nearest regions a client in no subnet gets.
+    pub geoip: Option<(Arc<crate::geo::GeoIp>, u8)>,
 }
 
 impl Admin {

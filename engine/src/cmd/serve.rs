@@ -321,6 +321,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         true => None,
         false => Some(crate::geo::GeoIp::load(args.geoip.clone()).map_err(anyhow::Error::msg)?),
     };
+    let geoip_for_admin = geoip.clone();
     let mut reloaded_certificates: Vec<Arc<http::tls::Certificates>> =
         tls.iter().map(|t| t.certificates.clone()).collect();
     let config = http::ListenerConfig {
@@ -430,6 +431,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 access: access.clone(),
                 console: Default::default(),
                 secure: admin_tls.is_some(),
+                geoip: geoip_for_admin.map(|g| (g, args.geo_nearest_regions)),
             }),
         )?)
     };

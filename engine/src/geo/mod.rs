@@ -223,6 +223,12 @@ impl GeoIp {
         Ok(())
     }
 
+    /// What the current set says of `ip` (off the request path: a worker
+    /// reads through its [`GeoCache`]).
+    pub fn lookup(&self, ip: IpAddr) -> Geo {
+        self.current.load().lookup(ip)
+    }
+
     /// The files, for the file watch.
     pub fn files(&self) -> &[PathBuf] {
         &self.files

@@ -40,6 +40,10 @@ pub struct Question<'a> {
     /// Request headers, as `(name, value)` (only those the policy declared
     /// reach it).
     pub headers: &'a [(String, String)],
+    /// What GeoIP databases say of the client (nothing without them).
+    pub geo: crate::policy::bindings::Geo,
+    /// Tiers of this many nearest regions for a client in no subnet.
+    pub nearest_regions: u8,
 }
 
 /// The explanation, as JSON (the admin API's answer).
@@ -59,17 +63,12 @@ pub fn explain(
         "url": { "path": path, "query": query },
         "topology_version": topology.version,
     });
+    if let Some(geo) = crate::decision_log::GeoRecord::of(&question.geo) {
+        out["geo"] = json!(geo);
+    }
     if path.starts_with(super::steer::poll::PREFIX) {
         return super::steer::explain::explain(
-            topology,
-            health,
-            host,
-            policy,
-            question.client,
-            question.tls,
-            path,
-            query,
-            out,
+            topology, health, host, policy, question, path, query, out,
         );
     }
     let route = match url::parse(path) {
@@ -89,6 +88,8 @@ pub fn explain(
     out["subnets"] = subnets(topology, question.client);
     let offer = Offer {
         tls: question.tls,
+        geo: question.geo,
+        nearest_regions: question.nearest_regions,
         ..Offer::default()
     };
     let prepared = match prepare(topology, health, &route, query, question.client, offer) {
@@ -109,7 +110,11 @@ pub fn explain(
             &route,
             query,
             question.client,
-            Offer::default(),
+            Offer {
+                geo: question.geo,
+                nearest_regions: question.nearest_regions,
+                ..Offer::default()
+            },
         )
         .ok(),
         false => None,

@@ -113,6 +113,13 @@ pub enum PolicyCommand {
         /// A request header, `Name: value` (repeatable).
         #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header_arg)]
         headers: Vec<(String, String)>,
+        /// A MaxMind database to look the client up in, as `serve --geoip`
+        /// (repeatable).
+        #[arg(long, value_name = "FILE.mmdb")]
+        geoip: Vec<PathBuf>,
+        /// Tiers of this many nearest regions for a client in no subnet.
+        #[arg(long, default_value_t = crate::geo::NEAREST_REGIONS)]
+        geo_nearest_regions: u8,
         /// The policy's own limits, as stored with an upload.
         #[command(flatten)]
         limits: LimitArgs,
@@ -275,8 +282,16 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             drained,
             tls,
             headers,
+            geoip,
+            geo_nearest_regions,
             limits,
         } => {
+            let geo = match geoip.is_empty() {
+                true => Default::default(),
+                false => crate::geo::GeoIp::load(geoip)
+                    .map_err(anyhow::Error::msg)?
+                    .lookup(client),
+            };
             let store = load_topology(topology.as_deref())?;
             let topology = store.snapshot();
             let host = offline_host(&file, config.as_deref(), limits)?;
@@ -293,6 +308,8 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                     draws: draws.min(crate::routing::explain::MAX_DRAWS),
                     tls,
                     headers: &headers,
+                    geo,
+                    nearest_regions: geo_nearest_regions,
                 },
             );
             println!("{}", serde_json::to_string_pretty(&trace)?);

@@ -187,6 +187,8 @@ pub fn run(
                         draws: 0,
                         tls: case.tls,
                         headers: &headers,
+                        geo: Default::default(),
+                        nearest_regions: crate::geo::NEAREST_REGIONS,
                     },
                 );
                 let text = serde_json::to_string_pretty(&trace).unwrap_or_default();

@@ -14,18 +14,15 @@ use crate::policy::{LoadedPolicy, PolicyHost};
 use crate::routing::candidates::{Offer, prepare};
 use crate::topology::Topology;
 use serde_json::{Value, json};
-use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The explanation of a poll of `path` and `query` by `client`.
-#[allow(clippy::too_many_arguments)]
+/// The explanation of a poll of `path` and `query` as `question` asks.
 pub fn explain(
     topology: &Arc<Topology>,
     health: &ServersHealth,
     host: &PolicyHost,
     policy: &Arc<LoadedPolicy>,
-    client: IpAddr,
-    tls: bool,
+    question: &crate::routing::explain::Question<'_>,
     path: &str,
     query: Option<&str>,
     mut out: Value,
@@ -61,9 +58,11 @@ pub fn explain(
         health,
         &poll.route,
         query,
-        client,
+        question.client,
         Offer {
-            tls,
+            tls: question.tls,
+            geo: question.geo,
+            nearest_regions: question.nearest_regions,
             ..Offer::default()
         },
     ) {
