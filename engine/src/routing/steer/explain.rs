@@ -16,7 +16,9 @@ use crate::topology::Topology;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// The explanation of a poll of `path` and `query` as `question` asks.
+/// The explanation of a poll of `path` and `query` as `question` asks,
+/// added to `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn explain(
     topology: &Arc<Topology>,
     health: &ServersHealth,
