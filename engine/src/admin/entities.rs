@@ -13,7 +13,8 @@
 //! | `GET /audit[?since=&limit=]` | changes since a time (RFC 3339 or Unix milliseconds; default the last hour) | `{"entries": [...]}` |
 //!
 //! Kinds are `regions`, `subnets`, `server-groups`, `servers`, `channels`,
-//! `streams`, `programs`, `records` (keys: [`crate::topology::entity`]).
+//! `streams`, `programs`, `records`, `pathways` (keys:
+//! [`crate::topology::entity`]).
 //! `If-Match: "<revision>"` on a single-entity change makes it fail with
 //! 409 and the current revision if the entity changed since. *change* is
 //! `{"version", "revision", "changes": [{"op", "kind", "key", "before",
@@ -45,11 +46,10 @@ pub(super) async fn handle(
         (&Method::POST, ["topology", "batch"]) => batch(admin, body, who).await,
         (_, ["topology", kind, rest @ ..]) => {
             let Some(kind) = Kind::parse(kind) else {
+                let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
                 return Some(error(
                     StatusCode::NOT_FOUND,
-                    &format!(
-                        "no kind of entity {kind:?} (regions, subnets, server-groups, servers, channels, streams, programs, records)"
-                    ),
+                    &format!("no kind of entity {kind:?} ({})", kinds.join(", ")),
                 ));
             };
             let key = (!rest.is_empty()).then(|| {
