@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod control;
 pub mod decision_log;
+pub mod epg;
 pub mod geo;
 pub mod health;
 pub mod http;

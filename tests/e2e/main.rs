@@ -9,6 +9,7 @@ mod console;
 mod contract;
 mod ctl;
 mod entities;
+mod epg;
 mod etcd;
 mod explain;
 mod geo;

@@ -10,6 +10,7 @@
 //! | `PATCH /topology/{kind}/{key}` | change some fields (JSON merge patch) | *change* |
 //! | `DELETE /topology/{kind}/{key}` | delete it | *change* |
 //! | `POST /topology/batch` | several changes, all or none: `{"changes": [{"op", "kind", "key", "value", "if_match"}]}` | *change* |
+//! | `POST /epg` | import a programme guide (Kaltura EPG XML or XMLTV) by the old system's rules ([`crate::epg`]), as one batch | *change* with `"epg"`: what it did per channel |
 //! | `GET /audit[?since=&limit=]` | changes since a time (RFC 3339 or Unix milliseconds; default the last hour) | `{"entries": [...]}` |
 //!
 //! Kinds are `regions`, `subnets`, `server-groups`, `servers`, `channels`,
@@ -44,6 +45,7 @@ pub(super) async fn handle(
     let reply = match (method, path) {
         (&Method::GET, ["audit"]) => audit(admin, query).await,
         (&Method::POST, ["topology", "batch"]) => batch(admin, body, who).await,
+        (&Method::POST, ["epg"]) => epg(admin, body, who).await,
         (_, ["topology", kind, rest @ ..]) => {
             let Some(kind) = Kind::parse(kind) else {
                 let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
@@ -195,7 +197,38 @@ async fn batch(admin: &Admin, body: &[u8], who: &str) -> Reply {
 async fn change(admin: &Admin, edits: Vec<Edit>, who: &str, create: bool) -> Reply {
     let single = edits.len() == 1;
     let result = admin.writer.write(Change::Entities(edits), None, who).await;
-    answer(admin, result, single, create)
+    answer(admin, result, single, create, None)
+}
+
+/// `POST /epg`: a programme guide, imported as one batch (see
+/// [`crate::epg`]).
+async fn epg(admin: &Admin, body: &[u8], who: &str) -> Reply {
+    let guide = match crate::epg::parse::parse(body) {
+        Ok(g) => g,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("EPG file: {e}")),
+    };
+    let topology = admin.control.topology.snapshot();
+    let now = time::OffsetDateTime::now_utc();
+    let (edits, report) = match crate::epg::rules::plan(&topology, &guide, now, Default::default())
+    {
+        Ok(planned) => planned,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("EPG file: {e}")),
+    };
+    if report.channels.is_empty() && !report.unknown_channels.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "EPG file: linear channel does not exist: {} (nothing changed)",
+                report.unknown_channels.join(", ")
+            ),
+        );
+    }
+    let report = json!(report);
+    if edits.is_empty() {
+        return ok(json!({ "epg": report, "changes": [] }));
+    }
+    let result = admin.writer.write(Change::Entities(edits), None, who).await;
+    answer(admin, result, false, false, Some(report))
 }
 
 fn answer(
@@ -203,6 +236,7 @@ fn answer(
     result: Result<Changed, ChangeError>,
     single: bool,
     create: bool,
+    epg: Option<Value>,
 ) -> Reply {
     let changed = match result {
         Ok(c) => c,
@@ -220,6 +254,9 @@ fn answer(
     };
     let mut body = changed_body(*version, *revision, applied);
     body["applied_here"] = json!(changed.applied_here);
+    if let Some(epg) = epg {
+        body["epg"] = epg;
+    }
     let status = match (changed.applied_here, create) {
         (false, _) => StatusCode::ACCEPTED,
         (true, true) => StatusCode::CREATED,

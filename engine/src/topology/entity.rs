@@ -283,7 +283,7 @@ pub(super) fn streams_of(t: &Topology, c: usize) -> Vec<(String, StreamEntity)> 
 }
 
 /// The records of program `p`: `(key, entity)` in document order.
-pub(super) fn records_of(p: &Program) -> Vec<(String, RecordEntity)> {
+pub fn records_of(p: &Program) -> Vec<(String, RecordEntity)> {
     let keys = numbered(
         p.records
             .iter()

@@ -43,6 +43,18 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
+/// What `ctl epg` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum EpgAction {
+    /// Import a guide (Kaltura EPG XML or XMLTV) by the old system's rules:
+    /// programmes starting within 30 minutes kept as they are, the file's
+    /// window replacing the channel's programmes in it.
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
 /// The `ctl` commands, one per admin route.
 #[derive(Subcommand)]
 pub enum CtlCommand {
@@ -60,6 +72,12 @@ pub enum CtlCommand {
         /// What to do.
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Programme guides.
+    Epg {
+        /// What to do.
+        #[command(subcommand)]
+        action: EpgAction,
     },
     /// Active policy, canary, shadow, topology version, uptime.
     Status,
@@ -296,6 +314,13 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 print!("{}", entities::render(&printed, &value));
             }
             return Ok(());
+        }
+        CtlCommand::Epg {
+            action: EpgAction::Import { file },
+        } => {
+            let xml =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            ("epg", client.call("POST", "/epg", "application/xml", xml)?)
         }
         CtlCommand::Status => ("status", client.call("GET", "/status", JSON, none())?),
         CtlCommand::Policies => ("policies", client.call("GET", "/policies", JSON, none())?),

@@ -1,0 +1,208 @@
+//! Programme guides imported through `POST /epg` and `ctl epg import`, in
+//! both dialects, by the old system's rules: programmes about to start
+//! are kept as they are, a file's window replaces the channel's
+//! programmes in it (their recordings with them), an unknown channel
+//! changes nothing, a malformed file is refused naming line and column.
+
+use crate::harness::{Conn, Engine, ctl_at, fixtures};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+fn engine() -> Engine {
+    let topology = fixtures().join("routing.json");
+    Engine::start(&["--topology", topology.to_str().unwrap()])
+}
+
+/// `now + minutes` as `YYYYMMDDhhmmss` (UTC), to the minute.
+fn at(minutes: i64) -> String {
+    let t = OffsetDateTime::now_utc() + time::Duration::minutes(minutes);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+fn kaltura(channel: &str, programmes: &[(&str, i64, i64)]) -> String {
+    let mut xml = format!("<?xml version=\"1.0\"?>\n<EpgChannels>\n<channel id=\"{channel}\">\n");
+    for (id, from, to) in programmes {
+        xml.push_str(&format!(
+            "<programme channel=\"{channel}\" external_id=\"{id}\" start=\"{}\" stop=\"{}\"><title>{id} &amp; co</title></programme>\n",
+            at(*from),
+            at(*to)
+        ));
+    }
+    xml.push_str("</channel>\n</EpgChannels>\n");
+    xml
+}
+
+fn post(engine: &Engine, xml: &str) -> (u16, Value) {
+    let r = Conn::open(engine.admin.unwrap()).request_with_body(
+        "POST",
+        "/epg",
+        &[("Content-Type", "application/xml")],
+        xml.as_bytes(),
+    );
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+fn programs_of(engine: &Engine, channel: &str) -> Vec<String> {
+    let (_, v) = engine.admin_json(
+        "GET",
+        &format!("/topology/programs?channel={channel}&order_by=start&per_page=1000"),
+        json!(null),
+    );
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn document_hash(engine: &Engine) -> String {
+    let (_, s) = engine.admin_json("GET", "/status", json!(null));
+    s["topology"]["hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_guide_replaces_its_window_and_never_what_is_about_to_start() {
+    let e = engine();
+    let before = programs_of(&e, "ch1");
+    // One in 10 minutes (too soon: left out), two later.
+    let xml = kaltura("ch1", &[("soon", 10, 70), ("a", 120, 180), ("b", 180, 240)]);
+    let (code, v) = post(&e, &xml);
+    assert_eq!(code, 200, "{v}");
+    let r = &v["epg"]["channels"]["ch1"];
+    assert_eq!(
+        (
+            r["in_file"].as_u64(),
+            r["too_soon"].as_u64(),
+            r["created"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["epg"]["dialect"], "kaltura");
+    let after = programs_of(&e, "ch1");
+    assert!(
+        after.contains(&"a".to_string()) && after.contains(&"b".to_string()),
+        "{after:?}"
+    );
+    assert!(!after.contains(&"soon".to_string()));
+    assert_eq!(after.len(), before.len() + 2, "{after:?}");
+
+    // A future programme with a recording, inside the next file's window.
+    let (code, v) = e.admin_json(
+        "POST",
+        "/topology/records",
+        json!({"program": "b", "server": "dvr-1", "protocol": "hls", "encryption": "none",
+               "path": "ch1/b/index.m3u8", "status": "planned"}),
+    );
+    assert_eq!(code, 201, "{v}");
+    // The next file covers 2 h to 4 h with other programmes: a and b go,
+    // b's recording with it.
+    let xml = kaltura("ch1", &[("c", 120, 200), ("d", 200, 240)]);
+    let (code, v) = post(&e, &xml);
+    assert_eq!(code, 200, "{v}");
+    let r = &v["epg"]["channels"]["ch1"];
+    assert_eq!(
+        (
+            r["replaced"].as_u64(),
+            r["records_deleted"].as_u64(),
+            r["created"].as_u64()
+        ),
+        (Some(2), Some(1), Some(2)),
+        "{v}"
+    );
+    let after = programs_of(&e, "ch1");
+    for gone in ["a", "b"] {
+        assert!(!after.contains(&gone.to_string()), "{after:?}");
+    }
+    for kept in ["c", "d", "p1"] {
+        assert!(after.contains(&kept.to_string()), "{kept}: {after:?}");
+    }
+    // The whole import is one audited change.
+    let (_, audit) = e.admin_json("GET", "/audit", json!(null));
+    assert!(audit.to_string().contains("\"c\""), "{audit}");
+}
+
+#[test]
+fn xmltv_through_ctl_gets_ids_from_channel_and_start() {
+    let e = engine();
+    let dir = crate::harness::TempDir::new("epg-xmltv");
+    let file = dir.path("guide.xml");
+    let start = at(300);
+    std::fs::write(
+        &file,
+        format!(
+            "<tv><channel id=\"sports\"/>\n<programme channel=\"sports\" start=\"{start} +0000\" stop=\"{} +0000\"><title>Match</title></programme></tv>",
+            at(400)
+        ),
+    )
+    .unwrap();
+    let admin = format!("http://{}", e.admin.unwrap());
+    let (ok, out, err) = ctl_at(
+        &admin,
+        &["--json", "epg", "import", file.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["epg"]["dialect"], "xmltv");
+    assert!(
+        programs_of(&e, "sports").contains(&format!("sports-{start}")),
+        "{:?}",
+        programs_of(&e, "sports")
+    );
+}
+
+#[test]
+fn unknown_channels_and_malformed_files_change_nothing() {
+    let e = engine();
+    let hash = document_hash(&e);
+    let (code, v) = post(&e, &kaltura("nope", &[("x", 120, 180)]));
+    assert_eq!(code, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("linear channel does not exist: nope"),
+        "{v}"
+    );
+    for (xml, want) in [
+        ("<EpgChannels>\n<programme channel=\"ch1\" external_id=\"x\" start=\"2026\" stop=\"20261204100000\"/>".to_string(), "EPG file: line 2, column 1: <programme \"x\">: attribute `start`: \"2026\""),
+        ("<EpgChannels>\n<programme channel=\"ch1\"".to_string(), "EPG file: line 2"),
+        ("{\"json\": true}".to_string(), "EPG file: line 1, column 1"),
+        (kaltura("ch1", &[("x", 120, 180), ("x", 180, 240)]), "programme \"x\" appears twice"),
+        (kaltura("ch1", &[("x", 180, 120)]), "`stop`"),
+    ] {
+        let (code, v) = post(&e, &xml);
+        assert_eq!(code, 400, "{xml}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{v}");
+    }
+    // A known channel beside an unknown one: the known one is imported,
+    // the other reported.
+    let xml = format!(
+        "<tv>\n<programme channel=\"nope\" start=\"{}\" stop=\"{}\"/>\n<programme channel=\"ch1\" start=\"{}\" stop=\"{}\"/></tv>",
+        at(120),
+        at(180),
+        at(120),
+        at(180)
+    );
+    let (code, v) = post(&e, &xml);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["epg"]["unknown_channels"], json!(["nope"]));
+    assert_ne!(document_hash(&e), hash);
+    assert!(
+        e.get("/btv/live/hls/ch1", &[("X-Real-IP", "10.2.0.1")])
+            .status
+            == 302
+    );
+}
