@@ -40,17 +40,7 @@ fn main() {
 
     // The file, written out as an importer would find it.
     let start = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-    let stamp = |t: time::OffsetDateTime| {
-        format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
-    };
+    let stamp = edgeward::epg::parse::compact;
     let mut xml = String::with_capacity(mb << 20);
     xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<EpgChannels>\n");
     let mut n = 0usize;
