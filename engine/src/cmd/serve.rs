@@ -703,30 +703,39 @@ fn announce(
     } else {
         bound
     };
-    let example = topology
-        .channels
-        .iter()
-        .find_map(|c| {
-            let s = c.streams.iter().find(|s| s.active && c.active)?;
-            let (proto, ext) = match s.protocol {
-                topology::Protocol::Hls => ("hls", "m3u8"),
-                topology::Protocol::Mpd => ("mpd", "mpd"),
-            };
-            let suffix = match s.encryption {
-                topology::Encryption::None => "",
-                topology::Encryption::Widevine => "_wv",
-                topology::Encryption::Playready => "_pr",
-                topology::Encryption::Cenc => "_cenc",
-            };
-            Some(format!("/btv/live/{proto}{suffix}/{}.{ext}", c.epg_id))
-        })
-        .unwrap_or_else(|| "/vod/example.mp4".into());
+    let live = topology.channels.iter().find_map(|c| {
+        let s = c.streams.iter().find(|s| s.active && c.active)?;
+        let (proto, ext, steered) = match s.protocol {
+            topology::Protocol::Hls => ("hls", "m3u8", "hls"),
+            topology::Protocol::Mpd => ("mpd", "mpd", "dash"),
+        };
+        let suffix = match s.encryption {
+            topology::Encryption::None => "",
+            topology::Encryption::Widevine => "_wv",
+            topology::Encryption::Playready => "_pr",
+            topology::Encryption::Cenc => "_cenc",
+        };
+        Some((
+            format!("/btv/live/{proto}{suffix}/{}.{ext}", c.epg_id),
+            format!("/steer/{steered}{suffix}/{}", c.epg_id),
+        ))
+    });
+    let example = live
+        .as_ref()
+        .map_or_else(|| "/vod/example.mp4".to_string(), |(l, _)| l.clone());
+    // With pathways, a steering poll too.
+    let steering = live
+        .filter(|_| topology.pathways.iter().any(|p| p.active))
+        .map(|(_, s)| s);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "edgeward listening on http://{bound} ({workers} workers)"
     );
     let _ = writeln!(out, "try: curl -i http://{shown}{example}");
+    if let Some(steering) = steering {
+        let _ = writeln!(out, "try steering: curl -s http://{shown}{steering}");
+    }
     if let Some(secure) = secure {
         let _ = writeln!(
             out,
