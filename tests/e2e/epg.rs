@@ -206,3 +206,66 @@ fn unknown_channels_and_malformed_files_change_nothing() {
             == 302
     );
 }
+
+#[test]
+fn a_watched_folder_imports_its_files_and_sets_aside_the_bad_ones() {
+    let dir = crate::harness::TempDir::new("epg-folder");
+    let inbox = dir.path("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let topology = fixtures().join("routing.json");
+    let e = Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--epg-dir",
+        inbox.to_str().unwrap(),
+        "--watch-interval-ms",
+        "50",
+    ]);
+    // Written elsewhere and renamed in, as a fetcher should.
+    let drop_in = |name: &str, xml: &str| {
+        let tmp = dir.path(name);
+        std::fs::write(&tmp, xml).unwrap();
+        std::fs::rename(&tmp, inbox.join(name)).unwrap();
+    };
+    drop_in(
+        "KalturaEPG_ch1_261204.xml",
+        &kaltura("ch1", &[("f1", 120, 180)]),
+    );
+    drop_in("broken.xml", "<EpgChannels>\n<programme channel=\"ch1\"");
+    drop_in("unknown.xml", &kaltura("nope", &[("f2", 120, 180)]));
+    drop_in("notes.txt", "not a guide");
+    crate::harness::wait_until("the folder is worked through", || {
+        inbox.join("processed/KalturaEPG_ch1_261204.xml").exists()
+            && inbox.join("failed/broken.xml").exists()
+            && inbox.join("failed/unknown.xml").exists()
+    });
+    assert!(programs_of(&e, "ch1").contains(&"f1".to_string()));
+    let reason = std::fs::read_to_string(inbox.join("failed/broken.xml.reason")).unwrap();
+    assert!(reason.contains("EPG file: line 2"), "{reason}");
+    let reason = std::fs::read_to_string(inbox.join("failed/unknown.xml.reason")).unwrap();
+    assert!(
+        reason.contains("linear channel does not exist: nope"),
+        "{reason}"
+    );
+    assert!(
+        inbox.join("notes.txt").exists(),
+        "only .xml files are guides"
+    );
+    // The same name again: kept beside the first.
+    drop_in(
+        "KalturaEPG_ch1_261204.xml",
+        &kaltura("ch1", &[("f3", 300, 360)]),
+    );
+    crate::harness::wait_until("the second is processed", || {
+        inbox.join("processed/KalturaEPG_ch1_261204.xml.1").exists()
+    });
+    assert!(programs_of(&e, "ch1").contains(&"f3".to_string()));
+    // A folder that is not one: refused at start.
+    let err = Engine::try_start(&["--epg-dir", dir.path("missing").to_str().unwrap()])
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("--epg-dir") && err.contains("not a directory"),
+        "{err}"
+    );
+}

@@ -203,32 +203,16 @@ async fn change(admin: &Admin, edits: Vec<Edit>, who: &str, create: bool) -> Rep
 /// `POST /epg`: a programme guide, imported as one batch (see
 /// [`crate::epg`]).
 async fn epg(admin: &Admin, body: &[u8], who: &str) -> Reply {
-    let guide = match crate::epg::parse::parse(body) {
-        Ok(g) => g,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("EPG file: {e}")),
-    };
-    let topology = admin.control.topology.snapshot();
-    let now = time::OffsetDateTime::now_utc();
-    let (edits, report) = match crate::epg::rules::plan(&topology, &guide, now, Default::default())
-    {
-        Ok(planned) => planned,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("EPG file: {e}")),
-    };
-    if report.channels.is_empty() && !report.unknown_channels.is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "EPG file: linear channel does not exist: {} (nothing changed)",
-                report.unknown_channels.join(", ")
-            ),
-        );
+    use crate::epg::ImportError;
+    match crate::epg::import(&admin.control, &*admin.writer, body, who).await {
+        Ok((report, None)) => ok(json!({ "epg": report, "changes": [] })),
+        Ok((report, Some(changed))) => {
+            answer(admin, Ok(changed), false, false, Some(json!(report)))
+        }
+        Err(ImportError::Refused(e)) => super::api::change_error(admin, e),
+        Err(e @ ImportError::UnknownChannels(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ ImportError::Bad(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
-    let report = json!(report);
-    if edits.is_empty() {
-        return ok(json!({ "epg": report, "changes": [] }));
-    }
-    let result = admin.writer.write(Change::Entities(edits), None, who).await;
-    answer(admin, result, false, false, Some(report))
 }
 
 fn answer(

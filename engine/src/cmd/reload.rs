@@ -151,6 +151,9 @@ pub(super) fn until_stopped(
                         certs_seen = c;
                         reload_certificates(&certificates, "file watch");
                     }
+                    if let Some(dir) = &args.epg_dir {
+                        crate::epg::folder::import_ready(dir, &control, &*writer).await;
+                    }
                     let g = geo_files(&geoip);
                     if g != geo_seen {
                         geo_seen = g;

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// when none matches). Reloaded on SIGHUP and when a file changes.
     #[arg(long, value_name = "CERT,KEY[,OCSP]")]
     pub tls_cert: Vec<http::tls::CertPair>,
+    /// A folder of programme guide files (Kaltura EPG XML or XMLTV),
+    /// imported as they arrive (checked every --watch-interval-ms): an
+    /// imported file moves to `processed/`, one refused to `failed/` with
+    /// the reason beside it.
+    #[arg(long, value_name = "DIR")]
+    pub epg_dir: Option<PathBuf>,
     /// A MaxMind database (GeoIP2 or GeoLite2 City or Country, ASN or ISP,
     /// Anonymous-IP; repeatable, one of each kind): what policies learn of
     /// a client's country, network and anonymiser, and the nearest regions
@@ -317,6 +323,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Certificates SIGHUP and the file watch reload: the players' and the
     // admin listener's.
+    if let Some(dir) = &args.epg_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--epg-dir {}: not a directory", dir.display());
+    }
     let geoip = match args.geoip.is_empty() {
         true => None,
         false => Some(crate::geo::GeoIp::load(args.geoip.clone()).map_err(anyhow::Error::msg)?),
