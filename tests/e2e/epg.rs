@@ -251,6 +251,14 @@ fn a_watched_folder_imports_its_files_and_sets_aside_the_bad_ones() {
         inbox.join("notes.txt").exists(),
         "only .xml files are guides"
     );
+    // The retention: the fixture's p1 (2026-11-28) started more than 48 h
+    // ago and goes, with its recordings; a programme with no start stays.
+    crate::harness::wait_until("p1 is removed", || {
+        !programs_of(&e, "ch1").contains(&"p1".to_string())
+    });
+    assert!(programs_of(&e, "sports").contains(&"p-sports".to_string()));
+    let (_, audit) = e.admin_json("GET", "/audit", json!(null));
+    assert!(audit.to_string().contains("epg retention"), "{audit}");
     // The same name again: kept beside the first.
     drop_in(
         "KalturaEPG_ch1_261204.xml",

@@ -117,6 +117,7 @@ pub(super) fn until_stopped(
             topology: mut topology_seen,
             policy: mut policy_seen,
         } = seen;
+        let mut last_retention: Option<std::time::Instant> = None;
         let watchdog = notifier.and(crate::systemd::Notifier::watchdog_interval());
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
@@ -153,6 +154,17 @@ pub(super) fn until_stopped(
                     }
                     if let Some(dir) = &args.epg_dir {
                         crate::epg::folder::import_ready(dir, &control, &*writer).await;
+                        if args.epg_retention_hours > 0
+                            && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+                        {
+                            last_retention = Some(std::time::Instant::now());
+                            let keep = time::Duration::hours(i64::from(args.epg_retention_hours));
+                            match crate::epg::expire(&control, &*writer, keep).await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(programmes = n, "EPG retention removed old programmes"),
+                                Err(e) => tracing::warn!("EPG retention: {e}"),
+                            }
+                        }
                     }
                     let g = geo_files(&geoip);
                     if g != geo_seen {
@@ -193,6 +205,9 @@ fn reload_geoip(geoip: Option<&crate::geo::GeoIp>, why: &str) {
         }
     }
 }
+
+/// How often old programmes are looked for (the old system's 30 s).
+const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
 /// What identifies a file's content cheaply: modification time and size.
 type Fingerprint = (std::time::SystemTime, u64);

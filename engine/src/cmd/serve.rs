@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// the reason beside it.
     #[arg(long, value_name = "DIR")]
     pub epg_dir: Option<PathBuf>,
+    /// With --epg-dir: programmes that started more than this many hours
+    /// ago are removed, with their recordings, every 30 s (0: never).
+    #[arg(long, default_value_t = 48)]
+    pub epg_retention_hours: u32,
     /// A MaxMind database (GeoIP2 or GeoLite2 City or Country, ASN or ISP,
     /// Anonymous-IP; repeatable, one of each kind): what policies learn of
     /// a client's country, network and anonymiser, and the nearest regions
