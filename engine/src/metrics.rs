@@ -146,6 +146,37 @@ impl SteeringMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabel {
+    change: &'static str,
+}
+
+/// What programme-guide imports and the retention did.
+#[derive(Clone, Default)]
+pub struct EpgMetrics {
+    files: Family<ResultLabel, Counter>,
+    programmes: Family<ChangeLabel, Counter>,
+}
+
+impl EpgMetrics {
+    /// Counts a guide file `imported` or `refused`.
+    pub fn file(&self, result: &'static str) {
+        self.files.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts `n` programmes `created`, `replaced` or `removed`.
+    pub fn programmes(&self, change: &'static str, n: usize) {
+        self.programmes
+            .get_or_create(&ChangeLabel { change })
+            .inc_by(n as u64);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     policy: String,
     answered_by: String,
@@ -163,6 +194,8 @@ pub struct Metrics {
     refused: Family<ListenerLabels, Counter>,
     timed_out: Family<ListenerLabels, Counter>,
     steering: SteeringMetrics,
+    /// Programme-guide imports.
+    pub epg: EpgMetrics,
 }
 
 /// One worker's connection figures on one listener (`http` or `https`).
@@ -312,7 +345,19 @@ impl Metrics {
             "Time to answer a steering poll (session token, tiers, policy call, manifest)",
             steering.duration.clone(),
         );
+        let epg = EpgMetrics::default();
+        registry.register(
+            "edgeward_epg_files",
+            "Programme guide files imported or refused (POST /epg, ctl, the --epg-dir folder)",
+            epg.files.clone(),
+        );
+        registry.register(
+            "edgeward_epg_programmes",
+            "Programmes created, replaced by a guide's window, or removed by the retention",
+            epg.programmes.clone(),
+        );
         Metrics {
+            epg,
             steering,
             open,
             refused,

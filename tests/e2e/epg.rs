@@ -128,9 +128,17 @@ fn a_guide_replaces_its_window_and_never_what_is_about_to_start() {
     for kept in ["c", "d", "p1"] {
         assert!(after.contains(&kept.to_string()), "{kept}: {after:?}");
     }
-    // The whole import is one audited change.
+    // The whole import is one audited change, and counted.
     let (_, audit) = e.admin_json("GET", "/audit", json!(null));
     assert!(audit.to_string().contains("\"c\""), "{audit}");
+    let metrics = e.admin("GET", "/metrics", b"", "text/plain", None).body;
+    for line in [
+        "edgeward_epg_files_total{result=\"imported\"} 2",
+        "edgeward_epg_programmes_total{change=\"created\"} 4",
+        "edgeward_epg_programmes_total{change=\"replaced\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]

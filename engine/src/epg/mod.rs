@@ -62,6 +62,7 @@ pub async fn expire(
     writer
         .write(Change::Entities(edits), None, "epg retention")
         .await?;
+    control.metrics.epg.programmes("removed", programmes);
     Ok(programmes)
 }
 
@@ -69,6 +70,29 @@ pub async fn expire(
 /// current time, and written as one batch by `who`. The report says what
 /// it did per channel; the change is none when nothing was to change.
 pub async fn import(
+    control: &Control,
+    writer: &dyn Writer,
+    bytes: &[u8],
+    who: &str,
+) -> Result<(rules::Report, Option<Changed>), ImportError> {
+    let result = import_counted(control, writer, bytes, who).await;
+    let metrics = &control.metrics.epg;
+    match &result {
+        Ok((report, _)) => {
+            metrics.file("imported");
+            metrics.programmes("created", report.channels.values().map(|r| r.created).sum());
+            metrics.programmes(
+                "replaced",
+                report.channels.values().map(|r| r.replaced).sum(),
+            );
+        }
+        Err(e) if !e.transient() => metrics.file("refused"),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn import_counted(
     control: &Control,
     writer: &dyn Writer,
     bytes: &[u8],
