@@ -81,9 +81,9 @@ pub enum PlanError {
     },
 }
 
+/// As the engine writes every time (UTC).
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::time::rfc3339(t.into())
 }
 
 /// The changes `guide` makes to `topology` at `now`, and what they are.
