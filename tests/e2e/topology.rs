@@ -19,12 +19,12 @@ fn invalid_cases() -> Vec<Case> {
         (
             "a newer schema, with a field this engine does not know",
             |t| {
-                t["schema"] = json!(3);
+                t["schema"] = json!(4);
                 t["routes"] = json!([]);
             },
             &[
                 "field `schema`",
-                "3 is newer than this engine reads (2)",
+                "4 is newer than this engine reads (3)",
                 "upgrade",
             ],
         ),

@@ -162,6 +162,8 @@ impl Program {
                     encryption: r.encryption,
                     path: r.written_path.to_string(),
                     status: r.status,
+                    placement: r.placement.as_deref().map(Into::into),
+                    error: r.error.as_deref().map(Into::into),
                 })
                 .collect(),
         }

@@ -312,6 +312,14 @@ impl<'a> Draft<'a> {
             .collect()
     }
 
+    /// Makes the document at least of `schema`, for an edit that brings
+    /// in what it adds: a node too old to read it then refuses it.
+    fn require_schema(&mut self, schema: u32) {
+        if self.net().schema.unwrap_or(1) < schema {
+            self.net_mut().schema = Some(schema);
+        }
+    }
+
     fn rebuild(&mut self) -> Result<(), EditError> {
         // An edit that brings in what schema 2 adds (a pathway, a region's
         // location) makes the document schema 2: a node too old to read
@@ -323,9 +331,16 @@ impl<'a> Draft<'a> {
         if uses_schema_2 && net.schema.unwrap_or(1) < 2 {
             self.net_mut().schema = Some(2);
         }
+        // And so does what schema 3 adds (DVR recording).
+        if !load::schema_3_uses(&self.net().servers, self.channel_docs(), std::iter::empty())
+            .is_empty()
+        {
+            self.require_schema(3);
+        }
         let mut v = Validator::default();
         let (channels, channel_ids) = load::channels(&mut v, self.channel_docs());
         let network = load::network(&mut v, self.net(), &channel_ids);
+        load::recording_groups(&mut v, self.channel_docs(), &network.indexes.groups);
         if !v.problems.is_empty() {
             return Err(invalid(v.problems.join("; ")));
         }
@@ -667,6 +682,9 @@ impl<'a> Draft<'a> {
                     name: e.name,
                     active: e.active,
                     dvr_enabled: e.dvr_enabled,
+                    recording_group: e.recording_group,
+                    code_name: e.code_name,
+                    storage_id: e.storage_id,
                     streams: Vec::new(),
                 });
                 self.rebuild()
@@ -714,8 +732,13 @@ impl<'a> Draft<'a> {
                     )));
                 };
                 let mut doc = self.programs().get(p).expect("found above").to_doc();
-                doc.records.push(record_doc(e));
+                let record = record_doc(e);
+                let schema_3 = load::record_uses_schema_3(&record);
+                doc.records.push(record);
                 let program = self.program(doc)?;
+                if schema_3 {
+                    self.require_schema(3);
+                }
                 self.programs_mut().set(p, Arc::new(program));
                 Ok(())
             }
@@ -787,6 +810,9 @@ impl<'a> Draft<'a> {
                 doc.name = e.name;
                 doc.active = e.active;
                 doc.dvr_enabled = e.dvr_enabled;
+                doc.recording_group = e.recording_group;
+                doc.code_name = e.code_name;
+                doc.storage_id = e.storage_id;
                 self.rebuild()
             }
             Kind::Streams => {
@@ -815,8 +841,13 @@ impl<'a> Draft<'a> {
                 let e: RecordEntity = parse(kind, value)?;
                 let (p, at) = self.find_record(key).expect("found above");
                 let mut doc = self.programs().get(p).expect("found above").to_doc();
-                doc.records[at] = record_doc(e);
+                let record = record_doc(e);
+                let schema_3 = load::record_uses_schema_3(&record);
+                doc.records[at] = record;
                 let program = self.program(doc)?;
+                if schema_3 {
+                    self.require_schema(3);
+                }
                 self.programs_mut().set(p, Arc::new(program));
                 Ok(())
             }
@@ -1180,6 +1211,8 @@ fn record_doc(e: RecordEntity) -> RecordDoc {
         encryption: e.encryption,
         path: e.path,
         status: e.status,
+        placement: e.placement,
+        error: e.error,
     }
 }
 
@@ -1490,6 +1523,49 @@ mod tests {
             assert_eq!(got, want, "{addr}");
         }
         Ok(out)
+    }
+
+    #[test]
+    fn an_edit_bringing_in_dvr_recording_makes_the_document_schema_3() {
+        let t = topology();
+        assert_eq!(t.network.schema, None);
+        // An intent: a new record with no path yet.
+        let intent = json!({"program": "p1", "server": "d1", "protocol": "mpd",
+            "encryption": "cenc", "status": "new", "placement": "one/mpd/cenc/p1"});
+        let out = applied(&t, &[edit(Op::Create, Kind::Records, None, Some(intent))]).unwrap();
+        assert_eq!(out.network.schema, Some(3));
+        let p = out.programs.iter().next().unwrap();
+        assert_eq!(p.records[1].placement.as_deref(), Some("one/mpd/cenc/p1"));
+        // A channel's recording group must be a server group; a good one
+        // makes schema 3 too.
+        let channel = |group: &str| json!({"epg_id": "ch2", "dvr_enabled": true, "recording_group": group, "code_name": "two"});
+        let e = applied(
+            &t,
+            &[edit(
+                Op::Replace,
+                Kind::Channels,
+                Some("ch2"),
+                Some(channel("g9")),
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"field `recording_group`: "g9" is not the id of any server group"#),
+            "{e}"
+        );
+        let out = applied(
+            &t,
+            &[edit(
+                Op::Replace,
+                Kind::Channels,
+                Some("ch2"),
+                Some(channel("g1")),
+            )],
+        )
+        .unwrap();
+        assert_eq!(out.network.schema, Some(3));
+        assert_eq!(out.channel_docs[1].recording_group.as_deref(), Some("g1"));
     }
 
     #[test]

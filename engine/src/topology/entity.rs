@@ -141,6 +141,15 @@ pub struct ChannelEntity {
     /// Whether the channel is recorded for catch-up.
     #[serde(default)]
     pub dvr_enabled: bool,
+    /// The server group it is recorded from and on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_group: Option<String>,
+    /// Its name on the DVR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_name: Option<String>,
+    /// The DVR storage its recordings go to (1 to 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_id: Option<u32>,
 }
 
 /// A stream of a channel.
@@ -196,10 +205,17 @@ pub struct RecordEntity {
     pub protocol: Protocol,
     /// `none`, `widevine`, `playready` or `cenc`.
     pub encryption: Encryption,
-    /// Path below the DVR server's prefix.
+    /// Path below the DVR server's prefix; empty only while `new`.
+    #[serde(default)]
     pub path: String,
     /// Only `completed` records are served.
     pub status: RecordStatus,
+    /// What it was asked of the DVR as (its identity there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// Why it is `error`, as the DVR said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn yes() -> bool {
@@ -300,6 +316,8 @@ pub fn records_of(p: &Program) -> Vec<(String, RecordEntity)> {
                     encryption: r.encryption,
                     path: r.written_path.to_string(),
                     status: r.status,
+                    placement: r.placement.as_deref().map(Into::into),
+                    error: r.error.as_deref().map(Into::into),
                 },
             )
         })
@@ -461,6 +479,9 @@ pub(super) fn channel_entity(c: &super::model::ChannelDoc) -> ChannelEntity {
         name: c.name.clone(),
         active: c.active,
         dvr_enabled: c.dvr_enabled,
+        recording_group: c.recording_group.clone(),
+        code_name: c.code_name.clone(),
+        storage_id: c.storage_id,
     }
 }
 
@@ -611,7 +632,15 @@ pub fn fields(kind: Kind) -> &'static [&'static str] {
         Kind::Servers => &[
             "id", "kind", "host", "port", "tls_port", "active", "weight", "prefix",
         ],
-        Kind::Channels => &["epg_id", "name", "active", "dvr_enabled"],
+        Kind::Channels => &[
+            "epg_id",
+            "name",
+            "active",
+            "dvr_enabled",
+            "recording_group",
+            "code_name",
+            "storage_id",
+        ],
         Kind::Streams => &["channel", "protocol", "encryption", "path", "active"],
         Kind::Programs => &["epg_id", "channel", "start", "end"],
         Kind::Records => &[
@@ -621,6 +650,8 @@ pub fn fields(kind: Kind) -> &'static [&'static str] {
             "encryption",
             "path",
             "status",
+            "placement",
+            "error",
         ],
         Kind::Pathways => &["id", "host", "group", "regions", "base", "active"],
     }

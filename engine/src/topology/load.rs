@@ -226,8 +226,26 @@ fn build_with(
     };
     let (channels, channel_ids) = channels(&mut v, &doc.channels);
     let network = network(&mut v, &network_doc, &channel_ids);
+    recording_groups(&mut v, &doc.channels, &network.indexes.groups);
     let subnets = subnets(&mut v, &doc.subnets, &network.indexes.regions);
     let programs = programs(&mut v, &doc.programs, &channel_ids, &network);
+    if doc.schema.unwrap_or(1) < 3 {
+        let used = schema_3_uses(
+            &doc.servers,
+            &doc.channels,
+            doc.programs
+                .iter()
+                .map(|p| (p.epg_id.as_str(), p.records.as_slice())),
+        );
+        if !used.is_empty() {
+            v.problem(format!(
+                "field `schema`: {} is older than schema 3, but {} need schema 3: add \
+                 `\"schema\": 3` (nodes older than schema 3 then refuse the document as newer)",
+                doc.schema.map_or("absent".to_string(), |s| s.to_string()),
+                used.join(", ")
+            ));
+        }
+    }
 
     if !v.problems.is_empty() {
         return Err(TopologyError::Invalid(v.problems));
@@ -564,6 +582,25 @@ pub(super) fn server(v: &mut Validator, obj: &str, s: &ServerDoc) -> Server {
         }
         (ServerKind::Edge, None) => None,
     };
+    if let Some(m) = &s.management {
+        if s.kind != ServerKind::Dvr {
+            v.problem(format!(
+                "{obj}: field `management`: only a dvr server has a management API"
+            ));
+        }
+        if m.host.is_empty() || m.host.contains('/') || !is_host(&m.host) {
+            v.problem(format!(
+                "{obj}: field `management.host`: {:?} is not a valid host name or IP address",
+                m.host
+            ));
+        }
+        if !(1..=65535).contains(&m.port) {
+            v.problem(format!(
+                "{obj}: field `management.port`: {} is out of range (1-65535)",
+                m.port
+            ));
+        }
+    }
     if let Some(h) = &s.healthcheck {
         if !h.path.starts_with('/') || !is_uri_path(&h.path) {
             v.problem(format!(
@@ -625,6 +662,20 @@ pub(super) fn channels(
                 active: s.active,
             })
             .collect();
+        if let Some(code) = &c.code_name
+            && !is_code_name(code)
+        {
+            v.problem(format!(
+                "{obj}: field `code_name`: {code:?} must be 1 to 64 letters, digits, `_` or `-`"
+            ));
+        }
+        if let Some(id) = c.storage_id
+            && !(1..=10).contains(&id)
+        {
+            v.problem(format!(
+                "{obj}: field `storage_id`: {id} is out of range (1-10)"
+            ));
+        }
         channels.push(Channel {
             epg_id: c.epg_id.as_str().into(),
             name: c.name.as_deref().map(Into::into),
@@ -634,6 +685,81 @@ pub(super) fn channels(
         });
     }
     (channels, ids)
+}
+
+/// Whether `name` may be a channel's name on the DVR (the first segment
+/// of its recordings' placements).
+pub fn is_code_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// The channels' recording groups name server groups.
+pub(super) fn recording_groups(
+    v: &mut Validator,
+    docs: &[ChannelDoc],
+    groups: &HashMap<Box<str>, u32>,
+) {
+    for (i, c) in docs.iter().enumerate() {
+        if let Some(g) = &c.recording_group
+            && !groups.contains_key(g.as_str())
+        {
+            v.problem(format!(
+                "channels[{i}] {:?}: field `recording_group`: {g:?} is not the id of any server group",
+                c.epg_id
+            ));
+        }
+    }
+}
+
+/// What a document uses of schema 3 (DVR recording), named for the
+/// refusal of a document that says it is older.
+pub(super) fn schema_3_uses<'a>(
+    servers: &[ServerDoc],
+    channels: &[ChannelDoc],
+    programs: impl Iterator<Item = (&'a str, &'a [RecordDoc])>,
+) -> Vec<String> {
+    let mut used = Vec::new();
+    if let Some((i, s)) = servers
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.management.is_some())
+    {
+        used.push(format!("`servers[{i}].management` ({:?})", s.id));
+    }
+    for (i, c) in channels.iter().enumerate() {
+        let fields = [
+            ("recording_group", c.recording_group.is_some()),
+            ("code_name", c.code_name.is_some()),
+            ("storage_id", c.storage_id.is_some()),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, set)| *set) {
+            used.push(format!("`channels[{i}].{field}` ({:?})", c.epg_id));
+            break;
+        }
+    }
+    for (program, records) in programs {
+        if let Some(r) = records.iter().find(|r| record_uses_schema_3(r)) {
+            used.push(format!(
+                "a record of program {program:?} ({})",
+                if r.status.before_schema_3() {
+                    "`placement` or `error`".to_string()
+                } else {
+                    format!("status `{}`", r.status.name())
+                }
+            ));
+            break;
+        }
+    }
+    used
+}
+
+/// Whether a record has what only schema 3 can hold.
+pub(super) fn record_uses_schema_3(r: &RecordDoc) -> bool {
+    !r.status.before_schema_3() || r.placement.is_some() || r.error.is_some()
 }
 
 /// Server groups: the servers and channels they name exist.
@@ -910,11 +1036,31 @@ pub(super) fn record(
         )),
     }
     let trimmed = r.path.trim_start_matches('/');
-    if trimmed.is_empty() || !is_uri_path(trimmed) {
+    // A `new` record may have no path yet: it is the intent written
+    // before the DVR is asked, and the DVR's answer is its path.
+    let waiting = r.path.is_empty() && r.status == RecordStatus::New;
+    if !waiting && (trimmed.is_empty() || !is_uri_path(trimmed)) {
         v.problem(format!(
             "{}: field `path`: {:?} is not a non-empty URL path",
             obj(),
             r.path
+        ));
+    }
+    if let Some(p) = &r.placement
+        && (p.is_empty() || p.len() > 512 || !is_uri_path(p))
+    {
+        v.problem(format!(
+            "{}: field `placement`: {p:?} is not a URL path of at most 512 bytes",
+            obj()
+        ));
+    }
+    if let Some(e) = &r.error
+        && (e.len() > 1024 || e.chars().any(char::is_control))
+    {
+        v.problem(format!(
+            "{}: field `error`: {:?}… must be at most 1024 bytes of text without control characters",
+            obj(),
+            e.chars().take(40).collect::<String>()
         ));
     }
     Record {
@@ -923,6 +1069,8 @@ pub(super) fn record(
         encryption: r.encryption,
         written_path: r.path.as_str().into(),
         status: r.status,
+        placement: r.placement.as_deref().map(Into::into),
+        error: r.error.as_deref().map(Into::into),
     }
 }
 
@@ -1083,19 +1231,20 @@ mod tests {
         };
         assert!(parse(with("1", "").as_bytes()).is_ok());
         assert!(parse(with("2", "").as_bytes()).is_ok());
+        assert!(parse(with("3", "").as_bytes()).is_ok());
         // Newer: refused for its schema, even when it also has fields this
         // engine does not know (which would otherwise be the error).
-        for doc in [with("3", ""), with("7", "\"routes\": [],")] {
+        for doc in [with("4", ""), with("7", "\"routes\": [],")] {
             let e = parse(doc.as_bytes()).unwrap_err().to_string();
             assert!(
-                e.contains("field `schema`:") && e.contains("is newer than this engine reads (2)"),
+                e.contains("field `schema`:") && e.contains("is newer than this engine reads (3)"),
                 "{e}"
             );
         }
-        let value: serde_json::Value = serde_json::from_str(&with("3", "\"x\": 1,")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&with("4", "\"x\": 1,")).unwrap();
         let msgpack = rmp_serde::to_vec_named(&value).unwrap();
         let e = parse(&msgpack).unwrap_err().to_string();
-        assert!(e.contains("3 is newer"), "{e}");
+        assert!(e.contains("4 is newer"), "{e}");
         let e = parse(with("0", "").as_bytes()).unwrap_err().to_string();
         assert!(e.contains("0 is not a schema"), "{e}");
         // An unknown field in a document of this schema is still that.
@@ -1141,6 +1290,134 @@ mod tests {
             "the regions serving its group by default"
         );
         assert_eq!((t.steering.enabled, t.steering.ttl_s), (true, 300));
+    }
+
+    /// DOC with a DVR, a channel recorded on group `g` and a program with
+    /// one record; `schema` first.
+    fn dvr_doc(schema: Option<u32>, channel: &str, dvr: &str, record: &str) -> String {
+        let schema = schema.map_or(String::new(), |s| format!("\"schema\": {s}, "));
+        format!(
+            r#"{{{schema}
+            "regions": [{{"id": "r", "server_groups": ["g"]}}],
+            "server_groups": [{{"id": "g", "servers": ["e", "d"]}}],
+            "servers": [{{"id": "e", "kind": "edge", "host": "e.example", "port": 80}},
+                        {{"id": "d", "kind": "dvr", "host": "d.example", "port": 80, "prefix": "d1"{dvr}}}],
+            "channels": [{{"epg_id": "c", "dvr_enabled": true{channel}, "streams": []}}],
+            "programs": [{{"epg_id": "p", "channel": "c", "records": [
+                {{"server": "d", "protocol": "hls", "encryption": "none"{record}}}]}}],
+            "subnets": []
+        }}"#
+        )
+    }
+
+    #[test]
+    fn dvr_recording_fields_need_schema_3_and_are_checked() {
+        let good = (
+            r#", "recording_group": "g", "code_name": "ch-1", "storage_id": 3"#,
+            r#", "management": {"host": "10.0.0.9", "port": 8080}"#,
+            r#", "status": "new", "placement": "ch-1/hls/none/p""#,
+        );
+        let doc = dvr_doc(Some(3), good.0, good.1, good.2);
+        let t = build(&parse(doc.as_bytes()).unwrap(), 1).unwrap();
+        let p = t.programs.iter().next().unwrap();
+        assert_eq!(p.records[0].status, RecordStatus::New);
+        assert_eq!(
+            p.records[0].written_path.as_ref(),
+            "",
+            "an intent has no path yet"
+        );
+        assert_eq!(
+            t.document(),
+            parse(doc.as_bytes()).unwrap(),
+            "given back as loaded"
+        );
+        // Each schema-3 use in an older document names itself.
+        for (doc, named) in [
+            (
+                dvr_doc(
+                    Some(2),
+                    good.0,
+                    "",
+                    r#", "status": "completed", "path": "x""#,
+                ),
+                "`channels[0].recording_group` (\"c\")",
+            ),
+            (
+                dvr_doc(None, "", good.1, r#", "status": "completed", "path": "x""#),
+                "`servers[1].management` (\"d\")",
+            ),
+            (
+                dvr_doc(Some(1), "", "", r#", "status": "removed", "path": "x""#),
+                "status `removed`",
+            ),
+            (
+                dvr_doc(
+                    Some(2),
+                    "",
+                    "",
+                    r#", "status": "error", "path": "x", "error": "no""#,
+                ),
+                "`placement` or `error`",
+            ),
+        ] {
+            let e = build(&parse(doc.as_bytes()).unwrap(), 1)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("need schema 3") && e.contains(named),
+                "{named}: {e}"
+            );
+        }
+        // Mistakes name the object, field and value.
+        for ((channel, dvr, record), message) in [
+            (
+                (r#", "recording_group": "nope""#, "", good.2),
+                r#"channels[0] "c": field `recording_group`: "nope" is not the id of any server group"#,
+            ),
+            (
+                (r#", "code_name": "a b""#, "", good.2),
+                r#"field `code_name`: "a b" must be"#,
+            ),
+            (
+                (r#", "storage_id": 11"#, "", good.2),
+                "field `storage_id`: 11 is out of range (1-10)",
+            ),
+            (
+                ("", r#", "management": {"host": "", "port": 80}"#, good.2),
+                "field `management.host`: \"\"",
+            ),
+            (
+                (
+                    "",
+                    r#", "management": {"host": "m", "port": 70000}"#,
+                    good.2,
+                ),
+                "field `management.port`: 70000",
+            ),
+            (
+                ("", "", r#", "status": "planned""#),
+                "field `path`: \"\" is not a non-empty URL path",
+            ),
+        ] {
+            let doc = dvr_doc(Some(3), channel, dvr, record);
+            let e = build(&parse(doc.as_bytes()).unwrap(), 1)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(message), "{message}: {e}");
+        }
+        // Management is a DVR's.
+        let edge = DOC.replacen(
+            r#""port": 80}"#,
+            r#""port": 80, "management": {"host": "m", "port": 1}}"#,
+            1,
+        );
+        let e = build(
+            &parse(format!("{{\"schema\": 3, {}", &edge[1..]).as_bytes()).unwrap(),
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("only a dvr server has a management API"), "{e}");
     }
 
     #[test]

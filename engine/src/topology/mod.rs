@@ -458,6 +458,10 @@ pub struct Record {
     pub written_path: Box<str>,
     /// Recording state.
     pub status: RecordStatus,
+    /// What it was asked of the DVR as (its identity there).
+    pub placement: Option<Box<str>>,
+    /// Why it is in error, as the DVR said.
+    pub error: Option<Box<str>>,
 }
 
 impl Record {

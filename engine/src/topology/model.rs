@@ -27,10 +27,13 @@ fn is_one(w: &u32) -> bool {
 /// The newest topology document schema this engine reads. Documents
 /// without `schema` are schema 1, the format of every edgeward before
 /// content steering. Schema 2 adds `pathways`, `steering` and region
-/// `location`s; a document using them must say `"schema": 2`, so that a
-/// node too old to read them refuses it as newer rather than for an
-/// unknown field (see the README's rolling upgrade).
-pub const SCHEMA: u32 = 2;
+/// `location`s; schema 3 what DVR recording needs (a channel's
+/// `recording_group`, `code_name` and `storage_id`, a DVR's `management`
+/// address, a record's `placement` and `error`, and the record states
+/// `new`, `canceled` and `removed`). A document using them must say its
+/// schema, so that a node too old to read them refuses it as newer rather
+/// than for an unknown field (see the README's rolling upgrade).
+pub const SCHEMA: u32 = 3;
 
 /// The whole topology document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,6 +375,21 @@ pub struct ServerDoc {
     /// Path segment naming this DVR server on the edges; required for `dvr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Where a DVR server's management API listens (schema 3), for
+    /// scheduling recordings; its credentials are in the DVR secrets
+    /// file, never here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<ManagementDoc>,
+}
+
+/// A DVR's management API: `http://{host}:{port}/cti-dvr/dvr-service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementDoc {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port, 1..=65535.
+    pub port: u32,
 }
 
 /// How a server's health is checked: `GET {scheme}://{host}{:port}{path}`
@@ -495,6 +513,17 @@ pub struct ChannelDoc {
     /// Whether the channel is recorded for catch-up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dvr_enabled: bool,
+    /// The server group whose edges the DVR records it from and whose
+    /// DVR servers record it (schema 3); without one it is not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_group: Option<String>,
+    /// Its name on the DVR, the first segment of a recording's placement
+    /// (schema 3): letters, digits, `_` and `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_name: Option<String>,
+    /// The DVR storage its recordings go to, 1 to 10 (schema 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_id: Option<u32>,
     /// Its streams.
     pub streams: Vec<StreamDoc>,
 }
@@ -564,10 +593,14 @@ pub struct ProgramDoc {
     pub records: Vec<RecordDoc>,
 }
 
-/// State of a recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// State of a recording, as the DVR reports it (`new`, `canceled` and
+/// `removed` are schema 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordStatus {
+    /// Asked of the DVR (with no `path` yet: the intent, written before
+    /// the DVR is called).
+    New,
     /// Scheduled.
     Planned,
     /// Being recorded.
@@ -576,6 +609,36 @@ pub enum RecordStatus {
     Completed,
     /// Failed.
     Error,
+    /// Cancelled on the DVR.
+    Canceled,
+    /// Removed from the DVR.
+    Removed,
+}
+
+impl RecordStatus {
+    /// As written in documents and the DVR's answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordStatus::New => "new",
+            RecordStatus::Planned => "planned",
+            RecordStatus::Running => "running",
+            RecordStatus::Completed => "completed",
+            RecordStatus::Error => "error",
+            RecordStatus::Canceled => "canceled",
+            RecordStatus::Removed => "removed",
+        }
+    }
+
+    /// Whether documents of schema 2 and older can hold it.
+    pub fn before_schema_3(self) -> bool {
+        matches!(
+            self,
+            RecordStatus::Planned
+                | RecordStatus::Running
+                | RecordStatus::Completed
+                | RecordStatus::Error
+        )
+    }
 }
 
 /// One recording of a program on a DVR server.
@@ -588,8 +651,17 @@ pub struct RecordDoc {
     pub protocol: Protocol,
     /// `none`, `widevine`, `playready` or `cenc`.
     pub encryption: Encryption,
-    /// Path below the DVR server's prefix.
+    /// Path below the DVR server's prefix, as the DVR answered; empty
+    /// only while the record is `new` (asked, not yet answered).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// Only `completed` recordings are served.
     pub status: RecordStatus,
+    /// What the recording was asked as, which identifies it on the DVR
+    /// (schema 3): `{code name}/{protocol}/{encryption}/{programme}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// Why it is `error`, as the DVR said (schema 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -59,6 +59,7 @@ pub fn generate(spec: Spec) -> TopologyDoc {
                 weight: 1 + rng.below(4) as u32,
                 healthcheck: None,
                 prefix: None,
+                management: None,
             });
         }
         groups.push(GroupDoc {
@@ -141,6 +142,9 @@ pub fn generate(spec: Spec) -> TopologyDoc {
             name: None,
             active: true,
             dvr_enabled: false,
+            recording_group: None,
+            code_name: None,
+            storage_id: None,
             streams: vec![StreamDoc {
                 protocol: Protocol::Hls,
                 encryption: Encryption::None,
@@ -165,6 +169,9 @@ pub fn add_catalogue(doc: &mut TopologyDoc, channels: usize, programs: usize) {
             name: Some(format!("Channel {c}")),
             active: true,
             dvr_enabled: true,
+            recording_group: None,
+            code_name: None,
+            storage_id: None,
             streams: vec![
                 StreamDoc {
                     protocol: Protocol::Hls,
@@ -195,6 +202,7 @@ pub fn add_catalogue(doc: &mut TopologyDoc, channels: usize, programs: usize) {
             weight: 1,
             healthcheck: None,
             prefix: Some(format!("dvr{d}")),
+            management: None,
         });
     }
     let epoch = time::OffsetDateTime::from_unix_timestamp(1_796_000_000).expect("a valid time");
@@ -220,6 +228,8 @@ pub fn add_catalogue(doc: &mut TopologyDoc, channels: usize, programs: usize) {
                 encryption,
                 path: format!("{channel}/{epg_id}/{file}"),
                 status: RecordStatus::Completed,
+                placement: None,
+                error: None,
             })
             .collect(),
         });

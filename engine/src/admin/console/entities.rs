@@ -165,6 +165,18 @@ const SERVERS: &[Field] = &[
         "a dvr server's URL path segment",
     ),
     f(
+        "management.host",
+        "DVR management host",
+        Ty::Text,
+        "a dvr server's SOAP API host, for scheduling recordings",
+    ),
+    f(
+        "management.port",
+        "DVR management port",
+        Ty::OptNumber,
+        "its port (credentials: the DVR secrets file)",
+    ),
+    f(
         "healthcheck.path",
         "Health check path",
         Ty::Text,
@@ -210,6 +222,24 @@ const CHANNELS: &[Field] = &[
         f("dvr_enabled", "Recorded for catch-up", Ty::Bool, ""),
         "false",
     ),
+    f(
+        "recording_group",
+        "Recording group",
+        Ty::Text,
+        "the server group it is recorded from and on",
+    ),
+    f(
+        "code_name",
+        "Code name",
+        Ty::Text,
+        "its name on the DVR: letters, digits, _ and -",
+    ),
+    f(
+        "storage_id",
+        "Storage id",
+        Ty::OptNumber,
+        "DVR storage, 1-10",
+    ),
 ];
 
 const STREAMS: &[Field] = &[
@@ -253,11 +283,26 @@ const RECORDS: &[Field] = &[
         f(
             "status",
             "Status",
-            Ty::Choice(&["planned", "running", "completed", "error"]),
+            Ty::Choice(&[
+                "new",
+                "planned",
+                "running",
+                "completed",
+                "error",
+                "canceled",
+                "removed",
+            ]),
             "only completed records are served",
         ),
         "planned",
     ),
+    f(
+        "placement",
+        "Placement",
+        Ty::Text,
+        "its identity on the DVR: code name/protocol/encryption/program",
+    ),
+    f("error", "Error", Ty::Text, "why it failed, as the DVR said"),
 ];
 
 const PATHWAYS: &[Field] = &[
