@@ -177,6 +177,49 @@ impl EpgMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+/// What the DVR worker did, and how its calls went.
+#[derive(Clone)]
+pub struct DvrMetrics {
+    recordings: Family<ResultLabel, Counter>,
+    calls: Family<CallLabels, Counter>,
+    duration: Family<OperationLabel, Histogram>,
+    leader: Gauge,
+}
+
+impl DvrMetrics {
+    /// Counts a recording `scheduled`, `completed`, `failed` or `removed`.
+    pub fn recording(&self, result: &'static str) {
+        self.recordings.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts one call (`schedule`, `status`, `remove`, `cancel`) and its
+    /// result (`ok`, `fault`, `error`), and how long it took.
+    pub fn call(&self, operation: &'static str, result: &'static str, seconds: f64) {
+        self.calls
+            .get_or_create(&CallLabels { operation, result })
+            .inc();
+        self.duration
+            .get_or_create(&OperationLabel { operation })
+            .observe(seconds);
+    }
+
+    /// Whether this node runs the guide importer and the DVR worker.
+    pub fn leading(&self, yes: bool) {
+        self.leader.set(i64::from(yes));
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     policy: String,
     answered_by: String,
@@ -196,6 +239,8 @@ pub struct Metrics {
     steering: SteeringMetrics,
     /// Programme-guide imports.
     pub epg: EpgMetrics,
+    /// DVR recordings.
+    pub dvr: DvrMetrics,
 }
 
 /// One worker's connection figures on one listener (`http` or `https`).
@@ -356,8 +401,39 @@ impl Metrics {
             "Programmes created, replaced by a guide's window, or removed by the retention",
             epg.programmes.clone(),
         );
+        let dvr = DvrMetrics {
+            recordings: Family::default(),
+            calls: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            leader: Gauge::default(),
+        };
+        registry.register(
+            "edgeward_dvr_recordings",
+            "DVR recordings scheduled, completed, failed (in error) or removed after retention",
+            dvr.recordings.clone(),
+        );
+        registry.register(
+            "edgeward_dvr_calls",
+            "Calls to the DVRs by operation and result (ok, fault: the DVR refused, error: no answer)",
+            dvr.calls.clone(),
+        );
+        registry.register(
+            "edgeward_dvr_call_duration_seconds",
+            "Time of a call to a DVR, by operation",
+            dvr.duration.clone(),
+        );
+        registry.register(
+            "edgeward_catalogue_leader",
+            "1 while this node runs the programme-guide importer, the retention and the DVR worker (one per fleet)",
+            dvr.leader.clone(),
+        );
         Metrics {
             epg,
+            dvr,
             steering,
             open,
             refused,

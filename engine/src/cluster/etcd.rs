@@ -78,6 +78,8 @@ pub struct KeyValue {
 pub enum Compare {
     /// The key was last changed at this revision (0: the key is absent).
     ModRevision(String, i64),
+    /// The key was created at this revision (0: the key is absent).
+    CreateRevision(String, i64),
 }
 
 /// An operation of a transaction.
@@ -85,6 +87,9 @@ pub enum Compare {
 pub enum Op {
     /// Set a key.
     Put(String, Vec<u8>),
+    /// Set a key that lives as long as the lease (an id from
+    /// [`EtcdClient::lease_grant`]).
+    PutLeased(String, Vec<u8>, i64),
     /// Delete a key.
     Delete(String),
     /// Delete every key with this prefix.
@@ -322,6 +327,12 @@ impl EtcdClient {
                     "result": "EQUAL",
                     "mod_revision": rev.to_string(),
                 }),
+                Compare::CreateRevision(key, rev) => json!({
+                    "key": b64(key.as_bytes()),
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": rev.to_string(),
+                }),
             })
             .collect();
         let success: Vec<Value> = success
@@ -330,6 +341,11 @@ impl EtcdClient {
                 Op::Put(key, value) => {
                     json!({ "request_put": { "key": b64(key.as_bytes()), "value": b64(value) } })
                 }
+                Op::PutLeased(key, value, lease) => json!({ "request_put": {
+                    "key": b64(key.as_bytes()),
+                    "value": b64(value),
+                    "lease": lease.to_string(),
+                } }),
                 Op::Delete(key) => {
                     json!({ "request_delete_range": { "key": b64(key.as_bytes()) } })
                 }
@@ -349,6 +365,34 @@ impl EtcdClient {
             succeeded: answer["succeeded"].as_bool().unwrap_or(false),
             revision: header_revision(&answer),
         })
+    }
+
+    /// Grants a lease of `ttl_s` seconds; its id.
+    pub async fn lease_grant(&self, ttl_s: u64) -> Result<i64, EtcdError> {
+        let answer = self
+            .call("/v3/lease/grant", json!({ "TTL": ttl_s.to_string() }))
+            .await?;
+        Some(int(&answer["ID"]))
+            .filter(|&id| id != 0)
+            .ok_or_else(|| EtcdError::Refused(format!("lease grant: no lease id in {answer}")))
+    }
+
+    /// Renews a lease for its TTL; the TTL left, or none if the lease has
+    /// expired (or was revoked).
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, EtcdError> {
+        // The gateway's keep-alive is a stream; one request in, one
+        // answer out.
+        let answer = self
+            .call("/v3/lease/keepalive", json!({ "ID": id.to_string() }))
+            .await?;
+        Ok(Some(int(&answer["result"]["TTL"])).filter(|&ttl| ttl > 0))
+    }
+
+    /// Ends a lease now, deleting its keys.
+    pub async fn lease_revoke(&self, id: i64) -> Result<(), EtcdError> {
+        self.call("/v3/lease/revoke", json!({ "ID": id.to_string() }))
+            .await
+            .map(drop)
     }
 
     /// Watches every key starting with `prefix` from `start_revision` on.

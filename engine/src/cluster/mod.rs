@@ -24,6 +24,7 @@ pub mod cache;
 pub mod etcd;
 pub mod follow;
 pub mod layout;
+pub mod lead;
 pub mod write;
 
 pub use write::EtcdWriter;

@@ -70,6 +70,10 @@ pub(super) struct Reloaded {
     pub certificates: Vec<Arc<crate::http::tls::Certificates>>,
     /// The GeoIP databases, reloaded in place.
     pub geoip: Option<Arc<crate::geo::GeoIp>>,
+    /// The catalogue worker's settings, when this node may run it, and
+    /// the fleet it is elected in.
+    pub catalogue: Option<crate::catalogue::Settings>,
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub(super) fn until_stopped(
@@ -97,7 +101,32 @@ pub(super) fn until_stopped(
         writer,
         certificates,
         geoip,
+        catalogue,
+        cluster,
     } = reloaded;
+    // The catalogue worker, led by this node alone or by one node of the
+    // fleet; stopped (its lease revoked, so another node takes over at
+    // once) when the engine stops.
+    let (stop_catalogue, catalogue_stopped) = tokio::sync::watch::channel(false);
+    let catalogue = catalogue.map(|settings| {
+        let _entered = runtime.enter();
+        let leadership = match &cluster {
+            Some(cluster) => crate::cluster::lead::Leadership::campaign(
+                cluster.clone(),
+                "catalogue",
+                Duration::from_secs(u64::from(args.leader_ttl_s.max(2))),
+                catalogue_stopped.clone(),
+            ),
+            None => crate::cluster::lead::Leadership::solo(),
+        };
+        tokio::spawn(crate::catalogue::run(
+            control.clone(),
+            writer.clone(),
+            leadership,
+            settings,
+            catalogue_stopped.clone(),
+        ))
+    });
     let geo_files = |g: &Option<Arc<crate::geo::GeoIp>>| -> Vec<Option<Fingerprint>> {
         g.iter()
             .flat_map(|g| g.files().iter().map(|f| fingerprint(Some(f))))
@@ -117,7 +146,6 @@ pub(super) fn until_stopped(
             topology: mut topology_seen,
             policy: mut policy_seen,
         } = seen;
-        let mut last_retention: Option<std::time::Instant> = None;
         let watchdog = notifier.and(crate::systemd::Notifier::watchdog_interval());
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
@@ -152,20 +180,6 @@ pub(super) fn until_stopped(
                         certs_seen = c;
                         reload_certificates(&certificates, "file watch");
                     }
-                    if let Some(dir) = &args.epg_dir {
-                        crate::epg::folder::import_ready(dir, &control, &*writer).await;
-                        if args.epg_retention_hours > 0
-                            && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
-                        {
-                            last_retention = Some(std::time::Instant::now());
-                            let keep = time::Duration::hours(i64::from(args.epg_retention_hours));
-                            match crate::epg::expire(&control, &*writer, keep).await {
-                                Ok(0) => {}
-                                Ok(n) => tracing::info!(programmes = n, "EPG retention removed old programmes"),
-                                Err(e) => tracing::warn!("EPG retention: {e}"),
-                            }
-                        }
-                    }
                     let g = geo_files(&geoip);
                     if g != geo_seen {
                         geo_seen = g;
@@ -177,6 +191,12 @@ pub(super) fn until_stopped(
             }
         }
         tracing::info!("stopping: no new connections, finishing requests in flight");
+        let _ = stop_catalogue.send(true);
+        if let Some(worker) = catalogue {
+            let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
+            // The campaign revokes its lease as it ends.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     })
 }
@@ -205,9 +225,6 @@ fn reload_geoip(geoip: Option<&crate::geo::GeoIp>, why: &str) {
         }
     }
 }
-
-/// How often old programmes are looked for (the old system's 30 s).
-const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
 /// What identifies a file's content cheaply: modification time and size.
 type Fingerprint = (std::time::SystemTime, u64);

@@ -67,15 +67,39 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CERT,KEY[,OCSP]")]
     pub tls_cert: Vec<http::tls::CertPair>,
     /// A folder of programme guide files (Kaltura EPG XML or XMLTV),
-    /// imported as they arrive (checked every --watch-interval-ms): an
-    /// imported file moves to `processed/`, one refused to `failed/` with
-    /// the reason beside it.
+    /// imported as they arrive (checked every second by the catalogue
+    /// worker; in a fleet, by the one node elected to run it): an imported
+    /// file moves to `processed/`, one refused to `failed/` with the
+    /// reason beside it.
     #[arg(long, value_name = "DIR")]
     pub epg_dir: Option<PathBuf>,
-    /// With --epg-dir: programmes that started more than this many hours
-    /// ago are removed, with their recordings, every 30 s (0: never).
+    /// With --epg-dir or --dvr: programmes that started more than this many
+    /// hours ago are removed, with their recordings (removed from the DVRs
+    /// first), every 30 s (0: never).
     #[arg(long, default_value_t = 48)]
     pub epg_retention_hours: u32,
+    /// Schedule DVR recordings of the programmes of channels with
+    /// `dvr_enabled` and a `recording_group`, follow them until completed,
+    /// and remove them after retention (in a fleet, on the one node elected
+    /// among those given --dvr or --epg-dir).
+    #[arg(long)]
+    pub dvr: bool,
+    /// The DVRs' credentials (TOML: `[servers.ID]` or `[default]` with
+    /// `user` and `password`), read again when it changes; never in the
+    /// topology or a log.
+    #[arg(long, value_name = "FILE")]
+    pub dvr_secrets: Option<PathBuf>,
+    /// With --dvr: time between rounds of scheduling and status polls.
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    pub dvr_interval_ms: u64,
+    /// With --dvr: programmes starting within this many minutes are
+    /// scheduled.
+    #[arg(long, default_value_t = 20, value_name = "MINUTES")]
+    pub dvr_horizon_minutes: u32,
+    /// In a fleet: the TTL of the lease by which one node leads the
+    /// catalogue worker; another takes over this long after it dies.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub leader_ttl_s: u32,
     /// A MaxMind database (GeoIP2 or GeoLite2 City or Country, ASN or ISP,
     /// Anonymous-IP; repeatable, one of each kind): what policies learn of
     /// a client's country, network and anonymiser, and the nearest regions
@@ -332,6 +356,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--epg-dir {}: not a directory", dir.display());
     }
+    let catalogue = catalogue_settings(&args)?;
     let geoip = match args.geoip.is_empty() {
         true => None,
         false => Some(crate::geo::GeoIp::load(args.geoip.clone()).map_err(anyhow::Error::msg)?),
@@ -476,6 +501,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writer,
         certificates: reloaded_certificates,
         geoip,
+        catalogue,
+        cluster: cluster.clone(),
     };
     let notifier = crate::systemd::Notifier::from_env();
     if let Some(n) = &notifier {
@@ -662,6 +689,39 @@ fn follow_etcd(
         );
     }
     Ok(Some(cluster))
+}
+
+/// The catalogue worker's settings, when this node may run it (it has a
+/// guide folder or schedules recordings).
+fn catalogue_settings(args: &ServeArgs) -> anyhow::Result<Option<crate::catalogue::Settings>> {
+    if args.epg_dir.is_none() && !args.dvr {
+        if args.dvr_secrets.is_some() {
+            anyhow::bail!("--dvr-secrets is given but not --dvr");
+        }
+        return Ok(None);
+    }
+    let dvr = if args.dvr {
+        let secrets = args
+            .dvr_secrets
+            .as_deref()
+            .map(crate::dvr::secrets::SecretsFile::open)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        let tls = crate::health::probe::tls_config(None).map_err(anyhow::Error::msg)?;
+        Some(crate::dvr::worker::Drivers::new(secrets, tls))
+    } else {
+        None
+    };
+    Ok(Some(crate::catalogue::Settings {
+        epg_dir: args.epg_dir.clone(),
+        retention: (args.epg_retention_hours > 0)
+            .then(|| time::Duration::hours(i64::from(args.epg_retention_hours))),
+        dvr,
+        dvr_every: Duration::from_millis(args.dvr_interval_ms.max(100)),
+        dvr_plan: crate::dvr::plan::Settings {
+            horizon: time::Duration::minutes(i64::from(args.dvr_horizon_minutes)),
+        },
+    }))
 }
 
 fn policy_cache_dir(args: &ServeArgs) -> Option<PathBuf> {

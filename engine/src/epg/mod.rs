@@ -4,15 +4,12 @@
 //! audited), or is refused whole ([`import`]).
 //!
 //! Sources: `POST /epg` on the admin API, `edgeward ctl epg import FILE`,
-//! and a watched folder ([`folder`], `--epg-dir`), whose node also runs
-//! the retention ([`retention`]). Still to come (issue 19): periodic
-//! fetches over HTTP(S) and FTP, DVR recording scheduling, and one
-//! importer per fleet elected through etcd (today every node given
-//! `--epg-dir` does it).
+//! and a watched folder ([`folder`], `--epg-dir`) that the fleet's
+//! catalogue worker reads ([`crate::catalogue`], which also runs the
+//! retention and the DVR recordings).
 
 pub mod folder;
 pub mod parse;
-pub mod retention;
 pub mod rules;
 
 use crate::control::{Change, ChangeError, Changed, Control, Writer};
@@ -41,29 +38,6 @@ impl ImportError {
             ImportError::Refused(ChangeError::Conflict { .. } | ChangeError::Unavailable(_))
         )
     }
-}
-
-/// Removes what is older than `keep` (one batch, none when nothing is);
-/// the number of programmes removed.
-pub async fn expire(
-    control: &Control,
-    writer: &dyn Writer,
-    keep: time::Duration,
-) -> Result<usize, ChangeError> {
-    let topology = control.topology.snapshot();
-    let edits = retention::plan(&topology, time::OffsetDateTime::now_utc(), keep);
-    let programmes = edits
-        .iter()
-        .filter(|e| e.kind == crate::topology::entity::Kind::Programs)
-        .count();
-    if edits.is_empty() {
-        return Ok(0);
-    }
-    writer
-        .write(Change::Entities(edits), None, "epg retention")
-        .await?;
-    control.metrics.epg.programmes("removed", programmes);
-    Ok(programmes)
 }
 
 /// Imports a guide: parsed, planned against the current topology at the

@@ -12,7 +12,7 @@
 //! drain state is kept by server id.
 
 pub mod checker;
-mod probe;
+pub mod probe;
 mod state;
 mod table;
 

@@ -1037,8 +1037,13 @@ pub(super) fn record(
     }
     let trimmed = r.path.trim_start_matches('/');
     // A `new` record may have no path yet: it is the intent written
-    // before the DVR is asked, and the DVR's answer is its path.
-    let waiting = r.path.is_empty() && r.status == RecordStatus::New;
+    // before the DVR is asked, and the DVR's answer is its path; one the
+    // DVR refused (`error`) or that was cancelled before may never get one.
+    let waiting = r.path.is_empty()
+        && matches!(
+            r.status,
+            RecordStatus::New | RecordStatus::Error | RecordStatus::Canceled
+        );
     if !waiting && (trimmed.is_empty() || !is_uri_path(trimmed)) {
         v.problem(format!(
             "{}: field `path`: {:?} is not a non-empty URL path",

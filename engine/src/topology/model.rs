@@ -652,7 +652,8 @@ pub struct RecordDoc {
     /// `none`, `widevine`, `playready` or `cenc`.
     pub encryption: Encryption,
     /// Path below the DVR server's prefix, as the DVR answered; empty
-    /// only while the record is `new` (asked, not yet answered).
+    /// only while the record is `new` (asked, not yet answered), or when
+    /// it never got one (`error`, `canceled`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// Only `completed` recordings are served.
