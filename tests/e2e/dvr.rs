@@ -306,3 +306,136 @@ fn wrong_dvr_credentials_fail_the_calls_and_are_never_logged() {
     });
     assert_eq!(dvr.recordings().len(), 1);
 }
+
+/// A node of a fleet on `etcd` that may run the catalogue worker.
+fn fleet_node(
+    etcd: &crate::etcd::EtcdCluster,
+    state: &TempDir,
+    name: &str,
+    secrets: &std::path::Path,
+) -> Engine {
+    let endpoints = etcd.endpoints();
+    let dir = state.path(name);
+    Engine::start(&[
+        "--etcd",
+        &endpoints,
+        "--etcd-prefix",
+        "/dvr-fleet",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--node-name",
+        name,
+        "--etcd-timeout-ms",
+        "1000",
+        "--dvr",
+        "--dvr-secrets",
+        secrets.to_str().unwrap(),
+        "--dvr-interval-ms",
+        "300",
+        "--leader-ttl-s",
+        "2",
+    ])
+}
+
+fn leads(engine: &Engine) -> bool {
+    metric(engine, "edgeward_catalogue_leader ") == 1.0
+}
+
+#[test]
+fn one_node_of_a_fleet_schedules_and_another_takes_over_when_it_dies() {
+    let dvr = FakeDvr::start("recorder", "fleet-pass");
+    let etcd = crate::etcd::EtcdCluster::start(1, "dvr-fleet");
+    let state = TempDir::new("dvr-fleet-nodes");
+    let secrets = secrets(&state, "fleet-pass");
+    let mut nodes = vec![
+        fleet_node(&etcd, &state, "a", &secrets),
+        fleet_node(&etcd, &state, "b", &secrets),
+    ];
+    let r = nodes[0].admin(
+        "PUT",
+        "/topology",
+        topology(dvr.addr, json!([])).as_bytes(),
+        "application/json",
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let leader = eventually("exactly one leader", || {
+        let l: Vec<usize> = (0..nodes.len()).filter(|&i| leads(&nodes[i])).collect();
+        (l.len() == 1).then(|| l[0])
+    });
+    // Programmes created through the node that does not lead.
+    let other = 1 - leader;
+    for p in ["p1", "p2", "p3"] {
+        create_program(&nodes[other], p, "ch1", 120, 180);
+    }
+    let scheduled = |engine: &Engine, programs: &[&str]| {
+        programs.iter().all(|p| {
+            let r = records(engine, p);
+            r.len() == 2
+                && r.iter()
+                    .all(|r| r["path"].as_str().is_some_and(|p| !p.is_empty()))
+        })
+    };
+    wait_until("p1..p3 scheduled", || {
+        scheduled(&nodes[other], &["p1", "p2", "p3"])
+    });
+    assert_eq!(dvr.calls_of("scheduleRecording").len(), 6);
+
+    // The leader dies; the other takes over once its lease expires.
+    nodes[leader].signal("-KILL");
+    nodes[leader].wait_exit();
+    let died = std::time::Instant::now();
+    let survivor = &nodes[other];
+    wait_until("the survivor leads", || leads(survivor));
+    let took = died.elapsed();
+    eprintln!("takeover after {} ms (lease TTL 2 s)", took.as_millis());
+    // An intent the dead node wrote but had no answer for, though the DVR
+    // took it: asked again with the same placement, it gets the same
+    // recording, not a second one.
+    dvr.hold("rec/one/hls/none/p4/index", "one/hls/none/p4", "PLANNED");
+    create_program(survivor, "p4", "ch1", 120, 180);
+    let (code, v) = survivor.admin_json(
+        "POST",
+        "/topology/records",
+        json!({"program": "p4", "server": "d1", "protocol": "hls", "encryption": "none",
+               "status": "new", "placement": "one/hls/none/p4"}),
+    );
+    assert_eq!(code, 201, "{v}");
+    for p in ["q1", "q2"] {
+        create_program(survivor, p, "ch1", 120, 180);
+    }
+    wait_until("p4, q1, q2 scheduled by the survivor", || {
+        scheduled(survivor, &["p4", "q1", "q2"])
+    });
+    let p4 = records(survivor, "p4");
+    assert!(
+        p4.iter().any(|r| r["path"] == "rec/one/hls/none/p4/index"),
+        "{p4:?}"
+    );
+
+    // No placement scheduled twice: one recording on the DVR for each
+    // record, and each record's path distinct.
+    let recordings = dvr.recordings();
+    assert_eq!(recordings.len(), 12, "{recordings:?}");
+    let mut paths: Vec<String> = ["p1", "p2", "p3", "p4", "q1", "q2"]
+        .iter()
+        .flat_map(|p| records(survivor, p))
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 12);
+    let calls = dvr.calls_of("scheduleRecording");
+    let mut placements: Vec<&str> = calls
+        .iter()
+        .map(|c| c.fields["placement"].as_str())
+        .collect();
+    placements.sort();
+    let before = placements.len();
+    placements.dedup();
+    assert_eq!(
+        before,
+        placements.len(),
+        "a placement asked twice: {calls:?}"
+    );
+}
