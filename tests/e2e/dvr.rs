@@ -347,7 +347,7 @@ fn one_node_of_a_fleet_schedules_and_another_takes_over_when_it_dies() {
     let etcd = crate::etcd::EtcdCluster::start(1, "dvr-fleet");
     let state = TempDir::new("dvr-fleet-nodes");
     let secrets = secrets(&state, "fleet-pass");
-    let mut nodes = vec![
+    let mut nodes = [
         fleet_node(&etcd, &state, "a", &secrets),
         fleet_node(&etcd, &state, "b", &secrets),
     ];
