@@ -2,7 +2,8 @@
 //! without an operator, as the old system's cluster singletons did. Every
 //! second, while this node leads ([`crate::cluster::lead`]; a single node
 //! always does), it imports the guide files waiting in `--epg-dir`
-//! ([`crate::epg::folder`]); every `--dvr-interval-ms` (15 s) it schedules
+//! ([`crate::epg::folder`]) and those due from `--epg-sources`
+//! ([`crate::epg::fetch`]); every `--dvr-interval-ms` (15 s) it schedules
 //! and follows the DVR recordings ([`crate::dvr::worker`]); every 30 s it
 //! removes what is past retention, recordings first. A node that takes
 //! over finds the intents its predecessor wrote and had no answer for,
@@ -23,6 +24,10 @@ const RETENTION_EVERY: Duration = Duration::from_secs(30);
 pub struct Settings {
     /// The watched folder of guide files.
     pub epg_dir: Option<PathBuf>,
+    /// Guides fetched over HTTP(S) or FTP.
+    pub epg_sources: Vec<crate::epg::fetch::Source>,
+    /// TLS settings of the HTTPS fetches.
+    pub tls: Arc<rustls::ClientConfig>,
     /// Programmes older than this are removed (none: never).
     pub retention: Option<time::Duration>,
     /// The DVRs, when this node schedules recordings.
@@ -38,7 +43,7 @@ pub async fn run(
     control: Arc<Control>,
     writer: Arc<dyn Writer>,
     leadership: Arc<Leadership>,
-    settings: Settings,
+    mut settings: Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -58,6 +63,9 @@ pub async fn run(
         }
         if let Some(dir) = &settings.epg_dir {
             crate::epg::folder::import_ready(dir, &control, &*writer).await;
+        }
+        for source in settings.epg_sources.iter_mut().filter(|s| s.due()) {
+            source.fetch(&control, &*writer, &settings.tls).await;
         }
         if let Some(drivers) = &settings.dvr
             && last_dvr.is_none_or(|t| t.elapsed() >= settings.dvr_every)

@@ -30,6 +30,8 @@ pub struct Request {
 pub struct Answer {
     /// The status.
     pub status: http::StatusCode,
+    /// The headers.
+    pub headers: http::HeaderMap,
     /// The body, whole.
     pub body: Bytes,
 }
@@ -145,6 +147,7 @@ where
         .await
         .map_err(|e| transport("request", e))?;
     let status = resp.status();
+    let headers = resp.headers().clone();
     let body = Limited::new(resp.into_body(), limit)
         .collect()
         .await
@@ -157,7 +160,11 @@ where
         })?
         .to_bytes();
     conn.abort();
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The `Authorization` value of HTTP basic authentication.

@@ -14,7 +14,7 @@ fn engine() -> Engine {
 }
 
 /// `now + minutes` as `YYYYMMDDhhmmss` (UTC), to the minute.
-fn at(minutes: i64) -> String {
+pub fn at(minutes: i64) -> String {
     let t = OffsetDateTime::now_utc() + time::Duration::minutes(minutes);
     format!(
         "{:04}{:02}{:02}{:02}{:02}00",
@@ -26,7 +26,7 @@ fn at(minutes: i64) -> String {
     )
 }
 
-fn kaltura(channel: &str, programmes: &[(&str, i64, i64)]) -> String {
+pub fn kaltura(channel: &str, programmes: &[(&str, i64, i64)]) -> String {
     let mut xml = format!("<?xml version=\"1.0\"?>\n<EpgChannels>\n<channel id=\"{channel}\">\n");
     for (id, from, to) in programmes {
         xml.push_str(&format!(
@@ -52,7 +52,7 @@ fn post(engine: &Engine, xml: &str) -> (u16, Value) {
     )
 }
 
-fn programs_of(engine: &Engine, channel: &str) -> Vec<String> {
+pub fn programs_of(engine: &Engine, channel: &str) -> Vec<String> {
     let (_, v) = engine.admin_json(
         "GET",
         &format!("/topology/programs?channel={channel}&order_by=start&per_page=1000"),

@@ -11,6 +11,7 @@ mod ctl;
 mod dvr;
 mod entities;
 mod epg;
+mod epg_fetch;
 mod etcd;
 mod explain;
 mod fake_dvr;

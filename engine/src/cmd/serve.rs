@@ -73,7 +73,12 @@ pub struct ServeArgs {
     /// reason beside it.
     #[arg(long, value_name = "DIR")]
     pub epg_dir: Option<PathBuf>,
-    /// With --epg-dir or --dvr: programmes that started more than this many
+    /// Guides fetched on a schedule over HTTP(S) or from an FTP server
+    /// (TOML: `[[source]]` tables with `url`, `every`, and for FTP `user`,
+    /// `password` and `delete_after_import`).
+    #[arg(long, value_name = "FILE")]
+    pub epg_sources: Option<PathBuf>,
+    /// With --epg-dir, --epg-sources or --dvr: programmes that started more than this many
     /// hours ago are removed, with their recordings (removed from the DVRs
     /// first), every 30 s (0: never).
     #[arg(long, default_value_t = 48)]
@@ -692,14 +697,19 @@ fn follow_etcd(
 }
 
 /// The catalogue worker's settings, when this node may run it (it has a
-/// guide folder or schedules recordings).
+/// guide folder or sources, or schedules recordings).
 fn catalogue_settings(args: &ServeArgs) -> anyhow::Result<Option<crate::catalogue::Settings>> {
-    if args.epg_dir.is_none() && !args.dvr {
+    if args.epg_dir.is_none() && args.epg_sources.is_none() && !args.dvr {
         if args.dvr_secrets.is_some() {
             anyhow::bail!("--dvr-secrets is given but not --dvr");
         }
         return Ok(None);
     }
+    let tls = crate::health::probe::tls_config(None).map_err(anyhow::Error::msg)?;
+    let epg_sources = match &args.epg_sources {
+        Some(path) => crate::epg::fetch::load(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
     let dvr = if args.dvr {
         let secrets = args
             .dvr_secrets
@@ -707,13 +717,14 @@ fn catalogue_settings(args: &ServeArgs) -> anyhow::Result<Option<crate::catalogu
             .map(crate::dvr::secrets::SecretsFile::open)
             .transpose()
             .map_err(anyhow::Error::msg)?;
-        let tls = crate::health::probe::tls_config(None).map_err(anyhow::Error::msg)?;
-        Some(crate::dvr::worker::Drivers::new(secrets, tls))
+        Some(crate::dvr::worker::Drivers::new(secrets, tls.clone()))
     } else {
         None
     };
     Ok(Some(crate::catalogue::Settings {
         epg_dir: args.epg_dir.clone(),
+        epg_sources,
+        tls,
         retention: (args.epg_retention_hours > 0)
             .then(|| time::Duration::hours(i64::from(args.epg_retention_hours))),
         dvr,

@@ -8,6 +8,7 @@
 //! catalogue worker reads ([`crate::catalogue`], which also runs the
 //! retention and the DVR recordings).
 
+pub mod fetch;
 pub mod folder;
 pub mod parse;
 pub mod rules;
