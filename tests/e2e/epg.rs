@@ -285,3 +285,43 @@ fn a_watched_folder_imports_its_files_and_sets_aside_the_bad_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn a_channel_refused_leaves_the_others_of_the_guide_imported() {
+    let e = engine();
+    // `p1` is a programme of ch1 already: the sports channel cannot have
+    // it, so its window is refused whole; ch1's is imported.
+    let xml = kaltura("ch1", &[("n1", 120, 180)]).replace(
+        "</EpgChannels>",
+        &format!(
+            "<channel id=\"sports\">\n<programme channel=\"sports\" external_id=\"s1\" start=\"{}\" stop=\"{}\"/>\n\
+             <programme channel=\"sports\" external_id=\"p1\" start=\"{}\" stop=\"{}\"/>\n</channel>\n</EpgChannels>",
+            at(120),
+            at(180),
+            at(180),
+            at(240)
+        ),
+    );
+    let (code, v) = post(&e, &xml);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["epg"]["channels"]["ch1"]["created"], 1, "{v}");
+    let refused = v["epg"]["channels"]["sports"]["refused"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(refused.contains("\"p1\" exists already"), "{v}");
+    assert!(programs_of(&e, "ch1").contains(&"n1".to_string()));
+    let sports = programs_of(&e, "sports");
+    assert!(
+        !sports.contains(&"s1".to_string()),
+        "nothing of the refused channel: {sports:?}"
+    );
+    assert_eq!(v["changes"], 1, "{v}");
+    // Only the refused channel, again: nothing applied, a conflict.
+    let sports_only = format!(
+        "<?xml version=\"1.0\"?>\n<EpgChannels>\n{}",
+        &xml[xml.find("<channel id=\"sports\">").unwrap()..]
+    );
+    let (code, v) = post(&e, &sports_only);
+    assert_eq!(code, 409, "{v}");
+    assert!(v["epg"]["channels"]["sports"]["refused"].is_string(), "{v}");
+}

@@ -90,8 +90,8 @@ pub(super) async fn handle(
         Err(r) => return *r,
     };
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(&parts.headers, body).await {
+        Ok(b) => b,
         Err(e) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -112,6 +112,31 @@ pub(super) async fn handle(
         },
     )
     .await
+}
+
+/// Reads a request body (at most [`MAX_BODY`]) into one buffer, sized
+/// from `Content-Length` when it is given: a large upload (a policy, a
+/// topology, a programme guide) is held once, not as its frames and then
+/// again as their concatenation.
+async fn read_body(
+    headers: &http::HeaderMap,
+    body: hyper::body::Incoming,
+) -> Result<Bytes, String> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(format!("length limit exceeded ({MAX_BODY} bytes)"));
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let mut body = Limited::new(body, MAX_BODY);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// One call past the gate: who makes it and what it asks. The JSON API

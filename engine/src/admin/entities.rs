@@ -200,14 +200,31 @@ async fn change(admin: &Admin, edits: Vec<Edit>, who: &str, create: bool) -> Rep
     answer(admin, result, single, create, None)
 }
 
-/// `POST /epg`: a programme guide, imported as one batch (see
-/// [`crate::epg`]).
+/// `POST /epg`: a programme guide, imported one channel at a time (see
+/// [`crate::epg`]). The answer says per channel what changed (or why it
+/// was refused) and how many changes were made; it does not list them
+/// (a guide makes hundreds of thousands), the audit does.
 async fn epg(admin: &Admin, body: &[u8], who: &str) -> Reply {
     use crate::epg::ImportError;
     match crate::epg::import(&admin.control, &*admin.writer, body, who).await {
-        Ok((report, None)) => ok(json!({ "epg": report, "changes": [] })),
-        Ok((report, Some(changed))) => {
-            answer(admin, Ok(changed), false, false, Some(json!(report)))
+        Ok(done) => {
+            let refused = done.refused().len();
+            let mut body = json!({
+                "epg": done.report,
+                "changes": done.changes,
+                "batches": done.batches,
+            });
+            if let Some((version, revision, here)) = done.last {
+                body["version"] = json!(version);
+                body["revision"] = json!(revision);
+                body["applied_here"] = json!(here);
+            }
+            let status = match done.last {
+                None if refused > 0 => StatusCode::CONFLICT,
+                Some((_, _, false)) => StatusCode::ACCEPTED,
+                _ => StatusCode::OK,
+            };
+            reply(status, body)
         }
         Err(ImportError::Refused(e)) => super::api::change_error(admin, e),
         Err(e @ ImportError::UnknownChannels(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),

@@ -264,12 +264,16 @@ impl Source {
         }
         let who = format!("epg fetch {}", self.url);
         match super::import(control, writer, &answer.body, &who).await {
-            Ok((report, _)) => {
+            Ok(done) => {
                 tracing::info!(
                     source = self.url,
-                    channels = report.channels.len(),
+                    channels = done.report.channels.len(),
+                    changes = done.changes,
                     "EPG guide fetched and imported"
                 );
+                for (channel, why) in done.refused() {
+                    tracing::error!(source = self.url, channel, "EPG channel refused: {why}");
+                }
             }
             Err(e) if e.transient() => return Err(e.to_string()),
             Err(e) => tracing::error!(source = self.url, "EPG guide refused: {e}"),
@@ -349,13 +353,22 @@ impl Source {
             stream.finish().await.map_err(|e| ftp_err("retrieve", e))?;
             let who = format!("epg fetch {}{name}", self.url);
             match super::import(control, writer, &bytes, &who).await {
-                Ok((report, _)) => {
+                Ok(done) => {
                     tracing::info!(
                         source = self.url,
                         file = name,
-                        channels = report.channels.len(),
+                        channels = done.report.channels.len(),
+                        changes = done.changes,
                         "EPG file fetched and imported"
                     );
+                    for (channel, why) in done.refused() {
+                        tracing::error!(
+                            source = self.url,
+                            file = name,
+                            channel,
+                            "EPG channel refused: {why}"
+                        );
+                    }
                     if *delete {
                         match ftp.rm(&name).await {
                             Ok(()) => continue,

@@ -75,7 +75,8 @@ pub async fn import_ready(dir: &Path, control: &Control, writer: &dyn Writer) {
             file.file_name().unwrap_or_default().to_string_lossy()
         );
         match super::import(control, writer, &bytes, &who).await {
-            Ok((report, changed)) => {
+            Ok(done) => {
+                let report = &done.report;
                 for (channel, r) in &report.channels {
                     tracing::info!(
                         file = %name,
@@ -89,11 +90,30 @@ pub async fn import_ready(dir: &Path, control: &Control, writer: &dyn Writer) {
                 for channel in &report.unknown_channels {
                     tracing::warn!(file = %name, channel = %channel, "EPG: linear channel does not exist; its programmes were left out");
                 }
-                if changed.is_none() {
-                    tracing::info!(file = %name, "EPG file changed nothing");
-                }
-                if let Err(e) = move_to(&file, dir, "processed") {
-                    tracing::error!(file = %name, "EPG file imported but not moved to processed/: {e}");
+                let refused = done.refused();
+                if refused.is_empty() {
+                    if done.changes == 0 {
+                        tracing::info!(file = %name, "EPG file changed nothing");
+                    }
+                    if let Err(e) = move_to(&file, dir, "processed") {
+                        tracing::error!(file = %name, "EPG file imported but not moved to processed/: {e}");
+                    }
+                } else {
+                    let reason: Vec<String> = refused
+                        .iter()
+                        .map(|(c, why)| {
+                            format!("channel {c:?} refused (its programmes unchanged): {why}")
+                        })
+                        .collect();
+                    set_aside(
+                        &file,
+                        dir,
+                        &name,
+                        &format!(
+                            "{}\n(the file's other channels were imported)",
+                            reason.join("\n")
+                        ),
+                    );
                 }
             }
             Err(e) if e.transient() => {
@@ -101,19 +121,24 @@ pub async fn import_ready(dir: &Path, control: &Control, writer: &dyn Writer) {
             }
             Err(e) => {
                 tracing::error!(file = %name, "EPG file refused: {e}");
-                match move_to(&file, dir, "failed") {
-                    Ok(moved) => {
-                        let mut reason = moved.into_os_string();
-                        reason.push(".reason");
-                        if let Err(w) = std::fs::write(&reason, format!("{e}\n")) {
-                            tracing::error!(file = %name, "cannot write the reason beside it: {w}");
-                        }
-                    }
-                    Err(m) => {
-                        tracing::error!(file = %name, "EPG file refused and not moved to failed/: {m}")
-                    }
-                }
+                set_aside(&file, dir, &name, &e.to_string());
             }
+        }
+    }
+}
+
+/// Moves a refused file to `failed/`, with the reason beside it.
+fn set_aside(file: &Path, dir: &Path, name: &str, why: &str) {
+    match move_to(file, dir, "failed") {
+        Ok(moved) => {
+            let mut reason = moved.into_os_string();
+            reason.push(".reason");
+            if let Err(w) = std::fs::write(&reason, format!("{why}\n")) {
+                tracing::error!(file = %name, "cannot write the reason beside it: {w}");
+            }
+        }
+        Err(m) => {
+            tracing::error!(file = %name, "EPG file refused and not moved to failed/: {m}")
         }
     }
 }

@@ -8,7 +8,10 @@
 //!    end replaces the channel's programmes starting in it (their
 //!    recordings deleted first), and the kept ones are created.
 //!
-//! The batch is checked and applied whole by the one door, like any other.
+//! Each channel's changes are one batch ([`plan_channel`]), checked and
+//! applied whole by the one door like any other: a channel's window is
+//! replaced entirely or not at all, and a guide of many channels never
+//! holds more than one channel's changes in memory at a time.
 
 use super::parse::{Guide, Programme};
 use crate::topology::Topology;
@@ -49,6 +52,9 @@ pub struct ChannelReport {
     pub records_deleted: usize,
     /// Programmes created.
     pub created: usize,
+    /// Why the channel's changes were refused (nothing of it changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// What an import does.
@@ -86,17 +92,9 @@ fn rfc3339(t: OffsetDateTime) -> String {
     crate::time::rfc3339(t.into())
 }
 
-/// The changes `guide` makes to `topology` at `now`, and what they are.
-pub fn plan(
-    topology: &Topology,
-    guide: &Guide,
-    now: OffsetDateTime,
-    rules: Rules,
-) -> Result<(Vec<Edit>, Report), PlanError> {
-    let mut report = Report {
-        dialect: guide.dialect.name(),
-        ..Report::default()
-    };
+/// The file's programmes by channel, checked: no id twice, none that
+/// stops before it starts.
+pub fn group(guide: &Guide) -> Result<BTreeMap<&str, Vec<&Programme>>, PlanError> {
     let mut by_channel: BTreeMap<&str, Vec<&Programme>> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     for p in &guide.programmes {
@@ -112,72 +110,104 @@ pub fn plan(
         }
         by_channel.entry(p.channel.as_str()).or_default().push(p);
     }
+    Ok(by_channel)
+}
+
+/// The changes the file's `programmes` of `channel` (one the topology
+/// has) make to `topology` at `now`; `r` says what they are.
+pub fn plan_channel(
+    topology: &Topology,
+    channel: &str,
+    programmes: &[&Programme],
+    now: OffsetDateTime,
+    rules: Rules,
+    r: &mut ChannelReport,
+) -> Vec<Edit> {
     let mut edits = Vec::new();
     let cutoff = now + rules.protect;
-    for (channel, programmes) in by_channel {
+    r.in_file = programmes.len();
+    let kept: Vec<&Programme> = programmes
+        .iter()
+        .copied()
+        .filter(|p| p.start > cutoff)
+        .collect();
+    r.too_soon = r.in_file - kept.len();
+    let (Some(first), Some(last)) = (
+        kept.iter().map(|p| p.start).min(),
+        kept.iter().map(|p| p.stop).max(),
+    ) else {
+        return edits;
+    };
+    r.window = Some((rfc3339(first), rfc3339(last)));
+    // The channel's programmes starting in the window go, and so do
+    // those the file moves there (same id, another time).
+    let ids: std::collections::HashSet<&str> = kept.iter().map(|p| p.epg_id.as_str()).collect();
+    for existing in topology.programs.iter() {
+        if *existing.channel != *channel {
+            continue;
+        }
+        let in_window = existing.start.is_some_and(|s| s >= first && s <= last);
+        if !in_window && !ids.contains(&*existing.epg_id) {
+            continue;
+        }
+        for (key, _) in records_of(existing) {
+            edits.push(Edit {
+                op: Op::Delete,
+                kind: Kind::Records,
+                key: Some(key),
+                value: None,
+                if_match: None,
+            });
+            r.records_deleted += 1;
+        }
+        edits.push(Edit {
+            op: Op::Delete,
+            kind: Kind::Programs,
+            key: Some(existing.epg_id.to_string()),
+            value: None,
+            if_match: None,
+        });
+        r.replaced += 1;
+    }
+    for p in kept {
+        edits.push(Edit {
+            op: Op::Create,
+            kind: Kind::Programs,
+            key: None,
+            value: Some(json!({
+                "epg_id": p.epg_id,
+                "channel": p.channel,
+                "start": rfc3339(p.start),
+                "end": rfc3339(p.stop),
+            })),
+            if_match: None,
+        });
+        r.created += 1;
+    }
+    edits
+}
+
+/// The changes `guide` makes to `topology` at `now`, all channels'
+/// together, and what they are (for tools and tests: an import writes
+/// [`plan_channel`]'s batches one by one).
+pub fn plan(
+    topology: &Topology,
+    guide: &Guide,
+    now: OffsetDateTime,
+    rules: Rules,
+) -> Result<(Vec<Edit>, Report), PlanError> {
+    let mut report = Report {
+        dialect: guide.dialect.name(),
+        ..Report::default()
+    };
+    let mut edits = Vec::new();
+    for (channel, programmes) in group(guide)? {
         if topology.channel(channel).is_none() {
             report.unknown_channels.push(channel.to_string());
             continue;
         }
         let r = report.channels.entry(channel.to_string()).or_default();
-        r.in_file = programmes.len();
-        let kept: Vec<&Programme> = programmes
-            .into_iter()
-            .filter(|p| p.start > cutoff)
-            .collect();
-        r.too_soon = r.in_file - kept.len();
-        let (Some(first), Some(last)) = (
-            kept.iter().map(|p| p.start).min(),
-            kept.iter().map(|p| p.stop).max(),
-        ) else {
-            continue;
-        };
-        r.window = Some((rfc3339(first), rfc3339(last)));
-        // The channel's programmes starting in the window go, and so do
-        // those the file moves there (same id, another time).
-        let ids: std::collections::HashSet<&str> = kept.iter().map(|p| p.epg_id.as_str()).collect();
-        for existing in topology.programs.iter() {
-            if *existing.channel != *channel {
-                continue;
-            }
-            let in_window = existing.start.is_some_and(|s| s >= first && s <= last);
-            if !in_window && !ids.contains(&*existing.epg_id) {
-                continue;
-            }
-            for (key, _) in records_of(existing) {
-                edits.push(Edit {
-                    op: Op::Delete,
-                    kind: Kind::Records,
-                    key: Some(key),
-                    value: None,
-                    if_match: None,
-                });
-                r.records_deleted += 1;
-            }
-            edits.push(Edit {
-                op: Op::Delete,
-                kind: Kind::Programs,
-                key: Some(existing.epg_id.to_string()),
-                value: None,
-                if_match: None,
-            });
-            r.replaced += 1;
-        }
-        for p in kept {
-            edits.push(Edit {
-                op: Op::Create,
-                kind: Kind::Programs,
-                key: None,
-                value: Some(json!({
-                    "epg_id": p.epg_id,
-                    "channel": p.channel,
-                    "start": rfc3339(p.start),
-                    "end": rfc3339(p.stop),
-                })),
-                if_match: None,
-            });
-            r.created += 1;
-        }
+        edits.extend(plan_channel(topology, channel, &programmes, now, rules, r));
     }
     Ok((edits, report))
 }
