@@ -325,3 +325,24 @@ fn a_channel_refused_leaves_the_others_of_the_guide_imported() {
     assert_eq!(code, 409, "{v}");
     assert!(v["epg"]["channels"]["sports"]["refused"].is_string(), "{v}");
 }
+
+#[test]
+fn the_protected_time_is_configurable() {
+    let topology = fixtures().join("routing.json");
+    let e = Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--epg-protect-minutes",
+        "5",
+    ]);
+    // In 10 minutes: too soon by the old system's 30, not by 5.
+    let (code, v) = post(&e, &kaltura("ch1", &[("ten", 10, 40), ("three", 3, 10)]));
+    assert_eq!(code, 200, "{v}");
+    let r = &v["epg"]["channels"]["ch1"];
+    assert_eq!(
+        (r["created"].as_u64(), r["too_soon"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert!(programs_of(&e, "ch1").contains(&"ten".to_string()));
+}

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// reason beside it.
     #[arg(long, value_name = "DIR")]
     pub epg_dir: Option<PathBuf>,
+    /// Programmes of a guide starting sooner than this many minutes from
+    /// now are never replaced by it (the old system's 30).
+    #[arg(long, default_value_t = 30, value_name = "MINUTES")]
+    pub epg_protect_minutes: u32,
     /// Guides fetched on a schedule over HTTP(S) or from an FTP server
     /// (TOML: `[[source]]` tables with `url`, `every`, and for FTP `user`,
     /// `password` and `delete_after_import`).
@@ -323,7 +327,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.rollback_after,
         policy_cache_dir(&args),
     )?;
-    let mut control = Control::new(store.clone(), policies.clone());
+    let mut control =
+        Control::new(store.clone(), policies.clone()).with_epg_rules(crate::epg::rules::Rules {
+            protect: time::Duration::minutes(i64::from(args.epg_protect_minutes)),
+        });
     if let Some(journal) = journal {
         control = control.with_journal(journal);
     }

@@ -31,6 +31,8 @@ pub struct Control {
     pub metrics: crate::metrics::Metrics,
     /// The audit trail of changes.
     pub audit: AuditLog,
+    /// The programme rules guide imports follow (`--epg-protect-minutes`).
+    pub epg_rules: crate::epg::rules::Rules,
     /// Where a single node keeps its topology (none: in memory only, or
     /// a fleet's node, whose topology is in etcd).
     journal: Option<Arc<Journal>>,
@@ -48,10 +50,17 @@ impl Control {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::new(),
             audit: AuditLog::in_memory(),
+            epg_rules: Default::default(),
             journal: None,
             compacting: Default::default(),
             ready: false.into(),
         }
+    }
+
+    /// Imports guides by these rules.
+    pub fn with_epg_rules(mut self, rules: crate::epg::rules::Rules) -> Self {
+        self.epg_rules = rules;
+        self
     }
 
     /// Keeps the topology in `journal` (a single node's state directory).

@@ -73,11 +73,6 @@ impl Imported {
 /// about 70 MB above the engine holding it, see the README).
 pub const BATCH: usize = 5000;
 
-/// The programme rules imports follow.
-const RULES: rules::Rules = rules::Rules {
-    protect: time::Duration::minutes(30),
-};
-
 /// Plans and writes `channels` as one batch against the topology of the
 /// moment; whether it was written (a refusal is noted in each channel's
 /// report; an error of the moment stops the import).
@@ -95,7 +90,12 @@ async fn write_group(
         let r = done.report.channels.entry(channel.to_string()).or_default();
         *r = rules::ChannelReport::default();
         edits.extend(rules::plan_channel(
-            &topology, channel, programmes, now, RULES, r,
+            &topology,
+            channel,
+            programmes,
+            now,
+            control.epg_rules,
+            r,
         ));
     }
     drop(topology);
@@ -215,7 +215,15 @@ async fn import_counted(
     while let Some((channel, programmes)) = known.next() {
         let topology = control.topology.snapshot();
         let mut r = rules::ChannelReport::default();
-        planned += rules::plan_channel(&topology, channel, &programmes, now, RULES, &mut r).len();
+        planned += rules::plan_channel(
+            &topology,
+            channel,
+            &programmes,
+            now,
+            control.epg_rules,
+            &mut r,
+        )
+        .len();
         done.report.channels.insert(channel.to_string(), r);
         group.push((channel, programmes));
         if planned < BATCH && known.peek().is_some() {
