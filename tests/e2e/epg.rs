@@ -169,6 +169,29 @@ fn xmltv_through_ctl_gets_ids_from_channel_and_start() {
         "{:?}",
         programs_of(&e, "sports")
     );
+    // And the Kaltura dialect through ctl; XMLTV through the API.
+    std::fs::write(&file, kaltura("ch1", &[("by-ctl", 120, 180)])).unwrap();
+    let (ok, out, err) = ctl_at(
+        &admin,
+        &["--json", "epg", "import", file.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(programs_of(&e, "ch1").contains(&"by-ctl".to_string()));
+    let (code, v) = post(
+        &e,
+        &format!(
+            "<tv><programme channel=\"sports\" id=\"by-api\" start=\"{} +0000\" stop=\"{} +0000\"/></tv>",
+            at(500),
+            at(560)
+        ),
+    );
+    assert_eq!(
+        (code, v["epg"]["dialect"].as_str()),
+        (200, Some("xmltv")),
+        "{v}"
+    );
+    assert!(programs_of(&e, "sports").contains(&"by-api".to_string()));
 }
 
 #[test]
@@ -242,12 +265,24 @@ fn a_watched_folder_imports_its_files_and_sets_aside_the_bad_ones() {
     drop_in("broken.xml", "<EpgChannels>\n<programme channel=\"ch1\"");
     drop_in("unknown.xml", &kaltura("nope", &[("f2", 120, 180)]));
     drop_in("notes.txt", "not a guide");
+    drop_in(
+        "xmltv-sports.xml",
+        &format!(
+            "<tv><programme channel=\"sports\" id=\"folder-x\" start=\"{} +0000\" stop=\"{} +0000\"/></tv>",
+            at(120),
+            at(180)
+        ),
+    );
     crate::harness::wait_until("the folder is worked through", || {
         inbox.join("processed/KalturaEPG_ch1_261204.xml").exists()
             && inbox.join("failed/broken.xml").exists()
             && inbox.join("failed/unknown.xml").exists()
     });
     assert!(programs_of(&e, "ch1").contains(&"f1".to_string()));
+    crate::harness::wait_until("the XMLTV file is imported", || {
+        inbox.join("processed/xmltv-sports.xml").exists()
+    });
+    assert!(programs_of(&e, "sports").contains(&"folder-x".to_string()));
     let reason = std::fs::read_to_string(inbox.join("failed/broken.xml.reason")).unwrap();
     assert!(reason.contains("EPG file: line 2"), "{reason}");
     let reason = std::fs::read_to_string(inbox.join("failed/unknown.xml.reason")).unwrap();

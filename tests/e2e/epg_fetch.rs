@@ -98,10 +98,14 @@ fn a_guide_is_fetched_over_http_and_not_imported_again_unchanged() {
     let (_, audit) = e.admin_json("GET", "/audit", serde_json::json!(null));
     let imports = audit.to_string().matches("epg fetch http://").count();
     assert!(imports >= 1, "{audit}");
-    // A new version is imported.
+    // A new version is imported, and one in the Kaltura dialect too.
     *body.lock().unwrap() = xmltv(&[(120, 180), (180, 240), (240, 300)]);
     wait_until("the new version is imported", || {
         programs_of(&e, "ch1").contains(&id(240))
+    });
+    *body.lock().unwrap() = kaltura("ch1", &[("http-k", 400, 460)]);
+    wait_until("the Kaltura guide is imported", || {
+        programs_of(&e, "ch1").contains(&"http-k".to_string())
     });
     assert!(requests.load(Ordering::SeqCst) >= 4);
 }
@@ -195,6 +199,19 @@ fn guides_are_pulled_from_ftp_and_deleted_once_imported() {
     });
     assert!(remote.join("broken.xml").exists());
     assert!(remote.join("readme.txt").exists());
+    // XMLTV too.
+    std::fs::write(
+        remote.join("tv.xml"),
+        format!(
+            "<tv><programme channel=\"sports\" id=\"ftp-x\" start=\"{} +0000\" stop=\"{} +0000\"/></tv>",
+            at(120),
+            at(180)
+        ),
+    )
+    .unwrap();
+    wait_until("the XMLTV file is imported", || {
+        programs_of(&e, "sports").contains(&"ftp-x".to_string()) && !remote.join("tv.xml").exists()
+    });
     // A new file is picked up on a later round.
     std::fs::write(
         remote.join("KalturaEPG_ch1_261205.xml"),
