@@ -31,7 +31,7 @@ pub struct Settings {
     /// Programmes older than this are removed (none: never).
     pub retention: Option<time::Duration>,
     /// The DVRs, when this node schedules recordings.
-    pub dvr: Option<worker::Drivers>,
+    pub dvr: Option<Arc<worker::Drivers>>,
     /// Time between DVR rounds.
     pub dvr_every: Duration,
     /// The DVR rules.
@@ -78,7 +78,7 @@ pub async fn run(
             && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
         {
             last_retention = Some(Instant::now());
-            let n = worker::expire(&control, &*writer, settings.dvr.as_ref(), keep).await;
+            let n = worker::expire(&control, &*writer, settings.dvr.as_deref(), keep).await;
             if n > 0 {
                 tracing::info!(programmes = n, "EPG retention removed old programmes");
             }

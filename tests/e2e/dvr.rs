@@ -123,6 +123,8 @@ fn a_programme_is_recorded_followed_served_and_removed_after_retention() {
         secrets.to_str().unwrap(),
         "--dvr-interval-ms",
         "300",
+        "--epg-protect-minutes",
+        "2",
     ]);
 
     // Retention: the DVR is told, then the programme and its record go.
@@ -216,13 +218,41 @@ fn a_programme_is_recorded_followed_served_and_removed_after_retention() {
         "http://e1.test/dvr/dvr1/rec/one/hls/none/p1/index"
     );
 
+    // A guide replacing a scheduled programme: its recordings are
+    // cancelled on the DVR.
+    create_program(&engine, "p9", "ch2", 600, 900);
+    wait_until("p9 scheduled", || {
+        records(&engine, "p9")
+            .iter()
+            .any(|r| r["path"] == "rec/two/hls/none/p9/index")
+    });
+    let r = engine.admin(
+        "POST",
+        "/epg",
+        crate::epg::kaltura("ch2", &[("p9-new", 8, 30)]).as_bytes(),
+        "application/xml",
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let cancelled = dvr.calls_of("cancelRecording");
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    assert_eq!(cancelled[0].fields["path"], "rec/two/hls/none/p9/index");
+    assert!(!dvr.recordings().contains_key("rec/two/hls/none/p9/index"));
+
     // Each recording asked for once; every call authenticated; the
     // password in no log line and not in GET /topology.
+    let asked: Vec<String> = dvr
+        .calls_of("scheduleRecording")
+        .iter()
+        .map(|c| c.fields["placement"].clone())
+        .collect();
+    let mut once = asked.clone();
+    once.sort();
+    once.dedup();
     assert_eq!(
-        dvr.calls_of("scheduleRecording").len(),
-        3,
-        "{:?}",
-        dvr.calls()
+        asked.len(),
+        once.len(),
+        "a placement asked twice: {asked:?}"
     );
     assert_eq!(dvr.unauthorised(), 0);
     assert!(

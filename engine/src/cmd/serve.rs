@@ -369,6 +369,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--epg-dir {}: not a directory", dir.display());
     }
     let catalogue = catalogue_settings(&args)?;
+    if let Some(drivers) = catalogue.as_ref().and_then(|c| c.dvr.clone()) {
+        let _ = control.dvr.set(drivers);
+    }
     let geoip = match args.geoip.is_empty() {
         true => None,
         false => Some(crate::geo::GeoIp::load(args.geoip.clone()).map_err(anyhow::Error::msg)?),
@@ -724,7 +727,10 @@ fn catalogue_settings(args: &ServeArgs) -> anyhow::Result<Option<crate::catalogu
             .map(crate::dvr::secrets::SecretsFile::open)
             .transpose()
             .map_err(anyhow::Error::msg)?;
-        Some(crate::dvr::worker::Drivers::new(secrets, tls.clone()))
+        Some(Arc::new(crate::dvr::worker::Drivers::new(
+            secrets,
+            tls.clone(),
+        )))
     } else {
         None
     };

@@ -33,6 +33,9 @@ pub struct Control {
     pub audit: AuditLog,
     /// The programme rules guide imports follow (`--epg-protect-minutes`).
     pub epg_rules: crate::epg::rules::Rules,
+    /// The DVRs, on a node given `--dvr`: a guide imported here cancels
+    /// the recordings of the programmes it replaces.
+    pub dvr: std::sync::OnceLock<Arc<crate::dvr::worker::Drivers>>,
     /// Where a single node keeps its topology (none: in memory only, or
     /// a fleet's node, whose topology is in etcd).
     journal: Option<Arc<Journal>>,
@@ -51,6 +54,7 @@ impl Control {
             metrics: crate::metrics::Metrics::new(),
             audit: AuditLog::in_memory(),
             epg_rules: Default::default(),
+            dvr: Default::default(),
             journal: None,
             compacting: Default::default(),
             ready: false.into(),

@@ -107,6 +107,11 @@ async fn write_group(
         Ok(changed) => {
             done.changes += n;
             done.batches += 1;
+            for (channel, _) in channels {
+                if let Some(r) = done.report.channels.get_mut(*channel) {
+                    cancel(control, std::mem::take(&mut r.in_flight)).await;
+                }
+            }
             if let crate::control::Outcome::Entities {
                 version, revision, ..
             } = changed.outcome
@@ -130,6 +135,52 @@ async fn write_group(
                 }
             }
             Ok(false)
+        }
+    }
+}
+
+/// Cancels on their DVRs the recordings of replaced programmes that were
+/// still to be made (best effort: a DVR that does not answer is told in
+/// the log; one that no longer knows the recording has nothing to cancel).
+async fn cancel(control: &Control, recordings: Vec<(String, String)>) {
+    if recordings.is_empty() {
+        return;
+    }
+    let Some(drivers) = control.dvr.get() else {
+        tracing::warn!(
+            recordings = recordings.len(),
+            "EPG: programmes with recordings scheduled on a DVR were replaced, but this node \
+             does not run --dvr: cancel them on the DVR, or import guides on the node that does"
+        );
+        return;
+    };
+    let topology = control.topology.snapshot();
+    for (server, path) in recordings {
+        let Some(dvr) = drivers.driver(&topology, &server) else {
+            continue;
+        };
+        let started = std::time::Instant::now();
+        let result = dvr.cancel(&path).await;
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(crate::dvr::DvrError::Fault { .. }) => "fault",
+            Err(crate::dvr::DvrError::Transport(_)) => "error",
+        };
+        control
+            .metrics
+            .dvr
+            .call("cancel", outcome, started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => tracing::info!(
+                server,
+                path,
+                "DVR recording of a replaced programme cancelled"
+            ),
+            Err(e) => tracing::warn!(
+                server,
+                path,
+                "DVR recording of a replaced programme not cancelled: {e}"
+            ),
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct ChannelReport {
     /// Why the channel's changes were refused (nothing of it changed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The recordings deleted that a DVR may still make (server, path):
+    /// to cancel there once the change is written.
+    #[serde(skip)]
+    pub in_flight: Vec<(String, String)>,
 }
 
 /// What an import does.
@@ -150,7 +154,7 @@ pub fn plan_channel(
         if !in_window && !ids.contains(&*existing.epg_id) {
             continue;
         }
-        for (key, _) in records_of(existing) {
+        for (key, record) in records_of(existing) {
             edits.push(Edit {
                 op: Op::Delete,
                 kind: Kind::Records,
@@ -159,6 +163,9 @@ pub fn plan_channel(
                 if_match: None,
             });
             r.records_deleted += 1;
+            if !record.path.is_empty() && crate::dvr::plan::unfinished(record.status) {
+                r.in_flight.push((record.server, record.path));
+            }
         }
         edits.push(Edit {
             op: Op::Delete,
