@@ -196,6 +196,13 @@ pub struct DvrMetrics {
     leader: Gauge,
 }
 
+impl Metrics {
+    /// Counts a failed authentication on the admin API.
+    pub fn auth_failed(&self) {
+        self.auth_failures.inc();
+    }
+}
+
 impl DvrMetrics {
     /// Counts a recording `scheduled`, `completed`, `failed` or `removed`.
     pub fn recording(&self, result: &'static str) {
@@ -241,6 +248,7 @@ pub struct Metrics {
     pub epg: EpgMetrics,
     /// DVR recordings.
     pub dvr: DvrMetrics,
+    auth_failures: Counter,
 }
 
 /// One worker's connection figures on one listener (`http` or `https`).
@@ -431,9 +439,16 @@ impl Metrics {
             "1 while this node runs the programme-guide importer, the retention and the DVR worker (one per fleet)",
             dvr.leader.clone(),
         );
+        let auth_failures = Counter::default();
+        registry.register(
+            "edgeward_admin_auth_failures",
+            "Admin API requests with a wrong bearer token, and failed sign-ins (each answered after a growing delay)",
+            auth_failures.clone(),
+        );
         Metrics {
             epg,
             dvr,
+            auth_failures,
             steering,
             open,
             refused,

@@ -55,6 +55,41 @@ fn token_is_required_when_configured_and_non_loopback_needs_one() {
     let resp = engine.admin("GET", "/status", b"", "application/json", Some("let-me-in"));
     assert_eq!(resp.status, 200, "{resp:?}");
 
+    // Wrong tokens from one address wait longer and longer for their
+    // answer; a right one forgets the failures.
+    let waits = |engine: &Engine| -> Vec<String> {
+        engine
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("a wrong bearer token"))
+            .filter_map(|l| {
+                l.split("wait_ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    for _ in 0..2 {
+        let resp = engine.admin("GET", "/status", b"", "application/json", Some("guess"));
+        assert_eq!(resp.status, 401);
+    }
+    // The first wrong one was forgotten with the right one after it.
+    assert_eq!(waits(&engine), ["250", "250", "500"]);
+    let resp = engine.admin("GET", "/status", b"", "application/json", Some("let-me-in"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let resp = engine.admin("GET", "/status", b"", "application/json", Some("guess"));
+    assert_eq!(resp.status, 401);
+    assert_eq!(waits(&engine).last().map(String::as_str), Some("250"));
+    let metrics = engine
+        .admin("GET", "/metrics", b"", "text/plain", Some("let-me-in"))
+        .body;
+    assert!(
+        metrics.contains("edgeward_admin_auth_failures_total 4"),
+        "{metrics}"
+    );
+
     let err = Engine::try_start(&["--admin-listen", "0.0.0.0:0"])
         .err()
         .expect("must refuse a public admin listener without a token");

@@ -5,6 +5,7 @@
 
 pub mod book;
 pub mod session;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 
@@ -59,6 +60,8 @@ pub struct Access {
     pub sessions: session::Sessions,
     /// Turns at checking a password (see `admin::users::sign_in`).
     pub hashing: tokio::sync::Semaphore,
+    /// The delay after failed authentications, per client address.
+    pub throttle: throttle::Throttle,
 }
 
 impl Access {
@@ -69,6 +72,7 @@ impl Access {
             tokens: tokens::Tokens::in_memory(),
             sessions: session::Sessions::ephemeral(),
             hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            throttle: Default::default(),
         }
     }
 
@@ -79,6 +83,7 @@ impl Access {
             tokens: tokens::Tokens::open(dir.join("tokens.json"))?,
             sessions: session::Sessions::open(&dir.join("session.key"))?,
             hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            throttle: Default::default(),
         })
     }
 }

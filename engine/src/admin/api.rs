@@ -85,9 +85,25 @@ pub(super) async fn handle(
     if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
         return super::console::handle(admin, peer, req).await;
     }
+    let presented = req.headers().contains_key(header::AUTHORIZATION);
     let actor = match super::users::authenticate(admin, token, req.method(), req.headers()) {
-        Ok(a) => a,
-        Err(r) => return *r,
+        Ok(a) => {
+            if presented {
+                admin.access.throttle.succeeded(peer.ip());
+            }
+            a
+        }
+        Err(r) => {
+            // A wrong credential is answered after a pause that grows
+            // with the failures from this address.
+            if presented && r.status() == StatusCode::UNAUTHORIZED {
+                let wait = admin.access.throttle.failed(peer.ip());
+                admin.control.metrics.auth_failed();
+                tracing::warn!(%peer, wait_ms = wait.as_millis() as u64, "admin API: a wrong bearer token");
+                tokio::time::sleep(wait).await;
+            }
+            return *r;
+        }
     };
     let (parts, body) = req.into_parts();
     let body = match read_body(&parts.headers, body).await {

@@ -258,7 +258,10 @@ pub async fn check_sign_in(
     };
     let Ok(Some(user)) = verified else {
         access.sessions.failed(&email);
-        tracing::warn!(target: "audit", email, %peer, "sign-in failed");
+        let wait = access.throttle.failed(peer.ip());
+        admin.control.metrics.auth_failed();
+        tracing::warn!(target: "audit", email, %peer, wait_ms = wait.as_millis() as u64, "sign-in failed");
+        tokio::time::sleep(wait).await;
         return Err(SignInRefused {
             status: StatusCode::UNAUTHORIZED,
             message: "wrong e-mail or password".into(),
@@ -266,6 +269,7 @@ pub async fn check_sign_in(
         });
     };
     access.sessions.succeeded(&email);
+    access.throttle.succeeded(peer.ip());
     let (value, session) = access.sessions.issue(&user.email, &user.session_stamp());
     tracing::info!(target: "audit", email = user.email, %peer, "signed in");
     Ok((user, value, session))
