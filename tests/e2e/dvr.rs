@@ -288,6 +288,44 @@ fn a_programme_is_recorded_followed_served_and_removed_after_retention() {
     // The audit says who made the changes.
     let (_, audit) = engine.admin_json("GET", "/audit", json!(null));
     assert!(audit.to_string().contains("dvr scheduler"), "{audit}");
+    // The console shows each programme's recordings and their states.
+    let base = format!("http://{}", engine.admin.unwrap());
+    let (ok, _, err) = crate::harness::ctl_at(
+        &base,
+        &["user", "add", "viewer@example.com", "--role", "viewer"],
+        "a-long-viewer-password\n",
+    );
+    assert!(ok, "{err}");
+    let r = crate::harness::Conn::open(engine.admin.unwrap()).request_with_body(
+        "POST",
+        "/session",
+        &[("Content-Type", "application/json")],
+        br#"{"email": "viewer@example.com", "password": "a-long-viewer-password"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = crate::harness::Conn::open(engine.admin.unwrap()).request(
+        "GET",
+        "/ui/topology/programs?channel=ch1",
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("<th scope=\"col\">Recordings</th>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("hls/none completed, mpd/none completed"),
+        "{}",
+        page.body
+    );
 }
 
 #[test]

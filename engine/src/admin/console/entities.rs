@@ -511,6 +511,36 @@ pub async fn list(ctx: &Ctx<'_>, kind: &str) -> Reply {
         .iter()
         .filter(|f| !f.name.contains('.'))
         .collect();
+    // A programme's recordings and their states, as the DVR worker keeps
+    // them (`hls/none completed`), beside each programme.
+    let recordings = (kind == Kind::Programs).then(|| {
+        let topology = ctx.admin.control.topology.snapshot();
+        items
+            .iter()
+            .map(|item| {
+                let key = item["key"].as_str().unwrap_or_default();
+                let Some(p) = topology
+                    .programs
+                    .slot(key)
+                    .and_then(|i| topology.programs.get(i))
+                else {
+                    return String::new();
+                };
+                p.records
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}/{} {}",
+                            crate::topology::entity::protocol_name(r.protocol),
+                            crate::topology::entity::encryption_name(r.encryption),
+                            r.status.name()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect::<Vec<_>>()
+    });
     // A link to this list with some parameters changed.
     let with = |changes: &[(&str, String)]| {
         let mut kept: Vec<(String, String)> = pairs
@@ -567,9 +597,10 @@ pub async fn list(ctx: &Ctx<'_>, kind: &str) -> Reply {
                             a href=(with(&[("order_by", next), ("page", String::new())])) { (c.label) }
                         }
                     }
+                    @if recordings.is_some() { th scope="col" { "Recordings" } }
                 } }
                 tbody {
-                    @for item in &items {
+                    @for (row, item) in items.iter().enumerate() {
                         @let key = item["key"].as_str().unwrap_or_default();
                         tr {
                             @for (i, c) in columns.iter().enumerate() {
@@ -579,6 +610,9 @@ pub async fn list(ctx: &Ctx<'_>, kind: &str) -> Reply {
                                 } @else {
                                     td { (shown) }
                                 }
+                            }
+                            @if let Some(recordings) = &recordings {
+                                td { (recordings[row]) }
                             }
                         }
                     }
