@@ -585,4 +585,94 @@ mod tests {
             }
         }
     }
+
+    /// Property tests against the obvious scan, for both families, with
+    /// shrinking: prefixes of any length (0 and the full width included),
+    /// many nested in a narrow stretch of the space, looked up at random
+    /// addresses and at every prefix's first and last address and the
+    /// addresses just outside them.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The longest of `entries` holding `addr` (the reference).
+        fn scan<K: PrefixKey>(entries: &[(K, u8, u32)], addr: K) -> Option<u32> {
+            entries
+                .iter()
+                .filter(|&&(net, len, _)| net <= addr && addr <= net.last_of(len))
+                .max_by_key(|e| e.1)
+                .map(|e| e.2)
+        }
+
+        /// Distinct `(network, length)` pairs with ids, from raw draws; the
+        /// top bits are narrowed so that prefixes nest and overlap.
+        fn prefixes<K: PrefixKey + std::hash::Hash>(
+            raw: Vec<(K, u8)>,
+            width: u8,
+            mask_net: impl Fn(K, u8) -> K,
+        ) -> Vec<(K, u8, u32)> {
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::new();
+            for (addr, len) in raw {
+                let len = len % (width + 1);
+                let net = mask_net(addr, len);
+                if seen.insert((net, len)) {
+                    out.push((net, len, out.len() as u32));
+                }
+            }
+            out
+        }
+
+        fn check<K: PrefixKey + std::hash::Hash>(entries: &[(K, u8, u32)], probes: &[K]) {
+            let mut sorted = entries.to_vec();
+            PrefixTable::sort(&mut sorted);
+            let (table, _) = PrefixTable::build(&sorted);
+            let mut at: Vec<K> = probes.to_vec();
+            for &(net, len, _) in entries {
+                let last = net.last_of(len);
+                at.extend([net, last]);
+                at.extend(last.succ());
+                if let Some(before) = entries.iter().map(|e| e.0).find(|&n| n < net) {
+                    at.push(before);
+                }
+            }
+            for a in at {
+                assert_eq!(table.longest(a), scan(entries, a), "address {a:?}");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn ipv4_agrees_with_a_scan(
+                raw in proptest::collection::vec((any::<u32>(), any::<u8>()), 0..200),
+                probes in proptest::collection::vec(any::<u32>(), 0..200),
+            ) {
+                // Most prefixes in 10.0.0.0/12, a few anywhere.
+                let narrow = |a: u32| if a.is_multiple_of(5) { a } else { 0x0a00_0000 | (a & 0x000f_ffff) };
+                let raw = raw.into_iter().map(|(a, l)| (narrow(a), l)).collect();
+                let entries = prefixes(raw, 32, |a: u32, len| {
+                    a & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+                });
+                let probes: Vec<u32> = probes.into_iter().map(narrow).collect();
+                check(&entries, &probes);
+            }
+
+            #[test]
+            fn ipv6_agrees_with_a_scan(
+                raw in proptest::collection::vec((any::<u128>(), any::<u8>()), 0..200),
+                probes in proptest::collection::vec(any::<u128>(), 0..200),
+            ) {
+                let base: u128 = 0x2001_0db8 << 96;
+                let narrow = |a: u128| if a.is_multiple_of(7) { a } else { base | (a & ((1 << 40) - 1)) };
+                let raw = raw.into_iter().map(|(a, l)| (narrow(a), l)).collect();
+                let entries = prefixes(raw, 128, |a: u128, len| {
+                    a & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+                });
+                let probes: Vec<u128> = probes.into_iter().map(narrow).collect();
+                check(&entries, &probes);
+            }
+        }
+    }
 }
