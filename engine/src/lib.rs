@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod control;
 pub mod decision_log;
+pub mod durable;
 pub mod dvr;
 pub mod epg;
 pub mod geo;

@@ -338,7 +338,7 @@ fn compiled_policies_are_kept_on_disk_and_a_damaged_cache_is_recompiled() {
         "{files:?}"
     );
 
-    // A damaged file is refused by wasmtime's checks, compiled again and
+    // A damaged file is refused (it has no seal), compiled again and
     // replaced; the engine serves all the same.
     std::fs::write(&files[0], b"not a compiled component").unwrap();
     let second = Engine::start(&args);
@@ -357,4 +357,15 @@ fn compiled_policies_are_kept_on_disk_and_a_damaged_cache_is_recompiled() {
             .any(|l| l.contains("compiling again")),
         "the replaced file is good"
     );
+    drop(third);
+    // One byte of machine code changed, which wasmtime's header checks
+    // cannot see: the seal does, and the file is never deserialised.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let fourth = Engine::start(&args);
+    let line = fourth.wait_log(0, "compiling again");
+    assert!(line.contains("do not match their SHA-256"), "{line}");
+    assert_eq!(fourth.get("/btv/live/hls/ch1.m3u8", &[]).status, 302);
 }

@@ -133,7 +133,7 @@ pub(super) fn save_json<T: Serialize + ?Sized>(
 }
 
 /// Writes a file of `what` whole: a temporary file, mode 0600, synced,
-/// then renamed over the old one.
+/// then renamed over the old one, and the directory synced.
 pub(super) fn save_bytes(file: &Path, what: &str, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -156,5 +156,7 @@ pub(super) fn save_bytes(file: &Path, what: &str, bytes: &[u8]) -> Result<(), St
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(err)?;
-    std::fs::rename(&tmp, file).map_err(err)
+    std::fs::rename(&tmp, file)
+        .and_then(|()| crate::durable::sync_dir(file))
+        .map_err(err)
 }

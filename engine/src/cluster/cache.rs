@@ -1,7 +1,8 @@
 //! The node's disk copy of the last good configuration from etcd: every
 //! configuration key with its revisions, plus the blobs they point at (the
 //! topology record's document and the policy components). Written after
-//! each applied change (to a temporary file, then renamed), read at start,
+//! each applied change (atomically and sealed, [`crate::durable`]), read
+//! and verified at start,
 //! so that a node restarted while etcd is down serves what it served
 //! before. Blobs are files of their own beside it (`{file}.blobs/{sha256}`),
 //! written once: an entity change rewrites the small list of keys, not a
@@ -33,8 +34,8 @@ pub struct DiskCopy {
 }
 
 /// The file's layout. Saving borrows everything (`Vec<u8>` fields read as
-/// owned bytes, written from slices), so a copy of a large topology is
-/// streamed to disk without being duplicated in memory.
+/// owned bytes, written from slices); the documents themselves are blobs
+/// beside it, so the file is the small list of keys.
 #[derive(Serialize, Deserialize)]
 struct File<Kvs, Blobs> {
     format: u32,
@@ -94,11 +95,7 @@ pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
         }
         let file = dir.join(hash);
         if !file.exists() {
-            let tmp = dir.join(format!("{hash}.tmp"));
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &file)?;
+            crate::durable::write(&file, bytes)?;
         }
         names.push(hash.clone());
     }
@@ -113,12 +110,10 @@ pub fn save(path: &Path, copy: &DiskCopy) -> std::io::Result<()> {
         blobs,
         blob_files: names.clone(),
     };
-    let tmp = path.with_extension("tmp");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    rmp_serde::encode::write_named(&mut out, &file).map_err(std::io::Error::other)?;
-    std::io::Write::flush(&mut out)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    // Sealed: a copy damaged on disk is reported and ignored at start,
+    // never applied.
+    let bytes = rmp_serde::to_vec_named(&file).map_err(std::io::Error::other)?;
+    crate::durable::write_sealed(path, &bytes)?;
     // Blobs no longer named go.
     for entry in std::fs::read_dir(&dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -140,10 +135,11 @@ fn blob_dir(path: &Path) -> std::path::PathBuf {
 /// the problem if it cannot be used. Blobs whose content does not match
 /// their hash are dropped (what needs them is then refused, not applied).
 pub fn load(path: &Path) -> Result<Option<DiskCopy>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+    let bytes = match crate::durable::read_sealed(path)? {
+        None => return Ok(None),
+        // A copy from an engine from before seals: its format is checked
+        // below, its blobs against their hashes.
+        Some(crate::durable::Sealed::Verified(b) | crate::durable::Sealed::Unsealed(b)) => b,
     };
     let file: FileIn = rmp_serde::from_slice(&bytes)
         .map_err(|e| format!("{}: not a configuration copy: {e}", path.display()))?;
@@ -223,6 +219,12 @@ mod tests {
             back.blobs,
             vec![(crate::sha256_hex(&blob), Bytes::from(blob))]
         );
+
+        // Damaged on disk: refused, never applied.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[5] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(load(&path).unwrap_err().contains("damaged"));
 
         std::fs::write(&path, b"garbage").unwrap();
         assert!(

@@ -459,21 +459,33 @@ impl CompiledCache {
             engine.precompile_compatibility_hash().hash(&mut h);
             dir.join(format!("{hash}-{:016x}.cwasm", h.finish()))
         });
-        if let Some(file) = &file
-            && file.exists()
-        {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash (it is in the name),
-            // into a directory private to this user; wasmtime checks its
-            // header and version before using it.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize_file(engine, file) };
-            match loaded {
-                Ok(c) => {
-                    memory(&c);
-                    return Ok(c);
+        if let Some(file) = &file {
+            match crate::durable::read_sealed(file) {
+                Ok(None) => {}
+                Ok(Some(crate::durable::Sealed::Verified(bytes))) => {
+                    // SAFETY: the bytes are what `Component::serialize` of
+                    // an engine with the same compatibility hash (it is in
+                    // the name) wrote into a directory private to this
+                    // user, verified against the SHA-256 sealed with them;
+                    // wasmtime checks their header and version too.
+                    #[allow(unsafe_code)]
+                    let loaded = unsafe { Component::deserialize(engine, &bytes) };
+                    match loaded {
+                        Ok(c) => {
+                            memory(&c);
+                            return Ok(c);
+                        }
+                        Err(e) => tracing::warn!(
+                            "policy cache {}: {e:#}; compiling again",
+                            file.display()
+                        ),
+                    }
                 }
-                Err(e) => tracing::warn!("policy cache {}: {e:#}; compiling again", file.display()),
+                Ok(Some(crate::durable::Sealed::Unsealed(_))) => tracing::info!(
+                    "policy cache {}: written without a seal (an older engine); compiling again",
+                    file.display()
+                ),
+                Err(e) => tracing::warn!("policy cache {e}; compiling again"),
             }
         }
         let component = component::of(wasm, name)?;
@@ -482,14 +494,11 @@ impl CompiledCache {
             message: format!("{e:#}"),
         })?;
         if let Some(file) = &file {
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
             let written = c
                 .serialize()
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(&tmp, bytes))
-                .and_then(|()| std::fs::rename(&tmp, file));
+                .and_then(|bytes| crate::durable::write_sealed(file, &bytes));
             if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
                 tracing::warn!("policy cache {}: {e}", file.display());
             }
         }
