@@ -246,6 +246,11 @@ impl Engine {
         self.signal("-HUP");
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`-TERM`, `-HUP`, ...).
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
@@ -358,6 +363,39 @@ impl Conn {
         Conn {
             reader: BufReader::new(stream),
         }
+    }
+
+    /// Opens a connection, once: an error is returned, not a panic.
+    pub fn try_open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request with a body and reads its response; an I/O error
+    /// (such as a reset connection) is returned, not a panic.
+    pub fn try_request_with_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: edgeward.test\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(req.as_bytes())?;
+        stream.write_all(body)?;
+        self.try_read_response(false)
     }
 
     /// Sends one request and reads its response.

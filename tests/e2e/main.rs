@@ -7,6 +7,7 @@ mod browser;
 mod connections;
 mod console;
 mod contract;
+mod crash;
 mod ctl;
 mod dvr;
 mod entities;
