@@ -29,7 +29,7 @@ fn written_regions(engine: &Engine) -> BTreeSet<String> {
 fn write(engine: &Engine, seed: &Value, i: usize, so_far: &BTreeSet<String>) -> Option<u16> {
     let name = format!("crash-{i:03}");
     let mut conn = Conn::try_open(engine.admin?).ok()?;
-    let r = if i % 10 == 0 {
+    let r = if i.is_multiple_of(10) {
         let mut doc = seed.clone();
         let regions = doc["regions"].as_array_mut().unwrap();
         for id in so_far.iter().chain([&name]) {
