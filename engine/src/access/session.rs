@@ -79,14 +79,30 @@ impl Sessions {
                 if let Some(dir) = file.parent() {
                     std::fs::create_dir_all(dir).map_err(err)?;
                 }
+                // Written beside it and linked into place: a crash never
+                // leaves a key file cut short, and of two processes
+                // starting at once the first one's key wins.
+                let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .mode(0o600)
-                    .open(file)
+                    .open(&tmp)
                     .map_err(err)?;
                 f.write_all(&key).and_then(|()| f.sync_all()).map_err(err)?;
-                key
+                let linked = std::fs::hard_link(&tmp, file);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        crate::durable::sync_dir(file).map_err(err)?;
+                        key
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::open(file);
+                    }
+                    Err(e) => return Err(err(e)),
+                }
             }
             Err(e) => return Err(err(e)),
         };

@@ -293,7 +293,9 @@ impl AuditLog {
             }
             f.sync_all().map_err(err)?;
         }
-        std::fs::rename(&tmp, path).map_err(err)?;
+        std::fs::rename(&tmp, path)
+            .and_then(|()| crate::durable::sync_dir(path))
+            .map_err(err)?;
         inner.writer = Some(
             OpenOptions::new()
                 .append(true)
