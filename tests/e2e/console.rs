@@ -446,22 +446,7 @@ fn operators_work_through_the_console_in_a_real_browser() {
 
 /// A GET on the admin API as a signed-in account (API sign-in).
 fn admin_get_signed(engine: &Engine, (email, password): (&str, &str), path: &str) -> Value {
-    let addr = engine.admin.unwrap();
-    let body = json!({"email": email, "password": password}).to_string();
-    let r = crate::harness::Conn::open(addr).request_with_body(
-        "POST",
-        "/session",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = crate::harness::session_cookie(engine, email, password);
     admin_get(engine, path, &cookie)
 }
 

@@ -296,20 +296,8 @@ fn a_programme_is_recorded_followed_served_and_removed_after_retention() {
         "a-long-viewer-password\n",
     );
     assert!(ok, "{err}");
-    let r = crate::harness::Conn::open(engine.admin.unwrap()).request_with_body(
-        "POST",
-        "/session",
-        &[("Content-Type", "application/json")],
-        br#"{"email": "viewer@example.com", "password": "a-long-viewer-password"}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie =
+        crate::harness::session_cookie(&engine, "viewer@example.com", "a-long-viewer-password");
     let page = crate::harness::Conn::open(engine.admin.unwrap()).request(
         "GET",
         "/ui/topology/programs?channel=ch1",

@@ -429,18 +429,8 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: edgeward.test\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        let stream = self.reader.get_mut();
-        stream.write_all(req.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        self.try_read_response(false).unwrap()
+        self.try_request_with_body(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     fn try_read_response(&mut self, head: bool) -> std::io::Result<Response> {
@@ -537,4 +527,22 @@ pub fn ctl_at(admin: &str, args: &[&str], stdin: &str) -> (bool, String, String)
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Signs in to `engine`'s admin API; the session cookie (`name=value`).
+pub fn session_cookie(engine: &Engine, email: &str, password: &str) -> String {
+    let body = serde_json::json!({"email": email, "password": password}).to_string();
+    let r = Conn::open(engine.admin.expect("an admin API")).request_with_body(
+        "POST",
+        "/session",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "sign-in: {}", r.body);
+    r.header("set-cookie")
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }

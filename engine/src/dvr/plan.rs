@@ -16,7 +16,7 @@
 //!   remove from the DVRs first.
 
 use super::Schedule;
-use crate::topology::entity::{RecordEntity, encryption_name, protocol_name, record_key};
+use crate::topology::entity::{RecordEntity, encryption_name, protocol_name, records_of};
 use crate::topology::model::{RecordStatus, ServerKind};
 use crate::topology::{Program, Record, Topology};
 use time::{Duration, OffsetDateTime};
@@ -45,22 +45,18 @@ pub struct Keyed {
     pub record: RecordEntity,
 }
 
-impl Keyed {
-    fn of(p: &Program, r: &Record) -> Self {
-        Keyed {
-            key: record_key(&p.epg_id, &r.server, r.protocol, r.encryption),
-            record: RecordEntity {
-                program: p.epg_id.to_string(),
-                server: r.server.to_string(),
-                protocol: r.protocol,
-                encryption: r.encryption,
-                path: r.written_path.to_string(),
-                status: r.status,
-                placement: r.placement.as_deref().map(Into::into),
-                error: r.error.as_deref().map(Into::into),
-            },
-        }
+/// The records of `p` that `wanted` picks, with their keys (as the API
+/// names them: a second record of one key is `…/2`).
+fn keyed(p: &Program, wanted: impl Fn(&Record) -> bool) -> Vec<(Keyed, &Record)> {
+    if !p.records.iter().any(&wanted) {
+        return Vec::new();
     }
+    records_of(p)
+        .into_iter()
+        .zip(p.records.iter())
+        .filter(|(_, r)| wanted(r))
+        .map(|((key, record), r)| (Keyed { key, record }, r))
+        .collect()
 }
 
 /// Why a programme that could be recorded is not scheduled.
@@ -193,11 +189,8 @@ pub fn pending(
 ) -> Vec<Pending> {
     let mut out = Vec::new();
     for p in t.programs.iter() {
-        for r in p.records.iter() {
-            if r.status != RecordStatus::New || !r.written_path.is_empty() {
-                continue;
-            }
-            let keyed = Keyed::of(p, r);
+        let waiting = |r: &Record| r.status == RecordStatus::New && r.written_path.is_empty();
+        for (keyed, r) in keyed(p, waiting) {
             match schedule_of(t, p, r, now, pick) {
                 Ok(s) => out.push(Pending::Send(keyed, s)),
                 Err(why) => out.push(Pending::Fail(keyed, why)),
@@ -282,16 +275,12 @@ pub fn polls(t: &Topology, now: OffsetDateTime) -> Vec<Keyed> {
     for p in t.programs.iter() {
         let on_air = p.start.is_some_and(|s| s <= now) && p.end.is_some_and(|e| e > now);
         let ended = p.end.is_some_and(|e| e <= now);
-        for r in p.records.iter() {
-            if r.written_path.is_empty() {
-                continue;
-            }
-            let ask = (on_air && matches!(r.status, RecordStatus::New | RecordStatus::Planned))
-                || (ended && unfinished(r.status));
-            if ask {
-                out.push(Keyed::of(p, r));
-            }
-        }
+        let ask = |r: &Record| {
+            !r.written_path.is_empty()
+                && ((on_air && matches!(r.status, RecordStatus::New | RecordStatus::Planned))
+                    || (ended && unfinished(r.status)))
+        };
+        out.extend(keyed(p, ask).into_iter().map(|(k, _)| k));
     }
     out
 }
@@ -313,7 +302,7 @@ pub fn expired(t: &Topology, now: OffsetDateTime, keep: Duration) -> Vec<Expired
         .filter(|p| p.start.is_some_and(|s| s < cutoff))
         .map(|p| Expired {
             program: p.epg_id.to_string(),
-            records: p.records.iter().map(|r| Keyed::of(p, r)).collect(),
+            records: keyed(p, |_| true).into_iter().map(|(k, _)| k).collect(),
         })
         .collect()
 }
