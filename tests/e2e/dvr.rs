@@ -59,6 +59,22 @@ fn secrets(dir: &TempDir, password: &str) -> std::path::PathBuf {
     path
 }
 
+/// A single node scheduling recordings (a round every 300 ms) on the
+/// topology in `topology` with the credentials in `secrets`.
+fn recording_node(topology: &std::path::Path, secrets: &std::path::Path, extra: &[&str]) -> Engine {
+    let mut args = vec![
+        "--topology",
+        topology.to_str().unwrap(),
+        "--dvr",
+        "--dvr-secrets",
+        secrets.to_str().unwrap(),
+        "--dvr-interval-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    Engine::start(&args)
+}
+
 fn records(engine: &Engine, program: &str) -> Vec<Value> {
     let (code, v) = engine.admin_json(
         "GET",
@@ -115,17 +131,7 @@ fn a_programme_is_recorded_followed_served_and_removed_after_retention() {
     )
     .unwrap();
     let secrets = secrets(&dir, "s3cret-pass");
-    let engine = Engine::start(&[
-        "--topology",
-        topology_file.to_str().unwrap(),
-        "--dvr",
-        "--dvr-secrets",
-        secrets.to_str().unwrap(),
-        "--dvr-interval-ms",
-        "300",
-        "--epg-protect-minutes",
-        "2",
-    ]);
+    let engine = recording_node(&topology_file, &secrets, &["--epg-protect-minutes", "2"]);
 
     // Retention: the DVR is told, then the programme and its record go.
     wait_until("the old programme is removed", || {
@@ -323,15 +329,7 @@ fn wrong_dvr_credentials_fail_the_calls_and_are_never_logged() {
     let topology_file = dir.path("topology.json");
     std::fs::write(&topology_file, topology(dvr.addr, json!([]))).unwrap();
     let secrets = secrets(&dir, "wrong-one");
-    let engine = Engine::start(&[
-        "--topology",
-        topology_file.to_str().unwrap(),
-        "--dvr",
-        "--dvr-secrets",
-        secrets.to_str().unwrap(),
-        "--dvr-interval-ms",
-        "300",
-    ]);
+    let engine = recording_node(&topology_file, &secrets, &[]);
     create_program(&engine, "p1", "ch2", 60, 120);
     wait_until("the DVR refused the credentials", || {
         dvr.unauthorised() >= 2

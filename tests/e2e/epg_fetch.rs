@@ -11,6 +11,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// A node on the routing fixture fetching the guides of `sources`.
+fn fetching_node(sources: &std::path::Path) -> Engine {
+    let topology = fixtures().join("routing.json");
+    Engine::start(&[
+        "--topology",
+        topology.to_str().unwrap(),
+        "--epg-sources",
+        sources.to_str().unwrap(),
+    ])
+}
+
 /// An XMLTV guide of `ch1`.
 fn xmltv(programmes: &[(i64, i64)]) -> String {
     let mut xml = String::from("<?xml version=\"1.0\"?>\n<tv>\n<channel id=\"ch1\"/>\n");
@@ -80,13 +91,7 @@ fn a_guide_is_fetched_over_http_and_not_imported_again_unchanged() {
         format!("[[source]]\nurl = \"http://{addr}/guides/tv.xml\"\nevery = \"1s\"\n"),
     )
     .unwrap();
-    let topology = fixtures().join("routing.json");
-    let e = Engine::start(&[
-        "--topology",
-        topology.to_str().unwrap(),
-        "--epg-sources",
-        sources.to_str().unwrap(),
-    ]);
+    let e = fetching_node(&sources);
     let id = |minutes: i64| format!("ch1-{}", at(minutes));
     wait_until("the guide is imported", || {
         let p = programs_of(&e, "ch1");
@@ -180,13 +185,7 @@ fn guides_are_pulled_from_ftp_and_deleted_once_imported() {
         ),
     )
     .unwrap();
-    let topology = fixtures().join("routing.json");
-    let e = Engine::start(&[
-        "--topology",
-        topology.to_str().unwrap(),
-        "--epg-sources",
-        sources.to_str().unwrap(),
-    ]);
+    let e = fetching_node(&sources);
     wait_until("ftp1 is imported and its file deleted", || {
         programs_of(&e, "ch1").contains(&"ftp1".to_string())
             && !remote.join("KalturaEPG_ch1_261204.xml").exists()
