@@ -263,7 +263,7 @@ impl Source {
             return Ok(());
         }
         let who = format!("epg fetch {}", self.url);
-        match super::import(control, writer, &answer.body, &who).await {
+        match super::import(control, writer, answer.body, &who).await {
             Ok(done) => {
                 tracing::info!(
                     source = self.url,
@@ -352,7 +352,7 @@ impl Source {
                 .map_err(|e| format!("FTP retrieve {name}: {e}"))?;
             stream.finish().await.map_err(|e| ftp_err("retrieve", e))?;
             let who = format!("epg fetch {}{name}", self.url);
-            match super::import(control, writer, &bytes, &who).await {
+            match super::import(control, writer, bytes, &who).await {
                 Ok(done) => {
                     tracing::info!(
                         source = self.url,

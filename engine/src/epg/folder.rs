@@ -74,7 +74,7 @@ pub async fn import_ready(dir: &Path, control: &Control, writer: &dyn Writer) {
             "epg folder ({})",
             file.file_name().unwrap_or_default().to_string_lossy()
         );
-        match super::import(control, writer, &bytes, &who).await {
+        match super::import(control, writer, bytes, &who).await {
             Ok(done) => {
                 let report = &done.report;
                 for (channel, r) in &report.channels {

@@ -192,10 +192,13 @@ async fn cancel(control: &Control, recordings: Vec<(String, String)>) {
 /// moment stops the import with that error (importing the same file
 /// again is safe: a window replaced again with the same programmes is
 /// the same).
+///
+/// An owned file (`Vec`, `Bytes`) is let go once parsed, so that its
+/// bytes are not held while its programmes are written.
 pub async fn import(
     control: &Control,
     writer: &dyn Writer,
-    bytes: &[u8],
+    bytes: impl AsRef<[u8]> + Send,
     who: &str,
 ) -> Result<Imported, ImportError> {
     let result = import_counted(control, writer, bytes, who).await;
@@ -225,10 +228,11 @@ pub async fn import(
 async fn import_counted(
     control: &Control,
     writer: &dyn Writer,
-    bytes: &[u8],
+    bytes: impl AsRef<[u8]> + Send,
     who: &str,
 ) -> Result<Imported, ImportError> {
-    let guide = parse::parse(bytes).map_err(|e| ImportError::Bad(e.to_string()))?;
+    let guide = parse::parse(bytes.as_ref()).map_err(|e| ImportError::Bad(e.to_string()))?;
+    drop(bytes);
     let groups = rules::group(&guide).map_err(|e| ImportError::Bad(e.to_string()))?;
     let mut done = Imported {
         report: rules::Report {
