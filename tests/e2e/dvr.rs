@@ -359,6 +359,23 @@ fn wrong_dvr_credentials_fail_the_calls_and_are_never_logged() {
         records(&engine, "p1")[0]["path"] == "rec/two/hls/none/p1/index"
     });
     assert_eq!(dvr.recordings().len(), 1);
+    // A secrets file that no longer reads keeps the credentials read
+    // before: the next programme is scheduled with them.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&secrets, "[default\nuser = ").unwrap();
+    create_program(&engine, "p2", "ch2", 60, 120);
+    wait_until("p2 scheduled with the kept credentials", || {
+        records(&engine, "p2")
+            .first()
+            .is_some_and(|r| r["path"] == "rec/two/hls/none/p2/index")
+    });
+    assert!(
+        engine
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("the DVR credentials read before are kept")),
+        "the refusal is logged"
+    );
 }
 
 /// A node of a fleet on `etcd` that may run the catalogue worker.
@@ -492,4 +509,41 @@ fn one_node_of_a_fleet_schedules_and_another_takes_over_when_it_dies() {
         placements.len(),
         "a placement asked twice: {calls:?}"
     );
+}
+
+#[test]
+fn bad_dvr_and_guide_source_settings_are_refused_at_start_with_the_reason() {
+    let dir = TempDir::new("dvr-settings");
+    let bad_secrets = dir.path("secrets.toml");
+    std::fs::write(
+        &bad_secrets,
+        "[servers.d1]\nuser = \"a:b\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let bad_sources = dir.path("sources.toml");
+    std::fs::write(&bad_sources, "[[source]]\nurl = \"gopher://epg.test/\"\n").unwrap();
+    let missing = dir.path("none.toml");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--dvr", "--dvr-secrets", bad_secrets.to_str().unwrap()],
+            "[servers.d1]: field `user`",
+        ),
+        (
+            &["--dvr", "--dvr-secrets", missing.to_str().unwrap()],
+            "DVR secrets file",
+        ),
+        (
+            &["--dvr-secrets", bad_secrets.to_str().unwrap()],
+            "--dvr-secrets is given but not --dvr",
+        ),
+        (
+            &["--epg-sources", bad_sources.to_str().unwrap()],
+            "source 1: field `url`: the scheme \"gopher\"",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = Engine::try_start(args).err().expect("refused");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("hunter2"), "no password in the reason: {err}");
+    }
 }
