@@ -183,6 +183,17 @@ impl Dvr for SoapDvr {
     }
 }
 
+/// Reads an answer's body: its leaf elements (local name, text), or the
+/// fault it holds (what [`SoapDvr`] does with every answer; public for
+/// the fuzz target of `tests/fuzz`).
+pub fn read_answer(xml: &[u8]) -> Result<Vec<(String, String)>, DvrError> {
+    let leaves = leaves(xml).map_err(|e| DvrError::Transport(format!("not XML: {e}")))?;
+    match fault(&leaves) {
+        Some(f) => Err(f),
+        None => Ok(leaves),
+    }
+}
+
 /// A SOAP 1.1 request envelope.
 fn envelope(operation: &str, fields: &[(&str, &str)]) -> String {
     let mut body = String::with_capacity(512);

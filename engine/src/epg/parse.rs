@@ -197,10 +197,13 @@ pub fn compact(t: OffsetDateTime) -> String {
 /// `YYYYMMDDhhmmss`, then optionally spaces and `+hhmm` or `-hhmm`.
 fn time_of(text: &str) -> Result<OffsetDateTime, &'static str> {
     let text = text.trim();
-    let (digits, rest) = text.split_at(text.len().min(14));
-    if digits.len() != 14 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // By bytes, checked before any slicing: a file may put any character
+    // anywhere (found by fuzzing: a multi-byte one at byte 14).
+    let bytes = text.as_bytes();
+    if bytes.len() < 14 || !bytes[..14].iter().all(u8::is_ascii_digit) {
         return Err("is not a time YYYYMMDDhhmmss");
     }
+    let (digits, rest) = text.split_at(14);
     let n = |r: std::ops::Range<usize>| digits[r].parse::<u32>().expect("digits");
     let month = Month::try_from(n(4..6) as u8).map_err(|_| "has no such month")?;
     let date = Date::from_calendar_date(n(0..4) as i32, month, n(6..8) as u8)
@@ -211,9 +214,9 @@ fn time_of(text: &str) -> Result<OffsetDateTime, &'static str> {
     let offset = if rest.is_empty() {
         UtcOffset::UTC
     } else {
-        let (sign, hhmm) = match rest.split_at(1) {
-            ("+", h) => (1, h),
-            ("-", h) => (-1, h),
+        let (sign, hhmm) = match (rest.strip_prefix('+'), rest.strip_prefix('-')) {
+            (Some(h), _) => (1, h),
+            (_, Some(h)) => (-1, h),
             _ => return Err("has an offset that is not +hhmm or -hhmm"),
         };
         if hhmm.len() != 4 || !hhmm.bytes().all(|b| b.is_ascii_digit()) {
@@ -231,6 +234,21 @@ fn time_of(text: &str) -> Result<OffsetDateTime, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_with_any_character_anywhere_are_refused_not_a_panic() {
+        // Found by tests/fuzz (epg_guide): a byte-order mark at byte 14.
+        for text in [
+            "22061204103000\u{feff}000",
+            "2206120410300\u{feff}",
+            "20261204100000 \u{feff}0300",
+            "20261204100000 +03\u{e9}",
+        ] {
+            assert!(time_of(text).is_err(), "{text:?}");
+        }
+        assert!(time_of("20261204100000 +0300").is_ok());
+        assert!(time_of("20261204100000 -0130").is_ok());
+    }
 
     #[test]
     fn a_kaltura_file_gives_its_programmes() {
