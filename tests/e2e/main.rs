@@ -27,6 +27,7 @@ mod ops;
 mod policies;
 mod routing;
 mod sandbox;
+mod signing;
 mod steering;
 mod swap;
 mod tls;

@@ -10,7 +10,7 @@
 //! | `GET /metrics` | Prometheus/OpenMetrics text | text |
 //! | `GET /status` | active policy, canary, shadow, topology version, uptime, last automatic rollback, etcd | status |
 //! | `GET /policies` | loaded versions with role, hash, load time, calls, traps, mean call time | `{"policies": [...]}` |
-//! | `POST /policies/{name}[?activate=true][&deadline_ms=&memory_mib=]` | upload a policy: raw `.wasm` body, or JSON `{"wasm_base64", "config", "activate", "limits"}` | 201 *policy* |
+//! | `POST /policies/{name}[?activate=true][&deadline_ms=&memory_mib=]` | upload a policy: raw `.wasm` body (its signature in `Edgeward-Signature`), or JSON `{"wasm_base64", "config", "activate", "limits", "signature"}` | 201 *policy* |
 //! | `POST /policies/{version}/activate` | make a loaded version active | *routing* |
 //! | `POST /policies/rollback` | re-activate the previous version | *routing* |
 //! | `GET /canary` | the canary | `{"active", "canary"}` |
@@ -196,10 +196,6 @@ pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
     if let Some(r) = super::users::handle(admin, actor, method, &path, body, peer).await {
         return r;
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-
     if let Some(r) = super::entities::handle(admin, method, &path, query, headers, body, &who).await
     {
         return r;
@@ -268,7 +264,7 @@ pub(super) async fn dispatch(admin: &Admin, call: Call<'_>) -> Reply {
             Ok(v) => changed(admin, routing(RoutingChange::Activate(v)).await),
             Err(_) => error(StatusCode::BAD_REQUEST, "version must be a number"),
         },
-        (&Method::POST, ["policies", name]) => match parse_upload(name, query, is_json, body) {
+        (&Method::POST, ["policies", name]) => match parse_upload(name, query, headers, body) {
             Ok((source, activate)) => {
                 let result = change(Change::Policy { source, activate }).await;
                 if let Ok(Changed {
@@ -573,16 +569,32 @@ fn topology(admin: &Admin, query: &str) -> Reply {
     with_version(admin, r, t.version)
 }
 
+/// The header that carries a raw upload's signature (the `.sig` file's
+/// one line of JSON).
+const SIGNATURE_HEADER: &str = "edgeward-signature";
+
 /// The policy an upload carries and whether to activate it: a raw `.wasm`
-/// body, or JSON `{"wasm_base64", "config", "activate", "limits"}`; the
+/// body (its signature in an `Edgeward-Signature` header), or JSON
+/// `{"wasm_base64", "config", "activate", "limits", "signature"}`; the
 /// limits may also come as `?deadline_ms=&memory_mib=`.
 fn parse_upload(
     name: &str,
     query: &str,
-    is_json: bool,
+    headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<(PolicySource, bool), Box<Reply>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, &m));
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let mut signature = match headers.get(SIGNATURE_HEADER) {
+        None => None,
+        Some(v) => Some(
+            crate::policy::signing::parse(v.as_bytes())
+                .map(Box::new)
+                .map_err(|e| bad(format!("header Edgeward-Signature: {e}")))?,
+        ),
+    };
     let mut activate = query
         .split('&')
         .any(|kv| kv == "activate=true" || kv == "activate=1");
@@ -598,10 +610,15 @@ fn parse_upload(
             activate: bool,
             #[serde(default)]
             limits: Option<crate::policy::Limits>,
+            #[serde(default)]
+            signature: Option<crate::policy::signing::PolicySignature>,
         }
         let up: Upload =
             serde_json::from_slice(body).map_err(|e| bad(format!("invalid upload JSON: {e}")))?;
         activate |= up.activate;
+        if let Some(s) = up.signature {
+            signature = Some(Box::new(s));
+        }
         if let Some(given) = up.limits {
             given.check().map_err(bad)?;
             limits = crate::policy::Limits {
@@ -628,6 +645,7 @@ fn parse_upload(
         wasm,
         config,
         limits,
+        signature,
     };
     Ok((source, activate))
 }

@@ -379,7 +379,13 @@ impl Follower {
         let config = base64::engine::general_purpose::STANDARD
             .decode(&record.config_base64)
             .map_err(|e| BlobError::Bad(format!("config_base64: {e}")))?;
-        if super::layout::policy_digest(&record.wasm.sha256, &config, &record.limits) != digest {
+        if super::layout::policy_digest(
+            &record.wasm.sha256,
+            &config,
+            &record.limits,
+            record.signature.as_ref(),
+        ) != digest
+        {
             return Err(BlobError::Bad(format!(
                 "the record's component and configuration do not have digest {digest}"
             )));
@@ -390,6 +396,7 @@ impl Follower {
             wasm: wasm.to_vec(),
             config,
             limits: record.limits,
+            signature: record.signature.clone().map(Box::new),
         };
         let version = kv.create_revision.max(1) as u64;
         control

@@ -203,6 +203,10 @@ pub struct PolicyRecord {
     /// existed, and when none is set).
     #[serde(default, skip_serializing_if = "crate::policy::Limits::is_default")]
     pub limits: crate::policy::Limits,
+    /// Its signature (absent: unsigned, and in records written before
+    /// signatures existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::policy::signing::PolicySignature>,
     /// Who uploaded it.
     pub written_by: String,
     /// When, RFC 3339.
@@ -262,10 +266,16 @@ pub struct DrainRecord {
     pub written_at: String,
 }
 
-/// The identity of a policy in etcd: its component, its configuration and
-/// its limits. Limits count only when set, so the digest of a policy
-/// without them is the one it had before limits existed.
-pub fn policy_digest(wasm_sha256: &str, config: &[u8], limits: &crate::policy::Limits) -> String {
+/// The identity of a policy in etcd: its component, its configuration,
+/// its limits and its signature. Limits and signature count only when set,
+/// so the digest of a policy without them is the one it had before they
+/// existed; a signed upload of a policy stored unsigned is a new record.
+pub fn policy_digest(
+    wasm_sha256: &str,
+    config: &[u8],
+    limits: &crate::policy::Limits,
+    signature: Option<&crate::policy::signing::PolicySignature>,
+) -> String {
     let mut bytes = wasm_sha256.as_bytes().to_vec();
     bytes.push(b'\n');
     bytes.extend_from_slice(config);
@@ -276,6 +286,10 @@ pub fn policy_digest(wasm_sha256: &str, config: &[u8], limits: &crate::policy::L
                 .expect("limits serialise")
                 .as_bytes(),
         );
+    }
+    if let Some(s) = signature {
+        bytes.extend_from_slice(b"\nsigned ");
+        bytes.extend_from_slice(s.ed25519.as_bytes());
     }
     crate::sha256_hex(&bytes)[..32].to_string()
 }
@@ -308,27 +322,38 @@ mod tests {
     fn the_digest_depends_on_component_and_configuration() {
         use crate::policy::Limits;
         let none = Limits::default();
-        let a = policy_digest("aa", b"\x80", &none);
-        assert_ne!(a, policy_digest("ab", b"\x80", &none));
-        assert_ne!(a, policy_digest("aa", b"\x81\xa1k\x01", &none));
-        assert_eq!(a, policy_digest("aa", b"\x80", &none));
+        let a = policy_digest("aa", b"\x80", &none, None);
+        assert_ne!(a, policy_digest("ab", b"\x80", &none, None));
+        assert_ne!(a, policy_digest("aa", b"\x81\xa1k\x01", &none, None));
+        assert_eq!(a, policy_digest("aa", b"\x80", &none, None));
         // What records written before limits existed hold.
         assert_eq!(a, "33eae5c5e3196796072c9fe3f343a597");
         let limited = Limits {
             deadline_ms: Some(50),
             memory_mib: None,
         };
-        assert_ne!(a, policy_digest("aa", b"\x80", &limited));
+        assert_ne!(a, policy_digest("aa", b"\x80", &limited, None));
         assert_ne!(
-            policy_digest("aa", b"\x80", &limited),
+            policy_digest("aa", b"\x80", &limited, None),
             policy_digest(
                 "aa",
                 b"\x80",
                 &Limits {
                     memory_mib: Some(50),
                     deadline_ms: None
-                }
+                },
+                None
             )
         );
+        // A signed record is another record; the unsigned digest stays.
+        let signature = crate::policy::signing::PolicySignature {
+            format: 1,
+            policy: "p".into(),
+            sha256: "aa".into(),
+            signer: "ops".into(),
+            public_key: String::new(),
+            ed25519: "c2ln".into(),
+        };
+        assert_ne!(a, policy_digest("aa", b"\x80", &none, Some(&signature)));
     }
 }

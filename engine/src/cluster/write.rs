@@ -346,7 +346,12 @@ impl Cluster {
         who: &str,
     ) -> Result<(Written, u64, String, Vec<SampleResult>), ChangeError> {
         let (checked, samples) = control.check_policy(source.clone())?;
-        let digest = layout::policy_digest(&checked.hash, &source.config, &source.limits);
+        let digest = layout::policy_digest(
+            &checked.hash,
+            &source.config,
+            &source.limits,
+            source.signature.as_deref(),
+        );
         let key = self.keys.policy(&digest);
         let wasm = write_blob(&self.client, &self.keys, &source.wasm).await?;
         let record = PolicyRecord {
@@ -354,6 +359,7 @@ impl Cluster {
             wasm,
             config_base64: base64::engine::general_purpose::STANDARD.encode(&source.config),
             limits: source.limits,
+            signature: source.signature.as_deref().cloned(),
             written_by: self.written_by(who),
             written_at: crate::time::now_rfc3339(),
         };

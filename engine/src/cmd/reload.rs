@@ -13,7 +13,8 @@ use std::time::Duration;
 /// The watched files as they were when last read.
 pub(super) struct Watched {
     topology: Option<Fingerprint>,
-    policy: Option<Fingerprint>,
+    /// The policy file and its signature beside it.
+    policy: [Option<Fingerprint>; 2],
 }
 
 impl Watched {
@@ -21,7 +22,7 @@ impl Watched {
     pub(super) fn new(args: &ServeArgs) -> Self {
         Watched {
             topology: fingerprint(args.topology.as_deref()),
-            policy: fingerprint(args.policy.as_deref()),
+            policy: policy_fingerprint(args),
         }
     }
 }
@@ -170,7 +171,7 @@ pub(super) fn until_stopped(
                         topology_seen = t;
                         reload_topology(&args, &control, &*writer, "file watch").await;
                     }
-                    let p = fingerprint(args.policy.as_deref());
+                    let p = policy_fingerprint(&args);
                     if p != policy_seen {
                         policy_seen = p;
                         reload_policy(&args, &control, &*writer, "file watch").await;
@@ -228,6 +229,16 @@ fn reload_geoip(geoip: Option<&crate::geo::GeoIp>, why: &str) {
 
 /// What identifies a file's content cheaply: modification time and size.
 type Fingerprint = (std::time::SystemTime, u64);
+
+/// The --policy file's fingerprint and its signature's: signing a file
+/// again reloads it too.
+fn policy_fingerprint(args: &ServeArgs) -> [Option<Fingerprint>; 2] {
+    let sig = args.policy.as_deref().map(crate::policy::signing::sig_path);
+    [
+        fingerprint(args.policy.as_deref()),
+        fingerprint(sig.as_deref()),
+    ]
+}
 
 fn fingerprint(path: Option<&std::path::Path>) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path?).ok()?;

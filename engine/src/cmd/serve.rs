@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// The policy's configuration, TOML (.toml) or JSON.
     #[arg(long, requires = "policy")]
     pub policy_config: Option<PathBuf>,
+    /// A public key (`edgeward policy keygen`) whose signatures this
+    /// engine accepts (repeatable). With any, every policy must be signed
+    /// by one of them, wherever it enters: --policy (its FILE.sig), an
+    /// upload, `ctl push`, etcd. The built-in policy needs no signature.
+    #[arg(long, value_name = "FILE")]
+    pub policy_trust_key: Vec<PathBuf>,
     /// Address for player traffic.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -319,6 +325,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         deadline: Duration::from_millis(args.policy_deadline_ms.max(1)),
         max_memory_bytes: args.policy_memory_mib.max(1) << 20,
     };
+    let trust = crate::policy::signing::Trust::read(&args.policy_trust_key)
+        .map_err(|e| anyhow::anyhow!("--policy-trust-key {e}"))?;
+    for key in trust.keys() {
+        tracing::info!(key = %key.id, name = %key.name, "policies must be signed: trust key");
+    }
     let policies = PolicyHost::with_cache(
         sandbox,
         args.random_seed,
@@ -326,6 +337,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.policy_fallback,
         args.rollback_after,
         policy_cache_dir(&args),
+        trust,
     )?;
     let mut control =
         Control::new(store.clone(), policies.clone()).with_epg_rules(crate::epg::rules::Rules {

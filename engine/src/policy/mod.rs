@@ -22,6 +22,7 @@ pub mod component;
 mod instance;
 pub mod native;
 mod registry;
+pub mod signing;
 mod state;
 pub mod stats;
 mod wasi;
@@ -91,6 +92,14 @@ pub enum PolicyError {
         /// Policy name.
         name: String,
         /// Which limit, and why.
+        message: String,
+    },
+    /// Its signature is missing, wrong or not from a trusted key.
+    #[error("policy {name:?} is refused: {message}")]
+    Signature {
+        /// Policy name.
+        name: String,
+        /// What is wrong with its signature.
         message: String,
     },
     /// The configuration file is malformed.
@@ -288,6 +297,8 @@ pub struct LoadedPolicy {
     pub limits: Limits,
     /// What its calls run under: the host's sandbox with its limits.
     pub sandbox: Sandbox,
+    /// Who signed it (none: unsigned, or the built-in policy).
+    pub signed: Option<signing::Signed>,
     /// Call statistics, summed over all workers.
     pub stats: stats::PolicyStats,
     /// `name@version`, ready for the decision header.
@@ -401,6 +412,8 @@ pub struct PolicyHost {
     /// (the configuration door, set when the engine is wired); without it,
     /// the version is rolled back here and now.
     on_failing: std::sync::OnceLock<FailureHook>,
+    /// The keys a policy must be signed by (none: signatures optional).
+    trust: signing::Trust,
 }
 
 /// Receives `(version, consecutive failures)` from the request path.
@@ -534,11 +547,20 @@ impl PolicyHost {
         fallback: Fallback,
         rollback_after: u64,
     ) -> Result<Arc<Self>, PolicyError> {
-        Self::with_cache(sandbox, seed, initial, fallback, rollback_after, None)
+        Self::with_cache(
+            sandbox,
+            seed,
+            initial,
+            fallback,
+            rollback_after,
+            None,
+            signing::Trust::default(),
+        )
     }
 
     /// [`PolicyHost::new`], keeping compiled components in `cache_dir` so
-    /// that restarts and re-uploads skip compilation.
+    /// that restarts and re-uploads skip compilation, and admitting only
+    /// policies signed by one of the `trust` keys when it has any.
     pub fn with_cache(
         sandbox: Sandbox,
         seed: Option<u64>,
@@ -546,6 +568,7 @@ impl PolicyHost {
         fallback: Fallback,
         rollback_after: u64,
         cache_dir: Option<std::path::PathBuf>,
+        trust: signing::Trust,
     ) -> Result<Arc<Self>, PolicyError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -579,7 +602,7 @@ impl PolicyHost {
             &engine,
             &linker,
             &compiled,
-            sandbox,
+            (sandbox, &trust),
             seed,
             initial,
             FIRST_VERSION,
@@ -596,6 +619,7 @@ impl PolicyHost {
             rollback_after: rollback_after.max(1),
             compiled,
             on_failing: std::sync::OnceLock::new(),
+            trust,
         }))
     }
 
@@ -624,7 +648,7 @@ impl PolicyHost {
             &self.engine,
             &self.linker,
             &self.compiled,
-            self.sandbox,
+            (self.sandbox, &self.trust),
             self.seed,
             source,
             version,
@@ -674,7 +698,7 @@ impl PolicyHost {
         engine: &Engine,
         linker: &Linker<HostState>,
         compiled: &CompiledCache,
-        sandbox: Sandbox,
+        (sandbox, trust): (Sandbox, &signing::Trust),
         seed: Option<u64>,
         source: PolicySource,
         version: u64,
@@ -694,6 +718,16 @@ impl PolicyHost {
                 name: name.clone(),
                 message,
             })?;
+        // The signature first: bytes nobody trusted are not compiled.
+        let signed = match source.wasm == crate::builtin::NEAREST {
+            true => None,
+            false => trust
+                .admit(source.signature.as_deref(), &name, &source.wasm)
+                .map_err(|message| PolicyError::Signature {
+                    name: name.clone(),
+                    message,
+                })?,
+        };
         component::check(&source.wasm, &name)?;
         let component = compiled.get_or_compile(engine, &hash, &source.wasm, &name)?;
         let pre = pre_instantiate(engine, linker, &component, &name)?;
@@ -710,6 +744,7 @@ impl PolicyHost {
             config: source.config,
             limits: source.limits,
             sandbox: if wasi { sandbox.for_runtime() } else { sandbox }.with(&source.limits),
+            signed,
             stats: Default::default(),
             header: http::HeaderValue::from_str(&format!("{name}@{version}"))
                 .unwrap_or_else(|_| http::HeaderValue::from_static("policy")),
@@ -791,6 +826,8 @@ pub struct PolicySource {
     pub config: Vec<u8>,
     /// Its own fuel/deadline and memory limits.
     pub limits: Limits,
+    /// Its signature, if it came with one.
+    pub signature: Option<Box<signing::PolicySignature>>,
 }
 
 impl PolicySource {
@@ -801,10 +838,12 @@ impl PolicySource {
             wasm: crate::builtin::NEAREST.to_vec(),
             config: empty_config(),
             limits: Limits::default(),
+            signature: None,
         }
     }
 
-    /// Reads a component file and, optionally, its TOML or JSON configuration.
+    /// Reads a component file, its signature (`FILE.sig`) if there is one
+    /// and, optionally, its TOML or JSON configuration.
     pub fn from_files(
         wasm: &std::path::Path,
         config: Option<&std::path::Path>,
@@ -821,11 +860,18 @@ impl PolicySource {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "policy".into());
+        let signature = signing::read_beside(wasm)
+            .map_err(|message| PolicyError::Signature {
+                name: name.clone(),
+                message,
+            })?
+            .map(Box::new);
         Ok(PolicySource {
             name,
             wasm: bytes,
             config,
             limits: Limits::default(),
+            signature,
         })
     }
 }

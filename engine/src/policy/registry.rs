@@ -193,6 +193,8 @@ pub struct PolicyInfo {
     pub headers: Vec<String>,
     /// The limits stored with it (empty: the host's).
     pub limits: super::Limits,
+    /// Who signed it (null: unsigned, or the built-in policy).
+    pub signed_by: Option<super::signing::Signed>,
     /// What its calls run under: the deadline, in milliseconds...
     pub deadline_ms: f64,
     /// ...and the memory cap, in MiB.
@@ -290,6 +292,7 @@ impl PolicyHost {
                     contract: p.contract().name(),
                     headers: p.headers().to_vec(),
                     limits: p.limits,
+                    signed_by: p.signed.clone(),
                     deadline_ms: p.sandbox.deadline.as_secs_f64() * 1e3,
                     memory_mib: p.sandbox.max_memory_bytes as f64 / (1 << 20) as f64,
                     stats: p.stats.snapshot(),

@@ -103,6 +103,9 @@ pub enum CtlCommand {
         /// engine's --policy-memory-mib).
         #[arg(long, value_name = "MIB")]
         memory_mib: Option<u64>,
+        /// Its signature (default: FILE.sig, sent when it exists).
+        #[arg(long, value_name = "FILE.sig")]
+        signature: Option<PathBuf>,
     },
     /// Make a loaded version the active one.
     Activate {
@@ -331,7 +334,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             activate,
             deadline_ms,
             memory_mib,
+            signature,
         } => {
+            use crate::policy::signing;
             use base64::Engine as _;
             let limits = crate::policy::Limits {
                 deadline_ms,
@@ -353,6 +358,20 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             if !limits.is_default() {
                 body["limits"] = serde_json::to_value(limits)?;
+            }
+            let signature = match signature {
+                Some(path) => Some(
+                    std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))
+                        .and_then(|text| {
+                            signing::parse(&text)
+                                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+                        })?,
+                ),
+                None => signing::read_beside(&file).map_err(anyhow::Error::msg)?,
+            };
+            if let Some(s) = signature.as_ref() {
+                body["signature"] = serde_json::to_value(s)?;
             }
             let v = client.call(
                 "POST",

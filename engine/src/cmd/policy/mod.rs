@@ -36,6 +36,33 @@ pub enum PolicyCommand {
         /// The policy's own limits, as stored with an upload.
         #[command(flatten)]
         limits: LimitArgs,
+        /// Check its signature (FILE.sig) against this public key, as an
+        /// engine with --policy-trust-key would (repeatable).
+        #[arg(long, value_name = "KEY.pub")]
+        trust_key: Vec<PathBuf>,
+    },
+    /// Make a key pair for signing policies: NAME.key (secret, mode 0600)
+    /// and NAME.pub (what engines trust, with --policy-trust-key).
+    Keygen {
+        /// The key's name (shown as the signer).
+        name: String,
+        /// Where to write the two files.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a policy file (component or core module) for the name it will
+    /// be loaded under; writes FILE.sig beside it, which --policy, `ctl
+    /// push` and uploads carry with it.
+    Sign {
+        /// The policy file.
+        file: PathBuf,
+        /// The secret key (from `policy keygen`).
+        #[arg(long, value_name = "KEY.key")]
+        key: PathBuf,
+        /// The name it will be loaded under (default: the file's stem, as
+        /// `serve --policy` names it).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Write the built-in default policy (`nearest`) to a file, e.g. to
     /// upload it through the admin API or use it as a starting point.
@@ -190,16 +217,22 @@ impl LimitArgs {
 /// A policy host for one policy file, as the offline commands use it: the
 /// file's policy is its only (and active) version, seeded, and a failing
 /// call is a 503 (no fallback hides it). Compiled components are cached
-/// where the engine caches them.
+/// where the engine caches them. Its signature is checked only with
+/// `trust` (`policy check`): testing a policy just rebuilt must not trip
+/// over the signature of the one before.
 fn offline_host(
     file: &std::path::Path,
     config: Option<&std::path::Path>,
     limits: LimitArgs,
+    trust: Option<crate::policy::signing::Trust>,
 ) -> anyhow::Result<std::sync::Arc<PolicyHost>> {
-    let source = PolicySource {
+    let mut source = PolicySource {
         limits: limits.limits(),
         ..PolicySource::from_files(file, config)?
     };
+    if trust.is_none() {
+        source.signature = None;
+    }
     Ok(PolicyHost::with_cache(
         Sandbox::default(),
         Some(1),
@@ -207,7 +240,75 @@ fn offline_host(
         Fallback::Unavailable,
         u64::MAX,
         super::serve::default_policy_cache_dir(),
+        trust.unwrap_or_default(),
     )?)
+}
+
+/// `policy keygen`: NAME.key (secret, 0600, never overwritten) and NAME.pub.
+fn keygen(name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (secret, public) = crate::policy::signing::generate(name).map_err(anyhow::Error::msg)?;
+    let (key, pubkey) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    for path in [&key, &pubkey] {
+        if path.exists() {
+            anyhow::bail!("{} exists; not overwriting a key", path.display());
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&key)
+        .and_then(|mut f| f.write_all(secret.as_bytes()).and_then(|()| f.sync_all()))
+        .with_context(|| format!("cannot write {}", key.display()))?;
+    crate::durable::write(&pubkey, public.as_bytes())
+        .with_context(|| format!("cannot write {}", pubkey.display()))?;
+    let id = crate::policy::signing::SigningKey::read(&key)
+        .map_err(anyhow::Error::msg)?
+        .id();
+    println!(
+        "wrote {} (secret: keep it off the engines) and {} (trust it with serve \
+         --policy-trust-key); key id {id}",
+        key.display(),
+        pubkey.display()
+    );
+    Ok(())
+}
+
+/// `policy sign`: writes FILE.sig.
+fn sign(file: &std::path::Path, key: &std::path::Path, name: Option<String>) -> anyhow::Result<()> {
+    use crate::policy::signing;
+    let key = signing::SigningKey::read(key).map_err(anyhow::Error::msg)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = match name {
+        Some(n) => n,
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "policy".into()),
+    };
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_graphic()) {
+        anyhow::bail!(
+            "--name {name:?}: a policy name is 1 to 64 printable characters without spaces"
+        );
+    }
+    let signature = key.sign(&name, &bytes);
+    let out = signing::sig_path(file);
+    crate::durable::write(&out, signing::to_line(&signature).as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "wrote {}: {} (sha256 {}) signed as policy {name:?} by {} (key {})",
+        out.display(),
+        file.display(),
+        signature.sha256,
+        key.name(),
+        key.id()
+    );
+    Ok(())
 }
 
 /// Runs a `policy` command.
@@ -219,7 +320,17 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             config,
             json,
             limits,
-        } => check(&file, topology.as_deref(), config.as_deref(), json, limits),
+            trust_key,
+        } => check(
+            &file,
+            topology.as_deref(),
+            config.as_deref(),
+            json,
+            limits,
+            &trust_key,
+        ),
+        PolicyCommand::Keygen { name, dir } => keygen(&name, &dir),
+        PolicyCommand::Sign { file, key, name } => sign(&file, &key, name),
         PolicyCommand::Export { file } => std::fs::write(&file, crate::builtin::NEAREST)
             .with_context(|| format!("cannot write {}", file.display())),
         PolicyCommand::New {
@@ -294,7 +405,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             };
             let store = load_topology(topology.as_deref())?;
             let topology = store.snapshot();
-            let host = offline_host(&file, config.as_deref(), limits)?;
+            let host = offline_host(&file, config.as_deref(), limits, None)?;
             let health = crate::health::HealthTable::new(&topology);
             test::set_health(&health.load(), &down, &drained)?;
             let trace = crate::routing::explain::explain(
@@ -403,9 +514,12 @@ fn check(
     config: Option<&std::path::Path>,
     json: bool,
     limits: LimitArgs,
+    trust_keys: &[PathBuf],
 ) -> anyhow::Result<()> {
     let store = load_topology(topology)?;
-    let host = offline_host(file, config, limits)?;
+    let trust = crate::policy::signing::Trust::read(trust_keys)
+        .map_err(|e| anyhow::anyhow!("--trust-key {e}"))?;
+    let host = offline_host(file, config, limits, Some(trust))?;
     let policy = host.active();
     let topology = store.snapshot();
     let health = crate::health::HealthTable::new(&topology);
@@ -418,6 +532,7 @@ fn check(
                 "hash": policy.hash,
                 "contract": policy.contract().name(),
                 "headers": policy.headers(),
+                "signed_by": policy.signed,
                 "accepted": true,
                 "samples": samples,
             }))?
@@ -431,6 +546,19 @@ fn check(
         );
         if !policy.headers().is_empty() {
             println!("  reads headers: {}", policy.headers().join(", "));
+        }
+        match &policy.signed {
+            None => println!("  not signed"),
+            Some(s) => println!(
+                "  signed by {} (key {}){}",
+                s.signer,
+                s.key_id,
+                if s.trusted {
+                    ", a trusted key"
+                } else {
+                    "; give --trust-key to check it is one you trust"
+                }
+            ),
         }
         for s in samples {
             println!(

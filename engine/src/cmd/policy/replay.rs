@@ -177,7 +177,7 @@ pub fn run(
     fallback: ReplayFallback,
     limits: super::LimitArgs,
 ) -> anyhow::Result<Report> {
-    let host = super::offline_host(file, config, limits)?;
+    let host = super::offline_host(file, config, limits, None)?;
     let topology: Arc<Topology> = match topology {
         Some(path) => super::super::load_topology(Some(path))?.snapshot(),
         None => Arc::new(crate::topology::load(

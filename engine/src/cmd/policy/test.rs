@@ -120,7 +120,7 @@ pub fn run(
     }
     let store = Arc::new(super::super::load_topology(topology)?);
     let topology = store.snapshot();
-    let host = super::offline_host(&file, config, limits)?;
+    let host = super::offline_host(&file, config, limits, None)?;
     let mut report = Report {
         passed: 0,
         failed: 0,
