@@ -179,6 +179,16 @@ impl EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// The store's revision (how many writes it has taken), on the first
+    /// running member.
+    pub fn revision(&self) -> i64 {
+        let m = self.members.iter().find(|m| m.child.is_some()).unwrap();
+        let r = gateway(m.client, "/v3/kv/range", &json!({"key": b64("/")}));
+        assert_eq!(r.status, 200, "{r:?}");
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        v["header"]["revision"].as_str().unwrap().parse().unwrap()
+    }
+
     /// Reads a key directly, on the first running member: its value as
     /// text (empty when absent).
     pub fn get(&self, key: &str) -> String {

@@ -89,6 +89,11 @@ impl Edge {
         *self.answer.lock().unwrap() = answer;
     }
 
+    /// Probes answered so far.
+    pub(crate) fn probes(&self) -> u64 {
+        self.good.load(Ordering::SeqCst) + self.bad.load(Ordering::SeqCst)
+    }
+
     fn location(&self) -> String {
         format!("http://127.0.0.1:{}/vod/x.mp4", self.port)
     }

@@ -27,6 +27,7 @@ mod ops;
 mod policies;
 mod routing;
 mod sandbox;
+mod shared_health;
 mod signing;
 mod steering;
 mod swap;

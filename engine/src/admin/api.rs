@@ -700,6 +700,20 @@ fn status(admin: &Admin) -> Value {
     if let Some(cluster) = &admin.cluster {
         v["etcd"] = cluster.status();
     }
+    v["health"] = match control.health_share.get() {
+        None => json!({"mode": "local"}),
+        Some(share) => {
+            let health = control.health.load();
+            let checked = health.entries().iter().filter(|s| s.check.is_some());
+            let probed_here = checked.filter(|s| share.owns(&s.id)).count();
+            json!({
+                "mode": "shared",
+                "alone": share.alone(),
+                "members": *share.members(),
+                "probed_here": probed_here,
+            })
+        }
+    };
     v
 }
 

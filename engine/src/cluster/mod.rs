@@ -23,6 +23,7 @@ pub mod access;
 pub mod cache;
 pub mod etcd;
 pub mod follow;
+pub mod health;
 pub mod layout;
 pub mod lead;
 pub mod write;

@@ -28,6 +28,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who probes the checked servers.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HealthMode {
+    /// This node, all of them.
+    Local,
+    /// The fleet, each node its share (needs --etcd).
+    Shared,
+}
+
 /// Options of `serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -204,6 +213,27 @@ pub struct ServeArgs {
     /// Most health probes in flight at once.
     #[arg(long, default_value_t = crate::health::checker::DEFAULT_CONCURRENCY)]
     pub health_concurrency: usize,
+    /// `local`: this node probes every checked server. `shared` (with
+    /// --etcd): the fleet's nodes split the servers among themselves
+    /// through etcd and route on each other's results; a node that
+    /// loses etcd probes everything itself again.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "local",
+        requires_if("shared", "etcd")
+    )]
+    pub health_mode: HealthMode,
+    /// With --health-mode shared: the members' etcd lease, in seconds;
+    /// a dead node's servers are taken over this long after its last
+    /// renewal (plus a third of it).
+    #[arg(long, default_value_t = 10, value_name = "S")]
+    pub health_lease_s: u64,
+    /// With --health-mode shared: how often a node writes the figures of
+    /// the servers it probes (a change of state is written at once), in
+    /// milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub health_report_ms: u64,
     /// PEM file of extra CA certificates trusted by TLS health probes (port
     /// 443 servers), besides the Mozilla roots.
     #[arg(long)]
@@ -456,10 +486,28 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     policies.on_failing(Box::new(move |version, failures| {
         failing.report_failing(version, failures)
     }));
+    // Shared health checks: this node's share of the servers, from etcd;
+    // it leaves the fleet's split (its lease revoked) when it stops.
+    let (stop_sharing, sharing_stopped) = tokio::sync::watch::channel(false);
+    let share = match (&cluster, args.health_mode) {
+        (Some(cluster), HealthMode::Shared) => Some(crate::cluster::health::start(
+            cluster.clone(),
+            control.health.clone(),
+            crate::cluster::health::Settings {
+                lease: Duration::from_secs(args.health_lease_s.max(2)),
+                report_every: Duration::from_millis(args.health_report_ms.max(100)),
+            },
+            sharing_stopped,
+        )?),
+        _ => None,
+    };
+    let sharing = share.is_some();
+    control.set_health_share(share.clone());
     crate::health::checker::spawn(
         control.health.clone(),
         args.health_concurrency,
         args.health_ca_file.as_deref(),
+        share,
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = if args.admin_listen == "off" {
@@ -546,6 +594,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     if let Some(n) = &notifier {
         n.notify("STOPPING=1");
+    }
+    if sharing && stop_sharing.send(true).is_ok() {
+        // Time for the lease's revocation, so the others take over now.
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // Graceful shutdown: not ready any more, stop accepting, let requests

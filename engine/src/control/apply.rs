@@ -36,6 +36,8 @@ pub struct Control {
     /// The DVRs, on a node given `--dvr`: a guide imported here cancels
     /// the recordings of the programmes it replaces.
     pub dvr: std::sync::OnceLock<Arc<crate::dvr::worker::Drivers>>,
+    /// The fleet's split of the health checks, on a node sharing them.
+    pub health_share: std::sync::OnceLock<Arc<crate::health::Share>>,
     /// Where a single node keeps its topology (none: in memory only, or
     /// a fleet's node, whose topology is in etcd).
     journal: Option<Arc<Journal>>,
@@ -55,9 +57,17 @@ impl Control {
             audit: AuditLog::in_memory(),
             epg_rules: Default::default(),
             dvr: Default::default(),
+            health_share: Default::default(),
             journal: None,
             compacting: Default::default(),
             ready: false.into(),
+        }
+    }
+
+    /// Shares the health checks with the fleet through `share`.
+    pub fn set_health_share(&self, share: Option<Arc<crate::health::Share>>) {
+        if let Some(share) = share {
+            let _ = self.health_share.set(share);
         }
     }
 

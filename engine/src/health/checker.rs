@@ -6,7 +6,7 @@
 //! interval; a semaphore bounds how many probes run at the same time.
 
 use super::probe::{Target, probe};
-use super::{HealthTable, ServerHealth};
+use super::{HealthTable, ServerHealth, Share};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +18,13 @@ pub const DEFAULT_CONCURRENCY: usize = 256;
 /// Starts the checker on a thread of its own. It follows the table for as
 /// long as the process runs. Servers on port 443 are probed
 /// over TLS, trusting the Mozilla roots and the PEM certificates in
-/// `extra_ca`.
+/// `extra_ca`. With a `share`, it probes only the servers this node owns,
+/// and follows the share as members come and go.
 pub fn spawn(
     table: Arc<HealthTable>,
     concurrency: usize,
     extra_ca: Option<&std::path::Path>,
+    share: Option<Arc<Share>>,
 ) -> Result<(), String> {
     let tls = super::probe::tls_config(extra_ca)?;
     std::thread::Builder::new()
@@ -32,7 +34,7 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("building the health runtime");
-            runtime.block_on(run(table, concurrency, tls));
+            runtime.block_on(run(table, concurrency, tls, share));
         })
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -48,9 +50,15 @@ struct Key {
     fall: u32,
 }
 
-async fn run(table: Arc<HealthTable>, concurrency: usize, tls: Arc<rustls::ClientConfig>) {
+async fn run(
+    table: Arc<HealthTable>,
+    concurrency: usize,
+    tls: Arc<rustls::ClientConfig>,
+    share: Option<Arc<Share>>,
+) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut changes = table.subscribe();
+    let mut owners = share.as_ref().map(|s| s.subscribe());
     let mut tasks: HashMap<Key, (tokio::task::JoinHandle<()>, Arc<ServerHealth>)> = HashMap::new();
     loop {
         let servers = table.load_full();
@@ -59,6 +67,9 @@ async fn run(table: Arc<HealthTable>, concurrency: usize, tls: Arc<rustls::Clien
             let Some(check) = &server.check else {
                 continue;
             };
+            if share.as_ref().is_some_and(|s| !s.owns(&server.id)) {
+                continue;
+            }
             let key = Key {
                 id: server.id.clone(),
                 target: Target {
@@ -91,6 +102,7 @@ async fn run(table: Arc<HealthTable>, concurrency: usize, tls: Arc<rustls::Clien
                 health.clone(),
                 permits.clone(),
                 tls.clone(),
+                share.clone(),
             ));
             tasks.insert(key, (task, health));
         }
@@ -99,8 +111,15 @@ async fn run(table: Arc<HealthTable>, concurrency: usize, tls: Arc<rustls::Clien
             version = servers.topology_version,
             "health checks reconciled"
         );
-        if changes.changed().await.is_err() {
-            return;
+        let owners_changed = async {
+            match owners.as_mut() {
+                Some(o) => o.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            c = changes.changed() => if c.is_err() { return },
+            ok = owners_changed => if !ok { owners = None },
         }
     }
 }
@@ -110,6 +129,7 @@ async fn probe_loop(
     health: Arc<ServerHealth>,
     permits: Arc<Semaphore>,
     tls: Arc<rustls::ClientConfig>,
+    share: Option<Arc<Share>>,
 ) {
     let interval = key.interval.max(Duration::from_millis(1));
     // Spread the first probes over one interval.
@@ -126,7 +146,11 @@ async fn probe_loop(
                 .expect("the semaphore is never closed");
             probe(&key.target, &tls).await
         };
-        health.record(&key.id, result, key.rise, key.fall);
+        if health.record(&key.id, result, key.rise, key.fall)
+            && let Some(share) = &share
+        {
+            share.state_changed();
+        }
     }
 }
 

@@ -9,12 +9,16 @@
 //! state lives there too. The topology knows nothing of health; the table
 //! follows each new snapshot, and servers whose address and check are
 //! unchanged keep their `ServerHealth` (so their state survives the swap);
-//! drain state is kept by server id.
+//! drain state is kept by server id. In a fleet sharing its checks
+//! ([`share`]), a node probes only its share of the servers and takes the
+//! others' states from the members that probe them.
 
 pub mod checker;
 pub mod probe;
+pub mod share;
 mod state;
 mod table;
 
-pub use state::{Figures, ServerHealth, ServerHealthView, State};
+pub use share::Share;
+pub use state::{Figures, Report, ServerHealth, ServerHealthView, State};
 pub use table::{Entry, HealthCache, HealthTable, ServersHealth};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::time::SystemTime;
 
 /// What health checking concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not checked (no `healthcheck`), or no probe has finished yet.
@@ -43,6 +43,42 @@ struct Detail {
     last_probe: Option<SystemTime>,
     figures: Vec<(String, f64)>,
     rtt_us: Option<u32>,
+    /// The fleet member whose probes these are (none: this node's).
+    by: Option<Box<str>>,
+}
+
+/// What a node tells the fleet of a server it probes (shared health
+/// checks): enough for every other node to route on it and show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Checked state.
+    pub state: State,
+    /// When it last changed, milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// When the last probe finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ms: Option<u64>,
+    /// Why the last probe failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Round-trip time of the last successful probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u32>,
+    /// Numeric fields of the last JSON health answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<(String, f64)>,
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn from_epoch_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)
 }
 
 /// A server's health as the admin API shows it.
@@ -64,6 +100,10 @@ pub struct ServerHealthView {
     pub rtt_us: Option<u32>,
     /// Numeric fields of the last JSON health answer.
     pub figures: serde_json::Map<String, serde_json::Value>,
+    /// The fleet member that probes it, when another node does (shared
+    /// health checks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probed_by: Option<String>,
 }
 
 /// What the last successful probe of a server reported: what a policy is
@@ -108,6 +148,7 @@ impl ServerHealth {
                 last_probe: None,
                 figures: Vec::new(),
                 rtt_us: None,
+                by: None,
             }),
         }
     }
@@ -163,11 +204,13 @@ impl ServerHealth {
     }
 
     /// Applies one probe result with the `rise`/`fall` thresholds, logging
-    /// a line when the state changes.
-    pub fn record(&self, id: &str, result: Result<ProbeOk, String>, rise: u32, fall: u32) {
+    /// a line when the state changes; returns whether it did.
+    pub fn record(&self, id: &str, result: Result<ProbeOk, String>, rise: u32, fall: u32) -> bool {
         let mut d = self.detail.lock().unwrap_or_else(|e| e.into_inner());
         let now = SystemTime::now();
         d.last_probe = Some(now);
+        d.by = None;
+        let mut changed = false;
         let state = self.state.load(Relaxed);
         match result {
             Ok(ok) => {
@@ -190,6 +233,7 @@ impl ServerHealth {
                 if up {
                     self.state.store(UP, Relaxed);
                     d.since = Some(now);
+                    changed = true;
                     tracing::info!(server = id, after = d.successes, "health: server is UP");
                 }
             }
@@ -199,10 +243,62 @@ impl ServerHealth {
                 if state != DOWN && d.failures >= fall {
                     self.state.store(DOWN, Relaxed);
                     d.since = Some(now);
+                    changed = true;
                     tracing::warn!(server = id, failures = d.failures, %error, "health: server is DOWN");
                 }
                 d.last_error = Some(error);
             }
+        }
+        changed
+    }
+
+    /// What this node tells the fleet of the server.
+    pub fn report(&self) -> Report {
+        let d = self.detail.lock().unwrap_or_else(|e| e.into_inner());
+        Report {
+            state: self.state(),
+            since_ms: d.since.map(epoch_ms),
+            probe_ms: d.last_probe.map(epoch_ms),
+            error: d.last_error.clone(),
+            rtt_us: d.rtt_us,
+            figures: d.figures.clone(),
+        }
+    }
+
+    /// Takes what fleet member `by` reported of the server it probes (the
+    /// thresholds were applied there); the next probe here, if this node
+    /// takes the server over, goes on from this state.
+    pub fn adopt(&self, id: &str, report: &Report, by: &str) {
+        let mut d = self.detail.lock().unwrap_or_else(|e| e.into_inner());
+        let to = match report.state {
+            State::Unknown => UNKNOWN,
+            State::Up => UP,
+            State::Down => DOWN,
+        };
+        if self.state.swap(to, Relaxed) != to {
+            match report.state {
+                State::Down => tracing::warn!(server = id, by, "health: server is DOWN"),
+                _ => tracing::info!(server = id, by, state = ?report.state, "health: server is {}",
+                    if report.state == State::Up { "UP" } else { "not checked yet" }),
+            }
+        }
+        d.successes = 0;
+        d.failures = 0;
+        d.since = report.since_ms.map(from_epoch_ms);
+        d.last_probe = report.probe_ms.map(from_epoch_ms);
+        d.last_error = report.error.clone();
+        if d.rtt_us != report.rtt_us || d.figures != report.figures {
+            d.rtt_us = report.rtt_us;
+            d.figures = report.figures.clone();
+            self.figures.store(Some(Arc::new(Figures {
+                rtt_us: report.rtt_us,
+                figures: report.figures.clone(),
+            })));
+            self.has_figures
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        if d.by.as_deref() != Some(by) {
+            d.by = Some(by.into());
         }
     }
 
@@ -232,6 +328,7 @@ impl ServerHealth {
                 .iter()
                 .map(|(k, v)| (k.clone(), serde_json::json!(v)))
                 .collect(),
+            probed_by: d.by.as_deref().map(str::to_string),
         }
     }
 }
@@ -268,6 +365,33 @@ mod tests {
         assert_eq!(h.state(), State::Down, "successes must be consecutive");
         h.record("s", ok(), 2, 3);
         assert_eq!(h.state(), State::Up);
+    }
+
+    #[test]
+    fn a_peers_report_is_adopted_and_a_probe_here_takes_over_from_it() {
+        let peer = ServerHealth::default();
+        peer.record("s", ok(), 1, 1);
+        peer.record("s", Err("refused".into()), 1, 1);
+        let report = peer.report();
+        assert_eq!(report.state, State::Down);
+        assert_eq!(report.error.as_deref(), Some("refused"));
+
+        let h = ServerHealth::default();
+        h.adopt("s", &report, "node-2");
+        assert!(!h.available());
+        let view = h.view();
+        assert_eq!(view.probed_by.as_deref(), Some("node-2"));
+        assert_eq!(view.last_error.as_deref(), Some("refused"));
+        assert_eq!(
+            h.figures().unwrap().figures,
+            vec![("load".to_string(), 0.5)]
+        );
+        // This node takes the server over: its own probes count from the
+        // adopted state, with its own thresholds.
+        assert!(!h.record("s", ok(), 2, 1), "one success of two");
+        assert!(h.record("s", ok(), 2, 1));
+        assert_eq!(h.state(), State::Up);
+        assert_eq!(h.view().probed_by, None);
     }
 
     #[test]
