@@ -315,7 +315,10 @@ function decodeGeo(call) {
   if (asn !== 0) geo.asn = asn;
   if ((geoFlags & GEO_HAS_LOCATION) !== 0) {
     const f = new Float32Array(call.slice(at + 2, at + 4).buffer);
-    geo.location = { latitude: f[0], longitude: f[1] };
+    // As the Rust SDK: a location that is no place on Earth is unknown.
+    if (Math.abs(f[0]) <= 90 && Math.abs(f[1]) <= 180) {
+      geo.location = { latitude: f[0], longitude: f[1] };
+    }
   }
   for (let i = 0; i < ANONYMOUS_IP.length; i++) {
     if ((geoFlags >>> (8 + i)) & 1) geo.anonymous.push(ANONYMOUS_IP[i]);
@@ -332,9 +335,9 @@ function decodeHeaders(call, headerNames) {
     return headers;
   }
   const count = call[at++] ?? 0;
-  const n = Math.max(count, headerNames.length);
-  for (let i = 0; i < n; i++) {
-    const name = headerNames[i] ?? `#${i}`;
+  // As the Rust SDK: values past the declared names are dropped.
+  for (let i = 0; i < headerNames.length; i++) {
+    const name = headerNames[i];
     if (i >= count || at >= call.length) {
       headers.set(name, null);
       continue;

@@ -980,10 +980,15 @@ impl<H> Decoded<H> {
             r.geo = Geo {
                 country: Country::from_word(country),
                 asn: (asn != 0).then_some(asn),
-                location: (geo_flags & GEO_HAS_LOCATION != 0).then(|| Coordinates {
-                    latitude: f64::from(f32::from_bits(latitude)),
-                    longitude: f64::from(f32::from_bits(longitude)),
-                }),
+                // A location that is no place on Earth (NaN, or out of
+                // range: never sent by the engine) is unknown, so that a
+                // policy's arithmetic on it cannot go wrong.
+                location: (geo_flags & GEO_HAS_LOCATION != 0)
+                    .then(|| Coordinates {
+                        latitude: f64::from(f32::from_bits(latitude)),
+                        longitude: f64::from(f32::from_bits(longitude)),
+                    })
+                    .filter(|c| c.latitude.abs() <= 90.0 && c.longitude.abs() <= 180.0),
                 anonymous: AnonymousIp::from_bits_truncate(
                     (geo_flags >> GEO_ANONYMOUS_SHIFT) as u8,
                 ),
@@ -1014,6 +1019,9 @@ impl<H> Decoded<H> {
         for v in r.headers.values.iter_mut().skip(count) {
             *v = None;
         }
+        // Values past the declared names (never sent by the engine) have
+        // no name to be read by: dropped, once their words are skipped.
+        r.headers.values.truncate(r.headers.names.len());
         rest
     }
 }
@@ -1157,6 +1165,35 @@ mod tests {
             state,
             health: None,
         }
+    }
+
+    /// What the engine never sends decodes to something a policy can use:
+    /// a location that is no place is unknown, and values past the
+    /// declared header names are dropped (found by the `packed_call` fuzz
+    /// target).
+    #[test]
+    fn impossible_locations_and_undeclared_values_are_dropped() {
+        for (latitude, longitude) in [(f64::NAN, 1.0), (91.0, 0.0), (0.0, -181.0)] {
+            let mut r = request_v4();
+            r.geo.location = Some(Coordinates {
+                latitude,
+                longitude,
+            });
+            let mut words = Vec::new();
+            encode::<u8>(&r, &[], &mut words);
+            let mut d: Decoded<u8> = Decoded::new();
+            d.declare_headers(["user-agent", "x-token"]);
+            d.decode(&words, |_| None);
+            assert_eq!(d.request.geo.location, None, "{latitude} {longitude}");
+            assert_eq!(d.request.geo.country, r.geo.country);
+        }
+        let mut words = Vec::new();
+        encode::<u8>(&request_v4(), &[], &mut words);
+        let mut d: Decoded<u8> = Decoded::new();
+        d.declare_headers(["user-agent"]);
+        d.decode(&words, |_| None);
+        assert_eq!(d.request.headers.len(), 1);
+        assert_eq!(d.request.headers.get("user-agent"), Some("TV/1.0"));
     }
 
     /// The words of the WIT's documented example, written out by hand:
@@ -1421,6 +1458,7 @@ mod tests {
         d.decode(&words, |_| None);
         assert!(d.request.headers.is_empty());
         words.extend([7, 0x4141_4141]);
+        d.declare_headers(["a", "b"]);
         d.decode(&words, |_| None);
         assert_eq!(d.request.headers.len(), 2);
     }
