@@ -576,8 +576,9 @@ const SIGNATURE_HEADER: &str = "edgeward-signature";
 /// The policy an upload carries and whether to activate it: a raw `.wasm`
 /// body (its signature in an `Edgeward-Signature` header), or JSON
 /// `{"wasm_base64", "config", "activate", "limits", "signature"}`; the
-/// limits may also come as `?deadline_ms=&memory_mib=`.
-fn parse_upload(
+/// limits may also come as `?deadline_ms=&memory_mib=`. (Public for the
+/// fuzz target `policy_upload`.)
+pub fn parse_upload(
     name: &str,
     query: &str,
     headers: &http::HeaderMap,

@@ -578,6 +578,46 @@ fn request_of(
     Ok(())
 }
 
+/// What one line of a decision log is, as `policy replay` reads it, up to
+/// (not including) the policy call: a topology record (`Ok(None)`), or a
+/// decision turned back into the request, tiers and subnets the engine
+/// passed, with the answer it logged (if it logged one). What the fuzz target `decision_log`
+/// drives: it is everything replay does with a line it did not write.
+pub fn decode_line(
+    line: &str,
+    request: &mut Request,
+    tiers: &mut Vec<Tier>,
+    subnets: &mut Vec<(u32, SubnetInfo)>,
+) -> anyhow::Result<Option<Option<Answer>>> {
+    let record: Record = match serde_json::from_str(line) {
+        Ok(record) => record,
+        Err(e) => {
+            serde_json::from_str::<TopologyRecord>(line)
+                .ok()
+                .filter(|t| t.record == "topology")
+                .with_context(|| format!("not a decision record: {e}"))?;
+            return Ok(None);
+        }
+    };
+    if !(2..=SCHEMA).contains(&record.schema) {
+        bail!("schema {} is not one this engine replays", record.schema);
+    }
+    static EMPTY: std::sync::OnceLock<Topology> = std::sync::OnceLock::new();
+    let empty = EMPTY.get_or_init(|| {
+        crate::topology::load(
+            bytes::Bytes::from_static(
+                br#"{"regions": [], "subnets": [], "server_groups": [], "servers": [], "channels": []}"#,
+            ),
+            0,
+        )
+        .expect("the empty topology loads")
+    });
+    request_of(&record, empty, request)?;
+    tiers_of(&record, tiers);
+    subnets_of(&record, subnets);
+    Ok(Some(record.answer))
+}
+
 /// The tiers as the engine passed them, into `tiers` (reused).
 /// (Each tier's candidate list is reused.)
 fn tiers_of(record: &Record, tiers: &mut Vec<Tier>) {
