@@ -213,20 +213,14 @@ pub fn run(
     let started = std::time::Instant::now();
     for log in logs {
         for_each_line(log, |number, line| {
-            let record: Record = match serde_json::from_str(line) {
-                Ok(record) => record,
-                Err(e) => {
-                    // Not a decision: a topology record, or damage.
-                    let topology: TopologyRecord = serde_json::from_str(line)
-                        .ok()
-                        .filter(|t: &TopologyRecord| t.record == "topology")
-                        .with_context(|| {
-                            format!("{}:{number}: not a decision record: {e}", log.display())
-                        })?;
-                    replayer.learn(topology);
-                    return Ok(());
-                }
-            };
+            let record =
+                match parse_line(line).with_context(|| format!("{}:{number}", log.display()))? {
+                    Line::Decision(record) => record,
+                    Line::Topology(topology) => {
+                        replayer.learn(topology);
+                        return Ok(());
+                    }
+                };
             replayer
                 .replay(&record)
                 .with_context(|| format!("{}:{number}", log.display()))
@@ -578,6 +572,26 @@ fn request_of(
     Ok(())
 }
 
+/// One line of a decision log (a value on the stack, one line at a time:
+/// its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Line<'a> {
+    Decision(Record<'a>),
+    Topology(TopologyRecord),
+}
+
+/// Reads a line: a decision record, else a topology record, else damage.
+fn parse_line(line: &str) -> anyhow::Result<Line<'_>> {
+    match serde_json::from_str(line) {
+        Ok(record) => Ok(Line::Decision(record)),
+        Err(e) => serde_json::from_str::<TopologyRecord>(line)
+            .ok()
+            .filter(|t| t.record == "topology")
+            .map(Line::Topology)
+            .with_context(|| format!("not a decision record: {e}")),
+    }
+}
+
 /// What one line of a decision log is, as `policy replay` reads it, up to
 /// (not including) the policy call: a topology record (`Ok(None)`), or a
 /// decision turned back into the request, tiers and subnets the engine
@@ -589,15 +603,8 @@ pub fn decode_line(
     tiers: &mut Vec<Tier>,
     subnets: &mut Vec<(u32, SubnetInfo)>,
 ) -> anyhow::Result<Option<Option<Answer>>> {
-    let record: Record = match serde_json::from_str(line) {
-        Ok(record) => record,
-        Err(e) => {
-            serde_json::from_str::<TopologyRecord>(line)
-                .ok()
-                .filter(|t| t.record == "topology")
-                .with_context(|| format!("not a decision record: {e}"))?;
-            return Ok(None);
-        }
+    let Line::Decision(record) = parse_line(line)? else {
+        return Ok(None);
     };
     if !(2..=SCHEMA).contains(&record.schema) {
         bail!("schema {} is not one this engine replays", record.schema);
