@@ -253,8 +253,13 @@ fn node(cluster: &EtcdCluster, state: &TempDir, name: &str) -> Engine {
     node_with(cluster, state, name, &[])
 }
 
-/// A node of the fleet, with more options.
-fn node_with(cluster: &EtcdCluster, state: &TempDir, name: &str, extra: &[&str]) -> Engine {
+/// A node of the fleet (prefix `/fleet`), with more options.
+pub(crate) fn node_with(
+    cluster: &EtcdCluster,
+    state: &TempDir,
+    name: &str,
+    extra: &[&str],
+) -> Engine {
     let endpoints = cluster.endpoints();
     let dir = state.path(name);
     let mut args = vec![

@@ -64,30 +64,23 @@ fn a_fleet_probes_each_edge_about_once_and_takes_over_a_dead_nodes_share() {
     let edges: Vec<Edge> = (0..EDGES).map(|_| Edge::start(Answer::Ok("OK"))).collect();
     let mut etcd = EtcdCluster::start(1, "shared-health");
     let state = TempDir::new("shared-health-nodes");
-    let endpoints = etcd.endpoints();
     let names: Vec<String> = (0..NODES).map(|i| format!("n{i}")).collect();
     let mut nodes: Vec<Option<Engine>> = names
         .iter()
         .map(|name| {
-            let dir = state.path(name);
-            Some(Engine::start(&[
-                "--etcd",
-                &endpoints,
-                "--etcd-prefix",
-                "/fleet",
-                "--state-dir",
-                dir.to_str().unwrap(),
-                "--node-name",
+            Some(crate::etcd::node_with(
+                &etcd,
+                &state,
                 name,
-                "--etcd-timeout-ms",
-                "1000",
-                "--health-mode",
-                "shared",
-                "--health-lease-s",
-                "2",
-                "--health-report-ms",
-                "500",
-            ]))
+                &[
+                    "--health-mode",
+                    "shared",
+                    "--health-lease-s",
+                    "2",
+                    "--health-report-ms",
+                    "500",
+                ],
+            ))
         })
         .collect();
     let live = |nodes: &[Option<Engine>]| -> Vec<usize> {

@@ -295,29 +295,12 @@ fn uploads_and_ctl_push_need_a_trusted_signature_for_their_name() {
 fn each_node_of_a_fleet_verifies_the_signature_that_travels_with_a_policy() {
     let dir = TempDir::new("sign-fleet-keys");
     let (secret, public) = keygen(&dir, "ops");
-    let etcd = EtcdCluster::start(1, "sign-fleet");
+    let mut etcd = EtcdCluster::start(1, "sign-fleet");
     let state = TempDir::new("sign-fleet-nodes");
-    let endpoints = etcd.endpoints();
-    let node = |name: &str, extra: &[&str]| {
-        let dir = state.path(name);
-        let mut args = vec![
-            "--etcd",
-            &endpoints,
-            "--etcd-prefix",
-            "/fleet",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--node-name",
-            name,
-            "--etcd-timeout-ms",
-            "1000",
-        ];
-        args.extend_from_slice(extra);
-        Engine::start(&args)
-    };
+    use crate::etcd::node_with;
     // `open` trusts nothing; `strict` only policies signed by ops.
-    let open = node("open", &[]);
-    let strict = node("strict", &["--policy-trust-key", s(&public)]);
+    let open = node_with(&etcd, &state, "open", &[]);
+    let strict = node_with(&etcd, &state, "strict", &["--policy-trust-key", s(&public)]);
 
     // Unsigned through the node that takes it: the strict node refuses to
     // load it from etcd and keeps its policy.
@@ -363,9 +346,8 @@ fn each_node_of_a_fleet_verifies_the_signature_that_travels_with_a_policy() {
 
     // Restarted from its disk copy with etcd away: still verified, served.
     drop(strict);
-    let mut etcd = etcd;
     etcd.stop(0);
-    let strict = node("strict", &["--policy-trust-key", s(&public)]);
+    let strict = node_with(&etcd, &state, "strict", &["--policy-trust-key", s(&public)]);
     wait_until("the strict node serves from its disk copy", || {
         policy_header(&strict) == label
     });
