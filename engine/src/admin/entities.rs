@@ -19,9 +19,10 @@
 //! `If-Match: "<revision>"` on a single-entity change makes it fail with
 //! 409 and the current revision if the entity changed since. *change* is
 //! `{"version", "revision", "changes": [{"op", "kind", "key", "before",
-//! "after"}], "applied_here"}`, with `Server-Timing: apply;dur=<ms>,
-//! journal;dur=<ms>`: how long the change took from its arrival to this
-//! node serving it, and of that the journal's sync to disk.
+//! "after"}], "applied_here"}`, with `Server-Timing: serve;dur=<ms>,
+//! apply;dur=<ms>, journal;dur=<ms>`: how long the change took from its
+//! arrival to this node serving it, to the answer, and the journal's sync
+//! to disk (after serving, before the answer).
 
 use super::Admin;
 use super::api::{Reply, error, ok, reply};
@@ -247,6 +248,7 @@ fn answer(
         version,
         revision,
         applied,
+        served,
         took,
         synced,
     } = &changed.outcome
@@ -267,10 +269,15 @@ fn answer(
     if single {
         with_etag(&mut r, *revision);
     }
-    // How long the change took to serve, and of that the journal's sync
-    // (W3C Server-Timing).
+    // How long the change took to serve, to answer, and the journal's
+    // sync (W3C Server-Timing).
     let ms = |d: &std::time::Duration| d.as_secs_f64() * 1000.0;
-    let timing = format!("apply;dur={:.3}, journal;dur={:.3}", ms(took), ms(synced));
+    let timing = format!(
+        "serve;dur={:.3}, apply;dur={:.3}, journal;dur={:.3}",
+        ms(served),
+        ms(took),
+        ms(synced)
+    );
     if let Ok(v) = http::HeaderValue::from_str(&timing) {
         r.headers_mut().insert("server-timing", v);
     }

@@ -678,6 +678,9 @@ impl EtcdWriter {
                         version,
                         revision: w.revision.max(0) as u64,
                         applied,
+                        // The answer waits for this node's follower to
+                        // serve it (when it does in time).
+                        served: took,
                         took,
                         synced: std::time::Duration::ZERO,
                     },

@@ -45,6 +45,16 @@ pub struct Control {
     ready: std::sync::atomic::AtomicBool,
 }
 
+/// When an entity change began to serve, and how long its journal sync
+/// took after that.
+#[derive(Debug, Clone, Copy)]
+pub struct Edited {
+    /// When the new snapshot was published.
+    pub served: Instant,
+    /// How long the journal took to keep it (zero without a journal).
+    pub synced: std::time::Duration,
+}
+
 impl Control {
     /// Bundles the stores.
     pub fn new(topology: Arc<TopologyStore>, policies: Arc<PolicyHost>) -> Self {
@@ -119,13 +129,14 @@ impl Control {
             }
             Change::Entities(edits) => {
                 let started = Instant::now();
-                let (t, applied, synced) = self.edit_topology(&edits, who, None)?;
+                let (t, applied, timing) = self.edit_topology(&edits, who, None)?;
                 Ok(Outcome::Entities {
                     version: t.version,
                     revision: t.revision(),
                     applied,
+                    served: timing.served.saturating_duration_since(started),
                     took: started.elapsed(),
-                    synced,
+                    synced: timing.synced,
                 })
             }
             Change::Policy { source, activate } => {
@@ -328,20 +339,25 @@ impl Control {
     }
 
     /// Applies entity changes, all or none, at `revision` (etcd's) or the
-    /// next one of this node: checked, journalled (a single node with a
-    /// state directory), then served and audited. Also gives how long the
-    /// journal took to sync.
+    /// next one of this node: checked, served, journalled (a single node
+    /// with a state directory; a change the journal cannot keep is taken
+    /// back), then audited. Also gives when it began to serve and how long
+    /// the journal took to sync.
     pub fn edit_topology(
         &self,
         edits: &[Edit],
         who: &str,
         revision: Option<u64>,
-    ) -> Result<(Arc<Topology>, Vec<Applied>, std::time::Duration), ChangeError> {
+    ) -> Result<(Arc<Topology>, Vec<Applied>, Edited), ChangeError> {
         let journal = self.journal.clone();
         let mut journalled = 0;
-        let mut synced = std::time::Duration::ZERO;
+        let mut timing = Edited {
+            served: Instant::now(),
+            synced: std::time::Duration::ZERO,
+        };
         let result = self.topology.edit(edits, revision, |t| {
             let started = Instant::now();
+            timing.served = started;
             if let Some(j) = &journal {
                 journalled = j
                     .append(&journal::Entry {
@@ -352,12 +368,14 @@ impl Control {
                     })
                     .map_err(ChangeError::Unavailable)?;
             }
-            synced = started.elapsed();
+            timing.synced = started.elapsed();
             Ok::<(), ChangeError>(())
         });
         let (t, applied) = match result {
             Ok(done) => done,
             Err(e) => {
+                // Served again as before, if it had begun to serve.
+                self.health.follow(&self.topology.snapshot());
                 tracing::warn!(target: "audit", who, "entity change refused: {}", one_line(&e.to_string()));
                 return Err(e);
             }
@@ -372,7 +390,7 @@ impl Control {
         if journalled >= journal::COMPACT_AFTER {
             self.compact();
         }
-        Ok((t, applied, synced))
+        Ok((t, applied, timing))
     }
 
     /// Compacts the journal in the background: the current document

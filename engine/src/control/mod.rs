@@ -17,7 +17,7 @@ mod apply;
 pub mod audit;
 pub mod journal;
 
-pub use apply::{Control, one_line};
+pub use apply::{Control, Edited, one_line};
 
 use crate::policy::{PolicyError, PolicySource, RoutingError, ShadowReport};
 use crate::routing::acceptance::SampleResult;
@@ -113,12 +113,14 @@ pub enum Outcome {
         revision: u64,
         /// What each edit changed.
         applied: Vec<crate::topology::edit::Applied>,
-        /// From the change's arrival to this node serving it (or, in a
-        /// fleet, to etcd holding it, when this node does not serve it
-        /// yet).
+        /// From the change's arrival to this node serving it (in a fleet,
+        /// where etcd holds it first: to the answer).
+        served: std::time::Duration,
+        /// From the change's arrival to the answer: served and kept (or,
+        /// in a fleet, held by etcd and, if it got here in time, served).
         took: std::time::Duration,
-        /// Of which the journal's sync to disk (single node with a state
-        /// directory; zero otherwise).
+        /// The journal's sync to disk, after serving (single node with a
+        /// state directory; zero otherwise).
         synced: std::time::Duration,
     },
     /// A policy loaded.

@@ -122,20 +122,34 @@ impl TopologyStore {
     }
 
     /// Applies entity changes ([`super::edit`]) to the current snapshot
-    /// and, if they are good, has `commit` keep them (a journal) and
-    /// publishes the result at `revision` or the next one.
+    /// and, if they are good, publishes the result at `revision` or the
+    /// next one, then has `commit` keep them (a journal), still as the one
+    /// writer: a small change serves without waiting for the disk. If
+    /// `commit` fails, the snapshot from before serves again (as the next
+    /// version) and its error is returned, so nothing that was not kept
+    /// stays served.
     pub fn edit<E: From<EditError>>(
         &self,
         edits: &[Edit],
         revision: Option<u64>,
         commit: impl FnOnce(&Topology) -> Result<(), E>,
     ) -> Result<(Arc<Topology>, Vec<Applied>), E> {
-        self.publish(|old| {
-            let revision = revision.unwrap_or(old.revision() + 1);
-            let edited = super::edit::apply(old, edits, old.version + 1, revision)?;
-            commit(&edited.topology)?;
-            Ok((edited.topology, edited.applied))
-        })
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let revision = revision.unwrap_or(old.revision() + 1);
+        let edited = super::edit::apply(&old, edits, old.version + 1, revision)?;
+        let topology = Arc::new(edited.topology);
+        self.current.store(topology.clone());
+        self.published.send_replace(topology.version);
+        if let Err(e) = commit(&topology) {
+            let mut back = Topology::clone(&old);
+            back.version = topology.version + 1;
+            let back = Arc::new(back);
+            self.current.store(back.clone());
+            self.published.send_replace(back.version);
+            return Err(e);
+        }
+        Ok((topology, edited.applied))
     }
 
     /// Publishes what `build` makes of the current snapshot, one writer at
@@ -172,5 +186,57 @@ impl TopologyStore {
         self.publish(|_| Ok::<_, std::convert::Infallible>((topology, ())))
             .map(|(t, ())| t)
             .unwrap_or_else(|e| match e {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::edit::Op;
+    use crate::topology::entity::Kind;
+
+    fn store() -> TopologyStore {
+        TopologyStore::from_bytes(Bytes::from_static(crate::builtin::DEMO_TOPOLOGY.as_bytes()))
+            .unwrap()
+    }
+
+    fn new_region(id: &str) -> Edit {
+        Edit {
+            op: Op::Create,
+            kind: Kind::Regions,
+            key: None,
+            value: Some(serde_json::json!({"id": id, "server_groups": []})),
+            if_match: None,
+        }
+    }
+
+    #[test]
+    fn an_edit_serves_before_its_commit_and_is_taken_back_if_the_commit_fails() {
+        let store = store();
+        let before = store.snapshot();
+        // The commit sees the edit already served.
+        let (t, _) = store
+            .edit(&[new_region("r-new")], None, |t| {
+                assert_eq!(store.snapshot().version, t.version, "served before commit");
+                Ok::<(), EditError>(())
+            })
+            .unwrap();
+        assert!(t.regions.iter().any(|r| &*r.id == "r-new"));
+        // A commit that fails: the snapshot from before serves again, as
+        // a newer version.
+        let err = store.edit(&[new_region("r-lost")], None, |_| {
+            Err(EditError {
+                reason: crate::topology::edit::Reason::Invalid,
+                message: "the disk is full".into(),
+                current: None,
+            })
+        });
+        assert_eq!(err.unwrap_err().message, "the disk is full");
+        let now = store.snapshot();
+        assert_eq!(now.version, t.version + 2);
+        assert!(!now.regions.iter().any(|r| &*r.id == "r-lost"));
+        assert!(now.regions.iter().any(|r| &*r.id == "r-new"));
+        assert_eq!(now.source(), t.source());
+        assert!(before.version < t.version);
     }
 }
