@@ -189,6 +189,13 @@ impl EtcdCluster {
         v["header"]["revision"].as_str().unwrap().parse().unwrap()
     }
 
+    /// Deletes a key directly (as an operator with etcdctl would).
+    pub fn delete(&self, key: &str) {
+        let m = self.members.iter().find(|m| m.child.is_some()).unwrap();
+        let r = gateway(m.client, "/v3/kv/deleterange", &json!({"key": b64(key)}));
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
     /// Reads a key directly, on the first running member: its value as
     /// text (empty when absent).
     pub fn get(&self, key: &str) -> String {

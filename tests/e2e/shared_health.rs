@@ -111,6 +111,19 @@ fn a_fleet_probes_each_edge_about_once_and_takes_over_a_dead_nodes_share() {
         .map(|n| health_status(n)["probed_here"].as_u64().unwrap())
         .collect();
     assert_eq!(shares.iter().sum::<u64>(), EDGES as u64, "{shares:?}");
+    // A member key deleted by hand while its node lives: the node puts
+    // it back (under a new lease), and the fleet is five again.
+    assert_eq!(etcd.get("/fleet/health/members/n4"), "n4");
+    etcd.delete("/fleet/health/members/n4");
+    assert_eq!(etcd.get("/fleet/health/members/n4"), "");
+    wait_until("n4 puts its member key back", || {
+        etcd.get("/fleet/health/members/n4") == "n4"
+    });
+    for n in nodes.iter().flatten() {
+        wait_until("the fleet is five again", || {
+            health_status(n)["members"].as_array().map(Vec::len) == Some(NODES)
+        });
+    }
     // Let the tasks of the servers each node no longer owns end.
     std::thread::sleep(INTERVAL * 2);
 

@@ -107,7 +107,14 @@ async fn membership(
             if id == 0 || client.lease_keep_alive(id).await?.is_none() {
                 id = client.lease_grant(ttl_s).await?;
                 client
-                    .txn(&[], &[Op::PutLeased(me_key.clone(), Vec::new(), id)])
+                    .txn(
+                        &[],
+                        &[Op::PutLeased(
+                            me_key.clone(),
+                            cluster.node.clone().into_bytes(),
+                            id,
+                        )],
+                    )
                     .await?;
                 lease.store(id, Ordering::Release);
                 // A new lease: the report goes out again under it.
@@ -127,6 +134,10 @@ async fn membership(
                     .collect();
                 if members.iter().any(|m| *m == cluster.node) {
                     share.set_members(members);
+                } else {
+                    // This node's key is gone though its lease lives (an
+                    // operator deleted it): a new lease puts it back.
+                    lease.store(0, Ordering::Release);
                 }
             }
             Err(e) => {
