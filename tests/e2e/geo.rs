@@ -250,8 +250,10 @@ fn a_database_replaced_under_load_fails_no_lookup_and_a_broken_one_is_refused() 
         // As an operator replaces it: a new file renamed over the old.
         let tmp = dir.path("city.mmdb.new");
         std::fs::copy(source, &tmp).unwrap();
-        std::fs::rename(&tmp, &live).unwrap();
+        // Counted before the rename: the watch (every 20 ms) may log the
+        // reload before this thread reads the log again.
         let seen = e.log_len();
+        std::fs::rename(&tmp, &live).unwrap();
         e.wait_log(seen, "GeoIP databases reloaded");
     }
     // A broken file (cut short) is refused; the current set keeps serving.
